@@ -1,0 +1,155 @@
+//! `ClientAuth`: who may spend the provider key. Closed unless configured otherwise.
+
+/// A client key from `ROUTER_API_KEYS`, with the name logs use instead of the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientKey {
+    pub name: String,
+    key: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientAuth {
+    keys: Vec<ClientKey>,
+    allow_unauthenticated: bool,
+}
+
+/// Why a caller was refused; the message tells them (or the operator) what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// Neither `ROUTER_API_KEYS` nor `ALLOW_UNAUTHENTICATED` is set: the router refuses to be an
+    /// open proxy for the company's Groq key.
+    NotConfigured,
+    MissingKey,
+    WrongKey,
+}
+
+impl ClientAuth {
+    /// `keys` is `ROUTER_API_KEYS`: comma-separated, each `key` or `name:key`.
+    pub fn parse(keys: Option<&str>, allow_unauthenticated: bool) -> Result<Self, String> {
+        let mut parsed = Vec::new();
+        for (i, entry) in keys.unwrap_or("").split(',').map(str::trim).enumerate() {
+            if entry.is_empty() {
+                continue;
+            }
+            let (name, key) = match entry.split_once(':') {
+                Some((name, key)) => (name.trim().to_string(), key.trim().to_string()),
+                None => (format!("client-{}", i + 1), entry.to_string()),
+            };
+            // Never echo the key itself, not even in a config error.
+            if key.is_empty() || name.is_empty() {
+                return Err(format!(
+                    "`ROUTER_API_KEYS` entry {} is `name:` with no key or `:key` with no name",
+                    i + 1
+                ));
+            }
+            if parsed.iter().any(|k: &ClientKey| k.name == name) {
+                return Err(format!("`ROUTER_API_KEYS` names client `{name}` twice"));
+            }
+            parsed.push(ClientKey { name, key });
+        }
+        Ok(Self {
+            keys: parsed,
+            allow_unauthenticated,
+        })
+    }
+
+    pub fn is_configured(&self) -> bool {
+        self.allow_unauthenticated || !self.keys.is_empty()
+    }
+
+    /// Checks an `Authorization` header. `Ok(Some(name))` for a known client, `Ok(None)` for an
+    /// anonymous caller when unauthenticated access is allowed.
+    pub fn check(&self, authorization: Option<&str>) -> Result<Option<&str>, AuthError> {
+        if !self.is_configured() {
+            return Err(AuthError::NotConfigured);
+        }
+        let presented = authorization.and_then(bearer_token);
+        match presented {
+            Some(token) => {
+                // Walk every key, whatever matches, so timing does not tell which one (or whether
+                // any) shares a prefix with what was sent.
+                let mut found = None;
+                for k in &self.keys {
+                    if constant_time_eq(k.key.as_bytes(), token.as_bytes()) && found.is_none() {
+                        found = Some(k.name.as_str());
+                    }
+                }
+                match found {
+                    Some(name) => Ok(Some(name)),
+                    None if self.keys.is_empty() => Ok(None),
+                    None => Err(AuthError::WrongKey),
+                }
+            }
+            None if self.allow_unauthenticated => Ok(None),
+            None => Err(AuthError::MissingKey),
+        }
+    }
+}
+
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Compares without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_unless_configured() {
+        let auth = ClientAuth::parse(None, false).unwrap();
+        assert_eq!(auth.check(Some("Bearer x")), Err(AuthError::NotConfigured));
+        let auth = ClientAuth::parse(Some(" , "), false).unwrap();
+        assert_eq!(auth.check(None), Err(AuthError::NotConfigured));
+    }
+
+    #[test]
+    fn keys_named_and_unnamed() {
+        let auth = ClientAuth::parse(Some("k1, web:k2 ,mobile:k:3"), false).unwrap();
+        assert_eq!(auth.check(Some("Bearer k1")), Ok(Some("client-1")));
+        assert_eq!(auth.check(Some("bearer k2")), Ok(Some("web")));
+        assert_eq!(auth.check(Some("Bearer k:3")), Ok(Some("mobile")));
+        assert_eq!(auth.check(Some("Bearer k")), Err(AuthError::WrongKey));
+        assert_eq!(auth.check(Some("Bearer k22")), Err(AuthError::WrongKey));
+        assert_eq!(auth.check(Some("Basic k1")), Err(AuthError::MissingKey));
+        assert_eq!(auth.check(None), Err(AuthError::MissingKey));
+    }
+
+    #[test]
+    fn unauthenticated_allowed_but_wrong_keys_still_refused() {
+        let auth = ClientAuth::parse(None, true).unwrap();
+        assert_eq!(auth.check(None), Ok(None));
+        assert_eq!(auth.check(Some("Bearer whatever")), Ok(None));
+        let auth = ClientAuth::parse(Some("web:k"), true).unwrap();
+        assert_eq!(auth.check(None), Ok(None));
+        assert_eq!(auth.check(Some("Bearer k")), Ok(Some("web")));
+        assert_eq!(auth.check(Some("Bearer nope")), Err(AuthError::WrongKey));
+    }
+
+    #[test]
+    fn bad_entries_are_refused_without_echoing_keys() {
+        let err = ClientAuth::parse(Some("web:"), false).unwrap_err();
+        assert!(err.contains("entry 1"), "{err}");
+        let err = ClientAuth::parse(Some("a:secret1,a:secret2"), false).unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn constant_time_eq_is_eq() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

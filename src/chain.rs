@@ -1,0 +1,72 @@
+//! `ModelChain`: the ordered models one request may try, and where each came from.
+
+use serde::Serialize;
+
+use crate::config::Config;
+
+/// Which rule put a model in the chain; shown by diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainSource {
+    /// `FORCE_MODEL`
+    Forced,
+    /// `DEFAULT_<TASK>_MODEL`
+    TaskDefault,
+    /// `MODEL_REGISTRY[task]`
+    Registry,
+    /// `MODEL_REGISTRY["fallback"]`
+    Fallback,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainEntry {
+    pub model: String,
+    pub source: ChainSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelChain {
+    pub entries: Vec<ChainEntry>,
+}
+
+impl ModelChain {
+    /// `[DEFAULT_T_MODEL] + MODEL_REGISTRY[T] + MODEL_REGISTRY["fallback"]`, first occurrence
+    /// kept; with `FORCE_MODEL`, that model alone. `None` when `task` is not in the registry.
+    pub fn for_task(config: &Config, task: &str) -> Option<ModelChain> {
+        let (task, models) = config.registry.tasks.get_key_value(task)?;
+        if let Some(forced) = &config.force_model {
+            return Some(ModelChain {
+                entries: vec![ChainEntry {
+                    model: forced.clone(),
+                    source: ChainSource::Forced,
+                }],
+            });
+        }
+        let default = config.default_models.get(task);
+        let candidates = default
+            .into_iter()
+            .map(|m| (m, ChainSource::TaskDefault))
+            .chain(models.iter().map(|m| (m, ChainSource::Registry)))
+            .chain(
+                config
+                    .registry
+                    .fallback
+                    .iter()
+                    .map(|m| (m, ChainSource::Fallback)),
+            );
+        let mut entries: Vec<ChainEntry> = Vec::new();
+        for (model, source) in candidates {
+            if !entries.iter().any(|e| &e.model == model) {
+                entries.push(ChainEntry {
+                    model: model.clone(),
+                    source,
+                });
+            }
+        }
+        Some(ModelChain { entries })
+    }
+
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.model.as_str())
+    }
+}

@@ -1,0 +1,308 @@
+//! `Config`: every binding the router reads, parsed and validated up front so that bad
+//! configuration is reported whole (naming the binding) instead of failing one request at a time.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::auth::ClientAuth;
+use crate::task::{TaskType, FALLBACK_KEY};
+
+pub const DEFAULT_GROQ_BASE_URL: &str = "https://api.groq.com";
+pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 15_000;
+const MAX_ATTEMPT_TIMEOUT_MS: u64 = 300_000;
+
+/// A binding's value as the Worker runtime hands it over: `wrangler.toml` `[vars]` tables arrive
+/// as objects, everything set with `--var`, the dashboard or `wrangler secret` as text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BindingValue {
+    Text(String),
+    Json(Value),
+}
+
+/// Where bindings come from: the Worker `Env` in production, a map in tests.
+pub trait Bindings {
+    fn get(&self, name: &str) -> Option<BindingValue>;
+}
+
+impl Bindings for BTreeMap<&str, BindingValue> {
+    fn get(&self, name: &str) -> Option<BindingValue> {
+        BTreeMap::get(self, name).cloned()
+    }
+}
+
+/// One thing wrong with the configuration. `code` is what a routed request answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub code: &'static str,
+    pub binding: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn invalid(binding: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: "config_invalid",
+            binding: binding.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Task → models in priority order, plus the universal `fallback` list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Registry {
+    pub tasks: BTreeMap<TaskType, Vec<String>>,
+    pub fallback: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub registry: Registry,
+    /// `FORCE_MODEL`: every task uses exactly this model.
+    pub force_model: Option<String>,
+    /// `DEFAULT_<TASK>_MODEL` values that are set, by task.
+    pub default_models: BTreeMap<TaskType, String>,
+    /// Host root, without a trailing `/`.
+    pub groq_base_url: String,
+    pub groq_api_key: Option<String>,
+    pub client_auth: ClientAuth,
+    pub attempt_timeout_ms: u64,
+}
+
+impl Config {
+    /// Reads and validates every binding; on failure returns all problems found, not just the first.
+    pub fn load(bindings: &impl Bindings) -> Result<Config, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+
+        let registry = match bindings.get("MODEL_REGISTRY") {
+            None => {
+                errors.push(ConfigError::invalid(
+                    "MODEL_REGISTRY",
+                    "`MODEL_REGISTRY` is not set; define it in `wrangler.toml` `[vars]` as a table of task = [models]",
+                ));
+                Registry::default()
+            }
+            Some(value) => parse_registry(value).unwrap_or_else(|e| {
+                errors.push(ConfigError::invalid("MODEL_REGISTRY", e));
+                Registry::default()
+            }),
+        };
+
+        let force_model = optional_model(bindings, "FORCE_MODEL", &mut errors);
+
+        let mut default_models = BTreeMap::new();
+        let mut binding_owner: BTreeMap<String, &TaskType> = BTreeMap::new();
+        for task in registry.tasks.keys() {
+            let binding = task.default_model_binding();
+            if let Some(other) = binding_owner.insert(binding.clone(), task) {
+                errors.push(ConfigError::invalid(
+                    "MODEL_REGISTRY",
+                    format!("tasks `{other}` and `{task}` both map to `{binding}`; rename one"),
+                ));
+            }
+            if let Some(model) = optional_model(bindings, &binding, &mut errors) {
+                default_models.insert(task.clone(), model);
+            }
+        }
+
+        let groq_base_url = match text(bindings, "GROQ_BASE_URL", &mut errors) {
+            None => DEFAULT_GROQ_BASE_URL.to_string(),
+            Some(url) => parse_base_url(&url).unwrap_or_else(|e| {
+                errors.push(ConfigError::invalid("GROQ_BASE_URL", e));
+                String::new()
+            }),
+        };
+
+        let groq_api_key = text(bindings, "GROQ_API_KEY", &mut errors);
+
+        let keys = text(bindings, "ROUTER_API_KEYS", &mut errors);
+        let allow_unauthenticated =
+            match text(bindings, "ALLOW_UNAUTHENTICATED", &mut errors).as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(_) => {
+                    errors.push(ConfigError::invalid(
+                        "ALLOW_UNAUTHENTICATED",
+                        "`ALLOW_UNAUTHENTICATED` must be \"true\" or \"false\"",
+                    ));
+                    false
+                }
+            };
+        let client_auth =
+            ClientAuth::parse(keys.as_deref(), allow_unauthenticated).unwrap_or_else(|e| {
+                errors.push(ConfigError::invalid("ROUTER_API_KEYS", e));
+                ClientAuth::default()
+            });
+
+        let attempt_timeout_ms = match text(bindings, "ATTEMPT_TIMEOUT_MS", &mut errors) {
+            None => DEFAULT_ATTEMPT_TIMEOUT_MS,
+            Some(raw) => match raw.parse::<u64>() {
+                Ok(ms) if (1..=MAX_ATTEMPT_TIMEOUT_MS).contains(&ms) => ms,
+                _ => {
+                    errors.push(ConfigError::invalid(
+                        "ATTEMPT_TIMEOUT_MS",
+                        format!("`ATTEMPT_TIMEOUT_MS` must be a whole number of milliseconds from 1 to {MAX_ATTEMPT_TIMEOUT_MS}, got {raw:?}"),
+                    ));
+                    DEFAULT_ATTEMPT_TIMEOUT_MS
+                }
+            },
+        };
+
+        if errors.is_empty() {
+            Ok(Config {
+                registry,
+                force_model,
+                default_models,
+                groq_base_url,
+                groq_api_key,
+                client_auth,
+                attempt_timeout_ms,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The tasks callers may ask for, in name order.
+    pub fn task_names(&self) -> Vec<&str> {
+        self.registry.tasks.keys().map(TaskType::as_str).collect()
+    }
+}
+
+/// A text binding, trimmed; unset or blank is `None`. An object where text belongs is an error.
+fn text(bindings: &impl Bindings, name: &str, errors: &mut Vec<ConfigError>) -> Option<String> {
+    match bindings.get(name)? {
+        BindingValue::Text(s) => {
+            let s = s.trim();
+            (!s.is_empty()).then(|| s.to_string())
+        }
+        BindingValue::Json(Value::String(s)) => {
+            let s = s.trim();
+            (!s.is_empty()).then(|| s.to_string())
+        }
+        BindingValue::Json(_) => {
+            errors.push(ConfigError::invalid(
+                name,
+                format!("`{name}` must be a string"),
+            ));
+            None
+        }
+    }
+}
+
+fn optional_model(
+    bindings: &impl Bindings,
+    name: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<String> {
+    let model = text(bindings, name, errors)?;
+    match check_model_id(&model) {
+        Ok(()) => Some(model),
+        Err(e) => {
+            errors.push(ConfigError::invalid(name, format!("`{name}`: {e}")));
+            None
+        }
+    }
+}
+
+fn check_model_id(model: &str) -> Result<(), String> {
+    if model.is_empty() {
+        return Err("a model id is empty".to_string());
+    }
+    if model.len() > 256
+        || model
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+    {
+        return Err(format!("model id {model:?} is not a valid model id"));
+    }
+    Ok(())
+}
+
+/// Parses `MODEL_REGISTRY` from either form; the error names what is wrong and where.
+pub fn parse_registry(value: BindingValue) -> Result<Registry, String> {
+    let json = match value {
+        BindingValue::Json(Value::String(s)) | BindingValue::Text(s) => {
+            serde_json::from_str::<Value>(&s)
+                .map_err(|e| format!("`MODEL_REGISTRY` is not valid JSON: {e}"))?
+        }
+        BindingValue::Json(v) => v,
+    };
+    let Value::Object(map) = json else {
+        return Err(format!(
+            "`MODEL_REGISTRY` must be an object of task → [model ids], got {}",
+            json_kind(&json)
+        ));
+    };
+    let mut registry = Registry::default();
+    for (key, models) in map {
+        let models = parse_model_list(&key, models)?;
+        if key == FALLBACK_KEY {
+            registry.fallback = models;
+        } else {
+            let task = TaskType::parse(&key).map_err(|e| format!("`MODEL_REGISTRY`: {e}"))?;
+            registry.tasks.insert(task, models);
+        }
+    }
+    if registry.tasks.is_empty() {
+        return Err("`MODEL_REGISTRY` defines no task (only `fallback` or nothing)".to_string());
+    }
+    Ok(registry)
+}
+
+fn parse_model_list(key: &str, models: Value) -> Result<Vec<String>, String> {
+    let Value::Array(items) = models else {
+        return Err(format!(
+            "`MODEL_REGISTRY.{key}` must be a list of model ids, got {}",
+            json_kind(&models)
+        ));
+    };
+    if items.is_empty() {
+        return Err(format!("`MODEL_REGISTRY.{key}` is an empty list"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let Value::String(model) = item else {
+            return Err(format!(
+                "`MODEL_REGISTRY.{key}[{i}]` must be a model id string, got {}",
+                json_kind(&item)
+            ));
+        };
+        check_model_id(&model).map_err(|e| format!("`MODEL_REGISTRY.{key}[{i}]`: {e}"))?;
+        if out.contains(&model) {
+            return Err(format!("`MODEL_REGISTRY.{key}`: duplicate entry `{model}`"));
+        }
+        out.push(model);
+    }
+    Ok(out)
+}
+
+fn parse_base_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!("`GROQ_BASE_URL` must start with https:// or http://, got {url:?}")
+        })?;
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
+        return Err(format!("`GROQ_BASE_URL` has no host: {url:?}"));
+    }
+    let trimmed = url.trim_end_matches('/');
+    // Accept the OpenAI-SDK spelling too: the router appends `/openai/v1` itself.
+    Ok(trimmed
+        .strip_suffix("/openai/v1")
+        .unwrap_or(trimmed)
+        .to_string())
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,209 @@
+//! `ApiError`: every error a caller can see, with the one mapping to an HTTP status and an
+//! OpenAI-shaped body `{"error":{"message","type","code","param"}}`.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::ConfigError;
+use crate::router::Attempt;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    /// 400: the body is not the JSON object we need.
+    BadJson(String),
+    /// 400: one field is wrong; `param` names it.
+    InvalidField { param: String, message: String },
+    /// 401: the router has no client auth configured, so it refuses everyone.
+    AuthNotConfigured,
+    /// 401: no or a wrong client key.
+    Unauthorized { message: &'static str },
+    /// 404: the task is not in the registry.
+    UnknownTask { task: String, known: Vec<String> },
+    /// 404: no such route.
+    RouteNotFound { method: String, path: String },
+    /// 405: known route, wrong method.
+    MethodNotAllowed { allow: &'static str },
+    /// 500: `MODEL_REGISTRY` or another binding is invalid.
+    ConfigInvalid(Vec<ConfigError>),
+    /// 500: the `GROQ_API_KEY` secret is not set.
+    ProviderKeyMissing,
+    /// 400: Groq refused the request in a way every model would; its message, org ids redacted.
+    UpstreamRejected {
+        message: String,
+        code: Option<String>,
+        param: Option<String>,
+        attempts: Vec<Attempt>,
+    },
+    /// 502: Groq rejected the provider key.
+    ProviderAuthFailed { attempts: Vec<Attempt> },
+    /// 429: every model that could serve was rate-limited.
+    RateLimited {
+        retry_after_secs: u64,
+        attempts: Vec<Attempt>,
+    },
+    /// 502: every model of the chain failed.
+    AllModelsFailed { attempts: Vec<Attempt> },
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    param: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<&'a [Attempt]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problems: Option<Value>,
+}
+
+impl ApiError {
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        ApiError::BadJson(message.into())
+    }
+
+    pub fn invalid_field(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidField {
+            param: param.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadJson(_)
+            | ApiError::InvalidField { .. }
+            | ApiError::UpstreamRejected { .. } => 400,
+            ApiError::AuthNotConfigured | ApiError::Unauthorized { .. } => 401,
+            ApiError::UnknownTask { .. } | ApiError::RouteNotFound { .. } => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::RateLimited { .. } => 429,
+            ApiError::ConfigInvalid(_) | ApiError::ProviderKeyMissing => 500,
+            ApiError::ProviderAuthFailed { .. } | ApiError::AllModelsFailed { .. } => 502,
+        }
+    }
+
+    /// The stable `code` callers and dashboards key on.
+    pub fn code(&self) -> &str {
+        match self {
+            ApiError::BadJson(_) => "invalid_json",
+            ApiError::InvalidField { .. } => "invalid_parameter",
+            ApiError::AuthNotConfigured => "auth_not_configured",
+            ApiError::Unauthorized { .. } => "invalid_api_key",
+            ApiError::UnknownTask { .. } => "unknown_task",
+            ApiError::RouteNotFound { .. } => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::ConfigInvalid(errors) => errors.first().map_or("config_invalid", |e| e.code),
+            ApiError::ProviderKeyMissing => "provider_key_missing",
+            ApiError::UpstreamRejected { code, .. } => code.as_deref().unwrap_or("invalid_request"),
+            ApiError::ProviderAuthFailed { .. } => "provider_auth_failed",
+            ApiError::RateLimited { .. } => "rate_limit_exceeded",
+            ApiError::AllModelsFailed { .. } => "all_models_failed",
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.status() {
+            400 | 404 | 405 => "invalid_request_error",
+            401 => "authentication_error",
+            429 => "rate_limit_error",
+            _ => "api_error",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::BadJson(m) => m.clone(),
+            ApiError::InvalidField { message, .. } => message.clone(),
+            ApiError::AuthNotConfigured => "client authentication is not configured: set the `ROUTER_API_KEYS` secret \
+                (`npx wrangler secret put ROUTER_API_KEYS`) and send `Authorization: Bearer <key>`, or set \
+                `ALLOW_UNAUTHENTICATED = \"true\"` for a private deployment"
+                .to_string(),
+            ApiError::Unauthorized { message } => (*message).to_string(),
+            ApiError::UnknownTask { task, known } => format!(
+                "unknown task `{task}`; known tasks: {}",
+                known.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+            ),
+            ApiError::RouteNotFound { method, path } => format!(
+                "no route for {method} {path}; use POST /v1/tasks/{{task}}"
+            ),
+            ApiError::MethodNotAllowed { allow } => format!("method not allowed; use {allow}"),
+            ApiError::ConfigInvalid(errors) => {
+                let all: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
+                format!("the router's configuration is invalid: {}", all.join("; "))
+            }
+            ApiError::ProviderKeyMissing => {
+                "the `GROQ_API_KEY` secret is not set; run `npx wrangler secret put GROQ_API_KEY`".to_string()
+            }
+            ApiError::UpstreamRejected { message, .. } => message.clone(),
+            ApiError::ProviderAuthFailed { .. } => {
+                "Groq rejected the router's provider key; the operator must update the `GROQ_API_KEY` secret".to_string()
+            }
+            ApiError::RateLimited { retry_after_secs, .. } => format!(
+                "every model for this task is rate-limited; retry after {retry_after_secs} s"
+            ),
+            ApiError::AllModelsFailed { attempts } => format!(
+                "all {} models for this task failed; see `attempts`",
+                attempts.len()
+            ),
+        }
+    }
+
+    /// Extra headers the status calls for.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            ApiError::RateLimited {
+                retry_after_secs, ..
+            } => vec![("retry-after", retry_after_secs.to_string())],
+            ApiError::MethodNotAllowed { allow } => vec![("allow", (*allow).to_string())],
+            ApiError::Unauthorized { .. } | ApiError::AuthNotConfigured => {
+                vec![("www-authenticate", "Bearer".to_string())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn attempts(&self) -> &[Attempt] {
+        match self {
+            ApiError::UpstreamRejected { attempts, .. }
+            | ApiError::ProviderAuthFailed { attempts }
+            | ApiError::RateLimited { attempts, .. }
+            | ApiError::AllModelsFailed { attempts } => attempts,
+            _ => &[],
+        }
+    }
+
+    pub fn body(&self) -> String {
+        let param = match self {
+            ApiError::InvalidField { param, .. } => Some(param.as_str()),
+            ApiError::UpstreamRejected { param, .. } => param.as_deref(),
+            _ => None,
+        };
+        let attempts = self.attempts();
+        let problems = match self {
+            ApiError::ConfigInvalid(errors) => Some(config_problems(errors)),
+            _ => None,
+        };
+        let body = ErrorBody {
+            message: self.message(),
+            kind: self.kind(),
+            code: self.code(),
+            param,
+            attempts: (!attempts.is_empty()).then_some(attempts),
+            problems,
+        };
+        json!({ "error": body }).to_string()
+    }
+}
+
+/// `[{"binding","code","message"}]` for `/healthz` and config errors.
+pub fn config_problems(errors: &[ConfigError]) -> Value {
+    Value::Array(
+        errors
+            .iter()
+            .map(|e| json!({"binding": e.binding, "code": e.code, "message": e.message}))
+            .collect(),
+    )
+}

@@ -1,0 +1,878 @@
+//! Native tests of the fallback loop and the HTTP API with a scripted fake provider: for each
+//! scenario, the answer, the models called in order, and how many calls were made.
+//! Run: `cargo test --test fallback`.
+
+mod scripted;
+
+use scripted::*;
+use serde_json::{json, Value};
+use task_router::api::{handle, HttpRequest, HttpResponse, RequestEnv};
+use task_router::log::{Level, MemoryLog};
+use task_router::provider::TransportError;
+
+const REGISTRY: &str = r#"{"fast":["m1","m2"],"reasoning":["m3"],"fallback":["f1","f2"]}"#;
+const KEY: &str = "client-secret-1";
+
+fn base_bindings() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("MODEL_REGISTRY", REGISTRY),
+        ("GROQ_API_KEY", "gsk_provider_secret"),
+        ("ROUTER_API_KEYS", "web:client-secret-1"),
+        ("GROQ_BASE_URL", "http://127.0.0.1:1"),
+    ]
+}
+
+struct Run {
+    response: HttpResponse,
+    body: Value,
+    calls: Vec<String>,
+    log: Vec<(Level, Value)>,
+}
+
+fn run_with(
+    pairs: &[(&'static str, &str)],
+    provider: ScriptedProvider,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> Run {
+    let config = load(pairs);
+    let log = MemoryLog::default();
+    let clock = provider.clock.clone();
+    let now = move || clock.get();
+    let response = block_on(handle(
+        HttpRequest {
+            method,
+            path,
+            authorization: auth,
+            body: body.as_bytes(),
+        },
+        &config,
+        &provider,
+        &RequestEnv {
+            request_id: "req_test",
+            now_ms: &now,
+            log: &log,
+        },
+    ));
+    let body = serde_json::from_str(&response.body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", response.body));
+    Run {
+        response,
+        body,
+        calls: provider.models_called(),
+        log: log.0.into_inner(),
+    }
+}
+
+fn ask(provider: ScriptedProvider, task: &str) -> Run {
+    run_with(
+        &base_bindings(),
+        provider,
+        "POST",
+        &format!("/v1/tasks/{task}"),
+        Some("Bearer client-secret-1"),
+        r#"{"messages":[{"role":"user","content":"private-prompt-text"}],"max_tokens":10,"temperature":0.2,"seed":7}"#,
+    )
+}
+
+fn outcomes(body: &Value, at: &str) -> Vec<(String, String)> {
+    body.pointer(at)
+        .and_then(Value::as_array)
+        .expect("attempts list")
+        .iter()
+        .map(|a| {
+            (
+                a["model"].as_str().unwrap().to_string(),
+                a["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn first_model_answers() {
+    let r = ask(
+        ScriptedProvider::new().on("m1", completion("m1"), 120),
+        "fast",
+    );
+    assert_eq!(r.response.status, 200);
+    assert_eq!(r.calls, vec!["m1"]);
+    assert_eq!(r.body["content"], "hello from m1");
+    assert_eq!(r.body["model_used"], "m1");
+    assert_eq!(r.body["finish_reason"], "stop");
+    assert_eq!(r.body["task"], "fast");
+    assert_eq!(r.body["request_id"], "req_test");
+    assert_eq!(r.body["usage"]["total_tokens"], 67);
+    assert_eq!(
+        r.body["attempts"],
+        json!([{"model":"m1","outcome":"ok","status":200,"duration_ms":120}])
+    );
+    assert_eq!(r.response.header("x-model-used"), Some("m1"));
+    assert_eq!(r.response.header("x-task-type"), Some("fast"));
+    assert_eq!(r.response.header("x-attempts"), Some("m1=ok(200)"));
+    assert_eq!(r.response.header("x-request-id"), Some("req_test"));
+}
+
+#[test]
+fn the_body_sent_to_groq_is_the_callers_with_model_set() {
+    let provider = ScriptedProvider::new().on("m1", completion("m1"), 1);
+    let config = load(&base_bindings());
+    let log = MemoryLog::default();
+    let now = || 0;
+    block_on(handle(
+        HttpRequest {
+            method: "POST",
+            path: "/v1/tasks/fast",
+            authorization: Some("Bearer client-secret-1"),
+            body: br#"{"messages":[{"role":"user","content":"h\u00e9 \"q\""}],"response_format":{"type":"json_object"},"x_extra":[1,2]}"#,
+        },
+        &config,
+        &provider,
+        &RequestEnv { request_id: "r", now_ms: &now, log: &log },
+    ));
+    let calls = provider.calls.borrow();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].url,
+        "http://127.0.0.1:1/openai/v1/chat/completions"
+    );
+    assert_eq!(calls[0].timeout_ms, 15_000);
+    assert_eq!(
+        calls[0].body,
+        json!({"model":"m1","messages":[{"role":"user","content":"hé \"q\""}],
+               "response_format":{"type":"json_object"},"x_extra":[1,2]})
+    );
+}
+
+#[test]
+fn falls_back_in_order_through_every_failure_class() {
+    let provider = ScriptedProvider::new()
+        .on("m1", gone_404("m1"), 30)
+        .on("m2", Script::Fail(TransportError::Timeout), 15_000)
+        .on(
+            "f1",
+            reply(502, "<html><body>502 Bad Gateway</body></html>"),
+            40,
+        )
+        .on("f2", completion("f2"), 50);
+    let r = ask(provider, "fast");
+    assert_eq!(r.response.status, 200, "{}", r.body);
+    assert_eq!(r.calls, vec!["m1", "m2", "f1", "f2"]);
+    assert_eq!(r.body["model_used"], "f2");
+    assert_eq!(
+        outcomes(&r.body, "/attempts"),
+        pairs(&[
+            ("m1", "model_gone"),
+            ("m2", "timeout"),
+            ("f1", "upstream_error"),
+            ("f2", "ok")
+        ])
+    );
+    assert_eq!(r.body["attempts"][0]["code"], "model_not_found");
+    assert_eq!(r.body["attempts"][1]["status"], Value::Null);
+    assert_eq!(r.body["attempts"][1]["duration_ms"], 15_000);
+    assert_eq!(
+        r.response.header("x-attempts"),
+        Some("m1=model_gone(404), m2=timeout, f1=upstream_error(502), f2=ok(200)")
+    );
+    // The gone model is logged at warn level with a hint to fix the registry.
+    let gone = r
+        .log
+        .iter()
+        .find(|(_, l)| l["model"] == "m1")
+        .expect("attempt line for m1");
+    assert_eq!(gone.0, Level::Warn);
+    assert!(gone.1["hint"].as_str().unwrap().contains("MODEL_REGISTRY"));
+}
+
+#[test]
+fn every_fallback_class_moves_on() {
+    let failing = [
+        ("gone-404", gone_404("x")),
+        (
+            "decommissioned",
+            groq_error(
+                400,
+                "invalid_request_error",
+                Some("model_decommissioned"),
+                "The model `x` has been decommissioned",
+            ),
+        ),
+        ("429", rate_limited("3")),
+        (
+            "413",
+            groq_error(
+                413,
+                "tokens",
+                Some("rate_limit_exceeded"),
+                "Request too large for model `x` in organization `org_1`",
+            ),
+        ),
+        (
+            "498",
+            groq_error(
+                498,
+                "capacity_exceeded",
+                Some("capacity_exceeded"),
+                "flex tier capacity exceeded",
+            ),
+        ),
+        (
+            "500",
+            groq_error(500, "internal_server_error", None, "Internal Server Error"),
+        ),
+        ("html 502", reply(502, "<html>502</html>")),
+        ("503 empty", reply(503, "")),
+        (
+            "connection",
+            Script::Fail(TransportError::Connection("reset".into())),
+        ),
+        ("timeout", Script::Fail(TransportError::Timeout)),
+        (
+            "200 not a completion",
+            reply(200, r#"{"object":"list","data":[]}"#),
+        ),
+        ("200 html", reply(200, "<html>portal</html>")),
+        (
+            "context length",
+            groq_error(
+                400,
+                "invalid_request_error",
+                Some("context_length_exceeded"),
+                "Please reduce the length of the messages or completion.",
+            ),
+        ),
+        (
+            "json validate",
+            groq_error(
+                400,
+                "invalid_request_error",
+                Some("json_validate_failed"),
+                "Failed to generate JSON",
+            ),
+        ),
+        (
+            "tool use",
+            groq_error(
+                400,
+                "invalid_request_error",
+                Some("tool_use_failed"),
+                "Failed to call a function",
+            ),
+        ),
+    ];
+    for (name, script) in failing {
+        let r = ask(
+            ScriptedProvider::new()
+                .on("m1", script, 5)
+                .on("m2", completion("m2"), 5),
+            "fast",
+        );
+        assert_eq!(r.response.status, 200, "{name}: {}", r.body);
+        assert_eq!(r.calls, vec!["m1", "m2"], "{name}");
+        assert_eq!(r.body["model_used"], "m2", "{name}");
+    }
+}
+
+#[test]
+fn universal_fallback_after_the_task_list() {
+    let provider =
+        ScriptedProvider::new()
+            .on("m3", reply(500, "{}"), 5)
+            .on("f1", completion("f1"), 5);
+    let r = ask(provider, "reasoning");
+    assert_eq!(r.response.status, 200);
+    assert_eq!(r.calls, vec!["m3", "f1"]);
+    assert_eq!(r.body["model_used"], "f1");
+}
+
+#[test]
+fn everything_failing_is_a_502_with_diagnostics() {
+    let provider = ScriptedProvider::new()
+        .on("m1", gone_404("m1"), 10)
+        .on(
+            "m2",
+            reply(
+                500,
+                r#"{"error":{"message":"Internal Server Error","type":"internal_server_error"}}"#,
+            ),
+            20,
+        )
+        .on(
+            "f1",
+            Script::Fail(TransportError::Connection("dropped".into())),
+            30,
+        )
+        .on("f2", rate_limited("9"), 40);
+    let r = ask(provider, "fast");
+    assert_eq!(r.response.status, 502);
+    assert_eq!(r.calls, vec!["m1", "m2", "f1", "f2"]);
+    assert_eq!(r.body["error"]["code"], "all_models_failed");
+    assert_eq!(r.body["error"]["type"], "api_error");
+    assert_eq!(
+        r.body["error"]["attempts"],
+        json!([
+            {"model":"m1","outcome":"model_gone","status":404,"code":"model_not_found","duration_ms":10},
+            {"model":"m2","outcome":"upstream_error","status":500,"duration_ms":20},
+            {"model":"f1","outcome":"connection_error","status":null,"duration_ms":30},
+            {"model":"f2","outcome":"rate_limited","status":429,"code":"rate_limit_exceeded","duration_ms":40},
+        ])
+    );
+    let request_line = &r.log.last().unwrap().1;
+    assert_eq!(request_line["event"], "request");
+    assert_eq!(request_line["status"], 502);
+    assert_eq!(request_line["attempts"], 4);
+    assert_eq!(request_line["fallback_used"], true);
+}
+
+#[test]
+fn all_rate_limited_is_a_429_with_the_earliest_retry_after() {
+    let provider = ScriptedProvider::new()
+        .on("m1", rate_limited("12"), 5)
+        .on("m2", rate_limited("4"), 5)
+        .on(
+            "f1",
+            groq_error(
+                498,
+                "capacity_exceeded",
+                Some("capacity_exceeded"),
+                "flex full",
+            ),
+            5,
+        )
+        .on("f2", gone_404("f2"), 5);
+    let r = ask(provider, "fast");
+    assert_eq!(r.response.status, 429, "{}", r.body);
+    assert_eq!(r.calls.len(), 4);
+    assert_eq!(r.response.header("retry-after"), Some("4"));
+    assert_eq!(r.body["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(r.body["error"]["attempts"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn a_gone_model_alone_is_not_rate_limiting() {
+    let provider = ScriptedProvider::new()
+        .on("m1", gone_404("m1"), 5)
+        .on("m2", gone_404("m2"), 5)
+        .on("f1", gone_404("f1"), 5)
+        .on("f2", gone_404("f2"), 5);
+    let r = ask(provider, "fast");
+    assert_eq!(r.response.status, 502);
+    assert_eq!(r.body["error"]["code"], "all_models_failed");
+}
+
+#[test]
+fn a_callers_bad_request_stops_at_once_with_groqs_message() {
+    let provider = ScriptedProvider::new()
+        .on("m1", {
+            let Script::Reply(mut r) = groq_error(400, "invalid_request_error", None, "'temperature' : value must be a number") else { unreachable!() };
+            r.body = br#"{"error":{"message":"'temperature' : value must be a number","type":"invalid_request_error","param":"temperature"}}"#.to_vec();
+            Script::Reply(r)
+        }, 5)
+        .on("m2", completion("m2"), 5);
+    let r = ask(provider, "fast");
+    assert_eq!(r.response.status, 400);
+    assert_eq!(
+        r.calls,
+        vec!["m1"],
+        "a request every model would refuse is not retried"
+    );
+    assert_eq!(
+        r.body["error"]["message"],
+        "'temperature' : value must be a number"
+    );
+    assert_eq!(r.body["error"]["param"], "temperature");
+    assert_eq!(r.body["error"]["type"], "invalid_request_error");
+}
+
+#[test]
+fn context_too_long_for_every_model_is_the_callers_400() {
+    let too_long = || {
+        groq_error(
+            400,
+            "invalid_request_error",
+            Some("context_length_exceeded"),
+            "Please reduce the length of the messages or completion.",
+        )
+    };
+    let provider = ScriptedProvider::new()
+        .on("m1", too_long(), 5)
+        .on("m2", gone_404("m2"), 5)
+        .on("f1", too_long(), 5)
+        .on("f2", too_long(), 5);
+    let r = ask(provider, "fast");
+    assert_eq!(r.response.status, 400);
+    assert_eq!(r.calls.len(), 4);
+    assert_eq!(r.body["error"]["code"], "context_length_exceeded");
+}
+
+#[test]
+fn a_rejected_provider_key_stops_and_hides_the_key() {
+    for status in [401, 403] {
+        let provider = ScriptedProvider::new()
+            .on(
+                "m1",
+                groq_error(
+                    status,
+                    "invalid_request_error",
+                    Some("invalid_api_key"),
+                    "Invalid API Key",
+                ),
+                5,
+            )
+            .on("m2", completion("m2"), 5);
+        let r = ask(provider, "fast");
+        assert_eq!(r.response.status, 502);
+        assert_eq!(r.calls, vec!["m1"]);
+        assert_eq!(r.body["error"]["code"], "provider_auth_failed");
+        assert!(!r.response.body.contains("gsk_provider_secret"));
+        assert!(r
+            .log
+            .iter()
+            .any(|(level, l)| *level == Level::Error && l["outcome"] == "provider_auth_failed"));
+    }
+}
+
+#[test]
+fn org_ids_never_reach_the_caller() {
+    let provider = ScriptedProvider::new().on(
+        "m1",
+        groq_error(
+            400,
+            "invalid_request_error",
+            None,
+            "Bad thing for organization `org_01secretorg`",
+        ),
+        5,
+    );
+    let r = ask(provider, "fast");
+    assert_eq!(r.response.status, 400);
+    assert!(
+        !r.response.body.contains("01secretorg"),
+        "{}",
+        r.response.body
+    );
+}
+
+#[test]
+fn force_model_uses_one_model_and_no_fallback() {
+    let mut b = base_bindings();
+    b.push(("FORCE_MODEL", "pinned"));
+    let r = run_with(
+        &b,
+        ScriptedProvider::new().on("pinned", reply(500, "{}"), 5),
+        "POST",
+        "/v1/tasks/fast",
+        Some("Bearer client-secret-1"),
+        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(r.response.status, 502);
+    assert_eq!(r.calls, vec!["pinned"]);
+}
+
+#[test]
+fn default_model_is_tried_first() {
+    let mut b = base_bindings();
+    b.push(("DEFAULT_FAST_MODEL", "preferred"));
+    let provider = ScriptedProvider::new().on("preferred", completion("preferred"), 5);
+    let r = run_with(
+        &b,
+        provider,
+        "POST",
+        "/v1/tasks/fast",
+        Some("Bearer client-secret-1"),
+        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(r.response.status, 200);
+    assert_eq!(r.calls, vec!["preferred"]);
+}
+
+#[test]
+fn logs_carry_ids_and_tokens_but_no_content_or_keys() {
+    let r = ask(
+        ScriptedProvider::new()
+            .on("m1", gone_404("m1"), 7)
+            .on("m2", completion("m2"), 9),
+        "fast",
+    );
+    assert_eq!(r.log.len(), 3, "two attempt lines and one request line");
+    let request = &r.log[2].1;
+    assert_eq!(request["event"], "request");
+    for (field, want) in [
+        ("request_id", json!("req_test")),
+        ("task", json!("fast")),
+        ("model", json!("m2")),
+        ("client", json!("web")),
+        ("status", json!(200)),
+        ("fallback_used", json!(true)),
+        ("prompt_tokens", json!(55)),
+        ("completion_tokens", json!(12)),
+        ("total_tokens", json!(67)),
+        ("duration_ms", json!(16)),
+    ] {
+        assert_eq!(request[field], want, "{field}");
+    }
+    let attempt = &r.log[0].1;
+    for field in [
+        "request_id",
+        "task",
+        "model",
+        "attempt",
+        "outcome",
+        "status",
+        "error_code",
+        "duration_ms",
+    ] {
+        assert!(
+            attempt.get(field).is_some(),
+            "attempt line lacks {field}: {attempt}"
+        );
+    }
+    let all = serde_json::to_string(&r.log.iter().map(|(_, l)| l).collect::<Vec<_>>()).unwrap();
+    for secret in [
+        "private-prompt-text",
+        "hello from",
+        "gsk_provider_secret",
+        KEY,
+    ] {
+        assert!(!all.contains(secret), "log leaks {secret}: {all}");
+    }
+}
+
+fn call(method: &str, path: &str, auth: Option<&str>, body: &str) -> Run {
+    run_with(
+        &base_bindings(),
+        ScriptedProvider::new().on("m1", completion("m1"), 1),
+        method,
+        path,
+        auth,
+        body,
+    )
+}
+
+/// method, path, authorization, body → status, error code, param.
+type ErrorCase<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    u16,
+    &'a str,
+    Option<&'a str>,
+);
+
+#[test]
+fn http_errors_table() {
+    let ok_body = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    let auth = Some("Bearer client-secret-1");
+    let cases: Vec<ErrorCase> = vec![
+        (
+            "POST",
+            "/v1/tasks/fast",
+            None,
+            ok_body,
+            401,
+            "invalid_api_key",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/tasks/fast",
+            Some("Bearer wrong"),
+            ok_body,
+            401,
+            "invalid_api_key",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/tasks/fast",
+            auth,
+            "{not json",
+            400,
+            "invalid_json",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/tasks/fast",
+            auth,
+            "",
+            400,
+            "invalid_json",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/tasks/fast",
+            auth,
+            "[1,2]",
+            400,
+            "invalid_json",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/tasks/fast",
+            auth,
+            "{}",
+            400,
+            "invalid_parameter",
+            Some("messages"),
+        ),
+        (
+            "POST",
+            "/v1/tasks/fast",
+            auth,
+            r#"{"messages":[]}"#,
+            400,
+            "invalid_parameter",
+            Some("messages"),
+        ),
+        (
+            "POST",
+            "/v1/tasks/fast",
+            auth,
+            r#"{"messages":"hi"}"#,
+            400,
+            "invalid_parameter",
+            Some("messages"),
+        ),
+        (
+            "POST",
+            "/v1/tasks/fast",
+            auth,
+            r#"{"messages":[{"role":"wizard","content":"x"}]}"#,
+            400,
+            "invalid_parameter",
+            Some("messages[0].role"),
+        ),
+        (
+            "POST",
+            "/v1/tasks/fast",
+            auth,
+            r#"{"messages":[{"role":"user"}]}"#,
+            400,
+            "invalid_parameter",
+            Some("messages[0].content"),
+        ),
+        (
+            "POST",
+            "/v1/tasks/fast",
+            auth,
+            r#"{"messages":[{"role":"user","content":"x"}],"model":"m9"}"#,
+            400,
+            "invalid_parameter",
+            Some("model"),
+        ),
+        (
+            "POST",
+            "/v1/tasks/fast",
+            auth,
+            r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":"ten"}"#,
+            400,
+            "invalid_parameter",
+            Some("max_tokens"),
+        ),
+        (
+            "POST",
+            "/v1/tasks/fast",
+            auth,
+            r#"{"messages":[{"role":"user","content":"x"}],"temperature":3}"#,
+            400,
+            "invalid_parameter",
+            Some("temperature"),
+        ),
+        (
+            "POST",
+            "/v1/tasks/fast",
+            auth,
+            r#"{"messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+            400,
+            "invalid_parameter",
+            Some("stream"),
+        ),
+        (
+            "POST",
+            "/v1/tasks/nope",
+            auth,
+            ok_body,
+            404,
+            "unknown_task",
+            None,
+        ),
+        (
+            "POST",
+            "/v1/tasks/fallback",
+            auth,
+            ok_body,
+            404,
+            "unknown_task",
+            None,
+        ),
+        (
+            "GET",
+            "/v1/tasks/fast",
+            auth,
+            "",
+            405,
+            "method_not_allowed",
+            None,
+        ),
+        (
+            "POST",
+            "/healthz",
+            None,
+            "",
+            405,
+            "method_not_allowed",
+            None,
+        ),
+        ("GET", "/nowhere", auth, "", 404, "not_found", None),
+    ];
+    for (method, path, auth, body, status, code, param) in cases {
+        let r = call(method, path, auth, body);
+        let what = format!("{method} {path} {body}");
+        assert_eq!(r.response.status, status, "{what}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], code, "{what}");
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+        assert!(r.body["error"]["type"].is_string(), "{what}");
+        if let Some(param) = param {
+            assert_eq!(r.body["error"]["param"], param, "{what}");
+        }
+        assert!(
+            r.calls.is_empty(),
+            "{what}: no model is called for a refused request"
+        );
+    }
+    let r = call("GET", "/v1/tasks/fast", auth, "");
+    assert_eq!(r.response.header("allow"), Some("POST"));
+    let r = call("POST", "/v1/tasks/nope", auth, ok_body);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`fast`, `reasoning`"));
+}
+
+#[test]
+fn no_auth_configured_is_closed_and_says_how_to_open() {
+    let b: Vec<_> = base_bindings()
+        .into_iter()
+        .filter(|(k, _)| *k != "ROUTER_API_KEYS")
+        .collect();
+    let r = run_with(
+        &b,
+        ScriptedProvider::new(),
+        "POST",
+        "/v1/tasks/fast",
+        None,
+        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(r.response.status, 401);
+    assert_eq!(r.body["error"]["code"], "auth_not_configured");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("ROUTER_API_KEYS") && message.contains("ALLOW_UNAUTHENTICATED"),
+        "{message}"
+    );
+
+    let mut open = b.clone();
+    open.push(("ALLOW_UNAUTHENTICATED", "true"));
+    let r = run_with(
+        &open,
+        ScriptedProvider::new().on("m1", completion("m1"), 1),
+        "POST",
+        "/v1/tasks/fast",
+        None,
+        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(r.response.status, 200);
+}
+
+#[test]
+fn config_problems_answer_500_and_healthz_503() {
+    let broken = [
+        ("MODEL_REGISTRY", r#"{"fast":[]}"#),
+        ("ROUTER_API_KEYS", "k"),
+    ];
+    let r = run_with(
+        &broken,
+        ScriptedProvider::new(),
+        "POST",
+        "/v1/tasks/fast",
+        Some("Bearer k"),
+        "{}",
+    );
+    assert_eq!(r.response.status, 500);
+    assert_eq!(r.body["error"]["code"], "config_invalid");
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`MODEL_REGISTRY.fast` is an empty list"));
+    assert!(r
+        .log
+        .iter()
+        .any(|(level, l)| *level == Level::Error && l["event"] == "config_invalid"));
+
+    let r = run_with(
+        &broken,
+        ScriptedProvider::new(),
+        "GET",
+        "/healthz",
+        None,
+        "",
+    );
+    assert_eq!(r.response.status, 503);
+    assert_eq!(r.body["problems"][0]["binding"], "MODEL_REGISTRY");
+
+    let no_key: Vec<_> = base_bindings()
+        .into_iter()
+        .filter(|(k, _)| *k != "GROQ_API_KEY")
+        .collect();
+    let r = run_with(
+        &no_key,
+        ScriptedProvider::new(),
+        "POST",
+        "/v1/tasks/fast",
+        Some("Bearer client-secret-1"),
+        "{}",
+    );
+    assert_eq!(r.response.status, 500);
+    assert_eq!(r.body["error"]["code"], "provider_key_missing");
+    let r = run_with(
+        &no_key,
+        ScriptedProvider::new(),
+        "GET",
+        "/healthz",
+        None,
+        "",
+    );
+    assert_eq!(r.response.status, 503);
+    assert_eq!(r.body["problems"][0]["code"], "provider_key_missing");
+
+    let r = run_with(
+        &base_bindings(),
+        ScriptedProvider::new(),
+        "GET",
+        "/healthz",
+        None,
+        "",
+    );
+    assert_eq!(
+        (r.response.status, r.body.clone()),
+        (200, json!({"status":"ok"}))
+    );
+}

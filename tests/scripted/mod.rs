@@ -1,0 +1,156 @@
+//! A scripted fake `Provider` for native tests of the fallback loop and the HTTP API: each model
+//! answers as scripted, every call is recorded, and a fake clock advances by each answer's latency.
+
+#![allow(dead_code)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use serde_json::{json, Value};
+use task_router::config::{BindingValue, Config, ConfigError};
+use task_router::provider::{Provider, TransportError, UpstreamCall, UpstreamReply};
+
+/// Polls a future that never waits on anything real (the scripted provider is always ready).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("a scripted future should never be pending"),
+    }
+}
+
+/// What one model does when called.
+#[derive(Clone, Debug)]
+pub enum Script {
+    Reply(UpstreamReply),
+    Fail(TransportError),
+}
+
+pub fn completion(model: &str) -> Script {
+    let body = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("hello from {model}")},
+                     "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"queue_time": 0.01, "prompt_tokens": 55, "prompt_time": 0.01, "completion_tokens": 12,
+                  "completion_time": 0.02, "total_tokens": 67, "total_time": 0.03},
+        "system_fingerprint": "fp_1", "x_groq": {"id": "req_1"}, "service_tier": "on_demand"
+    });
+    reply(200, &body.to_string())
+}
+
+pub fn reply(status: u16, body: &str) -> Script {
+    Script::Reply(UpstreamReply {
+        status,
+        body: body.as_bytes().to_vec(),
+        ..UpstreamReply::default()
+    })
+}
+
+pub fn groq_error(status: u16, kind: &str, code: Option<&str>, message: &str) -> Script {
+    let mut error = json!({"message": message, "type": kind});
+    if let Some(code) = code {
+        error["code"] = json!(code);
+    }
+    reply(status, &json!({ "error": error }).to_string())
+}
+
+pub fn gone_404(model: &str) -> Script {
+    groq_error(
+        404,
+        "invalid_request_error",
+        Some("model_not_found"),
+        &format!("The model `{model}` does not exist or you do not have access to it."),
+    )
+}
+
+pub fn rate_limited(retry_after: &str) -> Script {
+    let Script::Reply(mut r) = groq_error(
+        429,
+        "tokens",
+        Some("rate_limit_exceeded"),
+        "Rate limit reached for model `m` in organization `org_01abc` service tier `on_demand` on tokens per minute (TPM): Limit 6000, Used 5000, Requested 1500. Please try again in 7.66s.",
+    ) else {
+        unreachable!()
+    };
+    r.retry_after = Some(retry_after.to_string());
+    r.reset_tokens = Some("7.66s".to_string());
+    Script::Reply(r)
+}
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub model: String,
+    pub url: String,
+    pub body: Value,
+    pub timeout_ms: u64,
+}
+
+#[derive(Default)]
+pub struct ScriptedProvider {
+    scripts: BTreeMap<String, (Script, u64)>,
+    pub calls: RefCell<Vec<Call>>,
+    pub clock: Rc<Cell<u64>>,
+}
+
+impl ScriptedProvider {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `model` answers `script` after `latency_ms` of fake time.
+    pub fn on(mut self, model: &str, script: Script, latency_ms: u64) -> Self {
+        self.scripts.insert(model.to_string(), (script, latency_ms));
+        self
+    }
+
+    pub fn models_called(&self) -> Vec<String> {
+        self.calls
+            .borrow()
+            .iter()
+            .map(|c| c.model.clone())
+            .collect()
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.get()
+    }
+}
+
+impl Provider for ScriptedProvider {
+    async fn chat(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, TransportError> {
+        self.calls.borrow_mut().push(Call {
+            model: call.model.to_string(),
+            url: call.url.to_string(),
+            body: serde_json::from_str(&call.body).expect("the router sends JSON"),
+            timeout_ms: call.timeout_ms,
+        });
+        let (script, latency) = self
+            .scripts
+            .get(call.model)
+            .cloned()
+            .unwrap_or_else(|| panic!("no script for model {}", call.model));
+        self.clock
+            .set(self.clock.get() + latency.min(call.timeout_ms));
+        match script {
+            Script::Reply(r) => Ok(r),
+            Script::Fail(e) => Err(e),
+        }
+    }
+}
+
+/// Bindings as a test writes them: text values, except `MODEL_REGISTRY` given as JSON.
+pub fn bindings(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, BindingValue> {
+    pairs
+        .iter()
+        .map(|(k, v)| (*k, BindingValue::Text(v.to_string())))
+        .collect()
+}
+
+pub fn load(pairs: &[(&'static str, &str)]) -> Result<Config, Vec<ConfigError>> {
+    Config::load(&bindings(pairs))
+}

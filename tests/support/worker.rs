@@ -1,0 +1,358 @@
+//! Runs the real Worker under `wrangler dev` (workerd) for end-to-end tests: builds the bundle
+//! once per test process, starts one `wrangler dev` per [`Worker`] on free ports with `--var`
+//! overrides, captures everything it prints, and kills its whole process group on drop.
+//!
+//! Needs `node`/`npm` and the Rust toolchain; the first build installs `wasm-bindgen-cli` and
+//! `worker-build` from crates.io (see `scripts/build.sh`) and can take several minutes.
+#![allow(dead_code)]
+
+use super::http;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long `wrangler dev` may take to answer its first request.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `Drop` waits after `SIGTERM` before `SIGKILL`, and after `SIGKILL`.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// Passed before the caller's vars so a developer's `.dev.vars` cannot change what a test sees;
+/// a caller's value for the same key replaces these.
+pub const BASELINE_VARS: &[(&str, &str)] = &[
+    ("FORCE_MODEL", ""),
+    ("ALLOW_UNAUTHENTICATED", "false"),
+    ("ROUTER_API_KEYS", ""),
+    ("ATTEMPT_TIMEOUT_MS", "15000"),
+];
+
+pub fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn wrangler_bin() -> PathBuf {
+    manifest_dir().join("node_modules/.bin/wrangler")
+}
+
+/// Builds the Worker bundle once per test process (`sh scripts/build.sh`, after `npm ci` when
+/// wrangler is missing); panics with the build output if that fails.
+pub fn ensure_built() {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = BUILT.get_or_init(|| {
+        let dir = manifest_dir();
+        if !wrangler_bin().exists() {
+            run(Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(dir))?;
+        }
+        // A `TASK_ROUTER_PREBUILT` inherited from the shell would make `build.sh` a no-op and
+        // leave the tests running a stale bundle.
+        run(Command::new("sh")
+            .arg("scripts/build.sh")
+            .current_dir(dir)
+            .env_remove("TASK_ROUTER_PREBUILT"))
+    });
+    if let Err(output) = result {
+        panic!("building the Worker failed:\n{output}");
+    }
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let described = format!("{command:?}");
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| format!("could not run {described}: {error}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{described} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    ))
+}
+
+/// A port the OS just handed out and released; good enough for tests on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("bind 127.0.0.1:0 to find a free port")
+}
+
+/// The `--var` list: the baseline, then the caller's vars, each key once (the caller's wins).
+fn merged_vars(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut merged: Vec<(String, String)> = BASELINE_VARS
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+    for (key, value) in vars {
+        // wrangler splits `KEY:VALUE` at the first `:`, so a key cannot contain one; a leading
+        // `-` would read as a flag.
+        assert!(
+            !key.is_empty() && !key.contains(':') && !key.starts_with('-'),
+            "var name {key:?} cannot be passed as `--var KEY:VALUE`"
+        );
+        match merged.iter_mut().find(|(existing, _)| existing == key) {
+            Some(entry) => entry.1 = value.to_string(),
+            None => merged.push((key.to_string(), value.to_string())),
+        }
+    }
+    merged
+}
+
+/// A `wrangler dev` running the built Worker on `127.0.0.1:port()`.
+pub struct Worker {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<String>>,
+}
+
+impl Worker {
+    /// Builds if needed, starts `wrangler dev` with `vars` overriding `wrangler.toml`'s `[vars]`
+    /// (on top of [`BASELINE_VARS`]), and waits until `GET /healthz` answers with any status.
+    /// Panics with the captured output if it does not within [`STARTUP_TIMEOUT`].
+    pub fn start(vars: &[(&str, &str)]) -> Worker {
+        ensure_built();
+        let port = free_port();
+        let inspector_port = loop {
+            let candidate = free_port();
+            if candidate != port {
+                break candidate;
+            }
+        };
+        let mut command = Command::new(wrangler_bin());
+        command
+            .args(["dev", "--ip", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--inspector-port")
+            .arg(inspector_port.to_string())
+            // `info` hides the Worker's `console.log` (wrangler ranks `log` below `info`).
+            .args(["--log-level", "log", "--show-interactive-dev-session=false"]);
+        for (key, value) in merged_vars(vars) {
+            // wrangler rejoins everything after the first `:`, so URLs and JSON survive, and
+            // `KEY:` yields an empty string. Every `--var` reaches the Worker as a plain string.
+            command.arg("--var").arg(format!("{key}:{value}"));
+        }
+        command
+            .current_dir(manifest_dir())
+            // `[build] command` (scripts/build.sh) must not rebuild under other instances.
+            .env("TASK_ROUTER_PREBUILT", "1")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            // No npm update check behind the banner, no fetch of `Request.cf` from
+            // workers.cloudflare.com: the tests talk to 127.0.0.1 only.
+            .env("WRANGLER_HIDE_BANNER", "true")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            // Without a `.dev.vars`, wrangler would read `.env` (and maybe the whole process
+            // environment) into the Worker's bindings.
+            .env("CLOUDFLARE_LOAD_DEV_VARS_FROM_DOT_ENV", "false")
+            .env("CLOUDFLARE_INCLUDE_PROCESS_ENV", "false")
+            .env("FORCE_COLOR", "0")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, so `Drop` can take down wrangler and workerd together.
+            .process_group(0);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("could not spawn {command:?}: {error}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(stdout) = child.stdout.take() {
+            capture(stdout, Arc::clone(&log));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            capture(stderr, Arc::clone(&log));
+        }
+        // Constructed before waiting, so a panic below still kills the process group.
+        let mut worker = Worker { child, port, log };
+        worker.wait_until_ready();
+        worker
+    }
+
+    fn wait_until_ready(&mut self) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "wrangler dev exited with {status} before answering on port {}; output:\n{}",
+                    self.port,
+                    self.logs()
+                );
+            }
+            let attempt = http::try_send(
+                self.port,
+                "GET",
+                "/healthz",
+                &[],
+                b"",
+                Duration::from_secs(10),
+            );
+            if attempt.is_ok() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "wrangler dev did not answer GET /healthz on port {} within {:?}; output:\n{}",
+                    self.port,
+                    STARTUP_TIMEOUT,
+                    self.logs()
+                );
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id of `wrangler` (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything wrangler and the Worker printed so far, stdout and stderr interleaved by line.
+    pub fn logs(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every captured line holding a JSON object (the Worker logs one per line); wrangler may
+    /// prefix or suffix the object, so each `{` is tried as its start.
+    pub fn log_lines_json(&self) -> Vec<Value> {
+        self.logs().lines().filter_map(json_object_in).collect()
+    }
+
+    /// Polls [`Worker::log_lines_json`] until a line matches `predicate` (logs can trail the
+    /// response that caused them), or `timeout` passes.
+    pub fn wait_for_log_json(
+        &self,
+        timeout: Duration,
+        predicate: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self
+                .log_lines_json()
+                .into_iter()
+                .find(|line| predicate(line))
+            {
+                return Some(found);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `signal` to the whole process group; `false` if no process is left in it.
+    fn signal_group(&self, signal: &str) -> bool {
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg("--")
+            .arg(format!("-{}", self.child.id()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.signal_group("TERM");
+        if !self.group_gone_within(TERM_GRACE) {
+            self.signal_group("KILL");
+            self.group_gone_within(TERM_GRACE);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Worker {
+    /// Polls until no process of the group is left, reaping wrangler itself on the way (workerd,
+    /// orphaned when wrangler exits first, is reaped by init). Once wrangler is reaped its pid
+    /// stays reserved as the group id while any member lives, so `kill -0 -PID` probes safely.
+    fn group_gone_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let _ = self.child.try_wait();
+            if !self.signal_group("0") {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Appends each line `source` prints to `log`, on a detached thread that ends at EOF.
+fn capture(source: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(source);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let text = strip_ansi(&String::from_utf8_lossy(&line));
+                    let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+                    log.push_str(text.trim_end_matches(['\r', '\n']));
+                    log.push('\n');
+                }
+            }
+        }
+    });
+}
+
+/// `text` without ANSI CSI sequences: wrangler colours `console.warn`/`console.error` boxes
+/// (esbuild's formatter, `color: true` hard-coded) whatever `NO_COLOR` says.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameter and intermediate bytes, then one final byte in `@`..=`~`.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The first JSON object starting at some `{` in `line`, trailing text ignored.
+fn json_object_in(line: &str) -> Option<Value> {
+    line.match_indices('{').find_map(|(start, _)| {
+        serde_json::Deserializer::from_str(&line[start..])
+            .into_iter::<Value>()
+            .next()
+            .and_then(Result::ok)
+            .filter(Value::is_object)
+    })
+}

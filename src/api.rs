@@ -1,6 +1,6 @@
-//! The HTTP API as plain data: `HttpRequest` in, `HttpResponse` out. Routing of paths, auth,
-//! config errors, the task endpoint and its headers all live here, so they are tested natively;
-//! the Worker shell only converts to and from `worker` types.
+//! The HTTP API as plain data: `HttpRequest` in, `Reply` out. Paths, auth, config errors, the
+//! task endpoint, the OpenAI/Groq-SDK endpoints and their headers all live here, so they are
+//! tested natively; the Worker shell only converts to and from `worker` types.
 
 use serde_json::json;
 
@@ -11,8 +11,9 @@ use crate::config::{Config, ConfigError};
 use crate::error::{config_problems, ApiError};
 use crate::log::{Level, Log};
 use crate::provider::Provider;
+use crate::relay::{RequestSummary, StreamRelay};
 use crate::request::ChatRequest;
-use crate::router::{route, Attempt, RouteContext};
+use crate::router::{route, Answer, Attempt, RouteContext};
 
 pub const TASKS_PREFIX: &str = "/v1/tasks/";
 
@@ -55,11 +56,39 @@ impl HttpResponse {
     }
 }
 
+/// A whole answer, or the head of a stream and the relay that will write its body.
+pub enum Reply<B> {
+    Full(HttpResponse),
+    Stream {
+        head: HttpResponse,
+        relay: Box<StreamRelay<B>>,
+    },
+}
+
+impl<B> Reply<B> {
+    /// The response head (status and headers), and for a full reply its body.
+    pub fn response(&self) -> &HttpResponse {
+        match self {
+            Reply::Full(r) | Reply::Stream { head: r, .. } => r,
+        }
+    }
+}
+
 /// Per-request facilities the shell provides.
 pub struct RequestEnv<'a> {
     pub request_id: &'a str,
     pub now_ms: &'a dyn Fn() -> u64,
     pub log: &'a dyn Log,
+}
+
+/// How a chat route learns its task, and which answer shape it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChatApi<'a> {
+    /// `POST /v1/tasks/{task}`: the router's own answer shape.
+    Task(&'a str),
+    /// `POST /v1/chat/completions`, `/openai/v1/chat/completions`: `model` names the task and
+    /// Groq's completion is passed through, so the OpenAI and Groq SDKs work unchanged.
+    Sdk,
 }
 
 /// Answers one request. `config` is the result of `Config::load` for this request's bindings.
@@ -68,28 +97,72 @@ pub async fn handle<P: Provider>(
     config: &Result<Config, Vec<ConfigError>>,
     provider: &P,
     env: &RequestEnv<'_>,
-) -> HttpResponse {
-    let mut response = match (req.method, req.path) {
-        (_, "/healthz") => match req.method {
-            "GET" | "HEAD" => healthz(config),
-            _ => HttpResponse::error(&ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
-        },
-        (_, path) if path.starts_with(TASKS_PREFIX) => {
-            let task = &path[TASKS_PREFIX.len()..];
-            match req.method {
-                "POST" => task_endpoint(req, task, config, provider, env).await,
-                _ => HttpResponse::error(&ApiError::MethodNotAllowed { allow: "POST" }),
-            }
+) -> Reply<P::Body> {
+    let route = Route::of(req.path);
+    let allowed = route.methods();
+    let mut reply = if !allowed.split(", ").any(|m| m == req.method) {
+        Reply::Full(HttpResponse::error(&match route {
+            Route::NotFound => ApiError::RouteNotFound {
+                method: truncate(req.method, 16).to_string(),
+                path: truncate(req.path, 200).to_string(),
+            },
+            _ => ApiError::MethodNotAllowed { allow: allowed },
+        }))
+    } else {
+        match route {
+            Route::Healthz => Reply::Full(healthz(config)),
+            Route::Task(task) => chat(req, ChatApi::Task(task), config, provider, env).await,
+            Route::ChatCompletions => chat(req, ChatApi::Sdk, config, provider, env).await,
+            Route::Models(one) => Reply::Full(
+                models(req, one, config, env).unwrap_or_else(|e| HttpResponse::error(&e)),
+            ),
+            Route::NotFound => unreachable!("no method is allowed on an unknown route"),
         }
-        (method, path) => HttpResponse::error(&ApiError::RouteNotFound {
-            method: method.to_string(),
-            path: truncate(path, 200).to_string(),
-        }),
     };
-    response
-        .headers
+    let head = match &mut reply {
+        Reply::Full(r) | Reply::Stream { head: r, .. } => r,
+    };
+    head.headers
         .push(("x-request-id", env.request_id.to_string()));
-    response
+    reply
+}
+
+enum Route<'a> {
+    Healthz,
+    Task(&'a str),
+    ChatCompletions,
+    /// The task list, or one task.
+    Models(Option<&'a str>),
+    NotFound,
+}
+
+impl<'a> Route<'a> {
+    fn of(path: &'a str) -> Route<'a> {
+        // The Groq SDKs put `/openai/v1` in front of the OpenAI paths.
+        let sdk_path = path
+            .strip_prefix("/openai")
+            .filter(|p| p.starts_with("/v1/"))
+            .unwrap_or(path);
+        match (path, sdk_path) {
+            ("/healthz", _) => Route::Healthz,
+            (p, _) if p.starts_with(TASKS_PREFIX) => Route::Task(&p[TASKS_PREFIX.len()..]),
+            (_, "/v1/chat/completions") => Route::ChatCompletions,
+            (_, "/v1/models") => Route::Models(None),
+            (_, p) if p.starts_with("/v1/models/") => {
+                Route::Models(Some(&p["/v1/models/".len()..]))
+            }
+            _ => Route::NotFound,
+        }
+    }
+
+    /// The methods the route answers; `Allow` on a 405.
+    fn methods(&self) -> &'static str {
+        match self {
+            Route::Healthz | Route::Models(_) => "GET, HEAD",
+            Route::Task(_) | Route::ChatCompletions => "POST",
+            Route::NotFound => "",
+        }
+    }
 }
 
 fn healthz(config: &Result<Config, Vec<ConfigError>>) -> HttpResponse {
@@ -116,137 +189,206 @@ fn healthz(config: &Result<Config, Vec<ConfigError>>) -> HttpResponse {
     }
 }
 
-async fn task_endpoint<P: Provider>(
+/// Valid config and an authorized caller: what every routed endpoint checks first.
+fn admit<'c>(
+    req: &HttpRequest<'_>,
+    config: &'c Result<Config, Vec<ConfigError>>,
+    env: &RequestEnv<'_>,
+) -> Result<(&'c Config, Option<&'c str>), ApiError> {
+    let config = config.as_ref().map_err(|errors| {
+        env.log.emit(
+            Level::Error,
+            json!({"level": "error", "event": "config_invalid", "request_id": env.request_id,
+                   "problems": config_problems(errors)}),
+        );
+        ApiError::ConfigInvalid(errors.clone())
+    })?;
+    let client = config
+        .client_auth
+        .check(req.authorization)
+        .map_err(|e| match e {
+            AuthError::NotConfigured => ApiError::AuthNotConfigured,
+            AuthError::MissingKey => ApiError::Unauthorized {
+                message: "missing client key; send `Authorization: Bearer <key>`",
+            },
+            AuthError::WrongKey => ApiError::Unauthorized {
+                message: "invalid client key",
+            },
+        })?;
+    Ok((config, client))
+}
+
+/// `GET /v1/models[/{task}]`: the tasks, as OpenAI model objects.
+fn models(
     req: HttpRequest<'_>,
-    task: &str,
+    one: Option<&str>,
+    config: &Result<Config, Vec<ConfigError>>,
+    env: &RequestEnv<'_>,
+) -> Result<HttpResponse, ApiError> {
+    let (config, _) = admit(&req, config, env)?;
+    let object =
+        |id: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": "task-router"});
+    let body = match one {
+        None => {
+            json!({"object": "list", "data": config.task_names().into_iter().map(object).collect::<Vec<_>>()})
+        }
+        Some(task) if config.registry.tasks.contains_key(task) => object(task),
+        Some(task) => return Err(unknown_task(config, task, true)),
+    };
+    Ok(HttpResponse::json(200, body.to_string()))
+}
+
+fn unknown_task(config: &Config, task: &str, named_by_model: bool) -> ApiError {
+    ApiError::UnknownTask {
+        task: truncate(task, 64).to_string(),
+        known: config
+            .task_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        named_by_model,
+    }
+}
+
+async fn chat<P: Provider>(
+    req: HttpRequest<'_>,
+    api: ChatApi<'_>,
     config: &Result<Config, Vec<ConfigError>>,
     provider: &P,
     env: &RequestEnv<'_>,
-) -> HttpResponse {
+) -> Reply<P::Body> {
     let started = (env.now_ms)();
-    let mut client = None;
+    let mut summary = RequestSummary {
+        request_id: env.request_id.to_string(),
+        task: match api {
+            ChatApi::Task(task) => truncate(task, 64).to_string(),
+            ChatApi::Sdk => String::new(),
+        },
+        client: None,
+        model: None,
+        attempts: 0,
+        started_ms: started,
+    };
+    let mut known_task = false;
     let result = async {
-        let config = config.as_ref().map_err(|errors| {
-            env.log.emit(
-                Level::Error,
-                json!({"level": "error", "event": "config_invalid", "request_id": env.request_id,
-                       "problems": config_problems(errors)}),
-            );
-            ApiError::ConfigInvalid(errors.clone())
-        })?;
-        client = config
-            .client_auth
-            .check(req.authorization)
-            .map_err(|e| match e {
-                AuthError::NotConfigured => ApiError::AuthNotConfigured,
-                AuthError::MissingKey => ApiError::Unauthorized {
-                    message: "missing client key; send `Authorization: Bearer <key>`",
-                },
-                AuthError::WrongKey => ApiError::Unauthorized {
-                    message: "invalid client key",
-                },
-            })?;
+        let (config, client) = admit(&req, config, env)?;
+        summary.client = client.map(str::to_string);
         let api_key = config
             .groq_api_key
             .as_deref()
             .ok_or(ApiError::ProviderKeyMissing)?;
-        let chain = ModelChain::for_task(config, task).ok_or_else(|| ApiError::UnknownTask {
-            task: truncate(task, 64).to_string(),
-            known: config
-                .task_names()
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
-        })?;
-        let request = ChatRequest::parse(req.body, false)?;
-        if request.stream {
-            return Err(ApiError::invalid_field(
-                "stream",
-                "streaming is not available on this endpoint yet; omit `stream` or set it to false",
-            ));
-        }
+        let (task, request) = match api {
+            ChatApi::Task(task) => {
+                if !config.registry.tasks.contains_key(task) {
+                    return Err(unknown_task(config, task, false));
+                }
+                (task.to_string(), ChatRequest::parse(req.body, false)?)
+            }
+            ChatApi::Sdk => {
+                let request = ChatRequest::parse(req.body, true)?;
+                let task = request.model.clone().ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "model",
+                        "`model` is required: name a task, e.g. \"fast\"",
+                    )
+                })?;
+                (task, request)
+            }
+        };
+        summary.task = truncate(&task, 64).to_string();
+        let chain =
+            ModelChain::for_task(config, &task).ok_or_else(|| unknown_task(config, &task, true))?;
+        known_task = true;
         let url = format!("{}/openai/v1/chat/completions", config.groq_base_url);
         let ctx = RouteContext {
             request_id: env.request_id,
-            task,
+            task: &task,
             url: &url,
             api_key,
             attempt_timeout_ms: config.attempt_timeout_ms,
             now_ms: env.now_ms,
             log: env.log,
         };
-        route(&ctx, &chain, &request, provider).await
+        let routed = route(&ctx, &chain, &request, provider).await?;
+        Ok((routed, config.attempt_timeout_ms))
     }
     .await;
 
-    let (mut response, model_used, attempts, tokens) = match &result {
-        Ok(routed) => {
-            let answer = TaskAnswer::new(
-                &routed.completion,
-                &routed.model,
-                task,
-                env.request_id,
-                &routed.attempts,
-            );
-            let body = serde_json::to_string(&answer).expect("a task answer serializes to JSON");
-            let mut response = HttpResponse::json(200, body);
-            response
-                .headers
-                .push(("x-model-used", routed.model.clone()));
-            (
-                response,
-                Some(routed.model.as_str()),
-                routed.attempts.as_slice(),
-                routed.completion.tokens(),
-            )
+    let (reply, error) = match result {
+        Ok((routed, idle_timeout_ms)) => {
+            summary.model = Some(routed.model.clone());
+            summary.attempts = routed.attempts.len();
+            let mut head = match (&routed.answer, api) {
+                (Answer::Complete { completion, .. }, ChatApi::Task(task)) => {
+                    let answer = TaskAnswer::new(
+                        completion,
+                        &routed.model,
+                        task,
+                        env.request_id,
+                        &routed.attempts,
+                    );
+                    HttpResponse::json(
+                        200,
+                        serde_json::to_string(&answer).expect("a task answer serializes"),
+                    )
+                }
+                // Groq's bytes parsed as a completion, so they are UTF-8.
+                (Answer::Complete { body, .. }, ChatApi::Sdk) => {
+                    HttpResponse::json(200, String::from_utf8_lossy(body).into_owned())
+                }
+                (Answer::Stream(_), _) => HttpResponse {
+                    status: 200,
+                    headers: vec![
+                        ("content-type", "text/event-stream".to_string()),
+                        ("cache-control", "no-cache".to_string()),
+                    ],
+                    body: String::new(),
+                },
+            };
+            head.headers.push(("x-model-used", routed.model.clone()));
+            head.headers
+                .push(("x-attempts", attempts_header(&routed.attempts)));
+            head.headers.push(("x-task-type", summary.task.clone()));
+            match routed.answer {
+                Answer::Complete { completion, .. } => {
+                    summary.log(env.log, (env.now_ms)(), "ok", 200, completion.tokens());
+                    return Reply::Full(head);
+                }
+                Answer::Stream(start) => {
+                    let relay = StreamRelay {
+                        start,
+                        idle_timeout_ms,
+                        summary,
+                    };
+                    return Reply::Stream {
+                        head,
+                        relay: Box::new(relay),
+                    };
+                }
+            }
         }
-        Err(error) => (
-            HttpResponse::error(error),
-            None,
-            error.attempts(),
-            TokenCounts::default(),
-        ),
+        Err(error) => {
+            let mut response = HttpResponse::error(&error);
+            if known_task {
+                response.headers.push(("x-task-type", summary.task.clone()));
+            }
+            if !error.attempts().is_empty() {
+                response
+                    .headers
+                    .push(("x-attempts", attempts_header(error.attempts())));
+            }
+            summary.attempts = error.attempts().len();
+            (response, error)
+        }
     };
-    if config
-        .as_ref()
-        .is_ok_and(|c| c.registry.tasks.contains_key(task))
-    {
-        response.headers.push(("x-task-type", task.to_string()));
-    }
-    if !attempts.is_empty() {
-        response
-            .headers
-            .push(("x-attempts", attempts_header(attempts)));
-    }
-
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(e) => e.code(),
-    };
-    let level = match response.status {
-        500.. => Level::Error,
-        _ => Level::Info,
-    };
-    env.log.emit(
-        level,
-        json!({
-            "level": level.as_str(),
-            "event": "request",
-            "request_id": env.request_id,
-            "task": truncate(task, 64),
-            "client": client,
-            "model": model_used,
-            "outcome": outcome,
-            "status": response.status,
-            "attempts": attempts.len(),
-            "fallback_used": attempts.len() > 1,
-            "prompt_tokens": tokens.prompt_tokens,
-            "completion_tokens": tokens.completion_tokens,
-            "total_tokens": tokens.total_tokens,
-            "duration_ms": (env.now_ms)().saturating_sub(started),
-        }),
+    summary.log(
+        env.log,
+        (env.now_ms)(),
+        error.code(),
+        reply.status,
+        TokenCounts::default(),
     );
-    response
+    Reply::Full(reply)
 }
 
 /// `model=outcome(status)` per attempt, comma-separated: the attempts list in one header.

@@ -17,8 +17,13 @@ pub enum ApiError {
     AuthNotConfigured,
     /// 401: no or a wrong client key.
     Unauthorized { message: &'static str },
-    /// 404: the task is not in the registry.
-    UnknownTask { task: String, known: Vec<String> },
+    /// 404: the task is not in the registry. `named_by_model`: the SDK routes, where the task is
+    /// the `model` field, answer like OpenAI does for an unknown model so SDKs raise `NotFoundError`.
+    UnknownTask {
+        task: String,
+        known: Vec<String>,
+        named_by_model: bool,
+    },
     /// 404: no such route.
     RouteNotFound { method: String, path: String },
     /// 405: known route, wrong method.
@@ -92,6 +97,10 @@ impl ApiError {
             ApiError::InvalidField { .. } => "invalid_parameter",
             ApiError::AuthNotConfigured => "auth_not_configured",
             ApiError::Unauthorized { .. } => "invalid_api_key",
+            ApiError::UnknownTask {
+                named_by_model: true,
+                ..
+            } => "model_not_found",
             ApiError::UnknownTask { .. } => "unknown_task",
             ApiError::RouteNotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -122,7 +131,7 @@ impl ApiError {
                 `ALLOW_UNAUTHENTICATED = \"true\"` for a private deployment"
                 .to_string(),
             ApiError::Unauthorized { message } => (*message).to_string(),
-            ApiError::UnknownTask { task, known } => format!(
+            ApiError::UnknownTask { task, known, .. } => format!(
                 "unknown task `{task}`; known tasks: {}",
                 known.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
             ),
@@ -178,6 +187,10 @@ impl ApiError {
     pub fn body(&self) -> String {
         let param = match self {
             ApiError::InvalidField { param, .. } => Some(param.as_str()),
+            ApiError::UnknownTask {
+                named_by_model: true,
+                ..
+            } => Some("model"),
             ApiError::UpstreamRejected { param, .. } => param.as_deref(),
             _ => None,
         };

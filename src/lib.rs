@@ -13,8 +13,10 @@ pub mod error;
 pub mod log;
 pub mod outcome;
 pub mod provider;
+pub mod relay;
 pub mod request;
 pub mod router;
+pub mod sse;
 pub mod task;
 
 #[cfg(target_arch = "wasm32")]

@@ -81,6 +81,9 @@ pub struct GroqError {
     pub code: Option<String>,
     #[serde(default)]
     pub param: Option<String>,
+    /// Set on errors that arrive inside a stream after its `200`.
+    #[serde(default)]
+    pub status_code: Option<u16>,
 }
 
 impl GroqError {

@@ -8,31 +8,56 @@ pub struct UpstreamCall<'a> {
     pub api_key: &'a str,
     pub model: &'a str,
     pub body: String,
-    /// Abandon the call after this long.
+    /// Give up if the response head has not arrived within this long.
     pub timeout_ms: u64,
 }
 
-/// Groq's answer, whatever its status.
+/// Groq's status line and the headers the router reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UpstreamReply {
+pub struct UpstreamHead {
     pub status: u16,
-    pub body: Vec<u8>,
     /// `retry-after`, `x-ratelimit-reset-tokens`, `x-ratelimit-reset-requests`.
     pub retry_after: Option<String>,
     pub reset_tokens: Option<String>,
     pub reset_requests: Option<String>,
 }
 
-/// The call produced no HTTP answer.
+/// The call produced no (complete) HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransportError {
     Timeout,
     Connection(String),
 }
 
-/// The Worker runs on one thread, so the futures need no `Send` bound; that is why this uses a
-/// plain `async fn` in the trait.
+/// The Worker runs on one thread, so the futures need no `Send` bound; that is why these traits
+/// use a plain `async fn`.
 #[allow(async_fn_in_trait)]
 pub trait Provider {
-    async fn chat(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, TransportError>;
+    type Body: UpstreamBody;
+
+    /// Sends the request and returns once the response head has arrived; the body is read
+    /// separately so that streams can be relayed as they arrive.
+    async fn send(
+        &self,
+        call: UpstreamCall<'_>,
+    ) -> Result<(UpstreamHead, Self::Body), TransportError>;
+}
+
+/// A response body being received.
+#[allow(async_fn_in_trait)]
+pub trait UpstreamBody {
+    /// The next bytes; `Ok(None)` at the end; `Err(Timeout)` when none arrive within `timeout_ms`.
+    async fn next_chunk(&mut self, timeout_ms: u64) -> Result<Option<Vec<u8>>, TransportError>;
+
+    /// The whole rest of the body, within `timeout_ms` in all.
+    async fn read_all(mut self, timeout_ms: u64) -> Result<Vec<u8>, TransportError>
+    where
+        Self: Sized,
+    {
+        let mut all = Vec::new();
+        while let Some(chunk) = self.next_chunk(timeout_ms).await? {
+            all.extend_from_slice(&chunk);
+        }
+        Ok(all)
+    }
 }

@@ -18,6 +18,8 @@ pub struct ChatRequest {
     /// `"k":v` pairs of every caller field except `model`, joined by `,`.
     fields: String,
     pub stream: bool,
+    /// The caller's `model` (a task name on the SDK routes).
+    pub model: Option<String>,
 }
 
 impl ChatRequest {
@@ -45,6 +47,7 @@ impl ChatRequest {
                 "`model` is not accepted: the router picks the model for the task in the URL",
             ));
         }
+        let model = check_optional::<String>(&fields, "model", "a task name string")?;
         let messages = fields
             .get("messages")
             .ok_or_else(|| ApiError::invalid_field("messages", "`messages` is required"))?;
@@ -85,6 +88,7 @@ impl ChatRequest {
         Ok(ChatRequest {
             fields: joined,
             stream,
+            model,
         })
     }
 

@@ -1,16 +1,19 @@
 //! The fallback loop: walk a `ModelChain` in order until one model answers, recording an
 //! `Attempt` per model, and turn a chain that failed into the one error the caller should see.
+//! For streams, a model is committed to once its first event has arrived; until then a failure
+//! moves on to the next model like any other.
 
 use serde::Serialize;
 use serde_json::json;
 
 use crate::chain::ModelChain;
-use crate::completion::Completion;
+use crate::completion::{Completion, TokenCounts};
 use crate::error::ApiError;
 use crate::log::{Level, Log};
 use crate::outcome::{classify_error, redact_org_ids, retry_after_secs, GroqError, Outcome};
-use crate::provider::{Provider, TransportError, UpstreamCall};
+use crate::provider::{Provider, TransportError, UpstreamBody, UpstreamCall};
 use crate::request::ChatRequest;
+use crate::sse::SseScanner;
 
 /// One model tried for one request; shown to callers in `attempts` and in logs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,89 +42,71 @@ pub struct RouteContext<'a> {
 }
 
 /// A chain that produced an answer.
-#[derive(Debug)]
-pub struct Routed {
+pub struct Routed<B> {
     pub model: String,
-    pub completion: Completion,
+    pub answer: Answer<B>,
     pub attempts: Vec<Attempt>,
 }
 
+pub enum Answer<B> {
+    /// A whole chat completion: Groq's bytes, and what the router read from them.
+    Complete {
+        body: Vec<u8>,
+        completion: Completion,
+    },
+    /// A stream whose first event has arrived; the relay forwards `first`, then the rest of `body`.
+    Stream(StreamStart<B>),
+}
+
+pub struct StreamStart<B> {
+    /// Whole events received so far, as Groq sent them.
+    pub first: Vec<u8>,
+    pub scanner: SseScanner,
+    pub body: B,
+    pub usage: Option<TokenCounts>,
+    /// `[DONE]` is already in `first`.
+    pub done: bool,
+}
+
 /// A failed attempt's details the final verdict needs.
+#[derive(Default)]
 struct Failure {
     retry_after_secs: Option<u64>,
     error: Option<GroqError>,
 }
+
+type Tried<B> = (Outcome, Option<u16>, Failure, Option<Answer<B>>);
 
 pub async fn route<P: Provider>(
     ctx: &RouteContext<'_>,
     chain: &ModelChain,
     request: &ChatRequest,
     provider: &P,
-) -> Result<Routed, ApiError> {
+) -> Result<Routed<P::Body>, ApiError> {
     let mut attempts: Vec<Attempt> = Vec::with_capacity(chain.entries.len());
     let mut failures: Vec<Failure> = Vec::with_capacity(chain.entries.len());
 
     for model in chain.models() {
         let started = (ctx.now_ms)();
-        let result = provider
-            .chat(UpstreamCall {
-                url: ctx.url,
-                api_key: ctx.api_key,
-                model,
-                body: request.body_for(model),
-                timeout_ms: ctx.attempt_timeout_ms,
-            })
-            .await;
-        let duration_ms = (ctx.now_ms)().saturating_sub(started);
-
-        let (outcome, status, failure, completion) = match result {
-            Err(TransportError::Timeout) => (Outcome::Timeout, None, None, None),
-            Err(TransportError::Connection(_)) => (Outcome::ConnectionError, None, None, None),
-            Ok(reply) if (200..300).contains(&reply.status) => match Completion::parse(&reply.body)
-            {
-                Some(c) => (Outcome::Ok, Some(reply.status), None, Some(c)),
-                None => (Outcome::InvalidResponse, Some(reply.status), None, None),
-            },
-            Ok(reply) => {
-                let error = GroqError::from_body(&reply.body);
-                let outcome =
-                    classify_error(reply.status, error.as_ref().and_then(|e| e.code.as_deref()));
-                let failure = Failure {
-                    retry_after_secs: retry_after_secs(
-                        reply.retry_after.as_deref(),
-                        reply.reset_tokens.as_deref(),
-                        reply.reset_requests.as_deref(),
-                    ),
-                    error,
-                };
-                (outcome, Some(reply.status), Some(failure), None)
-            }
-        };
-        let code = failure
-            .as_ref()
-            .and_then(|f| f.error.as_ref())
-            .and_then(|e| e.code.clone());
+        let (outcome, status, failure, answer) =
+            try_model(ctx, model, request, provider, started).await;
         let attempt = Attempt {
             model: model.to_string(),
             outcome,
             status,
-            code,
-            duration_ms,
+            code: failure.error.as_ref().and_then(|e| e.code.clone()),
+            duration_ms: (ctx.now_ms)().saturating_sub(started),
         };
         log_attempt(ctx, attempts.len() + 1, &attempt);
         attempts.push(attempt);
 
-        if let Some(completion) = completion {
+        if let Some(answer) = answer {
             return Ok(Routed {
                 model: model.to_string(),
-                completion,
+                answer,
                 attempts,
             });
         }
-        let failure = failure.unwrap_or(Failure {
-            retry_after_secs: None,
-            error: None,
-        });
         match outcome {
             Outcome::InvalidRequest => return Err(rejected(failure.error, attempts)),
             Outcome::ProviderAuthFailed => return Err(ApiError::ProviderAuthFailed { attempts }),
@@ -129,6 +114,108 @@ pub async fn route<P: Provider>(
         }
     }
     Err(verdict(attempts, failures))
+}
+
+async fn try_model<P: Provider>(
+    ctx: &RouteContext<'_>,
+    model: &str,
+    request: &ChatRequest,
+    provider: &P,
+    started: u64,
+) -> Tried<P::Body> {
+    let deadline = started + ctx.attempt_timeout_ms;
+    let remaining = || deadline.saturating_sub((ctx.now_ms)()).max(1);
+    let transport = |e: TransportError| -> Tried<P::Body> {
+        let outcome = match e {
+            TransportError::Timeout => Outcome::Timeout,
+            TransportError::Connection(_) => Outcome::ConnectionError,
+        };
+        (outcome, None, Failure::default(), None)
+    };
+
+    let call = UpstreamCall {
+        url: ctx.url,
+        api_key: ctx.api_key,
+        model,
+        body: request.body_for(model),
+        timeout_ms: ctx.attempt_timeout_ms,
+    };
+    let (head, mut body) = match provider.send(call).await {
+        Ok(sent) => sent,
+        Err(e) => return transport(e),
+    };
+    let status = Some(head.status);
+
+    if !(200..300).contains(&head.status) {
+        // The error body explains the status; if it cannot be read, the status alone decides.
+        let bytes = body.read_all(remaining()).await.unwrap_or_default();
+        let error = GroqError::from_body(&bytes);
+        let outcome = classify_error(head.status, error.as_ref().and_then(|e| e.code.as_deref()));
+        let failure = Failure {
+            retry_after_secs: retry_after_secs(
+                head.retry_after.as_deref(),
+                head.reset_tokens.as_deref(),
+                head.reset_requests.as_deref(),
+            ),
+            error,
+        };
+        return (outcome, status, failure, None);
+    }
+
+    if !request.stream {
+        return match body.read_all(remaining()).await {
+            Err(e) => transport(e),
+            Ok(bytes) => match Completion::parse(&bytes) {
+                Some(completion) => (
+                    Outcome::Ok,
+                    status,
+                    Failure::default(),
+                    Some(Answer::Complete {
+                        body: bytes,
+                        completion,
+                    }),
+                ),
+                None => (Outcome::InvalidResponse, status, Failure::default(), None),
+            },
+        };
+    }
+
+    // Stream: wait for the first event; until then this model can still be abandoned.
+    let mut scanner = SseScanner::default();
+    let mut first = Vec::new();
+    loop {
+        let chunk = match body.next_chunk(remaining()).await {
+            Err(e) => return transport(e),
+            // Ended before its first event: nothing was relayed, so another model may answer.
+            Ok(None) => return (Outcome::UpstreamError, status, Failure::default(), None),
+            Ok(Some(chunk)) => chunk,
+        };
+        let scanned = scanner.push(&chunk);
+        first.extend_from_slice(&scanned.forward);
+        if let Some(error) = scanned.error {
+            let outcome = classify_error(error.status_code.unwrap_or(500), error.code.as_deref());
+            let failure = Failure {
+                retry_after_secs: None,
+                error: Some(error),
+            };
+            return (outcome, status, failure, None);
+        }
+        if scanned.data_events > 0 || scanned.done {
+            let start = StreamStart {
+                first,
+                scanner,
+                body,
+                usage: scanned.usage,
+                done: scanned.done,
+            };
+            return (
+                Outcome::Ok,
+                status,
+                Failure::default(),
+                Some(Answer::Stream(start)),
+            );
+        }
+    }
 }
 
 /// The error for a chain in which every model failed with a failure that allowed fallback.

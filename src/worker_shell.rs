@@ -1,25 +1,27 @@
 //! The Worker shell: converts between the Workers runtime and the routing core. It reads
-//! bindings, calls Groq with `fetch` (the only code that talks to Groq), writes log lines with
-//! `console`, and builds `Response`s. Every rule lives in the core.
+//! bindings, calls Groq with `fetch` (the only code that talks to Groq), streams relayed bodies,
+//! writes log lines with `console`, and builds `Response`s. Every rule lives in the core.
 
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
-    console_error, console_log, console_warn, event, js_sys, AbortController, Context, Delay, Env,
-    Fetch, Headers, Method, Request, RequestInit, Response, Result,
+    console_error, console_log, console_warn, event, js_sys, web_sys, Context, Delay, Env, Headers,
+    Request, Response, ResponseBuilder, Result,
 };
 
-use crate::api::{handle, HttpRequest, HttpResponse, RequestEnv};
+use crate::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
 use crate::config::{BindingValue, Bindings, Config};
 use crate::log::{Level, Log};
-use crate::provider::{Provider, TransportError, UpstreamCall, UpstreamReply};
+use crate::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
+use crate::relay::ChunkSink;
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     console_error_panic_hook::set_once();
     let request_id = request_id(req.headers().get("x-request-id").ok().flatten());
     let method = req.method().to_string();
@@ -33,8 +35,7 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
     };
 
     let config = Config::load(&EnvBindings(&env));
-    let now_ms = || js_sys::Date::now() as u64;
-    let response = handle(
+    let reply = handle(
         HttpRequest {
             method: &method,
             path,
@@ -50,17 +51,41 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
         },
     )
     .await;
-    into_worker_response(response)
+
+    match reply {
+        Reply::Full(response) => {
+            let headers = headers_of(&response)?;
+            Ok(Response::from_bytes(response.body.into_bytes())?
+                .with_status(response.status)
+                .with_headers(headers))
+        }
+        Reply::Stream { head, relay } => {
+            let pipe = web_sys::TransformStream::new()?;
+            let writer = pipe.writable().get_writer()?;
+            // `wait_until` keeps the relay running after the handler has returned the response.
+            ctx.wait_until(async move {
+                relay
+                    .run(&mut StreamWriter(writer), &now_ms, &ConsoleLog)
+                    .await;
+            });
+            Ok(ResponseBuilder::new()
+                .with_status(head.status)
+                .with_headers(headers_of(&head)?)
+                .stream(pipe.readable()))
+        }
+    }
 }
 
-fn into_worker_response(response: HttpResponse) -> Result<Response> {
+fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+fn headers_of(response: &HttpResponse) -> Result<Headers> {
     let headers = Headers::new();
     for (name, value) in &response.headers {
         headers.set(name, value)?;
     }
-    Ok(Response::from_bytes(response.body.into_bytes())?
-        .with_status(response.status)
-        .with_headers(headers))
+    Ok(headers)
 }
 
 /// `https://host/a/b?q` → `/a/b`, without parsing the URL (the `url` crate's tables would be
@@ -126,77 +151,143 @@ impl Log for ConsoleLog {
     }
 }
 
-/// Groq over the Workers `fetch` API, each call raced against its timeout.
-struct GroqFetch;
+fn connection_error(e: impl std::fmt::Debug) -> TransportError {
+    TransportError::Connection(format!("{e:?}"))
+}
 
-impl Provider for GroqFetch {
-    async fn chat(
-        &self,
-        call: UpstreamCall<'_>,
-    ) -> std::result::Result<UpstreamReply, TransportError> {
-        let connection = |e: worker::Error| TransportError::Connection(e.to_string());
-        let headers = Headers::new();
-        headers
-            .set("authorization", &format!("Bearer {}", call.api_key))
-            .map_err(connection)?;
-        headers
-            .set("content-type", "application/json")
-            .map_err(connection)?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post)
-            .with_headers(headers)
-            .with_body(Some(JsValue::from_str(&call.body)));
-        let request = Request::new_with_init(call.url, &init).map_err(connection)?;
-        let controller = AbortController::default();
-        let signal = controller.signal();
-
-        // The timer covers the body too: a model that sends headers and then stalls is hung.
-        let exchange = async {
-            let mut response = Fetch::Request(request).send_with_signal(&signal).await?;
-            let header = |name: &str| response.headers().get(name).ok().flatten();
-            let (retry_after, reset_tokens, reset_requests) = (
-                header("retry-after"),
-                header("x-ratelimit-reset-tokens"),
-                header("x-ratelimit-reset-requests"),
-            );
-            let status = response.status_code();
-            let body = response.bytes().await?;
-            Ok::<_, worker::Error>(UpstreamReply {
-                status,
-                body,
-                retry_after,
-                reset_tokens,
-                reset_requests,
-            })
-        };
-        match first_of(
-            exchange,
-            Delay::from(Duration::from_millis(call.timeout_ms)),
-        )
-        .await
-        {
-            Ok(reply) => reply.map_err(connection),
-            Err(()) => {
-                controller.abort();
-                Err(TransportError::Timeout)
-            }
+/// Awaits a JS promise for at most `timeout_ms`; on timeout aborts the fetch behind it.
+async fn within(
+    promise: js_sys::Promise,
+    timeout_ms: u64,
+    abort: &web_sys::AbortController,
+) -> std::result::Result<JsValue, TransportError> {
+    match first_of(
+        JsFuture::from(promise),
+        Delay::from(Duration::from_millis(timeout_ms)),
+    )
+    .await
+    {
+        Some(result) => result.map_err(connection_error),
+        None => {
+            abort.abort();
+            Err(TransportError::Timeout)
         }
     }
 }
 
-/// Runs both futures; `Ok` with `a`'s output if it finishes first, `Err` if `b` does.
-async fn first_of<A: Future, B: Future<Output = ()>>(
-    a: A,
-    b: B,
-) -> std::result::Result<A::Output, ()> {
+/// Groq over the Workers `fetch` API.
+struct GroqFetch;
+
+impl Provider for GroqFetch {
+    type Body = FetchBody;
+
+    async fn send(
+        &self,
+        call: UpstreamCall<'_>,
+    ) -> std::result::Result<(UpstreamHead, FetchBody), TransportError> {
+        let headers = web_sys::Headers::new().map_err(connection_error)?;
+        headers
+            .set("authorization", &format!("Bearer {}", call.api_key))
+            .map_err(connection_error)?;
+        headers
+            .set("content-type", "application/json")
+            .map_err(connection_error)?;
+        let abort = web_sys::AbortController::new().map_err(connection_error)?;
+        let init = web_sys::RequestInit::new();
+        init.set_method("POST");
+        init.set_headers(&headers);
+        init.set_body(&JsValue::from_str(&call.body));
+        init.set_signal(Some(&abort.signal()));
+        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        let promise = global.fetch_with_str_and_init(call.url, &init);
+        let response: web_sys::Response = within(promise, call.timeout_ms, &abort)
+            .await?
+            .dyn_into()
+            .map_err(connection_error)?;
+        let header = |name: &str| response.headers().get(name).ok().flatten();
+        let head = UpstreamHead {
+            status: response.status(),
+            retry_after: header("retry-after"),
+            reset_tokens: header("x-ratelimit-reset-tokens"),
+            reset_requests: header("x-ratelimit-reset-requests"),
+        };
+        Ok((
+            head,
+            FetchBody {
+                response,
+                reader: None,
+                abort,
+            },
+        ))
+    }
+}
+
+struct FetchBody {
+    response: web_sys::Response,
+    reader: Option<web_sys::ReadableStreamDefaultReader>,
+    abort: web_sys::AbortController,
+}
+
+impl UpstreamBody for FetchBody {
+    async fn next_chunk(
+        &mut self,
+        timeout_ms: u64,
+    ) -> std::result::Result<Option<Vec<u8>>, TransportError> {
+        if self.reader.is_none() {
+            let Some(stream) = self.response.body() else {
+                return Ok(None);
+            };
+            self.reader = Some(stream.get_reader().unchecked_into());
+        }
+        let Some(reader) = &self.reader else {
+            return Ok(None);
+        };
+        let result = within(reader.read(), timeout_ms, &self.abort).await?;
+        let done =
+            js_sys::Reflect::get(&result, &JsValue::from_str("done")).map_err(connection_error)?;
+        if done.is_truthy() {
+            return Ok(None);
+        }
+        let value =
+            js_sys::Reflect::get(&result, &JsValue::from_str("value")).map_err(connection_error)?;
+        Ok(Some(js_sys::Uint8Array::new(&value).to_vec()))
+    }
+
+    async fn read_all(self, timeout_ms: u64) -> std::result::Result<Vec<u8>, TransportError> {
+        let promise = self.response.array_buffer().map_err(connection_error)?;
+        let buffer = within(promise, timeout_ms, &self.abort).await?;
+        Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+    }
+}
+
+/// The writable side of the response body's `TransformStream`.
+struct StreamWriter(web_sys::WritableStreamDefaultWriter);
+
+impl ChunkSink for StreamWriter {
+    async fn write(&mut self, bytes: Vec<u8>) -> std::result::Result<(), ()> {
+        let chunk = js_sys::Uint8Array::from(bytes.as_slice());
+        JsFuture::from(self.0.write_with_chunk(&chunk))
+            .await
+            .map(|_| ())
+            .map_err(|_| ())
+    }
+
+    async fn close(&mut self) {
+        // The caller may already have gone; closing then fails and there is nothing to do.
+        let _ = JsFuture::from(self.0.close()).await;
+    }
+}
+
+/// Runs both futures; `Some` with `a`'s output if it finishes first, `None` if `b` does.
+async fn first_of<A: Future, B: Future<Output = ()>>(a: A, b: B) -> Option<A::Output> {
     let mut a = pin!(a);
     let mut b = pin!(b);
     poll_fn(|cx| {
         if let Poll::Ready(out) = a.as_mut().poll(cx) {
-            return Poll::Ready(Ok(out));
+            return Poll::Ready(Some(out));
         }
         if b.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(()));
+            return Poll::Ready(None);
         }
         Poll::Pending
     })

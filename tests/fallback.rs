@@ -6,7 +6,7 @@ mod scripted;
 
 use scripted::*;
 use serde_json::{json, Value};
-use task_router::api::{handle, HttpRequest, HttpResponse, RequestEnv};
+use task_router::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
 use task_router::log::{Level, MemoryLog};
 use task_router::provider::TransportError;
 
@@ -41,7 +41,7 @@ fn run_with(
     let log = MemoryLog::default();
     let clock = provider.clock.clone();
     let now = move || clock.get();
-    let response = block_on(handle(
+    let reply = block_on(handle(
         HttpRequest {
             method,
             path,
@@ -56,6 +56,9 @@ fn run_with(
             log: &log,
         },
     ));
+    let Reply::Full(response) = reply else {
+        panic!("a plain request got a stream")
+    };
     let body = serde_json::from_str(&response.body)
         .unwrap_or_else(|_| panic!("not JSON: {}", response.body));
     Run {

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
@@ -12,7 +12,26 @@ use std::task::{Context, Poll, Waker};
 
 use serde_json::{json, Value};
 use task_router::config::{BindingValue, Config, ConfigError};
-use task_router::provider::{Provider, TransportError, UpstreamCall, UpstreamReply};
+use task_router::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
+use task_router::relay::ChunkSink;
+
+/// A whole canned answer: status, the headers the router reads, and the body.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamReply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub retry_after: Option<String>,
+    pub reset_tokens: Option<String>,
+    pub reset_requests: Option<String>,
+}
+
+/// One step of a scripted streaming body.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// These bytes, after this many ms of fake time.
+    Bytes(Vec<u8>, u64),
+    Fail(TransportError),
+}
 
 /// Polls a future that never waits on anything real (the scripted provider is always ready).
 pub fn block_on<F: Future>(future: F) -> F::Output {
@@ -29,6 +48,8 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 pub enum Script {
     Reply(UpstreamReply),
     Fail(TransportError),
+    /// A `200 text/event-stream` whose body arrives in steps, then ends.
+    Stream(Vec<Step>),
 }
 
 pub fn completion(model: &str) -> Script {
@@ -122,7 +143,12 @@ impl ScriptedProvider {
 }
 
 impl Provider for ScriptedProvider {
-    async fn chat(&self, call: UpstreamCall<'_>) -> Result<UpstreamReply, TransportError> {
+    type Body = ScriptedBody;
+
+    async fn send(
+        &self,
+        call: UpstreamCall<'_>,
+    ) -> Result<(UpstreamHead, ScriptedBody), TransportError> {
         self.calls.borrow_mut().push(Call {
             model: call.model.to_string(),
             url: call.url.to_string(),
@@ -136,11 +162,81 @@ impl Provider for ScriptedProvider {
             .unwrap_or_else(|| panic!("no script for model {}", call.model));
         self.clock
             .set(self.clock.get() + latency.min(call.timeout_ms));
+        let body = |steps: Vec<Step>| ScriptedBody {
+            steps: steps.into(),
+            clock: self.clock.clone(),
+        };
         match script {
-            Script::Reply(r) => Ok(r),
+            Script::Reply(r) => {
+                let head = UpstreamHead {
+                    status: r.status,
+                    retry_after: r.retry_after,
+                    reset_tokens: r.reset_tokens,
+                    reset_requests: r.reset_requests,
+                };
+                Ok((head, body(vec![Step::Bytes(r.body, 0)])))
+            }
             Script::Fail(e) => Err(e),
+            Script::Stream(steps) => Ok((
+                UpstreamHead {
+                    status: 200,
+                    ..UpstreamHead::default()
+                },
+                body(steps),
+            )),
         }
     }
+}
+
+pub struct ScriptedBody {
+    steps: VecDeque<Step>,
+    clock: Rc<Cell<u64>>,
+}
+
+impl UpstreamBody for ScriptedBody {
+    async fn next_chunk(&mut self, timeout_ms: u64) -> Result<Option<Vec<u8>>, TransportError> {
+        match self.steps.pop_front() {
+            None => Ok(None),
+            Some(Step::Fail(e)) => Err(e),
+            Some(Step::Bytes(_, latency)) if latency > timeout_ms => {
+                self.clock.set(self.clock.get() + timeout_ms);
+                Err(TransportError::Timeout)
+            }
+            Some(Step::Bytes(bytes, latency)) => {
+                self.clock.set(self.clock.get() + latency);
+                Ok(Some(bytes))
+            }
+        }
+    }
+}
+
+/// Collects what a relay writes.
+#[derive(Default)]
+pub struct SinkBuffer {
+    pub written: Vec<Vec<u8>>,
+    pub closed: bool,
+}
+
+impl SinkBuffer {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.written.concat()).unwrap()
+    }
+}
+
+impl ChunkSink for SinkBuffer {
+    async fn write(&mut self, bytes: Vec<u8>) -> Result<(), ()> {
+        self.written.push(bytes);
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        self.closed = true;
+    }
+}
+
+/// A stream step: `text` after `ms` of fake time.
+pub fn bytes(text: &str, ms: u64) -> Step {
+    Step::Bytes(text.as_bytes().to_vec(), ms)
 }
 
 /// Bindings as a test writes them: text values, except `MODEL_REGISTRY` given as JSON.

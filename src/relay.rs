@@ -1,0 +1,173 @@
+//! `StreamRelay`: forwards a committed Groq stream to the caller as it arrives, byte for byte,
+//! and makes sure a stream that breaks after its first event never ends as if it were whole:
+//! the caller gets an OpenAI-shaped error event and no `data: [DONE]`.
+
+use serde_json::json;
+
+use crate::completion::TokenCounts;
+use crate::log::{Level, Log};
+use crate::outcome::{redact_org_ids, GroqError};
+use crate::provider::{TransportError, UpstreamBody};
+use crate::router::StreamStart;
+
+/// Where the relay writes: the response body stream in the Worker, a buffer in tests.
+#[allow(async_fn_in_trait)]
+pub trait ChunkSink {
+    /// `Err` when the caller has gone away.
+    async fn write(&mut self, bytes: Vec<u8>) -> Result<(), ()>;
+    async fn close(&mut self);
+}
+
+/// What the request line reports; filled in before the stream starts.
+#[derive(Debug, Clone)]
+pub struct RequestSummary {
+    pub request_id: String,
+    pub task: String,
+    pub client: Option<String>,
+    pub model: Option<String>,
+    pub attempts: usize,
+    pub started_ms: u64,
+}
+
+impl RequestSummary {
+    /// The one per-request log line, for plain answers and streams alike.
+    pub fn log(&self, log: &dyn Log, now_ms: u64, outcome: &str, status: u16, tokens: TokenCounts) {
+        let level = match (status, outcome) {
+            (500.., _) => Level::Error,
+            (_, "ok") => Level::Info,
+            (200, _) => Level::Warn,
+            _ => Level::Info,
+        };
+        log.emit(
+            level,
+            json!({
+                "level": level.as_str(),
+                "event": "request",
+                "request_id": self.request_id,
+                "task": self.task,
+                "client": self.client,
+                "model": self.model,
+                "outcome": outcome,
+                "status": status,
+                "attempts": self.attempts,
+                "fallback_used": self.attempts > 1,
+                "prompt_tokens": tokens.prompt_tokens,
+                "completion_tokens": tokens.completion_tokens,
+                "total_tokens": tokens.total_tokens,
+                "duration_ms": now_ms.saturating_sub(self.started_ms),
+            }),
+        );
+    }
+}
+
+pub struct StreamRelay<B> {
+    pub start: StreamStart<B>,
+    /// A committed stream that goes quiet for this long is broken.
+    pub idle_timeout_ms: u64,
+    pub summary: RequestSummary,
+}
+
+impl<B: UpstreamBody> StreamRelay<B> {
+    /// Relays to the end, then writes the request log line.
+    pub async fn run<S: ChunkSink>(self, sink: &mut S, now_ms: &dyn Fn() -> u64, log: &dyn Log) {
+        let StreamRelay {
+            start,
+            idle_timeout_ms,
+            summary,
+        } = self;
+        let StreamStart {
+            first,
+            mut scanner,
+            mut body,
+            mut usage,
+            mut done,
+        } = start;
+
+        let mut broken: Option<StreamBreak> = None;
+        let mut client_gone = sink.write(first).await.is_err();
+        while !done && !client_gone && broken.is_none() {
+            match body.next_chunk(idle_timeout_ms).await {
+                Ok(Some(chunk)) => {
+                    let scanned = scanner.push(&chunk);
+                    usage = scanned.usage.or(usage);
+                    done = scanned.done;
+                    if !scanned.forward.is_empty() {
+                        client_gone = sink.write(scanned.forward).await.is_err();
+                    }
+                    broken = scanned.error.map(StreamBreak::Upstream);
+                }
+                Ok(None) => broken = Some(StreamBreak::EndedEarly),
+                Err(TransportError::Timeout) => {
+                    broken = Some(StreamBreak::Stalled(idle_timeout_ms))
+                }
+                Err(TransportError::Connection(_)) => broken = Some(StreamBreak::Dropped),
+            }
+        }
+        let outcome = if client_gone {
+            "client_disconnected"
+        } else if let Some(b) = &broken {
+            // Best effort: if this write fails too, the caller has gone and there is no one to tell.
+            let _ = sink.write(b.event().into_bytes()).await;
+            b.code()
+        } else {
+            "ok"
+        };
+        sink.close().await;
+        summary.log(log, now_ms(), outcome, 200, usage.unwrap_or_default());
+    }
+}
+
+/// Why a committed stream did not reach `[DONE]`.
+enum StreamBreak {
+    Upstream(GroqError),
+    EndedEarly,
+    Stalled(u64),
+    Dropped,
+}
+
+impl StreamBreak {
+    fn code(&self) -> &'static str {
+        match self {
+            StreamBreak::Upstream(_) => "upstream_stream_error",
+            StreamBreak::EndedEarly => "stream_incomplete",
+            StreamBreak::Stalled(_) => "stream_timeout",
+            StreamBreak::Dropped => "stream_interrupted",
+        }
+    }
+
+    /// `data: {"error":{…}}` in OpenAI's shape: the SDKs raise `APIError` on it.
+    fn event(&self) -> String {
+        let (message, kind, code) = match self {
+            StreamBreak::Upstream(e) => (
+                redact_org_ids(
+                    e.message
+                        .as_deref()
+                        .unwrap_or("the model reported an error mid-stream"),
+                ),
+                e.kind.clone().unwrap_or_else(|| "api_error".to_string()),
+                e.code.clone().unwrap_or_else(|| self.code().to_string()),
+            ),
+            StreamBreak::EndedEarly => (
+                "the model's stream ended before it was complete; the answer is truncated"
+                    .to_string(),
+                "api_error".to_string(),
+                self.code().to_string(),
+            ),
+            StreamBreak::Stalled(ms) => (
+                format!("the model's stream stalled for {ms} ms; the answer is truncated"),
+                "api_error".to_string(),
+                self.code().to_string(),
+            ),
+            StreamBreak::Dropped => (
+                "the connection to the model dropped mid-stream; the answer is truncated"
+                    .to_string(),
+                "api_error".to_string(),
+                self.code().to_string(),
+            ),
+        };
+        format!(
+            "data: {}\n\n",
+            json!({"error": {"message": message, "type": kind, "code": code}})
+        )
+    }
+}

@@ -1,0 +1,349 @@
+//! Native tests of the OpenAI/Groq-SDK endpoints and of streaming: fallback until the first event,
+//! commitment after it, and honest failure (an error event, never `[DONE]`) when a committed
+//! stream breaks. Run: `cargo test --test streaming`.
+
+mod scripted;
+
+use scripted::*;
+use serde_json::{json, Value};
+use task_router::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
+use task_router::log::{Level, MemoryLog};
+use task_router::provider::TransportError;
+
+const REGISTRY: &str = r#"{"fast":["m1","m2"],"reasoning":["m3"],"fallback":["f1"]}"#;
+
+const ROLE: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"M\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}],\"x_groq\":{\"id\":\"req_1\"}}\n\n";
+const HELLO: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"M\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+const FINAL: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"M\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"x_groq\":{\"id\":\"req_1\",\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12}}}\n\n";
+const DONE: &str = "data: [DONE]\n\n";
+const TOOL_ERROR: &str = "event: error\ndata: {\"error\":{\"message\":\"Tool call validation failed for org_01secret\",\"type\":\"invalid_request_error\",\"code\":\"tool_use_failed\",\"status_code\":400}}\n\n";
+
+struct Run {
+    head: HttpResponse,
+    /// The whole body: a full reply's, or everything a stream relay wrote.
+    body: String,
+    streamed: bool,
+    closed: bool,
+    calls: Vec<String>,
+    log: Vec<(Level, Value)>,
+}
+
+fn run(provider: ScriptedProvider, method: &str, path: &str, body: &str) -> Run {
+    let config = load(&[
+        ("MODEL_REGISTRY", REGISTRY),
+        ("GROQ_API_KEY", "gsk_x"),
+        ("ROUTER_API_KEYS", "k"),
+        ("ATTEMPT_TIMEOUT_MS", "1000"),
+    ]);
+    let log = MemoryLog::default();
+    let clock = provider.clock.clone();
+    let now = move || clock.get();
+    let env = RequestEnv {
+        request_id: "req_s",
+        now_ms: &now,
+        log: &log,
+    };
+    let request = HttpRequest {
+        method,
+        path,
+        authorization: Some("Bearer k"),
+        body: body.as_bytes(),
+    };
+    let reply = block_on(handle(request, &config, &provider, &env));
+    let (head, body, streamed, closed) = match reply {
+        Reply::Full(r) => {
+            let body = r.body.clone();
+            (r, body, false, false)
+        }
+        Reply::Stream { head, relay } => {
+            let mut sink = SinkBuffer::default();
+            block_on(relay.run(&mut sink, &now, &log));
+            (head, sink.text(), true, sink.closed)
+        }
+    };
+    Run {
+        head,
+        body,
+        streamed,
+        closed,
+        calls: provider.models_called(),
+        log: log.0.into_inner(),
+    }
+}
+
+fn stream_body(task: &str) -> String {
+    json!({"model": task, "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+        .to_string()
+}
+
+fn request_line(r: &Run) -> &Value {
+    &r.log
+        .iter()
+        .rev()
+        .find(|(_, l)| l["event"] == "request")
+        .expect("a request line")
+        .1
+}
+
+#[test]
+fn a_stream_is_relayed_byte_for_byte_with_usage_logged() {
+    let steps = vec![
+        bytes(ROLE, 100),
+        bytes(HELLO, 10),
+        bytes(&format!("{FINAL}{DONE}"), 10),
+    ];
+    let r = run(
+        ScriptedProvider::new().on("m1", Script::Stream(steps), 50),
+        "POST",
+        "/v1/chat/completions",
+        &stream_body("fast"),
+    );
+    assert!(r.streamed);
+    assert_eq!(r.head.status, 200);
+    assert_eq!(r.head.header("content-type"), Some("text/event-stream"));
+    assert_eq!(r.head.header("x-model-used"), Some("m1"));
+    assert_eq!(r.head.header("x-task-type"), Some("fast"));
+    assert_eq!(r.body, format!("{ROLE}{HELLO}{FINAL}{DONE}"));
+    assert!(r.closed);
+    assert_eq!(r.calls, vec!["m1"]);
+    let line = request_line(&r);
+    assert_eq!(line["outcome"], "ok");
+    assert_eq!(line["prompt_tokens"], 9);
+    assert_eq!(line["total_tokens"], 12);
+    assert_eq!(line["duration_ms"], 170);
+}
+
+#[test]
+fn before_the_first_event_a_failing_stream_falls_back() {
+    let cases: Vec<(&str, Script, &str)> = vec![
+        (
+            "ends before any event",
+            Script::Stream(vec![]),
+            "upstream_error",
+        ),
+        (
+            "only a keep-alive comment, then ends",
+            Script::Stream(vec![bytes(": ping\n\n", 5)]),
+            "upstream_error",
+        ),
+        (
+            "drops before any event",
+            Script::Stream(vec![Step::Fail(TransportError::Connection("reset".into()))]),
+            "connection_error",
+        ),
+        (
+            "first event is a tool_use_failed error",
+            Script::Stream(vec![bytes(TOOL_ERROR, 5)]),
+            "cannot_serve",
+        ),
+        (
+            "no first event within the attempt timeout",
+            Script::Stream(vec![bytes(ROLE, 5_000)]),
+            "timeout",
+        ),
+        ("429 before streaming", rate_limited("3"), "rate_limited"),
+        (
+            "connection refused",
+            Script::Fail(TransportError::Connection("refused".into())),
+            "connection_error",
+        ),
+    ];
+    for (name, script, outcome) in cases {
+        let ok = Script::Stream(vec![
+            bytes(ROLE, 5),
+            bytes(&format!("{HELLO}{FINAL}{DONE}"), 5),
+        ]);
+        let r = run(
+            ScriptedProvider::new().on("m1", script, 5).on("m2", ok, 5),
+            "POST",
+            "/v1/chat/completions",
+            &stream_body("fast"),
+        );
+        assert!(r.streamed, "{name}: {}", r.body);
+        assert_eq!(r.calls, vec!["m1", "m2"], "{name}");
+        assert_eq!(r.head.header("x-model-used"), Some("m2"), "{name}");
+        assert!(
+            r.head
+                .header("x-attempts")
+                .unwrap()
+                .starts_with(&format!("m1={outcome}")),
+            "{name}: {:?}",
+            r.head.header("x-attempts")
+        );
+        assert_eq!(
+            r.body,
+            format!("{ROLE}{HELLO}{FINAL}{DONE}"),
+            "{name}: nothing of m1 may leak into the answer"
+        );
+    }
+}
+
+#[test]
+fn after_the_first_event_a_broken_stream_ends_with_an_error_event_and_no_done() {
+    let cases: Vec<(&str, Vec<Step>, &str)> = vec![
+        (
+            "connection dropped after two chunks",
+            vec![
+                bytes(ROLE, 5),
+                bytes(HELLO, 5),
+                Step::Fail(TransportError::Connection("reset".into())),
+            ],
+            "stream_interrupted",
+        ),
+        (
+            "ends without [DONE]",
+            vec![bytes(ROLE, 5), bytes(HELLO, 5)],
+            "stream_incomplete",
+        ),
+        (
+            "event: error mid-stream",
+            vec![bytes(ROLE, 5), bytes(&format!("{HELLO}{TOOL_ERROR}"), 5)],
+            "tool_use_failed",
+        ),
+        (
+            "stalls past the idle timeout",
+            vec![bytes(ROLE, 5), bytes(HELLO, 5_000)],
+            "stream_timeout",
+        ),
+    ];
+    for (name, steps, code) in cases {
+        let r = run(
+            ScriptedProvider::new()
+                .on("m1", Script::Stream(steps), 5)
+                .on("m2", completion("m2"), 5),
+            "POST",
+            "/v1/tasks/fast",
+            r#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        );
+        assert!(r.streamed, "{name}");
+        assert_eq!(
+            r.calls,
+            vec!["m1"],
+            "{name}: a committed stream is never retried on another model"
+        );
+        assert!(
+            !r.body.contains("[DONE]"),
+            "{name}: a broken stream must not end cleanly"
+        );
+        assert!(r.body.starts_with(ROLE), "{name}");
+        let events: Vec<&str> = r.body.split("\n\n").filter(|e| !e.is_empty()).collect();
+        let last = events.last().unwrap();
+        let error: Value =
+            serde_json::from_str(last.strip_prefix("data: ").expect("a data event")).unwrap();
+        assert_eq!(error["error"]["code"], code, "{name}: {last}");
+        assert!(error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        assert!(error["error"]["type"].is_string());
+        assert!(!r.body.contains("01secret"), "{name}: org ids are redacted");
+        assert!(r.closed);
+        assert_ne!(request_line(&r)["outcome"], "ok", "{name}");
+    }
+}
+
+#[test]
+fn the_sdk_route_passes_groqs_completion_through() {
+    let body = r#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#;
+    for path in ["/v1/chat/completions", "/openai/v1/chat/completions"] {
+        let provider =
+            ScriptedProvider::new()
+                .on("m1", gone_404("m1"), 5)
+                .on("m2", completion("m2"), 5);
+        let r = run(provider, "POST", path, body);
+        assert!(!r.streamed);
+        assert_eq!(r.head.status, 200, "{path}: {}", r.body);
+        let Script::Reply(groq) = completion("m2") else {
+            unreachable!()
+        };
+        assert_eq!(
+            r.body.as_bytes(),
+            groq.body.as_slice(),
+            "{path}: Groq's bytes, unchanged"
+        );
+        assert_eq!(r.head.header("x-model-used"), Some("m2"));
+        assert_eq!(
+            r.head.header("x-attempts"),
+            Some("m1=model_gone(404), m2=ok(200)")
+        );
+        assert_eq!(r.calls, vec!["m1", "m2"]);
+    }
+}
+
+#[test]
+fn sdk_route_errors_look_like_openais() {
+    let r = run(
+        ScriptedProvider::new(),
+        "POST",
+        "/v1/chat/completions",
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(r.head.status, 404);
+    let body: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert_eq!(body["error"]["param"], "model");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`fast`"));
+
+    let r = run(
+        ScriptedProvider::new(),
+        "POST",
+        "/v1/chat/completions",
+        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(r.head.status, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).unwrap()["error"]["param"],
+        "model"
+    );
+
+    let r = run(
+        ScriptedProvider::new(),
+        "POST",
+        "/v1/chat/completions",
+        r#"{"model":7,"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(r.head.status, 400);
+
+    let r = run(ScriptedProvider::new(), "GET", "/v1/chat/completions", "");
+    assert_eq!((r.head.status, r.head.header("allow")), (405, Some("POST")));
+    assert!(r.calls.is_empty());
+}
+
+#[test]
+fn models_lists_the_tasks() {
+    for path in ["/v1/models", "/openai/v1/models"] {
+        let r = run(ScriptedProvider::new(), "GET", path, "");
+        assert_eq!(r.head.status, 200);
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["object"], "list");
+        let ids: Vec<&str> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, vec!["fast", "reasoning"]);
+        assert_eq!(
+            body["data"][0],
+            json!({"id":"fast","object":"model","created":0,"owned_by":"task-router"})
+        );
+    }
+    let r = run(
+        ScriptedProvider::new(),
+        "GET",
+        "/openai/v1/models/reasoning",
+        "",
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).unwrap()["id"],
+        "reasoning"
+    );
+    let r = run(ScriptedProvider::new(), "GET", "/v1/models/nope", "");
+    assert_eq!(r.head.status, 404);
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).unwrap()["error"]["code"],
+        "model_not_found"
+    );
+}

@@ -2,6 +2,8 @@
 //! task endpoint, the OpenAI/Groq-SDK endpoints and their headers all live here, so they are
 //! tested natively; the Worker shell only converts to and from `worker` types.
 
+use std::cell::RefCell;
+
 use serde_json::json;
 
 use crate::auth::AuthError;
@@ -9,6 +11,7 @@ use crate::chain::ModelChain;
 use crate::completion::{TaskAnswer, TokenCounts};
 use crate::config::{Config, ConfigError};
 use crate::error::{config_problems, ApiError};
+use crate::health::{rfc3339, HealthBook, HealthReport};
 use crate::log::{Level, Log};
 use crate::provider::Provider;
 use crate::relay::{RequestSummary, StreamRelay};
@@ -77,8 +80,11 @@ impl<B> Reply<B> {
 /// Per-request facilities the shell provides.
 pub struct RequestEnv<'a> {
     pub request_id: &'a str,
+    /// Epoch milliseconds.
     pub now_ms: &'a dyn Fn() -> u64,
     pub log: &'a dyn Log,
+    /// This isolate's model health memory.
+    pub health: &'a RefCell<HealthBook>,
 }
 
 /// How a chat route learns its task, and which answer shape it returns.
@@ -116,6 +122,9 @@ pub async fn handle<P: Provider>(
             Route::Models(one) => Reply::Full(
                 models(req, one, config, env).unwrap_or_else(|e| HttpResponse::error(&e)),
             ),
+            Route::Routes => {
+                Reply::Full(routes(req, config, env).unwrap_or_else(|e| HttpResponse::error(&e)))
+            }
             Route::NotFound => unreachable!("no method is allowed on an unknown route"),
         }
     };
@@ -133,6 +142,8 @@ enum Route<'a> {
     ChatCompletions,
     /// The task list, or one task.
     Models(Option<&'a str>),
+    /// Each task's effective chain and each model's health.
+    Routes,
     NotFound,
 }
 
@@ -147,6 +158,7 @@ impl<'a> Route<'a> {
             ("/healthz", _) => Route::Healthz,
             (p, _) if p.starts_with(TASKS_PREFIX) => Route::Task(&p[TASKS_PREFIX.len()..]),
             (_, "/v1/chat/completions") => Route::ChatCompletions,
+            ("/v1/routes", _) => Route::Routes,
             (_, "/v1/models") => Route::Models(None),
             (_, p) if p.starts_with("/v1/models/") => {
                 Route::Models(Some(&p["/v1/models/".len()..]))
@@ -158,7 +170,7 @@ impl<'a> Route<'a> {
     /// The methods the route answers; `Allow` on a 405.
     fn methods(&self) -> &'static str {
         match self {
-            Route::Healthz | Route::Models(_) => "GET, HEAD",
+            Route::Healthz | Route::Models(_) | Route::Routes => "GET, HEAD",
             Route::Task(_) | Route::ChatCompletions => "POST",
             Route::NotFound => "",
         }
@@ -238,6 +250,53 @@ fn models(
     Ok(HttpResponse::json(200, body.to_string()))
 }
 
+/// `GET /v1/routes`: for each task, the chain after overrides, where each entry came from, and
+/// what this isolate knows of each model's health.
+fn routes(
+    req: HttpRequest<'_>,
+    config: &Result<Config, Vec<ConfigError>>,
+    env: &RequestEnv<'_>,
+) -> Result<HttpResponse, ApiError> {
+    let (config, _) = admit(&req, config, env)?;
+    let now = (env.now_ms)();
+    let health = env.health.borrow();
+    let tasks: Vec<_> = config
+        .task_names()
+        .into_iter()
+        .filter_map(|task| ModelChain::for_task(config, task).map(|chain| (task, chain)))
+        .map(|(task, chain)| {
+            let entries: Vec<_> = chain
+                .entries
+                .iter()
+                .map(|e| json!({"model": e.model, "source": e.source, "health": health_json(health.report(&e.model, now))}))
+                .collect();
+            json!({"task": task, "chain": entries})
+        })
+        .collect();
+    let body = json!({
+        "object": "list",
+        "force_model": config.force_model,
+        "request_timeout_ms": config.request_timeout_ms,
+        "attempt_timeout_ms": config.attempt_timeout_ms,
+        "data": tasks,
+    });
+    Ok(HttpResponse::json(200, body.to_string()))
+}
+
+/// A health report with its instants also as RFC 3339 text, for people reading it.
+fn health_json(report: HealthReport) -> serde_json::Value {
+    let mut value = json!(report);
+    for field in ["since", "until"] {
+        if let Some(ms) = value
+            .get(format!("{field}_ms"))
+            .and_then(serde_json::Value::as_u64)
+        {
+            value[field] = json!(rfc3339(ms));
+        }
+    }
+    value
+}
+
 fn unknown_task(config: &Config, task: &str, named_by_model: bool) -> ApiError {
     ApiError::UnknownTask {
         task: truncate(task, 64).to_string(),
@@ -306,8 +365,11 @@ async fn chat<P: Provider>(
             url: &url,
             api_key,
             attempt_timeout_ms: config.attempt_timeout_ms,
+            deadline_ms: started + config.request_timeout_ms,
+            gone_ttl_ms: config.model_gone_ttl_ms,
             now_ms: env.now_ms,
             log: env.log,
+            health: env.health,
         };
         let routed = route(&ctx, &chain, &request, provider).await?;
         Ok((routed, config.attempt_timeout_ms))
@@ -395,9 +457,12 @@ async fn chat<P: Provider>(
 pub fn attempts_header(attempts: &[Attempt]) -> String {
     attempts
         .iter()
-        .map(|a| match a.status {
-            Some(status) => format!("{}={}({status})", a.model, a.outcome.as_str()),
-            None => format!("{}={}", a.model, a.outcome.as_str()),
+        .map(|a| match (a.status, a.reason) {
+            (Some(status), _) => format!("{}={}({status})", a.model, a.outcome.as_str()),
+            (None, Some(reason)) => {
+                format!("{}={}({})", a.model, a.outcome.as_str(), reason.as_str())
+            }
+            (None, None) => format!("{}={}", a.model, a.outcome.as_str()),
         })
         .collect::<Vec<_>>()
         .join(", ")

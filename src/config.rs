@@ -10,7 +10,8 @@ use crate::task::{TaskType, FALLBACK_KEY};
 
 pub const DEFAULT_GROQ_BASE_URL: &str = "https://api.groq.com";
 pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 15_000;
-const MAX_ATTEMPT_TIMEOUT_MS: u64 = 300_000;
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 45_000;
+pub const DEFAULT_MODEL_GONE_TTL_S: u64 = 3_600;
 
 /// A binding's value as the Worker runtime hands it over: `wrangler.toml` `[vars]` tables arrive
 /// as objects, everything set with `--var`, the dashboard or `wrangler secret` as text.
@@ -67,7 +68,12 @@ pub struct Config {
     pub groq_base_url: String,
     pub groq_api_key: Option<String>,
     pub client_auth: ClientAuth,
+    /// `ATTEMPT_TIMEOUT_MS`: one model's answer (for streams: its first event).
     pub attempt_timeout_ms: u64,
+    /// `REQUEST_TIMEOUT_MS`: the whole request, every attempt included.
+    pub request_timeout_ms: u64,
+    /// `MODEL_GONE_TTL_S`, in ms: how long a gone model is skipped.
+    pub model_gone_ttl_ms: u64,
 }
 
 impl Config {
@@ -135,19 +141,31 @@ impl Config {
                 ClientAuth::default()
             });
 
-        let attempt_timeout_ms = match text(bindings, "ATTEMPT_TIMEOUT_MS", &mut errors) {
-            None => DEFAULT_ATTEMPT_TIMEOUT_MS,
-            Some(raw) => match raw.parse::<u64>() {
-                Ok(ms) if (1..=MAX_ATTEMPT_TIMEOUT_MS).contains(&ms) => ms,
-                _ => {
-                    errors.push(ConfigError::invalid(
-                        "ATTEMPT_TIMEOUT_MS",
-                        format!("`ATTEMPT_TIMEOUT_MS` must be a whole number of milliseconds from 1 to {MAX_ATTEMPT_TIMEOUT_MS}, got {raw:?}"),
-                    ));
-                    DEFAULT_ATTEMPT_TIMEOUT_MS
-                }
-            },
-        };
+        let attempt_timeout_ms = whole_number(
+            bindings,
+            "ATTEMPT_TIMEOUT_MS",
+            DEFAULT_ATTEMPT_TIMEOUT_MS,
+            300_000,
+            "milliseconds",
+            &mut errors,
+        );
+        let request_timeout_ms = whole_number(
+            bindings,
+            "REQUEST_TIMEOUT_MS",
+            DEFAULT_REQUEST_TIMEOUT_MS,
+            900_000,
+            "milliseconds",
+            &mut errors,
+        );
+        let model_gone_ttl_ms = 1000
+            * whole_number(
+                bindings,
+                "MODEL_GONE_TTL_S",
+                DEFAULT_MODEL_GONE_TTL_S,
+                30 * 86_400,
+                "seconds",
+                &mut errors,
+            );
 
         if errors.is_empty() {
             Ok(Config {
@@ -158,6 +176,8 @@ impl Config {
                 groq_api_key,
                 client_auth,
                 attempt_timeout_ms,
+                request_timeout_ms,
+                model_gone_ttl_ms,
             })
         } else {
             Err(errors)
@@ -187,6 +207,30 @@ fn text(bindings: &impl Bindings, name: &str, errors: &mut Vec<ConfigError>) -> 
                 format!("`{name}` must be a string"),
             ));
             None
+        }
+    }
+}
+
+/// A whole number from 1 to `max`, or `default` when unset.
+fn whole_number(
+    bindings: &impl Bindings,
+    name: &str,
+    default: u64,
+    max: u64,
+    unit: &str,
+    errors: &mut Vec<ConfigError>,
+) -> u64 {
+    let Some(raw) = text(bindings, name, errors) else {
+        return default;
+    };
+    match raw.parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => n,
+        _ => {
+            errors.push(ConfigError::invalid(
+                name,
+                format!("`{name}` must be a whole number of {unit} from 1 to {max}, got {raw:?}"),
+            ));
+            default
         }
     }
 }

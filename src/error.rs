@@ -48,6 +48,8 @@ pub enum ApiError {
     },
     /// 502: every model of the chain failed.
     AllModelsFailed { attempts: Vec<Attempt> },
+    /// 504: `REQUEST_TIMEOUT_MS` passed before any model answered.
+    DeadlineExceeded { attempts: Vec<Attempt> },
 }
 
 #[derive(Serialize)]
@@ -87,6 +89,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => 429,
             ApiError::ConfigInvalid(_) | ApiError::ProviderKeyMissing => 500,
             ApiError::ProviderAuthFailed { .. } | ApiError::AllModelsFailed { .. } => 502,
+            ApiError::DeadlineExceeded { .. } => 504,
         }
     }
 
@@ -110,6 +113,7 @@ impl ApiError {
             ApiError::ProviderAuthFailed { .. } => "provider_auth_failed",
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
             ApiError::AllModelsFailed { .. } => "all_models_failed",
+            ApiError::DeadlineExceeded { .. } => "deadline_exceeded",
         }
     }
 
@@ -157,6 +161,10 @@ impl ApiError {
                 "all {} models for this task failed; see `attempts`",
                 attempts.len()
             ),
+            ApiError::DeadlineExceeded { attempts } => format!(
+                "no model answered within the request deadline (`REQUEST_TIMEOUT_MS`) after {} attempts; see `attempts`",
+                attempts.len()
+            ),
         }
     }
 
@@ -179,7 +187,8 @@ impl ApiError {
             ApiError::UpstreamRejected { attempts, .. }
             | ApiError::ProviderAuthFailed { attempts }
             | ApiError::RateLimited { attempts, .. }
-            | ApiError::AllModelsFailed { attempts } => attempts,
+            | ApiError::AllModelsFailed { attempts }
+            | ApiError::DeadlineExceeded { attempts } => attempts,
             _ => &[],
         }
     }

@@ -27,6 +27,8 @@ pub enum Outcome {
     InvalidRequest,
     /// 401 / 403: Groq rejected the provider key.
     ProviderAuthFailed,
+    /// Not called: health memory says it is gone, cooling, or its circuit is open.
+    Skipped,
 }
 
 impl Outcome {
@@ -42,6 +44,7 @@ impl Outcome {
             Outcome::CannotServe => "cannot_serve",
             Outcome::InvalidRequest => "invalid_request",
             Outcome::ProviderAuthFailed => "provider_auth_failed",
+            Outcome::Skipped => "skipped",
         }
     }
 

@@ -3,12 +3,15 @@
 //! For streams, a model is committed to once its first event has arrived; until then a failure
 //! moves on to the next model like any other.
 
+use std::cell::RefCell;
+
 use serde::Serialize;
 use serde_json::json;
 
 use crate::chain::ModelChain;
 use crate::completion::{Completion, TokenCounts};
 use crate::error::ApiError;
+use crate::health::{Availability, HealthBook, SkipReason};
 use crate::log::{Level, Log};
 use crate::outcome::{classify_error, redact_org_ids, retry_after_secs, GroqError, Outcome};
 use crate::provider::{Provider, TransportError, UpstreamBody, UpstreamCall};
@@ -25,6 +28,9 @@ pub struct Attempt {
     /// Groq's error `code`, when it sent one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    /// Why a model was skipped without a call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<SkipReason>,
     pub duration_ms: u64,
 }
 
@@ -36,9 +42,15 @@ pub struct RouteContext<'a> {
     pub url: &'a str,
     pub api_key: &'a str,
     pub attempt_timeout_ms: u64,
-    /// Milliseconds since some fixed point; only differences are used.
+    /// When the whole request must be answered (same clock as `now_ms`).
+    pub deadline_ms: u64,
+    /// How long a gone verdict lasts.
+    pub gone_ttl_ms: u64,
+    /// Epoch milliseconds.
     pub now_ms: &'a dyn Fn() -> u64,
     pub log: &'a dyn Log,
+    /// This isolate's memory of model health; borrowed briefly, never across an `await`.
+    pub health: &'a RefCell<HealthBook>,
 }
 
 /// A chain that produced an answer.
@@ -85,17 +97,58 @@ pub async fn route<P: Provider>(
 ) -> Result<Routed<P::Body>, ApiError> {
     let mut attempts: Vec<Attempt> = Vec::with_capacity(chain.entries.len());
     let mut failures: Vec<Failure> = Vec::with_capacity(chain.entries.len());
+    // The chain, then the models health memory skipped (but not gone ones), as a last resort.
+    let mut order: Vec<(&str, bool)> = chain.models().map(|m| (m, false)).collect();
 
-    for model in chain.models() {
+    let mut i = 0;
+    while let Some(&(model, last_resort)) = order.get(i) {
+        i += 1;
         let started = (ctx.now_ms)();
+        if started >= ctx.deadline_ms {
+            return Err(ApiError::DeadlineExceeded { attempts });
+        }
+        if !last_resort {
+            let availability = ctx.health.borrow_mut().availability(model, started);
+            let reason = match availability {
+                Availability::Available => None,
+                Availability::Gone(_) => Some(SkipReason::Gone),
+                Availability::Skip(reason) => {
+                    order.push((model, true));
+                    Some(reason)
+                }
+            };
+            if let Some(reason) = reason {
+                attempts.push(Attempt {
+                    model: model.to_string(),
+                    outcome: Outcome::Skipped,
+                    status: None,
+                    code: None,
+                    reason: Some(reason),
+                    duration_ms: 0,
+                });
+                failures.push(Failure::default());
+                continue;
+            }
+        }
+
+        let timeout_ms = ctx.attempt_timeout_ms.min(ctx.deadline_ms - started);
         let (outcome, status, failure, answer) =
-            try_model(ctx, model, request, provider, started).await;
+            try_model(ctx, model, request, provider, started, timeout_ms).await;
+        let ended = (ctx.now_ms)();
+        ctx.health.borrow_mut().record(
+            model,
+            outcome,
+            failure.retry_after_secs.map(|s| s * 1000),
+            ended,
+            ctx.gone_ttl_ms,
+        );
         let attempt = Attempt {
             model: model.to_string(),
             outcome,
             status,
             code: failure.error.as_ref().and_then(|e| e.code.clone()),
-            duration_ms: (ctx.now_ms)().saturating_sub(started),
+            reason: None,
+            duration_ms: ended.saturating_sub(started),
         };
         log_attempt(ctx, attempts.len() + 1, &attempt);
         attempts.push(attempt);
@@ -110,6 +163,9 @@ pub async fn route<P: Provider>(
         match outcome {
             Outcome::InvalidRequest => return Err(rejected(failure.error, attempts)),
             Outcome::ProviderAuthFailed => return Err(ApiError::ProviderAuthFailed { attempts }),
+            Outcome::Timeout if ended >= ctx.deadline_ms => {
+                return Err(ApiError::DeadlineExceeded { attempts })
+            }
             _ => failures.push(failure),
         }
     }
@@ -122,8 +178,9 @@ async fn try_model<P: Provider>(
     request: &ChatRequest,
     provider: &P,
     started: u64,
+    timeout_ms: u64,
 ) -> Tried<P::Body> {
-    let deadline = started + ctx.attempt_timeout_ms;
+    let deadline = started + timeout_ms;
     let remaining = || deadline.saturating_sub((ctx.now_ms)()).max(1);
     let transport = |e: TransportError| -> Tried<P::Body> {
         let outcome = match e {
@@ -138,7 +195,7 @@ async fn try_model<P: Provider>(
         api_key: ctx.api_key,
         model,
         body: request.body_for(model),
-        timeout_ms: ctx.attempt_timeout_ms,
+        timeout_ms,
     };
     let (head, mut body) = match provider.send(call).await {
         Ok(sent) => sent,
@@ -222,11 +279,12 @@ async fn try_model<P: Provider>(
 fn verdict(attempts: Vec<Attempt>, failures: Vec<Failure>) -> ApiError {
     // A gone model is the operator's problem, not a reason the caller should stop retrying: when
     // every model that still exists was rate-limited, the caller gets 429 and when to come back.
+    // Skipped entries made no call; a skipped model that was retried has its own attempt.
     let live = || {
         attempts
             .iter()
             .zip(&failures)
-            .filter(|(a, _)| a.outcome != Outcome::ModelGone)
+            .filter(|(a, _)| !matches!(a.outcome, Outcome::ModelGone | Outcome::Skipped))
     };
     let all_live_are = |o: Outcome| live().count() > 0 && live().all(|(a, _)| a.outcome == o);
 

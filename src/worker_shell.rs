@@ -2,8 +2,10 @@
 //! bindings, calls Groq with `fetch` (the only code that talks to Groq), streams relayed bodies,
 //! writes log lines with `console`, and builds `Response`s. Every rule lives in the core.
 
+use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
+use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -11,18 +13,49 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
     console_error, console_log, console_warn, event, js_sys, web_sys, Context, Delay, Env, Headers,
-    Request, Response, ResponseBuilder, Result,
+    KvStore, Request, Response, ResponseBuilder, Result, ScheduleContext, ScheduledEvent,
 };
 
 use crate::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
 use crate::config::{BindingValue, Bindings, Config};
+use crate::health::{GoneVerdict, HealthBook};
 use crate::log::{Level, Log};
+use crate::probe;
 use crate::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
 use crate::relay::ChunkSink;
+
+/// The optional KV namespace that shares "gone" verdicts across isolates and locations.
+const HEALTH_KV_BINDING: &str = "MODEL_HEALTH";
+const GONE_KEY_PREFIX: &str = "gone:";
+/// How stale this isolate's copy of the shared verdicts may get.
+const KV_SYNC_INTERVAL_MS: u64 = 60_000;
+/// KV refuses shorter expirations.
+const KV_MIN_TTL_S: u64 = 60;
+
+thread_local! {
+    /// Model health memory for the life of this isolate (Workers run one thread per isolate).
+    static HEALTH: Rc<RefCell<HealthBook>> = Rc::default();
+    /// When this isolate last read the shared verdicts from KV.
+    static SYNCED_AT: Cell<Option<u64>> = const { Cell::new(None) };
+}
 
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     console_error_panic_hook::set_once();
+    let health = HEALTH.with(Rc::clone);
+    let kv = env.kv(HEALTH_KV_BINDING).ok();
+    if let Some(kv) = &kv {
+        // A new isolate reads the shared verdicts before routing; later refreshes happen after
+        // the response, so no request waits on KV.
+        match SYNCED_AT.with(Cell::get) {
+            None => sync_shared(kv.clone(), health.clone()).await,
+            Some(at) if now_ms().saturating_sub(at) > KV_SYNC_INTERVAL_MS => {
+                SYNCED_AT.with(|s| s.set(Some(now_ms())));
+                ctx.wait_until(sync_shared(kv.clone(), health.clone()));
+            }
+            Some(_) => {}
+        }
+    }
     let request_id = request_id(req.headers().get("x-request-id").ok().flatten());
     let method = req.method().to_string();
     let url = req.inner().url();
@@ -48,9 +81,15 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
             request_id: &request_id,
             now_ms: &now_ms,
             log: &ConsoleLog,
+            health: &health,
         },
     )
     .await;
+
+    let learned = health.borrow_mut().take_unshared();
+    if let (Some(kv), false, Ok(config)) = (kv, learned.is_empty(), &config) {
+        ctx.wait_until(share_gone(kv, learned, config.model_gone_ttl_ms));
+    }
 
     match reply {
         Reply::Full(response) => {
@@ -72,6 +111,121 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
                 .with_status(head.status)
                 .with_headers(headers_of(&head)?)
                 .stream(pipe.readable()))
+        }
+    }
+}
+
+/// Runs on the cron in `wrangler.toml`: asks Groq which models exist and retires the ones in use
+/// that it no longer lists. A failed probe changes nothing.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    console_error_panic_hook::set_once();
+    let log = ConsoleLog;
+    let fail = |why: String| {
+        log.emit(
+            Level::Error,
+            serde_json::json!({"level": "error", "event": "probe_failed", "error": why}),
+        )
+    };
+    let config = match Config::load(&EnvBindings(&env)) {
+        Ok(config) => config,
+        Err(errors) => {
+            return fail(format!(
+                "configuration is invalid ({} problems); see /healthz",
+                errors.len()
+            ))
+        }
+    };
+    let Some(api_key) = config.groq_api_key.as_deref() else {
+        return fail("the `GROQ_API_KEY` secret is not set".to_string());
+    };
+    let url = format!("{}/openai/v1/models", config.groq_base_url);
+    let fetched = async {
+        let (response, abort) =
+            fetch_groq(&url, "GET", api_key, None, config.attempt_timeout_ms).await?;
+        let body = read_body(&response, config.attempt_timeout_ms, &abort).await?;
+        Ok::<_, TransportError>((response.status(), body))
+    };
+    let listed = match fetched.await {
+        Ok((status, body)) => probe::listed_models(status, &body),
+        Err(e) => Err(format!("{e:?}")),
+    };
+    let listed = match listed {
+        Ok(listed) => listed,
+        Err(why) => return fail(why),
+    };
+    let health = HEALTH.with(Rc::clone);
+    let result = probe::apply(&config, &listed, &mut health.borrow_mut(), now_ms(), &log);
+    if let Ok(kv) = env.kv(HEALTH_KV_BINDING) {
+        share_gone(kv.clone(), result.retired, config.model_gone_ttl_ms).await;
+        for (model, _) in read_gone(&kv).await.unwrap_or_default() {
+            if result.listed.contains(&model) {
+                // Best effort: a failed delete leaves a verdict that expires on its own.
+                let _ = kv.delete(&format!("{GONE_KEY_PREFIX}{model}")).await;
+            }
+        }
+    }
+}
+
+/// Reads the shared verdicts into this isolate's memory.
+async fn sync_shared(kv: KvStore, health: Rc<RefCell<HealthBook>>) {
+    SYNCED_AT.with(|s| s.set(Some(now_ms())));
+    if let Some(shared) = read_gone(&kv).await {
+        health.borrow_mut().sync_shared(&shared, now_ms());
+    }
+}
+
+/// The gone verdicts in KV; `None` if KV could not be read.
+async fn read_gone(kv: &KvStore) -> Option<Vec<(String, GoneVerdict)>> {
+    let list = kv
+        .list()
+        .prefix(GONE_KEY_PREFIX.to_string())
+        .execute()
+        .await
+        .ok()?;
+    let verdicts = list
+        .keys
+        .into_iter()
+        .filter_map(|key| {
+            let model = key.name.strip_prefix(GONE_KEY_PREFIX)?.to_string();
+            let meta = key.metadata.unwrap_or_default();
+            let verdict = GoneVerdict {
+                since_ms: meta
+                    .get("since_ms")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0),
+                until_ms: key.expiration? * 1000,
+                reason: meta
+                    .get("reason")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("shared")
+                    .to_string(),
+            };
+            Some((model, verdict))
+        })
+        .collect();
+    Some(verdicts)
+}
+
+/// Writes gone verdicts to KV with an expiry, so every isolate learns them.
+async fn share_gone(kv: KvStore, verdicts: Vec<(String, GoneVerdict)>, ttl_ms: u64) {
+    for (model, verdict) in verdicts {
+        let metadata = serde_json::json!({"since_ms": verdict.since_ms, "reason": verdict.reason});
+        let put = kv
+            .put(&format!("{GONE_KEY_PREFIX}{model}"), "gone")
+            .and_then(|p| {
+                p.expiration_ttl((ttl_ms / 1000).max(KV_MIN_TTL_S))
+                    .metadata(metadata)
+            });
+        let written = match put {
+            Ok(put) => put.execute().await.is_ok(),
+            Err(_) => false,
+        };
+        if !written {
+            ConsoleLog.emit(
+                Level::Warn,
+                serde_json::json!({"level": "warn", "event": "kv_write_failed", "model": model}),
+            );
         }
     }
 }
@@ -178,6 +332,48 @@ async fn within(
 /// Groq over the Workers `fetch` API.
 struct GroqFetch;
 
+/// Starts a request to Groq and waits for the response head, at most `timeout_ms`.
+async fn fetch_groq(
+    url: &str,
+    method: &str,
+    api_key: &str,
+    body: Option<&str>,
+    timeout_ms: u64,
+) -> std::result::Result<(web_sys::Response, web_sys::AbortController), TransportError> {
+    let headers = web_sys::Headers::new().map_err(connection_error)?;
+    headers
+        .set("authorization", &format!("Bearer {api_key}"))
+        .map_err(connection_error)?;
+    let abort = web_sys::AbortController::new().map_err(connection_error)?;
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    if let Some(body) = body {
+        headers
+            .set("content-type", "application/json")
+            .map_err(connection_error)?;
+        init.set_body(&JsValue::from_str(body));
+    }
+    init.set_headers(&headers);
+    init.set_signal(Some(&abort.signal()));
+    let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let promise = global.fetch_with_str_and_init(url, &init);
+    let response = within(promise, timeout_ms, &abort)
+        .await?
+        .dyn_into()
+        .map_err(connection_error)?;
+    Ok((response, abort))
+}
+
+async fn read_body(
+    response: &web_sys::Response,
+    timeout_ms: u64,
+    abort: &web_sys::AbortController,
+) -> std::result::Result<Vec<u8>, TransportError> {
+    let promise = response.array_buffer().map_err(connection_error)?;
+    let buffer = within(promise, timeout_ms, abort).await?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
 impl Provider for GroqFetch {
     type Body = FetchBody;
 
@@ -185,25 +381,14 @@ impl Provider for GroqFetch {
         &self,
         call: UpstreamCall<'_>,
     ) -> std::result::Result<(UpstreamHead, FetchBody), TransportError> {
-        let headers = web_sys::Headers::new().map_err(connection_error)?;
-        headers
-            .set("authorization", &format!("Bearer {}", call.api_key))
-            .map_err(connection_error)?;
-        headers
-            .set("content-type", "application/json")
-            .map_err(connection_error)?;
-        let abort = web_sys::AbortController::new().map_err(connection_error)?;
-        let init = web_sys::RequestInit::new();
-        init.set_method("POST");
-        init.set_headers(&headers);
-        init.set_body(&JsValue::from_str(&call.body));
-        init.set_signal(Some(&abort.signal()));
-        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-        let promise = global.fetch_with_str_and_init(call.url, &init);
-        let response: web_sys::Response = within(promise, call.timeout_ms, &abort)
-            .await?
-            .dyn_into()
-            .map_err(connection_error)?;
+        let (response, abort) = fetch_groq(
+            call.url,
+            "POST",
+            call.api_key,
+            Some(&call.body),
+            call.timeout_ms,
+        )
+        .await?;
         let header = |name: &str| response.headers().get(name).ok().flatten();
         let head = UpstreamHead {
             status: response.status(),
@@ -254,9 +439,7 @@ impl UpstreamBody for FetchBody {
     }
 
     async fn read_all(self, timeout_ms: u64) -> std::result::Result<Vec<u8>, TransportError> {
-        let promise = self.response.array_buffer().map_err(connection_error)?;
-        let buffer = within(promise, timeout_ms, &self.abort).await?;
-        Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+        read_body(&self.response, timeout_ms, &self.abort).await
     }
 }
 

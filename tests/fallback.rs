@@ -54,6 +54,7 @@ fn run_with(
             request_id: "req_test",
             now_ms: &now,
             log: &log,
+            health: &Default::default(),
         },
     ));
     let Reply::Full(response) = reply else {
@@ -139,7 +140,7 @@ fn the_body_sent_to_groq_is_the_callers_with_model_set() {
         },
         &config,
         &provider,
-        &RequestEnv { request_id: "r", now_ms: &now, log: &log },
+        &RequestEnv { request_id: "r", now_ms: &now, log: &log, health: &Default::default() },
     ));
     let calls = provider.calls.borrow();
     assert_eq!(calls.len(), 1);

@@ -42,6 +42,7 @@ fn run(provider: ScriptedProvider, method: &str, path: &str, body: &str) -> Run 
         request_id: "req_s",
         now_ms: &now,
         log: &log,
+        health: &Default::default(),
     };
     let request = HttpRequest {
         method,

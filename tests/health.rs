@@ -1,0 +1,365 @@
+//! Native tests of health memory and the request deadline in the routing loop, with a fake
+//! clock: a model that failed is not paid for again, skipped models are last resorts (gone ones
+//! never), and no request outlives `REQUEST_TIMEOUT_MS`. Run: `cargo test --test health`.
+
+mod scripted;
+
+use std::cell::RefCell;
+
+use scripted::*;
+use serde_json::Value;
+use task_router::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
+use task_router::health::HealthBook;
+use task_router::log::MemoryLog;
+use task_router::provider::TransportError;
+
+const REGISTRY: &str = r#"{"fast":["m1","m2"],"solo":["s1"],"fallback":["f1"]}"#;
+
+struct Router {
+    provider: ScriptedProvider,
+    health: RefCell<HealthBook>,
+    extra: Vec<(&'static str, &'static str)>,
+}
+
+impl Router {
+    fn new(provider: ScriptedProvider) -> Self {
+        Router {
+            provider,
+            health: RefCell::new(HealthBook::default()),
+            extra: Vec::new(),
+        }
+    }
+
+    fn with(mut self, name: &'static str, value: &'static str) -> Self {
+        self.extra.push((name, value));
+        self
+    }
+
+    fn advance(&self, ms: u64) {
+        self.provider.clock.set(self.provider.clock.get() + ms);
+    }
+
+    /// One request; returns the response, its JSON body and the models called by *this* request.
+    fn ask(&self, method: &str, path: &str) -> (HttpResponse, Value, Vec<String>) {
+        let mut pairs = vec![
+            ("MODEL_REGISTRY", REGISTRY),
+            ("GROQ_API_KEY", "gsk_x"),
+            ("ROUTER_API_KEYS", "k"),
+        ];
+        pairs.extend(self.extra.iter().copied());
+        let config = load(&pairs);
+        let before = self.provider.calls.borrow().len();
+        let clock = self.provider.clock.clone();
+        let now = move || clock.get();
+        let log = MemoryLog::default();
+        let env = RequestEnv {
+            request_id: "r",
+            now_ms: &now,
+            log: &log,
+            health: &self.health,
+        };
+        let body = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+        let request = HttpRequest {
+            method,
+            path,
+            authorization: Some("Bearer k"),
+            body: body.as_bytes(),
+        };
+        let Reply::Full(response) = block_on(handle(request, &config, &self.provider, &env)) else {
+            panic!("no stream was asked for")
+        };
+        let json = serde_json::from_str(&response.body).unwrap();
+        let calls = self.provider.models_called()[before..].to_vec();
+        (response, json, calls)
+    }
+
+    fn fast(&self) -> (HttpResponse, Value, Vec<String>) {
+        self.ask("POST", "/v1/tasks/fast")
+    }
+}
+
+fn attempts(body: &Value) -> Vec<(String, String, Option<String>)> {
+    let list = body
+        .get("attempts")
+        .or_else(|| body["error"].get("attempts"))
+        .expect("attempts");
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["model"].as_str().unwrap().to_string(),
+                a["outcome"].as_str().unwrap().to_string(),
+                a["reason"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn row(model: &str, outcome: &str, reason: Option<&str>) -> (String, String, Option<String>) {
+    (
+        model.to_string(),
+        outcome.to_string(),
+        reason.map(str::to_string),
+    )
+}
+
+#[test]
+fn a_gone_model_costs_one_call_not_one_per_request() {
+    let router = Router::new(ScriptedProvider::new().on("m1", gone_404("m1"), 20).on(
+        "m2",
+        completion("m2"),
+        20,
+    ));
+    let (r, _, calls) = router.fast();
+    assert_eq!(
+        (r.status, calls),
+        (200, vec!["m1".to_string(), "m2".to_string()])
+    );
+    for _ in 0..5 {
+        router.advance(60_000);
+        let (r, body, calls) = router.fast();
+        assert_eq!(r.status, 200);
+        assert_eq!(calls, vec!["m2"], "the gone model is not called again");
+        assert_eq!(
+            attempts(&body),
+            vec![row("m1", "skipped", Some("gone")), row("m2", "ok", None)]
+        );
+        assert_eq!(r.header("x-attempts"), Some("m1=skipped(gone), m2=ok(200)"));
+    }
+    // After MODEL_GONE_TTL_S (default one hour) it is tried again.
+    router.advance(3_600_000);
+    let (_, _, calls) = router.fast();
+    assert_eq!(calls, vec!["m1", "m2"]);
+}
+
+#[test]
+fn gone_ttl_is_configurable() {
+    let router = Router::new(ScriptedProvider::new().on("m1", gone_404("m1"), 0).on(
+        "m2",
+        completion("m2"),
+        0,
+    ))
+    .with("MODEL_GONE_TTL_S", "10");
+    router.fast();
+    router.advance(9_999);
+    assert_eq!(router.fast().2, vec!["m2"]);
+    router.advance(1);
+    assert_eq!(router.fast().2, vec!["m1", "m2"]);
+}
+
+#[test]
+fn a_gone_model_is_never_a_last_resort() {
+    let router = Router::new(
+        ScriptedProvider::new()
+            .on("m1", gone_404("m1"), 0)
+            .on("m2", reply(500, "{}"), 0)
+            .on("f1", reply(503, "{}"), 0),
+    );
+    router.fast();
+    let (r, body, calls) = router.fast();
+    assert_eq!(r.status, 502);
+    assert_eq!(calls, vec!["m2", "f1"]);
+    assert_eq!(attempts(&body)[0], row("m1", "skipped", Some("gone")));
+}
+
+#[test]
+fn a_rate_limited_model_cools_for_retry_after_and_is_a_last_resort() {
+    let router = Router::new(ScriptedProvider::new().on("m1", rate_limited("8"), 0).on(
+        "m2",
+        completion("m2"),
+        0,
+    ));
+    assert_eq!(router.fast().2, vec!["m1", "m2"]);
+    router.advance(7_000);
+    let (_, body, calls) = router.fast();
+    assert_eq!(
+        calls,
+        vec!["m2"],
+        "cooling: skipped while another model can answer"
+    );
+    assert_eq!(
+        attempts(&body)[0],
+        row("m1", "skipped", Some("rate_limited"))
+    );
+    router.advance(1_000);
+    assert_eq!(
+        router.fast().2,
+        vec!["m1", "m2"],
+        "cooled down: tried again"
+    );
+}
+
+#[test]
+fn skipped_models_are_tried_last_when_everything_else_failed() {
+    let router = Router::new(
+        ScriptedProvider::new()
+            .on("m1", rate_limited("30"), 0)
+            .on("m2", reply(500, "{}"), 0)
+            .on(
+                "f1",
+                Script::Fail(TransportError::Connection("reset".into())),
+                0,
+            ),
+    );
+    router.fast();
+    let (r, body, calls) = router.fast();
+    assert_eq!(
+        calls,
+        vec!["m2", "f1", "m1"],
+        "m1 skipped first, then tried as the last resort"
+    );
+    assert_eq!(r.status, 502);
+    let rows = attempts(&body);
+    assert_eq!(
+        rows.first().unwrap(),
+        &row("m1", "skipped", Some("rate_limited"))
+    );
+    assert_eq!(rows.last().unwrap(), &row("m1", "rate_limited", None));
+}
+
+#[test]
+fn the_circuit_opens_after_three_failures_and_half_opens_after_the_cool_down() {
+    let router = Router::new(ScriptedProvider::new().on("m1", reply(503, "{}"), 0).on(
+        "m2",
+        completion("m2"),
+        0,
+    ));
+    for _ in 0..3 {
+        assert_eq!(router.fast().2, vec!["m1", "m2"]);
+    }
+    let (_, body, calls) = router.fast();
+    assert_eq!(calls, vec!["m2"]);
+    assert_eq!(
+        attempts(&body)[0],
+        row("m1", "skipped", Some("circuit_open"))
+    );
+    router.advance(30_000);
+    assert_eq!(router.fast().2, vec!["m1", "m2"], "half-open: one probe");
+    assert_eq!(
+        router.fast().2,
+        vec!["m2"],
+        "the failed probe reopened the circuit"
+    );
+}
+
+#[test]
+fn a_chain_of_hung_models_answers_504_at_the_deadline() {
+    let hang = || Script::Fail(TransportError::Timeout);
+    let router = Router::new(
+        ScriptedProvider::new()
+            .on("m1", hang(), 60_000)
+            .on("m2", hang(), 60_000)
+            .on("f1", hang(), 60_000),
+    )
+    .with("ATTEMPT_TIMEOUT_MS", "2000")
+    .with("REQUEST_TIMEOUT_MS", "5000");
+    let start = router.provider.now();
+    let (r, body, calls) = router.fast();
+    assert_eq!(r.status, 504);
+    assert_eq!(body["error"]["code"], "deadline_exceeded");
+    assert_eq!(
+        router.provider.now() - start,
+        5_000,
+        "answered exactly at the deadline"
+    );
+    assert_eq!(calls, vec!["m1", "m2", "f1"]);
+    let timeouts: Vec<u64> = router
+        .provider
+        .calls
+        .borrow()
+        .iter()
+        .map(|c| c.timeout_ms)
+        .collect();
+    assert_eq!(
+        timeouts,
+        vec![2_000, 2_000, 1_000],
+        "the last attempt gets only the time left"
+    );
+    assert_eq!(attempts(&body).len(), 3);
+}
+
+#[test]
+fn the_deadline_stops_before_calling_another_model() {
+    let router = Router::new(
+        ScriptedProvider::new()
+            .on("m1", reply(500, "{}"), 3_000)
+            .on("m2", reply(500, "{}"), 3_000)
+            .on("f1", completion("f1"), 0),
+    )
+    .with("REQUEST_TIMEOUT_MS", "6000");
+    let (r, _, calls) = router.fast();
+    assert_eq!(r.status, 504);
+    assert_eq!(calls, vec!["m1", "m2"], "no time was left for f1");
+}
+
+#[test]
+fn routes_show_chains_sources_and_health() {
+    use task_router::outcome::Outcome;
+    let router = Router::new(ScriptedProvider::new()).with("DEFAULT_FAST_MODEL", "d1");
+    router
+        .health
+        .borrow_mut()
+        .record("m1", Outcome::ModelGone, None, 0, 3_600_000);
+    router
+        .health
+        .borrow_mut()
+        .record("m2", Outcome::RateLimited, Some(8_000), 0, 3_600_000);
+    let (r, body, calls) = router.ask("GET", "/v1/routes");
+    assert_eq!(r.status, 200, "{body}");
+    assert!(calls.is_empty());
+    let fast = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] == "fast")
+        .unwrap();
+    let chain: Vec<(&str, &str, &str)> = fast["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["model"].as_str().unwrap(),
+                e["source"].as_str().unwrap(),
+                e["health"]["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        chain,
+        vec![
+            ("d1", "task_default", "healthy"),
+            ("m1", "registry", "gone"),
+            ("m2", "registry", "cooling"),
+            ("f1", "fallback", "healthy")
+        ]
+    );
+    assert_eq!(fast["chain"][2]["health"]["reason"], "rate_limited");
+    assert_eq!(fast["chain"][2]["health"]["until"], "1970-01-01T00:00:08Z");
+    assert_eq!(fast["chain"][1]["health"]["since"], "1970-01-01T00:00:00Z");
+
+    let config = load(&[
+        ("MODEL_REGISTRY", REGISTRY),
+        ("GROQ_API_KEY", "g"),
+        ("ROUTER_API_KEYS", "k"),
+    ]);
+    let now = || 0;
+    let log = MemoryLog::default();
+    let env = RequestEnv {
+        request_id: "r",
+        now_ms: &now,
+        log: &log,
+        health: &router.health,
+    };
+    let req = HttpRequest {
+        method: "GET",
+        path: "/v1/routes",
+        authorization: None,
+        body: b"",
+    };
+    let Reply::Full(r) = block_on(handle(req, &config, &router.provider, &env)) else {
+        panic!("routes is not a stream")
+    };
+    assert_eq!(r.status, 401, "routes need a client key");
+}

@@ -113,6 +113,17 @@ pub struct Worker {
     child: Child,
     port: u16,
     log: Arc<Mutex<String>>,
+    /// A generated config (the project's plus extra TOML), removed on drop.
+    config_file: Option<PathBuf>,
+}
+
+/// What [`Worker::start_with`] adds to a plain start.
+#[derive(Default)]
+pub struct Extras<'a> {
+    /// Appended to a copy of `wrangler.toml` (e.g. a `[[kv_namespaces]]` table).
+    pub toml: Option<&'a str>,
+    /// More `wrangler dev` arguments (e.g. `--test-scheduled`, `--persist-to DIR`).
+    pub args: &'a [&'a str],
 }
 
 impl Worker {
@@ -120,6 +131,11 @@ impl Worker {
     /// (on top of [`BASELINE_VARS`]), and waits until `GET /healthz` answers with any status.
     /// Panics with the captured output if it does not within [`STARTUP_TIMEOUT`].
     pub fn start(vars: &[(&str, &str)]) -> Worker {
+        Worker::start_with(vars, Extras::default())
+    }
+
+    /// [`Worker::start`] with extra configuration and arguments.
+    pub fn start_with(vars: &[(&str, &str)], extras: Extras<'_>) -> Worker {
         ensure_built();
         let port = free_port();
         let inspector_port = loop {
@@ -135,7 +151,20 @@ impl Worker {
             .arg("--inspector-port")
             .arg(inspector_port.to_string())
             // `info` hides the Worker's `console.log` (wrangler ranks `log` below `info`).
-            .args(["--log-level", "log", "--show-interactive-dev-session=false"]);
+            .args(["--log-level", "log", "--show-interactive-dev-session=false"])
+            .args(extras.args);
+        // Beside `wrangler.toml`, so its relative paths (`main`, the build script) still resolve.
+        let config_file = extras.toml.map(|extra| {
+            let path = manifest_dir().join(format!(".e2e-wrangler-{port}.toml"));
+            let base = std::fs::read_to_string(manifest_dir().join("wrangler.toml"))
+                .expect("read wrangler.toml");
+            std::fs::write(&path, format!("{base}\n{extra}\n"))
+                .expect("write the generated wrangler config");
+            path
+        });
+        if let Some(path) = &config_file {
+            command.arg("--config").arg(path);
+        }
         for (key, value) in merged_vars(vars) {
             // wrangler rejoins everything after the first `:`, so URLs and JSON survive, and
             // `KEY:` yields an empty string. Every `--var` reaches the Worker as a plain string.
@@ -173,7 +202,12 @@ impl Worker {
             capture(stderr, Arc::clone(&log));
         }
         // Constructed before waiting, so a panic below still kills the process group.
-        let mut worker = Worker { child, port, log };
+        let mut worker = Worker {
+            child,
+            port,
+            log,
+            config_file,
+        };
         worker.wait_until_ready();
         worker
     }
@@ -283,6 +317,9 @@ impl Drop for Worker {
             self.group_gone_within(TERM_GRACE);
         }
         let _ = self.child.wait();
+        if let Some(path) = &self.config_file {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

@@ -9,9 +9,11 @@ use serde_json::json;
 use crate::auth::AuthError;
 use crate::chain::ModelChain;
 use crate::completion::{TaskAnswer, TokenCounts};
-use crate::config::{Config, ConfigError};
+use crate::config::{AllowedOrigins, Config, ConfigError};
+use crate::cors;
 use crate::error::{config_problems, ApiError};
 use crate::health::{rfc3339, HealthBook, HealthReport};
+use crate::limit::{key_for, RateLimiter};
 use crate::log::{Level, Log};
 use crate::provider::Provider;
 use crate::relay::{RequestSummary, StreamRelay};
@@ -26,7 +28,31 @@ pub struct HttpRequest<'a> {
     /// Path without the query string.
     pub path: &'a str,
     pub authorization: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    /// The browser's `Origin`, for CORS.
+    pub origin: Option<&'a str>,
+    /// `CF-Connecting-IP`: the rate-limit key for anonymous callers.
+    pub client_ip: Option<&'a str>,
+    /// The body, or as much of it as was read when it proved larger than `MAX_REQUEST_BYTES`.
     pub body: &'a [u8],
+    /// The shell stopped reading: `Content-Length` or the bytes read exceeded the limit.
+    pub body_too_large: bool,
+}
+
+impl<'a> HttpRequest<'a> {
+    /// A request with only a method, path and body; tests fill in the rest.
+    pub fn new(method: &'a str, path: &'a str, body: &'a [u8]) -> Self {
+        HttpRequest {
+            method,
+            path,
+            authorization: None,
+            content_type: Some("application/json"),
+            origin: None,
+            client_ip: None,
+            body,
+            body_too_large: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,34 +124,43 @@ enum ChatApi<'a> {
 }
 
 /// Answers one request. `config` is the result of `Config::load` for this request's bindings.
-pub async fn handle<P: Provider>(
+pub async fn handle<P: Provider, L: RateLimiter>(
     req: HttpRequest<'_>,
     config: &Result<Config, Vec<ConfigError>>,
     provider: &P,
+    limiter: &L,
     env: &RequestEnv<'_>,
 ) -> Reply<P::Body> {
     let route = Route::of(req.path);
     let allowed = route.methods();
-    let mut reply = if !allowed.split(", ").any(|m| m == req.method) {
-        Reply::Full(HttpResponse::error(&match route {
-            Route::NotFound => ApiError::RouteNotFound {
-                method: truncate(req.method, 16).to_string(),
-                path: truncate(req.path, 200).to_string(),
-            },
-            _ => ApiError::MethodNotAllowed { allow: allowed },
+    let origins = config
+        .as_ref()
+        .map_or(&AllowedOrigins::None, |c| &c.allowed_origins);
+    let mut reply = if matches!(route, Route::NotFound) {
+        Reply::Full(HttpResponse::error(&ApiError::RouteNotFound {
+            method: truncate(req.method, 16).to_string(),
+            path: truncate(req.path, 200).to_string(),
+        }))
+    } else if req.method == "OPTIONS" {
+        Reply::Full(cors::preflight(req.origin, origins, allowed))
+    } else if !allowed.split(", ").any(|m| m == req.method) {
+        Reply::Full(HttpResponse::error(&ApiError::MethodNotAllowed {
+            allow: allowed,
         }))
     } else {
         match route {
             Route::Healthz => Reply::Full(healthz(config)),
-            Route::Task(task) => chat(req, ChatApi::Task(task), config, provider, env).await,
-            Route::ChatCompletions => chat(req, ChatApi::Sdk, config, provider, env).await,
+            Route::Task(task) => {
+                chat(req, ChatApi::Task(task), config, provider, limiter, env).await
+            }
+            Route::ChatCompletions => chat(req, ChatApi::Sdk, config, provider, limiter, env).await,
             Route::Models(one) => Reply::Full(
                 models(req, one, config, env).unwrap_or_else(|e| HttpResponse::error(&e)),
             ),
             Route::Routes => {
                 Reply::Full(routes(req, config, env).unwrap_or_else(|e| HttpResponse::error(&e)))
             }
-            Route::NotFound => unreachable!("no method is allowed on an unknown route"),
+            Route::NotFound => unreachable!("answered above"),
         }
     };
     let head = match &mut reply {
@@ -133,6 +168,7 @@ pub async fn handle<P: Provider>(
     };
     head.headers
         .push(("x-request-id", env.request_id.to_string()));
+    cors::decorate(head, req.origin, origins);
     reply
 }
 
@@ -309,11 +345,12 @@ fn unknown_task(config: &Config, task: &str, named_by_model: bool) -> ApiError {
     }
 }
 
-async fn chat<P: Provider>(
+async fn chat<P: Provider, L: RateLimiter>(
     req: HttpRequest<'_>,
     api: ChatApi<'_>,
     config: &Result<Config, Vec<ConfigError>>,
     provider: &P,
+    limiter: &L,
     env: &RequestEnv<'_>,
 ) -> Reply<P::Body> {
     let started = (env.now_ms)();
@@ -332,11 +369,24 @@ async fn chat<P: Provider>(
     let result = async {
         let (config, client) = admit(&req, config, env)?;
         summary.client = client.map(str::to_string);
+        if !limiter.allow(&key_for(client, req.client_ip)).await {
+            return Err(ApiError::ClientRateLimited {
+                retry_after_secs: config.rate_limit_period_s,
+            });
+        }
         let api_key = config
             .groq_api_key
             .as_deref()
             .ok_or(ApiError::ProviderKeyMissing)?;
-        let (task, request) = match api {
+        if req.body_too_large || req.body.len() as u64 > config.max_request_bytes {
+            return Err(ApiError::PayloadTooLarge {
+                limit: config.max_request_bytes,
+            });
+        }
+        if !is_json(req.content_type) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let (task, mut request) = match api {
             ChatApi::Task(task) => {
                 if !config.registry.tasks.contains_key(task) {
                     return Err(unknown_task(config, task, false));
@@ -354,6 +404,9 @@ async fn chat<P: Provider>(
                 (task, request)
             }
         };
+        if let Some((task, cap)) = config.max_tokens.get_key_value(task.as_str()) {
+            request.apply_token_cap(*cap, &task.max_tokens_binding())?;
+        }
         summary.task = truncate(&task, 64).to_string();
         let chain =
             ModelChain::for_task(config, &task).ok_or_else(|| unknown_task(config, &task, true))?;
@@ -451,6 +504,15 @@ async fn chat<P: Provider>(
         TokenCounts::default(),
     );
     Reply::Full(reply)
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`).
+fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+    })
 }
 
 /// `model=outcome(status)` per attempt, comma-separated: the attempts list in one header.

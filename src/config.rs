@@ -12,6 +12,8 @@ pub const DEFAULT_GROQ_BASE_URL: &str = "https://api.groq.com";
 pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 15_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 45_000;
 pub const DEFAULT_MODEL_GONE_TTL_S: u64 = 3_600;
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1 << 20;
+pub const DEFAULT_RATE_LIMIT_PERIOD_S: u64 = 60;
 
 /// A binding's value as the Worker runtime hands it over: `wrangler.toml` `[vars]` tables arrive
 /// as objects, everything set with `--var`, the dashboard or `wrangler secret` as text.
@@ -74,6 +76,64 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// `MODEL_GONE_TTL_S`, in ms: how long a gone model is skipped.
     pub model_gone_ttl_ms: u64,
+    /// `MAX_REQUEST_BYTES`: larger bodies are refused with 413.
+    pub max_request_bytes: u64,
+    /// `MAX_<TASK>_TOKENS` values that are set, by task.
+    pub max_tokens: BTreeMap<TaskType, u64>,
+    /// `ALLOWED_ORIGINS`: browser origins that may call the router (CORS).
+    pub allowed_origins: AllowedOrigins,
+    /// `RATE_LIMIT_PERIOD_S`: the `CLIENT_RATE_LIMITER` period, sent as `Retry-After` on a 429.
+    pub rate_limit_period_s: u64,
+}
+
+/// Which browser origins may call the router.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// No CORS: only same-origin and non-browser callers.
+    #[default]
+    None,
+    Any,
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            AllowedOrigins::None => false,
+            AllowedOrigins::Any => true,
+            AllowedOrigins::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+        }
+    }
+
+    pub fn is_configured(&self) -> bool {
+        *self != AllowedOrigins::None
+    }
+
+    fn parse(text: &str) -> Result<AllowedOrigins, String> {
+        if text == "*" {
+            return Ok(AllowedOrigins::Any);
+        }
+        let mut list = Vec::new();
+        for origin in text.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .ok_or_else(|| {
+                    format!("`ALLOWED_ORIGINS`: {origin:?} must start with https:// or http://")
+                })?;
+            if rest.is_empty() || rest.contains(['/', ' ', '*']) {
+                return Err(format!(
+                    "`ALLOWED_ORIGINS`: {origin:?} is not an origin (scheme://host[:port], no path), or use `*` alone"
+                ));
+            }
+            list.push(origin.to_string());
+        }
+        Ok(if list.is_empty() {
+            AllowedOrigins::None
+        } else {
+            AllowedOrigins::List(list)
+        })
+    }
 }
 
 impl Config {
@@ -109,6 +169,16 @@ impl Config {
             }
             if let Some(model) = optional_model(bindings, &binding, &mut errors) {
                 default_models.insert(task.clone(), model);
+            }
+        }
+        let mut max_tokens = BTreeMap::new();
+        for task in registry.tasks.keys() {
+            let binding = task.max_tokens_binding();
+            if text(bindings, &binding, &mut errors).is_some() {
+                max_tokens.insert(
+                    task.clone(),
+                    whole_number(bindings, &binding, 0, 10_000_000, "tokens", &mut errors),
+                );
             }
         }
 
@@ -166,6 +236,34 @@ impl Config {
                 "seconds",
                 &mut errors,
             );
+        let max_request_bytes = whole_number(
+            bindings,
+            "MAX_REQUEST_BYTES",
+            DEFAULT_MAX_REQUEST_BYTES,
+            100 << 20,
+            "bytes",
+            &mut errors,
+        );
+        let rate_limit_period_s = match text(bindings, "RATE_LIMIT_PERIOD_S", &mut errors)
+            .as_deref()
+        {
+            None | Some("60") => 60,
+            Some("10") => 10,
+            Some(_) => {
+                errors.push(ConfigError::invalid(
+                    "RATE_LIMIT_PERIOD_S",
+                    "`RATE_LIMIT_PERIOD_S` must be 10 or 60, the periods the Workers rate limiter supports",
+                ));
+                DEFAULT_RATE_LIMIT_PERIOD_S
+            }
+        };
+        let allowed_origins = match text(bindings, "ALLOWED_ORIGINS", &mut errors) {
+            None => AllowedOrigins::None,
+            Some(text) => AllowedOrigins::parse(&text).unwrap_or_else(|e| {
+                errors.push(ConfigError::invalid("ALLOWED_ORIGINS", e));
+                AllowedOrigins::None
+            }),
+        };
 
         if errors.is_empty() {
             Ok(Config {
@@ -178,6 +276,10 @@ impl Config {
                 attempt_timeout_ms,
                 request_timeout_ms,
                 model_gone_ttl_ms,
+                max_request_bytes,
+                max_tokens,
+                allowed_origins,
+                rate_limit_period_s,
             })
         } else {
             Err(errors)

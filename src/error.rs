@@ -48,6 +48,14 @@ pub enum ApiError {
     },
     /// 502: every model of the chain failed.
     AllModelsFailed { attempts: Vec<Attempt> },
+    /// 413: the body is larger than `MAX_REQUEST_BYTES`.
+    PayloadTooLarge { limit: u64 },
+    /// 415: the body is not declared as JSON.
+    UnsupportedMediaType,
+    /// 403: a CORS preflight from an origin not in `ALLOWED_ORIGINS`.
+    OriginNotAllowed,
+    /// 429: this client exceeded `CLIENT_RATE_LIMITER`.
+    ClientRateLimited { retry_after_secs: u64 },
     /// 504: `REQUEST_TIMEOUT_MS` passed before any model answered.
     DeadlineExceeded { attempts: Vec<Attempt> },
 }
@@ -90,6 +98,10 @@ impl ApiError {
             ApiError::ConfigInvalid(_) | ApiError::ProviderKeyMissing => 500,
             ApiError::ProviderAuthFailed { .. } | ApiError::AllModelsFailed { .. } => 502,
             ApiError::DeadlineExceeded { .. } => 504,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::UnsupportedMediaType => 415,
+            ApiError::OriginNotAllowed => 403,
+            ApiError::ClientRateLimited { .. } => 429,
         }
     }
 
@@ -114,12 +126,16 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
             ApiError::AllModelsFailed { .. } => "all_models_failed",
             ApiError::DeadlineExceeded { .. } => "deadline_exceeded",
+            ApiError::PayloadTooLarge { .. } => "request_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::OriginNotAllowed => "origin_not_allowed",
+            ApiError::ClientRateLimited { .. } => "client_rate_limited",
         }
     }
 
     fn kind(&self) -> &'static str {
         match self.status() {
-            400 | 404 | 405 => "invalid_request_error",
+            400 | 403 | 404 | 405 | 413 | 415 => "invalid_request_error",
             401 => "authentication_error",
             429 => "rate_limit_error",
             _ => "api_error",
@@ -128,6 +144,19 @@ impl ApiError {
 
     pub fn message(&self) -> String {
         match self {
+            ApiError::PayloadTooLarge { limit } => {
+                format!("the request body is larger than {limit} bytes (`MAX_REQUEST_BYTES`)")
+            }
+            ApiError::UnsupportedMediaType => {
+                "send the body as JSON with `Content-Type: application/json`".to_string()
+            }
+            ApiError::OriginNotAllowed => {
+                "this origin may not call the router; the operator lists allowed origins in `ALLOWED_ORIGINS`"
+                    .to_string()
+            }
+            ApiError::ClientRateLimited { retry_after_secs } => format!(
+                "too many requests from this client; retry after {retry_after_secs} s"
+            ),
             ApiError::BadJson(m) => m.clone(),
             ApiError::InvalidField { message, .. } => message.clone(),
             ApiError::AuthNotConfigured => "client authentication is not configured: set the `ROUTER_API_KEYS` secret \
@@ -173,7 +202,10 @@ impl ApiError {
         match self {
             ApiError::RateLimited {
                 retry_after_secs, ..
-            } => vec![("retry-after", retry_after_secs.to_string())],
+            }
+            | ApiError::ClientRateLimited { retry_after_secs } => {
+                vec![("retry-after", retry_after_secs.to_string())]
+            }
             ApiError::MethodNotAllowed { allow } => vec![("allow", (*allow).to_string())],
             ApiError::Unauthorized { .. } | ApiError::AuthNotConfigured => {
                 vec![("www-authenticate", "Bearer".to_string())]

@@ -42,8 +42,16 @@ impl TaskType {
 
     /// `code-review` → `DEFAULT_CODE_REVIEW_MODEL`.
     pub fn default_model_binding(&self) -> String {
-        let upper: String = self
-            .0
+        format!("DEFAULT_{}_MODEL", self.binding_part())
+    }
+
+    /// `code-review` → `MAX_CODE_REVIEW_TOKENS`.
+    pub fn max_tokens_binding(&self) -> String {
+        format!("MAX_{}_TOKENS", self.binding_part())
+    }
+
+    fn binding_part(&self) -> String {
+        self.0
             .chars()
             .map(|c| {
                 if c == '-' {
@@ -52,8 +60,7 @@ impl TaskType {
                     c.to_ascii_uppercase()
                 }
             })
-            .collect();
-        format!("DEFAULT_{upper}_MODEL")
+            .collect()
     }
 }
 
@@ -90,6 +97,12 @@ mod tests {
         ] {
             assert!(TaskType::parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn max_tokens_binding_names() {
+        let task = TaskType::parse("code-review").unwrap();
+        assert_eq!(task.max_tokens_binding(), "MAX_CODE_REVIEW_TOKENS");
     }
 
     #[test]

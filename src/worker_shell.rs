@@ -17,8 +17,9 @@ use worker::{
 };
 
 use crate::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
-use crate::config::{BindingValue, Bindings, Config};
+use crate::config::{BindingValue, Bindings, Config, DEFAULT_MAX_REQUEST_BYTES};
 use crate::health::{GoneVerdict, HealthBook};
+use crate::limit::RateLimiter;
 use crate::log::{Level, Log};
 use crate::probe;
 use crate::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
@@ -26,6 +27,8 @@ use crate::relay::ChunkSink;
 
 /// The optional KV namespace that shares "gone" verdicts across isolates and locations.
 const HEALTH_KV_BINDING: &str = "MODEL_HEALTH";
+/// The optional Workers Rate Limiting binding, keyed per client.
+const RATE_LIMITER_BINDING: &str = "CLIENT_RATE_LIMITER";
 const GONE_KEY_PREFIX: &str = "gone:";
 /// How stale this isolate's copy of the shared verdicts may get.
 const KV_SYNC_INTERVAL_MS: u64 = 60_000;
@@ -56,27 +59,50 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
             Some(_) => {}
         }
     }
-    let request_id = request_id(req.headers().get("x-request-id").ok().flatten());
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let request_id = request_id(header("x-request-id"));
+    let (authorization, content_type, origin, client_ip, content_length) = (
+        header("authorization"),
+        header("content-type"),
+        header("origin"),
+        header("cf-connecting-ip"),
+        header("content-length"),
+    );
     let method = req.method().to_string();
     let url = req.inner().url();
     let path = path_of(&url);
-    let authorization = req.headers().get("authorization").ok().flatten();
-    let body = match method.as_str() {
-        "GET" | "HEAD" | "OPTIONS" => Vec::new(),
-        // A body that cannot be read is answered like an empty one: 400 from the parser.
-        _ => req.bytes().await.unwrap_or_default(),
-    };
 
     let config = Config::load(&EnvBindings(&env));
+    let max_bytes = config
+        .as_ref()
+        .map_or(DEFAULT_MAX_REQUEST_BYTES, |c| c.max_request_bytes);
+    let (body, body_too_large) = match method.as_str() {
+        "GET" | "HEAD" | "OPTIONS" => (Vec::new(), false),
+        // A declared size over the limit is refused without reading a byte.
+        _ if content_length
+            .and_then(|l| l.trim().parse::<u64>().ok())
+            .is_some_and(|l| l > max_bytes) =>
+        {
+            (Vec::new(), true)
+        }
+        _ => read_limited(&mut req, max_bytes).await,
+    };
+
+    let limiter = BindingLimiter(env.rate_limiter(RATE_LIMITER_BINDING).ok());
     let reply = handle(
         HttpRequest {
             method: &method,
             path,
             authorization: authorization.as_deref(),
+            content_type: content_type.as_deref(),
+            origin: origin.as_deref(),
+            client_ip: client_ip.as_deref(),
             body: &body,
+            body_too_large,
         },
         &config,
         &GroqFetch,
+        &limiter,
         &RequestEnv {
             request_id: &request_id,
             now_ms: &now_ms,
@@ -111,6 +137,57 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
                 .with_status(head.status)
                 .with_headers(headers_of(&head)?)
                 .stream(pipe.readable()))
+        }
+    }
+}
+
+/// Reads the request body, stopping as soon as it exceeds `max_bytes` (a chunked body has no
+/// `Content-Length` to refuse up front). A body that cannot be read counts as empty.
+async fn read_limited(req: &mut Request, max_bytes: u64) -> (Vec<u8>, bool) {
+    let Some(stream) = req.inner().body() else {
+        return (Vec::new(), false);
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    let mut body = Vec::new();
+    loop {
+        let Ok(result) = JsFuture::from(reader.read()).await else {
+            return (Vec::new(), false);
+        };
+        let done =
+            js_sys::Reflect::get(&result, &JsValue::from_str("done")).is_ok_and(|d| d.is_truthy());
+        if done {
+            return (body, false);
+        }
+        let Ok(value) = js_sys::Reflect::get(&result, &JsValue::from_str("value")) else {
+            return (Vec::new(), false);
+        };
+        body.extend_from_slice(&js_sys::Uint8Array::new(&value).to_vec());
+        if body.len() as u64 > max_bytes {
+            // Stop reading; the rest is never buffered.
+            let _ = reader.cancel();
+            return (body, true);
+        }
+    }
+}
+
+/// The `CLIENT_RATE_LIMITER` binding, when configured.
+struct BindingLimiter(Option<worker::RateLimiter>);
+
+impl RateLimiter for BindingLimiter {
+    async fn allow(&self, key: &str) -> bool {
+        let Some(limiter) = &self.0 else {
+            return true;
+        };
+        match limiter.limit(key.to_string()).await {
+            Ok(outcome) => outcome.success,
+            // Fail open: a limiter outage must not take the router down with it.
+            Err(_) => {
+                ConsoleLog.emit(
+                    Level::Warn,
+                    serde_json::json!({"level": "warn", "event": "rate_limiter_unavailable"}),
+                );
+                true
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ mod scripted;
 use scripted::*;
 use serde_json::{json, Value};
 use task_router::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
+use task_router::limit::Unlimited;
 use task_router::log::{Level, MemoryLog};
 use task_router::provider::TransportError;
 
@@ -43,13 +44,12 @@ fn run_with(
     let now = move || clock.get();
     let reply = block_on(handle(
         HttpRequest {
-            method,
-            path,
             authorization: auth,
-            body: body.as_bytes(),
+            ..HttpRequest::new(method, path, body.as_bytes())
         },
         &config,
         &provider,
+        &Unlimited,
         &RequestEnv {
             request_id: "req_test",
             now_ms: &now,
@@ -131,16 +131,10 @@ fn the_body_sent_to_groq_is_the_callers_with_model_set() {
     let config = load(&base_bindings());
     let log = MemoryLog::default();
     let now = || 0;
-    block_on(handle(
-        HttpRequest {
-            method: "POST",
-            path: "/v1/tasks/fast",
+    block_on(handle(HttpRequest {
             authorization: Some("Bearer client-secret-1"),
-            body: br#"{"messages":[{"role":"user","content":"h\u00e9 \"q\""}],"response_format":{"type":"json_object"},"x_extra":[1,2]}"#,
-        },
-        &config,
-        &provider,
-        &RequestEnv { request_id: "r", now_ms: &now, log: &log, health: &Default::default() },
+            ..HttpRequest::new("POST", "/v1/tasks/fast", br#"{"messages":[{"role":"user","content":"h\u00e9 \"q\""}],"response_format":{"type":"json_object"},"x_extra":[1,2]}"#)
+        }, &config, &provider, &Unlimited, &RequestEnv { request_id: "r", now_ms: &now, log: &log, health: &Default::default() },
     ));
     let calls = provider.calls.borrow();
     assert_eq!(calls.len(), 1);

@@ -10,6 +10,7 @@ use scripted::*;
 use serde_json::Value;
 use task_router::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
 use task_router::health::HealthBook;
+use task_router::limit::Unlimited;
 use task_router::log::MemoryLog;
 use task_router::provider::TransportError;
 
@@ -60,12 +61,12 @@ impl Router {
         };
         let body = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
         let request = HttpRequest {
-            method,
-            path,
             authorization: Some("Bearer k"),
-            body: body.as_bytes(),
+            ..HttpRequest::new(method, path, body.as_bytes())
         };
-        let Reply::Full(response) = block_on(handle(request, &config, &self.provider, &env)) else {
+        let Reply::Full(response) =
+            block_on(handle(request, &config, &self.provider, &Unlimited, &env))
+        else {
             panic!("no stream was asked for")
         };
         let json = serde_json::from_str(&response.body).unwrap();
@@ -353,12 +354,10 @@ fn routes_show_chains_sources_and_health() {
         health: &router.health,
     };
     let req = HttpRequest {
-        method: "GET",
-        path: "/v1/routes",
         authorization: None,
-        body: b"",
+        ..HttpRequest::new("GET", "/v1/routes", b"")
     };
-    let Reply::Full(r) = block_on(handle(req, &config, &router.provider, &env)) else {
+    let Reply::Full(r) = block_on(handle(req, &config, &router.provider, &Unlimited, &env)) else {
         panic!("routes is not a stream")
     };
     assert_eq!(r.status, 401, "routes need a client key");

@@ -7,6 +7,7 @@ mod scripted;
 use scripted::*;
 use serde_json::{json, Value};
 use task_router::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
+use task_router::limit::Unlimited;
 use task_router::log::{Level, MemoryLog};
 use task_router::provider::TransportError;
 
@@ -45,12 +46,10 @@ fn run(provider: ScriptedProvider, method: &str, path: &str, body: &str) -> Run 
         health: &Default::default(),
     };
     let request = HttpRequest {
-        method,
-        path,
         authorization: Some("Bearer k"),
-        body: body.as_bytes(),
+        ..HttpRequest::new(method, path, body.as_bytes())
     };
-    let reply = block_on(handle(request, &config, &provider, &env));
+    let reply = block_on(handle(request, &config, &provider, &Unlimited, &env));
     let (head, body, streamed, closed) = match reply {
         Reply::Full(r) => {
             let body = r.body.clone();

@@ -1,0 +1,442 @@
+//! Native tests of the edge-security rules: CORS, per-client rate limits, body size and media
+//! type, parameter checks, token caps, and leaks. Run: `cargo test --test security`.
+
+mod scripted;
+
+use std::cell::{Cell, RefCell};
+
+use scripted::*;
+use serde_json::Value;
+use task_router::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
+use task_router::health::HealthBook;
+use task_router::limit::{RateLimiter, Unlimited};
+use task_router::log::MemoryLog;
+
+const REGISTRY: &str = r#"{"fast":["m1"],"code-review":["m2"]}"#;
+const OK_BODY: &str = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+
+/// Allows `budget` requests, then refuses; records the keys it was asked about.
+struct CountingLimiter {
+    budget: Cell<u32>,
+    keys: RefCell<Vec<String>>,
+}
+
+impl RateLimiter for CountingLimiter {
+    async fn allow(&self, key: &str) -> bool {
+        self.keys.borrow_mut().push(key.to_string());
+        let left = self.budget.get();
+        self.budget.set(left.saturating_sub(1));
+        left > 0
+    }
+}
+
+fn send<L: RateLimiter>(
+    extra: &[(&'static str, &str)],
+    limiter: &L,
+    req: HttpRequest<'_>,
+) -> (HttpResponse, Vec<String>) {
+    let mut pairs = vec![
+        ("MODEL_REGISTRY", REGISTRY),
+        ("GROQ_API_KEY", "gsk_provider_secret"),
+        ("ROUTER_API_KEYS", "web:ck_web_secret"),
+    ];
+    pairs.extend_from_slice(extra);
+    let config = load(&pairs);
+    let provider =
+        ScriptedProvider::new()
+            .on("m1", completion("m1"), 1)
+            .on("m2", completion("m2"), 1);
+    let log = MemoryLog::default();
+    let health = RefCell::new(HealthBook::default());
+    let now = || 0;
+    let env = RequestEnv {
+        request_id: "r",
+        now_ms: &now,
+        log: &log,
+        health: &health,
+    };
+    let Reply::Full(response) = block_on(handle(req, &config, &provider, limiter, &env)) else {
+        panic!("no stream was asked for")
+    };
+    let logged = serde_json::to_string(
+        &log.0
+            .borrow()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect::<Vec<Value>>(),
+    )
+    .unwrap();
+    assert!(
+        !logged.contains("ck_web_secret") && !logged.contains("gsk_provider_secret"),
+        "a key leaked into logs"
+    );
+    assert!(
+        !response.body.contains("ck_web_secret") && !response.body.contains("gsk_provider_secret")
+    );
+    (response, provider.models_called())
+}
+
+fn post<'a>(body: &'a str) -> HttpRequest<'a> {
+    HttpRequest {
+        authorization: Some("Bearer ck_web_secret"),
+        ..HttpRequest::new("POST", "/v1/tasks/fast", body.as_bytes())
+    }
+}
+
+fn code(r: &HttpResponse) -> String {
+    serde_json::from_str::<Value>(&r.body).unwrap()["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn preflight_for_an_allowed_origin_needs_no_auth() {
+    let req = HttpRequest {
+        origin: Some("https://app.example.com"),
+        ..HttpRequest::new("OPTIONS", "/v1/chat/completions", b"")
+    };
+    let (r, calls) = send(
+        &[(
+            "ALLOWED_ORIGINS",
+            "https://app.example.com, https://admin.example.com",
+        )],
+        &Unlimited,
+        req,
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("POST, OPTIONS")
+    );
+    let headers = r.header("access-control-allow-headers").unwrap();
+    assert!(
+        headers.contains("authorization") && headers.contains("content-type"),
+        "{headers}"
+    );
+    assert_eq!(r.header("vary"), Some("Origin"));
+    assert!(calls.is_empty());
+
+    let models = HttpRequest {
+        origin: Some("https://admin.example.com"),
+        ..HttpRequest::new("OPTIONS", "/v1/models", b"")
+    };
+    let (r, _) = send(
+        &[(
+            "ALLOWED_ORIGINS",
+            "https://app.example.com, https://admin.example.com",
+        )],
+        &Unlimited,
+        models,
+    );
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, HEAD, OPTIONS")
+    );
+}
+
+#[test]
+fn other_origins_get_no_cors_headers() {
+    for (allowed, origin) in [
+        (
+            Some("https://app.example.com"),
+            Some("https://evil.example"),
+        ),
+        (
+            Some("https://app.example.com"),
+            Some("https://app.example.com.evil.example"),
+        ),
+        (Some("https://app.example.com"), None),
+        (None, Some("https://app.example.com")),
+    ] {
+        let extra: Vec<(&'static str, &str)> = allowed
+            .map(|a| ("ALLOWED_ORIGINS", a))
+            .into_iter()
+            .collect();
+        let req = HttpRequest {
+            origin,
+            ..HttpRequest::new("OPTIONS", "/v1/tasks/fast", b"")
+        };
+        let (r, _) = send(&extra, &Unlimited, req);
+        assert_eq!(r.status, 403, "{allowed:?} {origin:?}");
+        assert_eq!(code(&r), "origin_not_allowed");
+        assert_eq!(r.header("access-control-allow-origin"), None);
+
+        let req = HttpRequest {
+            origin,
+            ..post(OK_BODY)
+        };
+        let (r, _) = send(&extra, &Unlimited, req);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            None,
+            "{allowed:?} {origin:?}"
+        );
+        assert_eq!(
+            r.header("vary").is_some(),
+            allowed.is_some(),
+            "Vary: Origin whenever CORS is on"
+        );
+    }
+}
+
+#[test]
+fn answers_to_allowed_origins_echo_the_origin_and_expose_router_headers() {
+    for allowed in ["https://app.example.com", "*"] {
+        let req = HttpRequest {
+            origin: Some("https://app.example.com"),
+            ..post(OK_BODY)
+        };
+        let (r, _) = send(&[("ALLOWED_ORIGINS", allowed)], &Unlimited, req);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("https://app.example.com")
+        );
+        assert!(r
+            .header("access-control-expose-headers")
+            .unwrap()
+            .contains("x-model-used"));
+        assert_eq!(r.header("vary"), Some("Origin"));
+    }
+    // Errors carry CORS headers too, so the browser can read them.
+    let req = HttpRequest {
+        origin: Some("https://app.example.com"),
+        authorization: None,
+        ..post(OK_BODY)
+    };
+    let (r, _) = send(&[("ALLOWED_ORIGINS", "*")], &Unlimited, req);
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+}
+
+#[test]
+fn bad_allowed_origins_are_config_errors() {
+    for bad in [
+        "app.example.com",
+        "https://app.example.com/path",
+        "https://*.example.com",
+    ] {
+        let errors = load(&[("MODEL_REGISTRY", REGISTRY), ("ALLOWED_ORIGINS", bad)]).unwrap_err();
+        assert_eq!(errors[0].binding, "ALLOWED_ORIGINS", "{bad}");
+    }
+}
+
+#[test]
+fn rate_limits_are_per_client_name_and_answer_429_with_retry_after() {
+    let limiter = CountingLimiter {
+        budget: Cell::new(2),
+        keys: RefCell::default(),
+    };
+    let mut statuses = Vec::new();
+    let mut calls = 0;
+    for _ in 0..3 {
+        let (r, c) = send(&[], &limiter, post(OK_BODY));
+        statuses.push(r.status);
+        calls += c.len();
+        if r.status == 429 {
+            assert_eq!(r.header("retry-after"), Some("60"));
+            assert_eq!(code(&r), "client_rate_limited");
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 429]);
+    assert_eq!(calls, 2, "a limited request never reaches Groq");
+    assert_eq!(
+        limiter.keys.borrow().as_slice(),
+        ["client:web", "client:web", "client:web"]
+    );
+
+    let anonymous = CountingLimiter {
+        budget: Cell::new(5),
+        keys: RefCell::default(),
+    };
+    let req = HttpRequest {
+        client_ip: Some("203.0.113.9"),
+        authorization: None,
+        ..post(OK_BODY)
+    };
+    send(
+        &[("ALLOW_UNAUTHENTICATED", "true"), ("ROUTER_API_KEYS", "")],
+        &anonymous,
+        req,
+    );
+    assert_eq!(anonymous.keys.borrow().as_slice(), ["ip:203.0.113.9"]);
+
+    let (r, _) = send(
+        &[("RATE_LIMIT_PERIOD_S", "10")],
+        &CountingLimiter {
+            budget: Cell::new(0),
+            keys: RefCell::default(),
+        },
+        post(OK_BODY),
+    );
+    assert_eq!(r.header("retry-after"), Some("10"));
+}
+
+#[test]
+fn size_and_media_type_limits() {
+    let big = format!(
+        r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(2_000)
+    );
+    let (r, calls) = send(&[("MAX_REQUEST_BYTES", "1024")], &Unlimited, post(&big));
+    assert_eq!((r.status, code(&r)), (413, "request_too_large".to_string()));
+    assert!(calls.is_empty());
+    let (r, _) = send(&[("MAX_REQUEST_BYTES", "4096")], &Unlimited, post(&big));
+    assert_eq!(r.status, 200);
+    let truncated = HttpRequest {
+        body_too_large: true,
+        ..post(OK_BODY)
+    };
+    assert_eq!(send(&[], &Unlimited, truncated).0.status, 413);
+
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/jsonx"),
+    ] {
+        let req = HttpRequest {
+            content_type,
+            ..post(OK_BODY)
+        };
+        let (r, _) = send(&[], &Unlimited, req);
+        assert_eq!(
+            (r.status, code(&r)),
+            (415, "unsupported_media_type".to_string()),
+            "{content_type:?}"
+        );
+    }
+    let req = HttpRequest {
+        content_type: Some("application/json; charset=utf-8"),
+        ..post(OK_BODY)
+    };
+    assert_eq!(send(&[], &Unlimited, req).0.status, 200);
+}
+
+#[test]
+fn parameter_checks_name_the_field() {
+    let m = r#""messages":[{"role":"user","content":"hi"}]"#;
+    let cases = [
+        (format!(r#"{{{m},"top_p":1.5}}"#), "top_p"),
+        (format!(r#"{{{m},"n":2}}"#), "n"),
+        (format!(r#"{{{m},"stop":["a","b","c","d","e"]}}"#), "stop"),
+        (format!(r#"{{{m},"stop":7}}"#), "stop"),
+        (format!(r#"{{{m},"tools":{{}}}}"#), "tools"),
+        (
+            format!(r#"{{{m},"tools":[{{"function":{{}}}}]}}"#),
+            "tools[0]",
+        ),
+        (
+            format!(r#"{{{m},"response_format":"json"}}"#),
+            "response_format",
+        ),
+        (
+            format!(r#"{{{m},"response_format":{{}}}}"#),
+            "response_format.type",
+        ),
+        (format!(r#"{{{m},"tool_choice":3}}"#), "tool_choice"),
+        (format!(r#"{{{m},"seed":"x"}}"#), "seed"),
+        (
+            format!(r#"{{{m},"max_completion_tokens":0}}"#),
+            "max_completion_tokens",
+        ),
+        (
+            format!(r#"{{{m},"frequency_penalty":-3}}"#),
+            "frequency_penalty",
+        ),
+        (
+            format!(r#"{{{m},"stream_options":true}}"#),
+            "stream_options",
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":7}]}"#.to_string(),
+            "messages[0].content",
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":[{"text":"x"}]}]}"#.to_string(),
+            "messages[0].content",
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":null}]}"#.to_string(),
+            "messages[0].content",
+        ),
+        (
+            r#"{"messages":[{"role":"assistant"}]}"#.to_string(),
+            "messages[0].content",
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":"a"},"hi"]}"#.to_string(),
+            "messages[1]",
+        ),
+        (
+            r#"{"messages":[{"role":7,"content":"a"}]}"#.to_string(),
+            "messages[0]",
+        ),
+    ];
+    for (body, param) in cases {
+        let (r, calls) = send(&[], &Unlimited, post(&body));
+        let json: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(r.status, 400, "{body}");
+        assert_eq!(json["error"]["param"], param, "{body}: {}", r.body);
+        assert!(calls.is_empty());
+    }
+    for ok in [
+        format!(r#"{{{m},"stop":["a","b"],"n":1,"seed":3,"tools":[{{"type":"function","function":{{"name":"f"}}}}],"tool_choice":"auto"}}"#),
+        r#"{"messages":[{"role":"user","content":[{"type":"text","text":"x"}]},{"role":"assistant","tool_calls":[{"id":"1"}]},{"role":"tool","content":"r","tool_call_id":"1"}]}"#.to_string(),
+    ] {
+        assert_eq!(send(&[], &Unlimited, post(&ok)).0.status, 200, "{ok}");
+    }
+}
+
+#[test]
+fn a_tasks_token_cap_refuses_more_and_fills_in_a_missing_limit() {
+    let capped = [("MAX_FAST_TOKENS", "256"), ("MAX_CODE_REVIEW_TOKENS", "64")];
+    let (r, _) = send(
+        &capped,
+        &Unlimited,
+        post(r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1000}"#),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("MAX_FAST_TOKENS"), "{}", r.body);
+    let (r, _) = send(
+        &capped,
+        &Unlimited,
+        post(r#"{"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":256}"#),
+    );
+    assert_eq!(r.status, 200);
+
+    let config = load(&[
+        ("MODEL_REGISTRY", REGISTRY),
+        ("GROQ_API_KEY", "g"),
+        ("ROUTER_API_KEYS", "k"),
+        ("MAX_FAST_TOKENS", "256"),
+    ]);
+    let provider = ScriptedProvider::new().on("m1", completion("m1"), 1);
+    let log = MemoryLog::default();
+    let health = RefCell::new(HealthBook::default());
+    let now = || 0;
+    let env = RequestEnv {
+        request_id: "r",
+        now_ms: &now,
+        log: &log,
+        health: &health,
+    };
+    let req = HttpRequest {
+        authorization: Some("Bearer k"),
+        ..HttpRequest::new("POST", "/v1/tasks/fast", OK_BODY.as_bytes())
+    };
+    block_on(handle(req, &config, &provider, &Unlimited, &env));
+    assert_eq!(
+        provider.calls.borrow()[0].body["max_completion_tokens"],
+        256
+    );
+}

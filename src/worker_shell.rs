@@ -88,7 +88,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         _ => read_limited(&mut req, max_bytes).await,
     };
 
-    let limiter = BindingLimiter(env.rate_limiter(RATE_LIMITER_BINDING).ok());
+    let limiter = BindingLimiter::from_env(&env);
     let reply = handle(
         HttpRequest {
             method: &method,
@@ -170,16 +170,36 @@ async fn read_limited(req: &mut Request, max_bytes: u64) -> (Vec<u8>, bool) {
     }
 }
 
-/// The `CLIENT_RATE_LIMITER` binding, when configured.
-struct BindingLimiter(Option<worker::RateLimiter>);
+/// The `CLIENT_RATE_LIMITER` binding, when configured. Called through its JS `limit({key})`
+/// method directly: `worker::RateLimiter` checks the binding's constructor name, which differs
+/// under `wrangler dev`, so the typed getter would silently find no limiter there.
+struct BindingLimiter(Option<JsValue>);
+
+impl BindingLimiter {
+    fn from_env(env: &Env) -> Self {
+        let binding =
+            js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(RATE_LIMITER_BINDING)).ok();
+        BindingLimiter(binding.filter(|b| b.is_object()))
+    }
+
+    async fn check(binding: &JsValue, key: &str) -> std::result::Result<bool, JsValue> {
+        let limit: js_sys::Function =
+            js_sys::Reflect::get(binding, &JsValue::from_str("limit"))?.dyn_into()?;
+        let options = js_sys::Object::new();
+        js_sys::Reflect::set(&options, &JsValue::from_str("key"), &JsValue::from_str(key))?;
+        let promise: js_sys::Promise = limit.call1(binding, &options)?.dyn_into()?;
+        let outcome = JsFuture::from(promise).await?;
+        Ok(js_sys::Reflect::get(&outcome, &JsValue::from_str("success"))?.is_truthy())
+    }
+}
 
 impl RateLimiter for BindingLimiter {
     async fn allow(&self, key: &str) -> bool {
-        let Some(limiter) = &self.0 else {
+        let Some(binding) = &self.0 else {
             return true;
         };
-        match limiter.limit(key.to_string()).await {
-            Ok(outcome) => outcome.success,
+        match BindingLimiter::check(binding, key).await {
+            Ok(allowed) => allowed,
             // Fail open: a limiter outage must not take the router down with it.
             Err(_) => {
                 ConsoleLog.emit(

@@ -250,6 +250,7 @@ fn gone_verdicts_are_shared_between_workers_through_kv() {
         Extras {
             toml: Some(kv),
             args: &args,
+            ..Extras::default()
         },
     );
     assert_eq!(ask(&first, "shared").status, 200);
@@ -265,6 +266,7 @@ fn gone_verdicts_are_shared_between_workers_through_kv() {
         Extras {
             toml: Some(kv),
             args: &args,
+            ..Extras::default()
         },
     );
     let r = ask(&second, "shared");

@@ -124,6 +124,8 @@ pub struct Extras<'a> {
     pub toml: Option<&'a str>,
     /// More `wrangler dev` arguments (e.g. `--test-scheduled`, `--persist-to DIR`).
     pub args: &'a [&'a str],
+    /// Text replacements in the copy of `wrangler.toml` (e.g. a lower rate limit).
+    pub replace: &'a [(&'a str, &'a str)],
 }
 
 impl Worker {
@@ -154,10 +156,19 @@ impl Worker {
             .args(["--log-level", "log", "--show-interactive-dev-session=false"])
             .args(extras.args);
         // Beside `wrangler.toml`, so its relative paths (`main`, the build script) still resolve.
-        let config_file = extras.toml.map(|extra| {
+        let generated = extras.toml.is_some() || !extras.replace.is_empty();
+        let config_file = generated.then(|| {
+            let extra = extras.toml.unwrap_or_default();
             let path = manifest_dir().join(format!(".e2e-wrangler-{port}.toml"));
-            let base = std::fs::read_to_string(manifest_dir().join("wrangler.toml"))
+            let mut base = std::fs::read_to_string(manifest_dir().join("wrangler.toml"))
                 .expect("read wrangler.toml");
+            for (from, to) in extras.replace {
+                assert!(
+                    base.contains(from),
+                    "wrangler.toml has no {from:?} to replace"
+                );
+                base = base.replace(from, to);
+            }
             std::fs::write(&path, format!("{base}\n{extra}\n"))
                 .expect("write the generated wrangler config");
             path

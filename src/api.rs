@@ -365,7 +365,12 @@ async fn chat<P: Provider, L: RateLimiter>(
         attempts: 0,
         started_ms: started,
     };
-    let mut known_task = false;
+    // On the task route the URL names the task, so even a refused request (bad key, bad body)
+    // says which task it was for; on the SDK routes the task is known once the body is read.
+    let mut known_task = match (api, config) {
+        (ChatApi::Task(task), Ok(c)) => c.registry.tasks.contains_key(task),
+        _ => false,
+    };
     let result = async {
         let (config, client) = admit(&req, config, env)?;
         summary.client = client.map(str::to_string);

@@ -491,6 +491,23 @@ fn streamempty_and_streamslow() {
 }
 
 #[test]
+fn a_waiting_streamslow_does_not_stall_other_requests() {
+    let fake = FakeGroq::start(KEY);
+    fake.set_hang_for(Duration::from_secs(2));
+    let slow = stream_chat(&fake, &json!({"model": "streamslow-a", "stream": true}));
+    // The slow stream is now behind its 200 headers, waiting for `hang_for`.
+    let started = Instant::now();
+    let response = chat(&fake, "ok-b");
+    let took = started.elapsed();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(
+        took < Duration::from_secs(1),
+        "a plain answer took {took:?} while `streamslow` waited"
+    );
+    drop(slow);
+}
+
+#[test]
 fn models_lists_the_configured_ids_or_the_configured_error() {
     let fake = FakeGroq::start(KEY);
     fake.set_models(vec!["openai/gpt-oss-20b".into(), "ok-a".into()]);

@@ -742,7 +742,10 @@ fn stream_completion(
     if script == Script::Empty {
         return Ok(Next::Close);
     }
-    if script == Script::Slow && !sleep_unless_shutdown(shared, *lock(&shared.hang_for)) {
+    // Copied out first: a guard in the condition would hold the lock through the whole sleep and
+    // stall every other request, which reads `hang_for` too.
+    let hang_for = *lock(&shared.hang_for);
+    if script == Script::Slow && !sleep_unless_shutdown(shared, hang_for) {
         return Ok(Next::Close);
     }
 

@@ -265,6 +265,15 @@ impl Config {
             }),
         };
 
+        if !errors.is_empty() && groq_api_key.is_none() {
+            // Listed last: routed requests answer with the first problem, the config one;
+            // `/healthz` lists them all. (Valid config without a key is answered per request.)
+            errors.push(ConfigError {
+                code: "provider_key_missing",
+                binding: "GROQ_API_KEY".to_string(),
+                message: "the `GROQ_API_KEY` secret is not set; run `npx wrangler secret put GROQ_API_KEY`".to_string(),
+            });
+        }
         if errors.is_empty() {
             Ok(Config {
                 registry,

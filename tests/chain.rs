@@ -336,8 +336,18 @@ fn every_problem_is_reported_not_just_the_first() {
     let bindings: Vec<&str> = errors.iter().map(|e| e.binding.as_str()).collect();
     assert_eq!(
         bindings,
-        vec!["MODEL_REGISTRY", "GROQ_BASE_URL", "ATTEMPT_TIMEOUT_MS"]
+        vec![
+            "MODEL_REGISTRY",
+            "GROQ_BASE_URL",
+            "ATTEMPT_TIMEOUT_MS",
+            "GROQ_API_KEY"
+        ]
     );
+    assert_eq!(
+        errors[0].code, "config_invalid",
+        "the config problem answers routed requests"
+    );
+    assert_eq!(errors[3].code, "provider_key_missing");
 }
 
 #[test]

@@ -835,6 +835,10 @@ fn config_problems_answer_500_and_healthz_503() {
     );
     assert_eq!(r.response.status, 503);
     assert_eq!(r.body["problems"][0]["binding"], "MODEL_REGISTRY");
+    assert_eq!(
+        r.body["problems"][1]["code"], "provider_key_missing",
+        "every problem is listed, the missing key too"
+    );
 
     let no_key: Vec<_> = base_bindings()
         .into_iter()

@@ -4,15 +4,14 @@
 
 use std::cell::RefCell;
 
-use serde_json::json;
-
 use crate::auth::AuthError;
 use crate::chain::ModelChain;
-use crate::completion::{TaskAnswer, TokenCounts};
+use crate::completion::{task_answer, TokenCounts};
 use crate::config::{AllowedOrigins, Config, ConfigError};
 use crate::cors;
 use crate::error::{config_problems, ApiError};
 use crate::health::{rfc3339, HealthBook, HealthReport};
+use crate::json::{self, JsonObject};
 use crate::limit::{key_for, RateLimiter};
 use crate::log::{Level, Log};
 use crate::provider::Provider;
@@ -228,12 +227,13 @@ fn healthz(config: &Result<Config, Vec<ConfigError>>) -> HttpResponse {
         }
     }
     if problems.is_empty() {
-        HttpResponse::json(200, json!({"status": "ok"}).to_string())
+        HttpResponse::json(200, JsonObject::new().str("status", "ok").finish())
     } else {
-        HttpResponse::json(
-            503,
-            json!({"status": "error", "problems": config_problems(&problems)}).to_string(),
-        )
+        let body = JsonObject::new()
+            .str("status", "error")
+            .raw("problems", &config_problems(&problems))
+            .finish();
+        HttpResponse::json(503, body)
     }
 }
 
@@ -244,11 +244,12 @@ fn admit<'c>(
     env: &RequestEnv<'_>,
 ) -> Result<(&'c Config, Option<&'c str>), ApiError> {
     let config = config.as_ref().map_err(|errors| {
-        env.log.emit(
-            Level::Error,
-            json!({"level": "error", "event": "config_invalid", "request_id": env.request_id,
-                   "problems": config_problems(errors)}),
-        );
+        let line = Level::Error
+            .line("config_invalid")
+            .str("request_id", env.request_id)
+            .raw("problems", &config_problems(errors))
+            .finish();
+        env.log.emit(Level::Error, line);
         ApiError::ConfigInvalid(errors.clone())
     })?;
     let client = config
@@ -274,16 +275,26 @@ fn models(
     env: &RequestEnv<'_>,
 ) -> Result<HttpResponse, ApiError> {
     let (config, _) = admit(&req, config, env)?;
-    let object =
-        |id: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": "task-router"});
+    let object = |id: &str| {
+        JsonObject::new()
+            .str("id", id)
+            .str("object", "model")
+            .num("created", 0)
+            .str("owned_by", "task-router")
+            .finish()
+    };
     let body = match one {
-        None => {
-            json!({"object": "list", "data": config.task_names().into_iter().map(object).collect::<Vec<_>>()})
-        }
+        None => JsonObject::new()
+            .str("object", "list")
+            .raw(
+                "data",
+                &json::array(config.task_names().into_iter().map(object)),
+            )
+            .finish(),
         Some(task) if config.registry.tasks.contains_key(task) => object(task),
         Some(task) => return Err(unknown_task(config, task, true)),
     };
-    Ok(HttpResponse::json(200, body.to_string()))
+    Ok(HttpResponse::json(200, body))
 }
 
 /// `GET /v1/routes`: for each task, the chain after overrides, where each entry came from, and
@@ -296,41 +307,55 @@ fn routes(
     let (config, _) = admit(&req, config, env)?;
     let now = (env.now_ms)();
     let health = env.health.borrow();
-    let tasks: Vec<_> = config
+    let tasks = config
         .task_names()
         .into_iter()
         .filter_map(|task| ModelChain::for_task(config, task).map(|chain| (task, chain)))
         .map(|(task, chain)| {
-            let entries: Vec<_> = chain
-                .entries
-                .iter()
-                .map(|e| json!({"model": e.model, "source": e.source, "health": health_json(health.report(&e.model, now))}))
-                .collect();
-            json!({"task": task, "chain": entries})
-        })
-        .collect();
-    let body = json!({
-        "object": "list",
-        "force_model": config.force_model,
-        "request_timeout_ms": config.request_timeout_ms,
-        "attempt_timeout_ms": config.attempt_timeout_ms,
-        "data": tasks,
-    });
-    Ok(HttpResponse::json(200, body.to_string()))
+            let entries = chain.entries.iter().map(|e| {
+                JsonObject::new()
+                    .str("model", &e.model)
+                    .str("source", e.source.as_str())
+                    .raw("health", &health_json(health.report(&e.model, now)))
+                    .finish()
+            });
+            JsonObject::new()
+                .str("task", task)
+                .raw("chain", &json::array(entries))
+                .finish()
+        });
+    let body = JsonObject::new()
+        .str("object", "list")
+        .opt_str("force_model", config.force_model.as_deref())
+        .num("request_timeout_ms", config.request_timeout_ms)
+        .num("attempt_timeout_ms", config.attempt_timeout_ms)
+        .raw("data", &json::array(tasks))
+        .finish();
+    Ok(HttpResponse::json(200, body))
 }
 
-/// A health report with its instants also as RFC 3339 text, for people reading it.
-fn health_json(report: HealthReport) -> serde_json::Value {
-    let mut value = json!(report);
-    for field in ["since", "until"] {
-        if let Some(ms) = value
-            .get(format!("{field}_ms"))
-            .and_then(serde_json::Value::as_u64)
-        {
-            value[field] = json!(rfc3339(ms));
-        }
+/// A model's health, with its instants as epoch ms and as RFC 3339 text for people reading it.
+fn health_json(report: HealthReport) -> String {
+    let state = JsonObject::new().str("state", report.state());
+    match report {
+        HealthReport::Healthy | HealthReport::HalfOpen => state.finish(),
+        HealthReport::Cooling { until_ms, reason } => state
+            .num("until_ms", until_ms)
+            .str("until", &rfc3339(until_ms))
+            .str("reason", reason.as_str())
+            .finish(),
+        HealthReport::Gone {
+            since_ms,
+            until_ms,
+            reason,
+        } => state
+            .num("since_ms", since_ms)
+            .str("since", &rfc3339(since_ms))
+            .num("until_ms", until_ms)
+            .str("until", &rfc3339(until_ms))
+            .str("reason", &reason)
+            .finish(),
     }
-    value
 }
 
 fn unknown_task(config: &Config, task: &str, named_by_model: bool) -> ApiError {
@@ -440,17 +465,14 @@ async fn chat<P: Provider, L: RateLimiter>(
             summary.attempts = routed.attempts.len();
             let mut head = match (&routed.answer, api) {
                 (Answer::Complete { completion, .. }, ChatApi::Task(task)) => {
-                    let answer = TaskAnswer::new(
+                    let answer = task_answer(
                         completion,
                         &routed.model,
                         task,
                         env.request_id,
                         &routed.attempts,
                     );
-                    HttpResponse::json(
-                        200,
-                        serde_json::to_string(&answer).expect("a task answer serializes"),
-                    )
+                    HttpResponse::json(200, answer)
                 }
                 // Groq's bytes parsed as a completion, so they are UTF-8.
                 (Answer::Complete { body, .. }, ChatApi::Sdk) => {

@@ -1,12 +1,9 @@
 //! `ModelChain`: the ordered models one request may try, and where each came from.
 
-use serde::Serialize;
-
 use crate::config::Config;
 
 /// Which rule put a model in the chain; shown by diagnostics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChainSource {
     /// `FORCE_MODEL`
     Forced,
@@ -27,6 +24,17 @@ pub struct ChainEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelChain {
     pub entries: Vec<ChainEntry>,
+}
+
+impl ChainSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChainSource::Forced => "forced",
+            ChainSource::TaskDefault => "task_default",
+            ChainSource::Registry => "registry",
+            ChainSource::Fallback => "fallback",
+        }
+    }
 }
 
 impl ModelChain {

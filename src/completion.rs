@@ -1,39 +1,22 @@
 //! `Completion`: the parts of Groq's chat completion the router reads, and `TaskAnswer`, the
-//! router's own 200 body for `/v1/tasks/{task}`.
+//! router's own 200 body for `/v1/tasks/{task}`. Groq's `usage` and `tool_calls` are kept as
+//! the bytes Groq sent.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use crate::json::{self, JsonObject, Kind};
+use crate::router::{attempts_json, Attempt};
 
-use crate::router::Attempt;
-
-#[derive(Debug, Clone, Deserialize)]
+/// What the router reads of a chat completion. `usage` and `tool_calls` stay Groq's raw JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
-    #[serde(default)]
-    pub object: Option<String>,
-    pub choices: Vec<Choice>,
-    #[serde(default)]
-    pub usage: Option<Value>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Choice {
-    pub message: Message,
-    #[serde(default)]
-    pub finish_reason: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Message {
-    #[serde(default)]
     pub content: Option<String>,
-    #[serde(default)]
-    pub tool_calls: Option<Value>,
-    #[serde(default)]
+    pub tool_calls: Option<String>,
     pub reasoning: Option<String>,
+    pub finish_reason: Option<String>,
+    pub usage: Option<String>,
 }
 
 /// Token counts for logs, read from Groq's `usage`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenCounts {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
@@ -41,69 +24,95 @@ pub struct TokenCounts {
 }
 
 impl TokenCounts {
-    pub fn from_usage(usage: Option<&Value>) -> TokenCounts {
-        let field = |name: &str| usage.and_then(|u| u.get(name)).and_then(Value::as_u64);
+    /// Reads the counts from a `usage` object; anything else counts as none.
+    pub fn from_usage(usage: Option<&str>) -> TokenCounts {
+        let Some(members) = usage.and_then(|u| json::members(u).ok()) else {
+            return TokenCounts::default();
+        };
+        let count = |name: &str| {
+            members
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| json::as_u64(v))
+        };
         TokenCounts {
-            prompt_tokens: field("prompt_tokens"),
-            completion_tokens: field("completion_tokens"),
-            total_tokens: field("total_tokens"),
+            prompt_tokens: count("prompt_tokens"),
+            completion_tokens: count("completion_tokens"),
+            total_tokens: count("total_tokens"),
         }
     }
+}
+
+/// `Some(raw)` unless absent or `null`.
+fn present(raw: Option<&str>) -> Option<&str> {
+    raw.filter(|r| Kind::of(r) != Kind::Null)
+}
+
+fn text(raw: Option<&str>) -> Option<String> {
+    present(raw).and_then(json::as_str).map(|s| s.into_owned())
 }
 
 impl Completion {
     /// `None` unless `body` is a chat completion with at least one choice: a 200 that is anything
     /// else (an HTML portal page, a model list) is an upstream failure, not an answer.
     pub fn parse(body: &[u8]) -> Option<Completion> {
-        let completion: Completion = serde_json::from_slice(body).ok()?;
-        let object_ok = completion
-            .object
-            .as_deref()
-            .is_none_or(|o| o == "chat.completion");
-        (object_ok && !completion.choices.is_empty()).then_some(completion)
+        let body = std::str::from_utf8(body).ok()?;
+        let object = json::members(body).ok()?;
+        let get = |name: &str| {
+            object
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| *v)
+        };
+        if present(get("object"))
+            .is_some_and(|o| json::as_str(o).as_deref() != Some("chat.completion"))
+        {
+            return None;
+        }
+        let choices = json::items(get("choices")?).ok()?;
+        let choice = *choices.first()?;
+        let message = json::member(choice, "message")?;
+        if Kind::of(message) != Kind::Object {
+            return None;
+        }
+        Some(Completion {
+            content: text(json::member(message, "content")),
+            tool_calls: present(json::member(message, "tool_calls")).map(str::to_string),
+            reasoning: text(json::member(message, "reasoning")),
+            finish_reason: text(json::member(choice, "finish_reason")),
+            usage: present(get("usage")).map(str::to_string),
+        })
     }
 
     pub fn tokens(&self) -> TokenCounts {
-        TokenCounts::from_usage(self.usage.as_ref())
+        TokenCounts::from_usage(self.usage.as_deref())
     }
 }
 
-/// The 200 body of `POST /v1/tasks/{task}`.
-#[derive(Debug, Serialize)]
-pub struct TaskAnswer<'a> {
-    pub content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reasoning: Option<&'a str>,
-    pub model_used: &'a str,
-    pub finish_reason: Option<&'a str>,
-    pub usage: Option<&'a Value>,
-    pub task: &'a str,
-    pub request_id: &'a str,
-    pub attempts: &'a [Attempt],
-}
-
-impl<'a> TaskAnswer<'a> {
-    pub fn new(
-        completion: &'a Completion,
-        model_used: &'a str,
-        task: &'a str,
-        request_id: &'a str,
-        attempts: &'a [Attempt],
-    ) -> Self {
-        // `parse` guarantees a first choice.
-        let choice = &completion.choices[0];
-        TaskAnswer {
-            content: choice.message.content.as_deref(),
-            tool_calls: choice.message.tool_calls.as_ref(),
-            reasoning: choice.message.reasoning.as_deref(),
-            model_used,
-            finish_reason: choice.finish_reason.as_deref(),
-            usage: completion.usage.as_ref(),
-            task,
-            request_id,
-            attempts,
-        }
-    }
+/// The 200 body of `POST /v1/tasks/{task}`: `content`, `model_used`, `finish_reason`, `usage`,
+/// `task`, `request_id`, `attempts` (and `tool_calls` / `reasoning` when the model sent them).
+pub fn task_answer(
+    completion: &Completion,
+    model_used: &str,
+    task: &str,
+    request_id: &str,
+    attempts: &[Attempt],
+) -> String {
+    JsonObject::new()
+        .opt_str("content", completion.content.as_deref())
+        .maybe(completion.tool_calls.as_deref(), |o, t| {
+            o.raw("tool_calls", t)
+        })
+        .maybe(completion.reasoning.as_deref(), |o, r| {
+            o.str("reasoning", r)
+        })
+        .str("model_used", model_used)
+        .opt_str("finish_reason", completion.finish_reason.as_deref())
+        .raw("usage", completion.usage.as_deref().unwrap_or("null"))
+        .str("task", task)
+        .str("request_id", request_id)
+        .raw("attempts", &attempts_json(attempts))
+        .finish()
 }

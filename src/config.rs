@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use crate::auth::ClientAuth;
+use crate::json::{self, Kind};
 use crate::task::{TaskType, FALLBACK_KEY};
 
 pub const DEFAULT_GROQ_BASE_URL: &str = "https://api.groq.com";
@@ -16,11 +15,12 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1 << 20;
 pub const DEFAULT_RATE_LIMIT_PERIOD_S: u64 = 60;
 
 /// A binding's value as the Worker runtime hands it over: `wrangler.toml` `[vars]` tables arrive
-/// as objects, everything set with `--var`, the dashboard or `wrangler secret` as text.
+/// as objects (given here as their JSON text), everything set with `--var`, the dashboard or
+/// `wrangler secret` as text.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BindingValue {
     Text(String),
-    Json(Value),
+    Json(String),
 }
 
 /// Where bindings come from: the Worker `Env` in production, a map in tests.
@@ -308,10 +308,6 @@ fn text(bindings: &impl Bindings, name: &str, errors: &mut Vec<ConfigError>) -> 
             let s = s.trim();
             (!s.is_empty()).then(|| s.to_string())
         }
-        BindingValue::Json(Value::String(s)) => {
-            let s = s.trim();
-            (!s.is_empty()).then(|| s.to_string())
-        }
         BindingValue::Json(_) => {
             errors.push(ConfigError::invalid(
                 name,
@@ -339,7 +335,7 @@ fn whole_number(
         _ => {
             errors.push(ConfigError::invalid(
                 name,
-                format!("`{name}` must be a whole number of {unit} from 1 to {max}, got {raw:?}"),
+                format!("`{name}` must be a whole number of {unit} from 1 to {max}, got `{raw}`"),
             ));
             default
         }
@@ -368,30 +364,39 @@ fn check_model_id(model: &str) -> Result<(), String> {
     if model.len() > 256
         || model
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control() || c == '"')
     {
-        return Err(format!("model id {model:?} is not a valid model id"));
+        return Err(format!(
+            "model id `{}` is not a valid model id",
+            model.escape_default()
+        ));
     }
     Ok(())
 }
 
 /// Parses `MODEL_REGISTRY` from either form; the error names what is wrong and where.
 pub fn parse_registry(value: BindingValue) -> Result<Registry, String> {
-    let json = match value {
-        BindingValue::Json(Value::String(s)) | BindingValue::Text(s) => {
-            serde_json::from_str::<Value>(&s)
-                .map_err(|e| format!("`MODEL_REGISTRY` is not valid JSON: {e}"))?
+    let invalid = |e: json::JsonError| format!("`MODEL_REGISTRY` is not valid JSON: {e}");
+    let (BindingValue::Text(text) | BindingValue::Json(text)) = value;
+    json::validate(&text).map_err(invalid)?;
+    // A JSON string holding the JSON (what some dashboards store): unwrap it once.
+    let text = match json::as_str(&text) {
+        Some(inner) => {
+            let inner = inner.into_owned();
+            json::validate(&inner).map_err(invalid)?;
+            inner
         }
-        BindingValue::Json(v) => v,
+        None => text,
     };
-    let Value::Object(map) = json else {
+    let kind = Kind::of(&text);
+    if kind != Kind::Object {
         return Err(format!(
             "`MODEL_REGISTRY` must be an object of task → [model ids], got {}",
-            json_kind(&json)
+            kind.described()
         ));
-    };
+    }
     let mut registry = Registry::default();
-    for (key, models) in map {
+    for (key, models) in json::members(&text).map_err(invalid)? {
         let models = parse_model_list(&key, models)?;
         if key == FALLBACK_KEY {
             registry.fallback = models;
@@ -406,24 +411,27 @@ pub fn parse_registry(value: BindingValue) -> Result<Registry, String> {
     Ok(registry)
 }
 
-fn parse_model_list(key: &str, models: Value) -> Result<Vec<String>, String> {
-    let Value::Array(items) = models else {
+fn parse_model_list(key: &str, models: &str) -> Result<Vec<String>, String> {
+    let kind = Kind::of(models);
+    if kind != Kind::Array {
         return Err(format!(
             "`MODEL_REGISTRY.{key}` must be a list of model ids, got {}",
-            json_kind(&models)
+            kind.described()
         ));
-    };
+    }
+    let items = json::items(models).map_err(|e| e.to_string())?;
     if items.is_empty() {
         return Err(format!("`MODEL_REGISTRY.{key}` is an empty list"));
     }
     let mut out: Vec<String> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let Value::String(model) = item else {
+        let Some(model) = json::as_str(item) else {
             return Err(format!(
                 "`MODEL_REGISTRY.{key}[{i}]` must be a model id string, got {}",
-                json_kind(&item)
+                Kind::of(item).described()
             ));
         };
+        let model = model.into_owned();
         check_model_id(&model).map_err(|e| format!("`MODEL_REGISTRY.{key}[{i}]`: {e}"))?;
         if out.contains(&model) {
             return Err(format!("`MODEL_REGISTRY.{key}`: duplicate entry `{model}`"));
@@ -438,10 +446,11 @@ fn parse_base_url(url: &str) -> Result<String, String> {
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
         .ok_or_else(|| {
-            format!("`GROQ_BASE_URL` must start with https:// or http://, got {url:?}")
+            format!("`GROQ_BASE_URL` must start with https:// or http://, got `{url}`")
         })?;
-    if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
-        return Err(format!("`GROQ_BASE_URL` has no host: {url:?}"));
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(|c: char| c.is_ascii_whitespace())
+    {
+        return Err(format!("`GROQ_BASE_URL` has no host: `{url}`"));
     }
     let trimmed = url.trim_end_matches('/');
     // Accept the OpenAI-SDK spelling too: the router appends `/openai/v1` itself.
@@ -449,15 +458,4 @@ fn parse_base_url(url: &str) -> Result<String, String> {
         .strip_suffix("/openai/v1")
         .unwrap_or(trimmed)
         .to_string())
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }

@@ -1,11 +1,9 @@
 //! `ApiError`: every error a caller can see, with the one mapping to an HTTP status and an
 //! OpenAI-shaped body `{"error":{"message","type","code","param"}}`.
 
-use serde::Serialize;
-use serde_json::{json, Value};
-
 use crate::config::ConfigError;
-use crate::router::Attempt;
+use crate::json::{self, JsonObject};
+use crate::router::{attempts_json, Attempt};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
@@ -58,20 +56,6 @@ pub enum ApiError {
     ClientRateLimited { retry_after_secs: u64 },
     /// 504: `REQUEST_TIMEOUT_MS` passed before any model answered.
     DeadlineExceeded { attempts: Vec<Attempt> },
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    message: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    code: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    param: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    attempts: Option<&'a [Attempt]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    problems: Option<Value>,
 }
 
 impl ApiError {
@@ -240,24 +224,27 @@ impl ApiError {
             ApiError::ConfigInvalid(errors) => Some(config_problems(errors)),
             _ => None,
         };
-        let body = ErrorBody {
-            message: self.message(),
-            kind: self.kind(),
-            code: self.code(),
-            param,
-            attempts: (!attempts.is_empty()).then_some(attempts),
-            problems,
-        };
-        json!({ "error": body }).to_string()
+        let error = JsonObject::new()
+            .str("message", &self.message())
+            .str("type", self.kind())
+            .str("code", self.code())
+            .maybe(param, |o, p| o.str("param", p))
+            .maybe((!attempts.is_empty()).then_some(attempts), |o, a| {
+                o.raw("attempts", &attempts_json(a))
+            })
+            .maybe(problems.as_deref(), |o, p| o.raw("problems", p))
+            .finish();
+        JsonObject::new().raw("error", &error).finish()
     }
 }
 
 /// `[{"binding","code","message"}]` for `/healthz` and config errors.
-pub fn config_problems(errors: &[ConfigError]) -> Value {
-    Value::Array(
-        errors
-            .iter()
-            .map(|e| json!({"binding": e.binding, "code": e.code, "message": e.message}))
-            .collect(),
-    )
+pub fn config_problems(errors: &[ConfigError]) -> String {
+    json::array(errors.iter().map(|e| {
+        JsonObject::new()
+            .str("binding", &e.binding)
+            .str("code", e.code)
+            .str("message", &e.message)
+            .finish()
+    }))
 }

@@ -4,8 +4,6 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
 use crate::outcome::Outcome;
 
 /// Consecutive upstream failures that open a model's circuit.
@@ -20,7 +18,7 @@ pub const DEFAULT_COOLDOWN_MS: u64 = 5_000;
 /// A half-open probe that has not reported back in this long is presumed lost.
 const PROBE_STALE_MS: u64 = 60_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoneVerdict {
     pub since_ms: u64,
     pub until_ms: u64,
@@ -57,12 +55,22 @@ pub enum Availability {
     Gone(GoneVerdict),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SkipReason {
     Gone,
     RateLimited,
     CircuitOpen,
+}
+
+impl HealthReport {
+    pub fn state(&self) -> &'static str {
+        match self {
+            HealthReport::Healthy => "healthy",
+            HealthReport::Cooling { .. } => "cooling",
+            HealthReport::HalfOpen => "half_open",
+            HealthReport::Gone { .. } => "gone",
+        }
+    }
 }
 
 impl SkipReason {
@@ -76,8 +84,7 @@ impl SkipReason {
 }
 
 /// A model's state for `/v1/routes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthReport {
     Healthy,
     Cooling {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod cors;
 pub mod error;
 pub mod health;
+pub mod json;
 pub mod limit;
 pub mod log;
 pub mod outcome;

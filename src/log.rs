@@ -1,7 +1,7 @@
 //! `Log`: one JSON object per line, which Workers Logs indexes by field. Lines carry ids,
 //! models, outcomes, timings and token counts — never message content, never a key.
 
-use serde_json::Value;
+use crate::json::JsonObject;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -18,19 +18,26 @@ impl Level {
             Level::Error => "error",
         }
     }
+
+    /// A log line's opening fields: `{"level":…,"event":…`.
+    pub fn line(self, event: &str) -> JsonObject {
+        JsonObject::new()
+            .str("level", self.as_str())
+            .str("event", event)
+    }
 }
 
 pub trait Log {
-    /// `line` is a JSON object; the sink adds nothing but the transport.
-    fn emit(&self, level: Level, line: Value);
+    /// `line` is one JSON object; the sink adds nothing but the transport.
+    fn emit(&self, level: Level, line: String);
 }
 
-/// Collects lines in memory: for tests, and anywhere lines must be inspected before they leave.
+/// Collects lines in memory, for tests.
 #[derive(Debug, Default)]
-pub struct MemoryLog(pub std::cell::RefCell<Vec<(Level, Value)>>);
+pub struct MemoryLog(pub std::cell::RefCell<Vec<(Level, String)>>);
 
 impl Log for MemoryLog {
-    fn emit(&self, level: Level, line: Value) {
+    fn emit(&self, level: Level, line: String) {
         self.0.borrow_mut().push((level, line));
     }
 }

@@ -1,11 +1,10 @@
 //! `Outcome`: what one attempt at one model came to, classified by HTTP status *and* Groq's
 //! error `code`, and what the fallback loop should do about it.
 
-use serde::{Deserialize, Serialize};
+use crate::json::{self, Kind};
 
 /// The result of one attempt. The variant decides whether the next model is tried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
     /// 404 `model_not_found`, 400 `model_decommissioned`: the registry needs updating.
@@ -74,31 +73,39 @@ pub fn classify_error(status: u16, code: Option<&str>) -> Outcome {
 
 /// Groq's error body, `{"error":{"message","type","code","param"}}`; every field optional
 /// because Groq omits some and a CDN error page has none.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroqError {
-    #[serde(default)]
     pub message: Option<String>,
-    #[serde(default, rename = "type")]
     pub kind: Option<String>,
-    #[serde(default)]
     pub code: Option<String>,
-    #[serde(default)]
     pub param: Option<String>,
     /// Set on errors that arrive inside a stream after its `200`.
-    #[serde(default)]
     pub status_code: Option<u16>,
 }
 
 impl GroqError {
     /// Reads Groq's error from a body; `None` when the body is not Groq's JSON error (HTML, empty).
     pub fn from_body(body: &[u8]) -> Option<GroqError> {
-        #[derive(Deserialize)]
-        struct Envelope {
-            error: GroqError,
-        }
-        serde_json::from_slice::<Envelope>(body)
-            .ok()
-            .map(|e| e.error)
+        let body = std::str::from_utf8(body).ok()?;
+        let error = json::member(body, "error").filter(|e| Kind::of(e) == Kind::Object)?;
+        let members = json::members(error).ok()?;
+        let get = |name: &str| {
+            members
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| *v)
+        };
+        let text = |name: &str| get(name).and_then(json::as_str).map(|s| s.into_owned());
+        Some(GroqError {
+            message: text("message"),
+            kind: text("type"),
+            code: text("code"),
+            param: text("param"),
+            status_code: get("status_code")
+                .and_then(json::as_u64)
+                .and_then(|c| u16::try_from(c).ok()),
+        })
     }
 }
 
@@ -110,7 +117,7 @@ pub fn retry_after_secs(
     reset_requests: Option<&str>,
 ) -> Option<u64> {
     let secs = retry_after
-        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(|v| json::decimal(v.trim()))
         .or_else(|| reset_tokens.and_then(parse_groq_duration))
         .or_else(|| reset_requests.and_then(parse_groq_duration))?;
     (secs.is_finite() && secs >= 0.0).then(|| (secs.ceil() as u64).max(1))
@@ -127,7 +134,7 @@ pub fn parse_groq_duration(text: &str) -> Option<f64> {
         let number_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        let value: f64 = rest[..number_len].parse().ok()?;
+        let value = json::decimal(&rest[..number_len])?;
         rest = &rest[number_len..];
         let (scale, unit_len) = if rest.starts_with("ms") {
             (0.001, 2)

@@ -3,12 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-use serde_json::json;
-
 use crate::chain::ModelChain;
 use crate::config::Config;
 use crate::health::{GoneVerdict, HealthBook};
+use crate::json;
 use crate::log::{Level, Log};
 
 /// Every model some task's chain can reach, with the tasks that reach it.
@@ -29,19 +27,22 @@ pub fn models_in_use(config: &Config) -> BTreeMap<String, Vec<String>> {
 
 /// The ids in Groq's model list; `Err` says why the answer is not one.
 pub fn listed_models(status: u16, body: &[u8]) -> Result<Vec<String>, String> {
-    #[derive(Deserialize)]
-    struct List {
-        data: Vec<Entry>,
-    }
-    #[derive(Deserialize)]
-    struct Entry {
-        id: String,
-    }
     if status != 200 {
         return Err(format!("Groq answered {status}"));
     }
-    let list: List = serde_json::from_slice(body).map_err(|e| format!("not a model list: {e}"))?;
-    Ok(list.data.into_iter().map(|e| e.id).collect())
+    let not_a_list = || "not a model list".to_string();
+    let body = std::str::from_utf8(body).map_err(|_| not_a_list())?;
+    let data = json::member(body, "data").ok_or_else(not_a_list)?;
+    json::items(data)
+        .map_err(|_| not_a_list())?
+        .into_iter()
+        .map(|entry| {
+            json::member(entry, "id")
+                .and_then(json::as_str)
+                .map(|id| id.into_owned())
+                .ok_or_else(not_a_list)
+        })
+        .collect()
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -74,28 +75,28 @@ pub fn apply(
             reason: "not listed by Groq's GET /openai/v1/models".to_string(),
         };
         book.mark_gone(model, verdict.clone());
-        log.emit(
-            Level::Error,
-            json!({
-                "level": "error",
-                "event": "model_retired",
-                "model": model,
-                "tasks": tasks,
-                "hint": format!("Groq no longer lists `{model}`; replace it in `MODEL_REGISTRY` (or the `DEFAULT_*_MODEL` / `FORCE_MODEL` that names it)"),
-            }),
+        let hint = format!(
+            "Groq no longer lists `{model}`; replace it in `MODEL_REGISTRY` (or the `DEFAULT_*_MODEL` / `FORCE_MODEL` that names it)"
         );
+        let line = Level::Error
+            .line("model_retired")
+            .str("model", model)
+            .raw("tasks", &json::array(tasks.iter().map(|t| json::string(t))))
+            .str("hint", &hint)
+            .finish();
+        log.emit(Level::Error, line);
         result.retired.push((model.clone(), verdict));
     }
-    log.emit(
-        Level::Info,
-        json!({
-            "level": "info",
-            "event": "probe",
-            "models_in_use": in_use.len(),
-            "listed": result.listed.len(),
-            "retired": result.retired.iter().map(|(m, _)| m).collect::<Vec<_>>(),
-        }),
-    );
+    let line = Level::Info
+        .line("probe")
+        .num("models_in_use", in_use.len() as u64)
+        .num("listed", result.listed.len() as u64)
+        .raw(
+            "retired",
+            &json::array(result.retired.iter().map(|(m, _)| json::string(m))),
+        )
+        .finish();
+    log.emit(Level::Info, line);
     result
 }
 
@@ -179,7 +180,12 @@ mod tests {
             "listed again: cleared"
         );
         assert!(matches!(book.availability("c", 11), Availability::Gone(_)));
-        let lines = log.0.borrow();
+        let lines: Vec<(Level, serde_json::Value)> = log
+            .0
+            .borrow()
+            .iter()
+            .map(|(level, line)| (*level, serde_json::from_str(line).unwrap()))
+            .collect();
         let retired = lines
             .iter()
             .find(|(_, l)| l["event"] == "model_retired")

@@ -2,9 +2,8 @@
 //! and makes sure a stream that breaks after its first event never ends as if it were whole:
 //! the caller gets an OpenAI-shaped error event and no `data: [DONE]`.
 
-use serde_json::json;
-
 use crate::completion::TokenCounts;
+use crate::json::JsonObject;
 use crate::log::{Level, Log};
 use crate::outcome::{redact_org_ids, GroqError};
 use crate::provider::{TransportError, UpstreamBody};
@@ -38,25 +37,22 @@ impl RequestSummary {
             (200, _) => Level::Warn,
             _ => Level::Info,
         };
-        log.emit(
-            level,
-            json!({
-                "level": level.as_str(),
-                "event": "request",
-                "request_id": self.request_id,
-                "task": self.task,
-                "client": self.client,
-                "model": self.model,
-                "outcome": outcome,
-                "status": status,
-                "attempts": self.attempts,
-                "fallback_used": self.attempts > 1,
-                "prompt_tokens": tokens.prompt_tokens,
-                "completion_tokens": tokens.completion_tokens,
-                "total_tokens": tokens.total_tokens,
-                "duration_ms": now_ms.saturating_sub(self.started_ms),
-            }),
-        );
+        let line = level
+            .line("request")
+            .str("request_id", &self.request_id)
+            .str("task", &self.task)
+            .opt_str("client", self.client.as_deref())
+            .opt_str("model", self.model.as_deref())
+            .str("outcome", outcome)
+            .num("status", u64::from(status))
+            .num("attempts", self.attempts as u64)
+            .bool("fallback_used", self.attempts > 1)
+            .opt_num("prompt_tokens", tokens.prompt_tokens)
+            .opt_num("completion_tokens", tokens.completion_tokens)
+            .opt_num("total_tokens", tokens.total_tokens)
+            .num("duration_ms", now_ms.saturating_sub(self.started_ms))
+            .finish();
+        log.emit(level, line);
     }
 }
 
@@ -165,9 +161,14 @@ impl StreamBreak {
                 self.code().to_string(),
             ),
         };
+        let error = JsonObject::new()
+            .str("message", &message)
+            .str("type", &kind)
+            .str("code", &code)
+            .finish();
         format!(
             "data: {}\n\n",
-            json!({"error": {"message": message, "type": kind, "code": code}})
+            JsonObject::new().raw("error", &error).finish()
         )
     }
 }

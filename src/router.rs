@@ -5,13 +5,11 @@
 
 use std::cell::RefCell;
 
-use serde::Serialize;
-use serde_json::json;
-
 use crate::chain::ModelChain;
 use crate::completion::{Completion, TokenCounts};
 use crate::error::ApiError;
 use crate::health::{Availability, HealthBook, SkipReason};
+use crate::json::{self, JsonObject};
 use crate::log::{Level, Log};
 use crate::outcome::{classify_error, redact_org_ids, retry_after_secs, GroqError, Outcome};
 use crate::provider::{Provider, TransportError, UpstreamBody, UpstreamCall};
@@ -19,17 +17,15 @@ use crate::request::ChatRequest;
 use crate::sse::SseScanner;
 
 /// One model tried for one request; shown to callers in `attempts` and in logs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub model: String,
     pub outcome: Outcome,
     /// Groq's HTTP status; `None` when there was no answer (timeout, connection error).
     pub status: Option<u16>,
     /// Groq's error `code`, when it sent one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// Why a model was skipped without a call.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<SkipReason>,
     pub duration_ms: u64,
 }
@@ -328,18 +324,6 @@ fn log_attempt(ctx: &RouteContext<'_>, number: usize, attempt: &Attempt) {
         Outcome::ProviderAuthFailed => Level::Error,
         _ => Level::Warn,
     };
-    let mut line = json!({
-        "level": level.as_str(),
-        "event": "attempt",
-        "request_id": ctx.request_id,
-        "task": ctx.task,
-        "model": attempt.model,
-        "attempt": number,
-        "outcome": attempt.outcome,
-        "status": attempt.status,
-        "error_code": attempt.code,
-        "duration_ms": attempt.duration_ms,
-    });
     let hint = match attempt.outcome {
         Outcome::ModelGone => Some(format!(
             "model `{}` is gone at Groq; remove or replace it in `MODEL_REGISTRY` / `DEFAULT_*_MODEL` / `FORCE_MODEL`",
@@ -348,8 +332,31 @@ fn log_attempt(ctx: &RouteContext<'_>, number: usize, attempt: &Attempt) {
         Outcome::ProviderAuthFailed => Some("Groq rejected `GROQ_API_KEY`; rotate the secret".to_string()),
         _ => None,
     };
-    if let Some(hint) = hint {
-        line["hint"] = json!(hint);
-    }
+    let line = level
+        .line("attempt")
+        .str("request_id", ctx.request_id)
+        .str("task", ctx.task)
+        .str("model", &attempt.model)
+        .num("attempt", number as u64)
+        .str("outcome", attempt.outcome.as_str())
+        .opt_num("status", attempt.status.map(u64::from))
+        .opt_str("error_code", attempt.code.as_deref())
+        .num("duration_ms", attempt.duration_ms)
+        .maybe(hint.as_deref(), |o, h| o.str("hint", h))
+        .finish();
     ctx.log.emit(level, line);
+}
+
+/// The attempts list as JSON, for answers and errors.
+pub fn attempts_json(attempts: &[Attempt]) -> String {
+    json::array(attempts.iter().map(|a| {
+        JsonObject::new()
+            .str("model", &a.model)
+            .str("outcome", a.outcome.as_str())
+            .opt_num("status", a.status.map(u64::from))
+            .maybe(a.code.as_deref(), |o, c| o.str("code", c))
+            .maybe(a.reason, |o, r| o.str("reason", r.as_str()))
+            .num("duration_ms", a.duration_ms)
+            .finish()
+    }))
 }

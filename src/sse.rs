@@ -2,10 +2,8 @@
 //! them. It hands back whole events as the bytes Groq sent, and notices what the relay must act
 //! on: `data: [DONE]`, an error event, and the token usage in the final chunk.
 
-use serde::Deserialize;
-use serde_json::Value;
-
 use crate::completion::TokenCounts;
+use crate::json;
 use crate::outcome::GroqError;
 
 /// What the scanner found in one batch of complete events.
@@ -146,18 +144,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 fn usage_of(data: &[u8]) -> Option<TokenCounts> {
-    #[derive(Deserialize)]
-    struct Chunk {
-        usage: Option<Value>,
-        x_groq: Option<XGroq>,
-    }
-    #[derive(Deserialize)]
-    struct XGroq {
-        usage: Option<Value>,
-    }
-    let chunk: Chunk = serde_json::from_slice(data).ok()?;
-    let usage = chunk.usage.or(chunk.x_groq.and_then(|x| x.usage))?;
-    Some(TokenCounts::from_usage(Some(&usage)))
+    let chunk = std::str::from_utf8(data).ok()?;
+    let usage = json::member(chunk, "usage")
+        .filter(|u| json::Kind::of(u) == json::Kind::Object)
+        .or_else(|| json::member(chunk, "x_groq").and_then(|x| json::member(x, "usage")))?;
+    Some(TokenCounts::from_usage(Some(usage)))
 }
 
 #[cfg(test)]

@@ -29,8 +29,9 @@ impl TaskType {
             .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
         {
             return Err(format!(
-                "task name `{}` contains {bad:?}; use lowercase letters, digits, `-` and `_`",
-                name.escape_default()
+                "task name `{}` contains `{}`; use lowercase letters, digits, `-` and `_`",
+                name.escape_default(),
+                bad.escape_default()
             ));
         }
         Ok(Self(name.to_string()))

@@ -13,7 +13,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
     console_error, console_log, console_warn, event, js_sys, web_sys, Context, Delay, Env, Headers,
-    KvStore, Request, Response, ResponseBuilder, Result, ScheduleContext, ScheduledEvent,
+    Request, Response, ResponseBuilder, Result, ScheduleContext, ScheduledEvent,
 };
 
 use crate::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
@@ -46,7 +46,7 @@ thread_local! {
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     console_error_panic_hook::set_once();
     let health = HEALTH.with(Rc::clone);
-    let kv = env.kv(HEALTH_KV_BINDING).ok();
+    let kv = HealthKv::from_env(&env);
     if let Some(kv) = &kv {
         // A new isolate reads the shared verdicts before routing; later refreshes happen after
         // the response, so no request waits on KV.
@@ -54,7 +54,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
             None => sync_shared(kv.clone(), health.clone()).await,
             Some(at) if now_ms().saturating_sub(at) > KV_SYNC_INTERVAL_MS => {
                 SYNCED_AT.with(|s| s.set(Some(now_ms())));
-                ctx.wait_until(sync_shared(kv.clone(), health.clone()));
+                ctx.wait_until(boxed(sync_shared(kv.clone(), health.clone())));
             }
             Some(_) => {}
         }
@@ -114,7 +114,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
 
     let learned = health.borrow_mut().take_unshared();
     if let (Some(kv), false, Ok(config)) = (kv, learned.is_empty(), &config) {
-        ctx.wait_until(share_gone(kv, learned, config.model_gone_ttl_ms));
+        ctx.wait_until(boxed(share_gone(kv, learned, config.model_gone_ttl_ms)));
     }
 
     match reply {
@@ -128,11 +128,11 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
             let pipe = web_sys::TransformStream::new()?;
             let writer = pipe.writable().get_writer()?;
             // `wait_until` keeps the relay running after the handler has returned the response.
-            ctx.wait_until(async move {
+            ctx.wait_until(boxed(async move {
                 relay
                     .run(&mut StreamWriter(writer), &now_ms, &ConsoleLog)
                     .await;
-            });
+            }));
             Ok(ResponseBuilder::new()
                 .with_status(head.status)
                 .with_headers(headers_of(&head)?)
@@ -204,7 +204,7 @@ impl RateLimiter for BindingLimiter {
             Err(_) => {
                 ConsoleLog.emit(
                     Level::Warn,
-                    serde_json::json!({"level": "warn", "event": "rate_limiter_unavailable"}),
+                    Level::Warn.line("rate_limiter_unavailable").finish(),
                 );
                 true
             }
@@ -221,7 +221,10 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let fail = |why: String| {
         log.emit(
             Level::Error,
-            serde_json::json!({"level": "error", "event": "probe_failed", "error": why}),
+            Level::Error
+                .line("probe_failed")
+                .str("error", &why)
+                .finish(),
         )
     };
     let config = match Config::load(&EnvBindings(&env)) {
@@ -245,7 +248,8 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     };
     let listed = match fetched.await {
         Ok((status, body)) => probe::listed_models(status, &body),
-        Err(e) => Err(format!("{e:?}")),
+        Err(TransportError::Timeout) => Err("timed out".to_string()),
+        Err(TransportError::Connection(why)) => Err(why),
     };
     let listed = match listed {
         Ok(listed) => listed,
@@ -253,78 +257,134 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     };
     let health = HEALTH.with(Rc::clone);
     let result = probe::apply(&config, &listed, &mut health.borrow_mut(), now_ms(), &log);
-    if let Ok(kv) = env.kv(HEALTH_KV_BINDING) {
+    if let Some(kv) = HealthKv::from_env(&env) {
         share_gone(kv.clone(), result.retired, config.model_gone_ttl_ms).await;
-        for (model, _) in read_gone(&kv).await.unwrap_or_default() {
+        for (model, _) in kv.read_gone().await.unwrap_or_default() {
             if result.listed.contains(&model) {
-                // Best effort: a failed delete leaves a verdict that expires on its own.
-                let _ = kv.delete(&format!("{GONE_KEY_PREFIX}{model}")).await;
+                kv.delete_gone(&model).await;
             }
         }
     }
 }
 
 /// Reads the shared verdicts into this isolate's memory.
-async fn sync_shared(kv: KvStore, health: Rc<RefCell<HealthBook>>) {
+async fn sync_shared(kv: HealthKv, health: Rc<RefCell<HealthBook>>) {
     SYNCED_AT.with(|s| s.set(Some(now_ms())));
-    if let Some(shared) = read_gone(&kv).await {
+    if let Some(shared) = kv.read_gone().await {
         health.borrow_mut().sync_shared(&shared, now_ms());
     }
 }
 
-/// The gone verdicts in KV; `None` if KV could not be read.
-async fn read_gone(kv: &KvStore) -> Option<Vec<(String, GoneVerdict)>> {
-    let list = kv
-        .list()
-        .prefix(GONE_KEY_PREFIX.to_string())
-        .execute()
-        .await
-        .ok()?;
-    let verdicts = list
-        .keys
-        .into_iter()
-        .filter_map(|key| {
-            let model = key.name.strip_prefix(GONE_KEY_PREFIX)?.to_string();
-            let meta = key.metadata.unwrap_or_default();
-            let verdict = GoneVerdict {
-                since_ms: meta
-                    .get("since_ms")
-                    .and_then(serde_json::Value::as_u64)
-                    .unwrap_or(0),
-                until_ms: key.expiration? * 1000,
-                reason: meta
-                    .get("reason")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("shared")
-                    .to_string(),
-            };
-            Some((model, verdict))
-        })
-        .collect();
-    Some(verdicts)
-}
-
 /// Writes gone verdicts to KV with an expiry, so every isolate learns them.
-async fn share_gone(kv: KvStore, verdicts: Vec<(String, GoneVerdict)>, ttl_ms: u64) {
+async fn share_gone(kv: HealthKv, verdicts: Vec<(String, GoneVerdict)>, ttl_ms: u64) {
     for (model, verdict) in verdicts {
-        let metadata = serde_json::json!({"since_ms": verdict.since_ms, "reason": verdict.reason});
-        let put = kv
-            .put(&format!("{GONE_KEY_PREFIX}{model}"), "gone")
-            .and_then(|p| {
-                p.expiration_ttl((ttl_ms / 1000).max(KV_MIN_TTL_S))
-                    .metadata(metadata)
-            });
-        let written = match put {
-            Ok(put) => put.execute().await.is_ok(),
-            Err(_) => false,
-        };
-        if !written {
-            ConsoleLog.emit(
-                Level::Warn,
-                serde_json::json!({"level": "warn", "event": "kv_write_failed", "model": model}),
-            );
+        if kv
+            .put_gone(&model, &verdict, (ttl_ms / 1000).max(KV_MIN_TTL_S))
+            .await
+            .is_err()
+        {
+            let line = Level::Warn
+                .line("kv_write_failed")
+                .str("model", &model)
+                .finish();
+            ConsoleLog.emit(Level::Warn, line);
         }
     }
+}
+
+/// The `MODEL_HEALTH` KV namespace, called through its JS methods (`list`, `put`, `delete`):
+/// `worker::KvStore` decodes listings through `serde_wasm_bindgen` into `serde_json::Value`,
+/// which would put both in the bundle for three small calls.
+#[derive(Clone)]
+struct HealthKv(JsValue);
+
+impl HealthKv {
+    fn from_env(env: &Env) -> Option<HealthKv> {
+        let binding =
+            js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(HEALTH_KV_BINDING)).ok()?;
+        binding.is_object().then_some(HealthKv(binding))
+    }
+
+    async fn call(&self, method: &str, args: &[JsValue]) -> std::result::Result<JsValue, JsValue> {
+        let function: js_sys::Function =
+            js_sys::Reflect::get(&self.0, &JsValue::from_str(method))?.dyn_into()?;
+        let args: js_sys::Array = args.iter().collect();
+        let promise: js_sys::Promise = function.apply(&self.0, &args)?.dyn_into()?;
+        JsFuture::from(promise).await
+    }
+
+    /// The gone verdicts in KV; `None` if KV could not be read.
+    async fn read_gone(&self) -> Option<Vec<(String, GoneVerdict)>> {
+        let options = object(&[("prefix", JsValue::from_str(GONE_KEY_PREFIX))]).ok()?;
+        let listing = self.call("list", &[options.into()]).await.ok()?;
+        let keys: js_sys::Array = get(&listing, "keys")?.dyn_into().ok()?;
+        let verdicts = keys
+            .iter()
+            .filter_map(|key| {
+                let name = get(&key, "name")?.as_string()?;
+                let model = name.strip_prefix(GONE_KEY_PREFIX)?.to_string();
+                let metadata = get(&key, "metadata");
+                let field = |f: &str| metadata.as_ref().and_then(|m| get(m, f));
+                let verdict = GoneVerdict {
+                    since_ms: field("since_ms").and_then(|v| v.as_f64()).unwrap_or(0.0) as u64,
+                    until_ms: get(&key, "expiration")?.as_f64()? as u64 * 1000,
+                    reason: field("reason")
+                        .and_then(|v| v.as_string())
+                        .unwrap_or_else(|| "shared".to_string()),
+                };
+                Some((model, verdict))
+            })
+            .collect();
+        Some(verdicts)
+    }
+
+    async fn put_gone(
+        &self,
+        model: &str,
+        verdict: &GoneVerdict,
+        ttl_s: u64,
+    ) -> std::result::Result<(), JsValue> {
+        let metadata = object(&[
+            ("since_ms", JsValue::from_f64(verdict.since_ms as f64)),
+            ("reason", JsValue::from_str(&verdict.reason)),
+        ])?;
+        let options = object(&[
+            ("expirationTtl", JsValue::from_f64(ttl_s as f64)),
+            ("metadata", metadata.into()),
+        ])?;
+        let key = JsValue::from_str(&format!("{GONE_KEY_PREFIX}{model}"));
+        self.call("put", &[key, JsValue::from_str("gone"), options.into()])
+            .await
+            .map(drop)
+    }
+
+    async fn delete_gone(&self, model: &str) {
+        let key = JsValue::from_str(&format!("{GONE_KEY_PREFIX}{model}"));
+        // Best effort: a verdict left behind expires on its own.
+        let _ = self.call("delete", &[key]).await;
+    }
+}
+
+fn get(object: &JsValue, field: &str) -> Option<JsValue> {
+    js_sys::Reflect::get(object, &JsValue::from_str(field))
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+fn object(fields: &[(&str, JsValue)]) -> std::result::Result<js_sys::Object, JsValue> {
+    let object = js_sys::Object::new();
+    for (name, value) in fields {
+        js_sys::Reflect::set(&object, &JsValue::from_str(name), value)?;
+    }
+    Ok(object)
+}
+
+/// Every background task as one type: each distinct future given to `wait_until` would otherwise
+/// get its own copy of the promise glue in the bundle.
+fn boxed(
+    future: impl Future<Output = ()> + 'static,
+) -> std::pin::Pin<Box<dyn Future<Output = ()>>> {
+    Box::pin(future)
 }
 
 fn now_ms() -> u64 {
@@ -379,21 +439,20 @@ impl Bindings for EnvBindings<'_> {
         if let Some(text) = value.as_string() {
             return Some(BindingValue::Text(text));
         }
-        // Objects, numbers and booleans from `[vars]`: through JSON, which the core understands.
+        // Tables from `[vars]` as their JSON text; numbers and booleans as the text they read as.
         let json = js_sys::JSON::stringify(&value).ok()?.as_string()?;
-        match serde_json::from_str::<serde_json::Value>(&json).ok()? {
-            serde_json::Value::Number(n) => Some(BindingValue::Text(n.to_string())),
-            serde_json::Value::Bool(b) => Some(BindingValue::Text(b.to_string())),
-            other => Some(BindingValue::Json(other)),
-        }
+        Some(if value.is_object() {
+            BindingValue::Json(json)
+        } else {
+            BindingValue::Text(json)
+        })
     }
 }
 
 struct ConsoleLog;
 
 impl Log for ConsoleLog {
-    fn emit(&self, level: Level, line: serde_json::Value) {
-        let line = line.to_string();
+    fn emit(&self, level: Level, line: String) {
         match level {
             Level::Info => console_log!("{line}"),
             Level::Warn => console_warn!("{line}"),
@@ -402,8 +461,10 @@ impl Log for ConsoleLog {
     }
 }
 
-fn connection_error(e: impl std::fmt::Debug) -> TransportError {
-    TransportError::Connection(format!("{e:?}"))
+/// The JS error itself is not kept: formatting it would link `Debug` machinery into the bundle
+/// for a message no caller sees.
+fn connection_error<E>(_: E) -> TransportError {
+    TransportError::Connection("the fetch to Groq failed".to_string())
 }
 
 /// Awaits a JS promise for at most `timeout_ms`; on timeout aborts the fetch behind it.

@@ -155,10 +155,7 @@ fn chain_building_table() {
 #[test]
 fn registry_as_a_wrangler_table_and_as_a_json_string_agree() {
     let mut as_table: BTreeMap<&str, BindingValue> = BTreeMap::new();
-    as_table.insert(
-        "MODEL_REGISTRY",
-        BindingValue::Json(serde_json::from_str(REGISTRY).unwrap()),
-    );
+    as_table.insert("MODEL_REGISTRY", BindingValue::Json(REGISTRY.to_string()));
     let from_table = Config::load(&as_table).unwrap();
     let from_text = Config::load(&bindings(&[("MODEL_REGISTRY", REGISTRY)])).unwrap();
     assert_eq!(from_table.registry, from_text.registry);
@@ -167,7 +164,10 @@ fn registry_as_a_wrangler_table_and_as_a_json_string_agree() {
         vec!["code-review", "fast", "reasoning"]
     );
     // A JSON string inside a JSON value (what some dashboards store) works too.
-    as_table.insert("MODEL_REGISTRY", BindingValue::Json(json!(REGISTRY)));
+    as_table.insert(
+        "MODEL_REGISTRY",
+        BindingValue::Json(json!(REGISTRY).to_string()),
+    );
     assert_eq!(
         Config::load(&as_table).unwrap().registry,
         from_text.registry
@@ -353,7 +353,10 @@ fn every_problem_is_reported_not_just_the_first() {
 #[test]
 fn an_object_where_text_belongs_is_refused() {
     let mut b = bindings(&[("MODEL_REGISTRY", REGISTRY)]);
-    b.insert("FORCE_MODEL", BindingValue::Json(json!({"model": "x"})));
+    b.insert(
+        "FORCE_MODEL",
+        BindingValue::Json(json!({"model": "x"}).to_string()),
+    );
     let errors = Config::load(&b).unwrap_err();
     assert_eq!(errors[0].binding, "FORCE_MODEL");
     assert!(errors[0].message.contains("must be a string"));

@@ -66,7 +66,7 @@ fn run_with(
         response,
         body,
         calls: provider.models_called(),
-        log: log.0.into_inner(),
+        log: parsed(log),
     }
 }
 

@@ -58,14 +58,7 @@ fn send<L: RateLimiter>(
     let Reply::Full(response) = block_on(handle(req, &config, &provider, limiter, &env)) else {
         panic!("no stream was asked for")
     };
-    let logged = serde_json::to_string(
-        &log.0
-            .borrow()
-            .iter()
-            .map(|(_, l)| l.clone())
-            .collect::<Vec<Value>>(),
-    )
-    .unwrap();
+    let logged: String = log.0.borrow().iter().map(|(_, l)| l.as_str()).collect();
     assert!(
         !logged.contains("ck_web_secret") && !logged.contains("gsk_provider_secret"),
         "a key leaked into logs"
@@ -379,7 +372,7 @@ fn parameter_checks_name_the_field() {
         ),
         (
             r#"{"messages":[{"role":7,"content":"a"}]}"#.to_string(),
-            "messages[0]",
+            "messages[0].role",
         ),
     ];
     for (body, param) in cases {

@@ -67,7 +67,7 @@ fn run(provider: ScriptedProvider, method: &str, path: &str, body: &str) -> Run 
         streamed,
         closed,
         calls: provider.models_called(),
-        log: log.0.into_inner(),
+        log: parsed(log),
     }
 }
 

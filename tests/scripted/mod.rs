@@ -239,6 +239,20 @@ pub fn bytes(text: &str, ms: u64) -> Step {
     Step::Bytes(text.as_bytes().to_vec(), ms)
 }
 
+/// The lines a `MemoryLog` collected, each parsed as the JSON object it must be.
+pub fn parsed(log: task_router::log::MemoryLog) -> Vec<(task_router::log::Level, Value)> {
+    log.0
+        .into_inner()
+        .into_iter()
+        .map(|(level, line)| {
+            (
+                level,
+                serde_json::from_str(&line).expect("a log line is one JSON object"),
+            )
+        })
+        .collect()
+}
+
 /// Bindings as a test writes them: text values, except `MODEL_REGISTRY` given as JSON.
 pub fn bindings(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, BindingValue> {
     pairs

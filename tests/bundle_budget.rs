@@ -1,0 +1,49 @@
+//! The Worker bundle budget: what `wrangler deploy --dry-run` would upload must stay within
+//! 125 KiB gzip — twice the thinnest pass-through workers-rs Worker built with the same toolchain
+//! and profile (62.6 KiB gzip). Bundle size is startup time and upload limits for every isolate.
+//!
+//! Run: `cargo test --test bundle_budget` (builds the bundle like the end-to-end suites).
+
+mod support;
+
+use std::process::Command;
+
+const BUDGET_KIB: f64 = 125.0;
+
+#[test]
+fn the_deployable_bundle_stays_within_its_gzip_budget() {
+    support::worker::ensure_built();
+    let out_dir = std::env::temp_dir().join(format!("task-router-dry-run-{}", std::process::id()));
+    let output = Command::new(support::worker::manifest_dir().join("node_modules/.bin/wrangler"))
+        .args(["deploy", "--dry-run", "--outdir"])
+        .arg(&out_dir)
+        .current_dir(support::worker::manifest_dir())
+        .env("TASK_ROUTER_PREBUILT", "1")
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run wrangler deploy --dry-run");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "wrangler deploy --dry-run failed:\n{printed}"
+    );
+    // `Total Upload: 293.77 KiB / gzip: 114.37 KiB`
+    let gzip_kib: f64 = printed
+        .lines()
+        .find_map(|l| l.split("gzip: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `gzip:` size in wrangler's output:\n{printed}"));
+    eprintln!("bundle: {gzip_kib} KiB gzip (budget {BUDGET_KIB} KiB)");
+    assert!(
+        gzip_kib <= BUDGET_KIB,
+        "the bundle is {gzip_kib} KiB gzip, over the {BUDGET_KIB} KiB budget"
+    );
+}

@@ -26,16 +26,10 @@ pub struct TokenCounts {
 impl TokenCounts {
     /// Reads the counts from a `usage` object; anything else counts as none.
     pub fn from_usage(usage: Option<&str>) -> TokenCounts {
-        let Some(members) = usage.and_then(|u| json::members(u).ok()) else {
+        let Some(usage) = usage.and_then(|u| json::Object::parse(u).ok()) else {
             return TokenCounts::default();
         };
-        let count = |name: &str| {
-            members
-                .iter()
-                .rev()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| json::as_u64(v))
-        };
+        let count = |name: &str| usage.get(name).and_then(json::as_u64);
         TokenCounts {
             prompt_tokens: count("prompt_tokens"),
             completion_tokens: count("completion_tokens"),
@@ -58,14 +52,8 @@ impl Completion {
     /// else (an HTML portal page, a model list) is an upstream failure, not an answer.
     pub fn parse(body: &[u8]) -> Option<Completion> {
         let body = std::str::from_utf8(body).ok()?;
-        let object = json::members(body).ok()?;
-        let get = |name: &str| {
-            object
-                .iter()
-                .rev()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| *v)
-        };
+        let object = json::Object::parse(body).ok()?;
+        let get = |name: &str| object.get(name);
         if present(get("object"))
             .is_some_and(|o| json::as_str(o).as_deref() != Some("chat.completion"))
         {

@@ -556,12 +556,25 @@ pub fn items(text: &str) -> Result<Vec<&str>, JsonError> {
 
 /// The last member named `key` of the object `text`, raw; `None` if absent or not an object.
 pub fn member<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    members(text)
-        .ok()?
-        .into_iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
+    Object::parse(text).ok()?.get(key)
+}
+
+/// An object's members, looked up by name; the last of duplicate names wins.
+pub struct Object<'a>(pub Vec<(std::borrow::Cow<'a, str>, &'a str)>);
+
+impl<'a> Object<'a> {
+    pub fn parse(text: &'a str) -> Result<Object<'a>, JsonError> {
+        members(text).map(Object)
+    }
+
+    /// The raw value of `name` (`null` included); `None` when absent.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+    }
 }
 
 /// The string a raw JSON value holds; `None` unless it is a valid JSON string.

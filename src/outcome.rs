@@ -88,14 +88,8 @@ impl GroqError {
     pub fn from_body(body: &[u8]) -> Option<GroqError> {
         let body = std::str::from_utf8(body).ok()?;
         let error = json::member(body, "error").filter(|e| Kind::of(e) == Kind::Object)?;
-        let members = json::members(error).ok()?;
-        let get = |name: &str| {
-            members
-                .iter()
-                .rev()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| *v)
-        };
+        let members = json::Object::parse(error).ok()?;
+        let get = |name: &str| members.get(name);
         let text = |name: &str| get(name).and_then(json::as_str).map(|s| s.into_owned());
         Some(GroqError {
             message: text("message"),

@@ -26,17 +26,12 @@ pub struct ChatRequest {
 }
 
 /// The body's members, the last of each name winning (as in every common JSON parser).
-struct Fields<'a>(Vec<(Cow<'a, str>, &'a str)>);
+struct Fields<'a>(json::Object<'a>);
 
 impl<'a> Fields<'a> {
     /// The raw value of `name`; `None` when absent or `null`.
     fn get(&self, name: &str) -> Option<&'a str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| *v)
-            .filter(|v| Kind::of(v) != Kind::Null)
+        self.0.get(name).filter(|v| Kind::of(v) != Kind::Null)
     }
 
     /// The value read by `read`, or a 400 naming the field saying it must be `expected`.
@@ -99,7 +94,7 @@ impl ChatRequest {
         }
         let text = std::str::from_utf8(body)
             .map_err(|_| ApiError::bad_json("the request body is not valid UTF-8"))?;
-        let fields = Fields(json::members(text).map_err(|e| match e.what {
+        let fields = Fields(json::Object::parse(text).map_err(|e| match e.what {
             "expected an object" => ApiError::bad_json("the request body must be a JSON object"),
             "nested too deeply" => ApiError::bad_json(format!(
                 "the request body is nested deeper than {} levels ({e})",
@@ -108,7 +103,7 @@ impl ChatRequest {
             _ => ApiError::bad_json(format!("the request body is not valid JSON: {e}")),
         })?);
 
-        if fields.0.iter().any(|(k, _)| k == "model") && !model_field_allowed {
+        if fields.0.get("model").is_some() && !model_field_allowed {
             return Err(ApiError::invalid_field(
                 "model",
                 "`model` is not accepted: the router picks the model for the task in the URL",
@@ -170,7 +165,8 @@ impl ChatRequest {
         )?;
 
         let mut joined = String::with_capacity(body.len());
-        for (key, value) in &fields.0 {
+        let Fields(object) = &fields;
+        for (key, value) in &object.0 {
             if key == "model" {
                 continue;
             }
@@ -293,7 +289,7 @@ fn check_messages(raw: &str) -> Result<(), ApiError> {
 fn check_message(i: usize, raw: &str) -> Result<(), ApiError> {
     let field = |name: &str| format!("messages[{i}].{name}");
     let members = match Kind::of(raw) {
-        Kind::Object => json::members(raw).ok(),
+        Kind::Object => json::Object::parse(raw).ok(),
         _ => None,
     }
     .map(Fields)

@@ -38,6 +38,9 @@ const KV_MIN_TTL_S: u64 = 60;
 thread_local! {
     /// Model health memory for the life of this isolate (Workers run one thread per isolate).
     static HEALTH: Rc<RefCell<HealthBook>> = Rc::default();
+    /// The parsed configuration: bindings are fixed for an isolate's life (changing a var or a
+    /// secret deploys a new version, served by new isolates), so they are read and validated once.
+    static CONFIG: std::cell::OnceCell<Rc<ConfigResult>> = const { std::cell::OnceCell::new() };
     /// When this isolate last read the shared verdicts from KV.
     static SYNCED_AT: Cell<Option<u64>> = const { Cell::new(None) };
 }
@@ -72,19 +75,18 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     let url = req.inner().url();
     let path = path_of(&url);
 
-    let config = Config::load(&EnvBindings(&env));
+    let config = config_of(&env);
+    let config = config.as_ref();
     let max_bytes = config
         .as_ref()
         .map_or(DEFAULT_MAX_REQUEST_BYTES, |c| c.max_request_bytes);
-    let (body, body_too_large) = match method.as_str() {
-        "GET" | "HEAD" | "OPTIONS" => (Vec::new(), false),
+    let declared = content_length.and_then(|l| l.trim().parse::<u64>().ok());
+    let (body, body_too_large) = match (method.as_str(), declared) {
+        ("GET" | "HEAD" | "OPTIONS", _) => (Vec::new(), false),
         // A declared size over the limit is refused without reading a byte.
-        _ if content_length
-            .and_then(|l| l.trim().parse::<u64>().ok())
-            .is_some_and(|l| l > max_bytes) =>
-        {
-            (Vec::new(), true)
-        }
+        (_, Some(length)) if length > max_bytes => (Vec::new(), true),
+        // Within the limit: one read, one copy (the runtime holds the body to its length).
+        (_, Some(_)) => (read_whole(&req).await, false),
         _ => read_limited(&mut req, max_bytes).await,
     };
 
@@ -100,7 +102,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
             body: &body,
             body_too_large,
         },
-        &config,
+        config,
         &GroqFetch,
         &limiter,
         &RequestEnv {
@@ -113,7 +115,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     .await;
 
     let learned = health.borrow_mut().take_unshared();
-    if let (Some(kv), false, Ok(config)) = (kv, learned.is_empty(), &config) {
+    if let (Some(kv), false, Ok(config)) = (kv, learned.is_empty(), config) {
         ctx.wait_until(boxed(share_gone(kv, learned, config.model_gone_ttl_ms)));
     }
 
@@ -138,6 +140,26 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
                 .with_headers(headers_of(&head)?)
                 .stream(pipe.readable()))
         }
+    }
+}
+
+type ConfigResult = std::result::Result<Config, Vec<crate::config::ConfigError>>;
+
+fn config_of(env: &Env) -> Rc<ConfigResult> {
+    CONFIG.with(|c| {
+        c.get_or_init(|| Rc::new(Config::load(&EnvBindings(env))))
+            .clone()
+    })
+}
+
+/// The whole request body; empty if it cannot be read (the parser then answers 400).
+async fn read_whole(req: &Request) -> Vec<u8> {
+    let Ok(promise) = req.inner().array_buffer() else {
+        return Vec::new();
+    };
+    match JsFuture::from(promise).await {
+        Ok(buffer) => js_sys::Uint8Array::new(&buffer).to_vec(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -227,7 +249,8 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
                 .finish(),
         )
     };
-    let config = match Config::load(&EnvBindings(&env)) {
+    let config = config_of(&env);
+    let config = match config.as_ref() {
         Ok(config) => config,
         Err(errors) => {
             return fail(format!(
@@ -256,7 +279,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Err(why) => return fail(why),
     };
     let health = HEALTH.with(Rc::clone);
-    let result = probe::apply(&config, &listed, &mut health.borrow_mut(), now_ms(), &log);
+    let result = probe::apply(config, &listed, &mut health.borrow_mut(), now_ms(), &log);
     if let Some(kv) = HealthKv::from_env(&env) {
         share_gone(kv.clone(), result.retired, config.model_gone_ttl_ms).await;
         for (model, _) in kv.read_gone().await.unwrap_or_default() {
@@ -509,7 +532,8 @@ async fn fetch_groq(
         headers
             .set("content-type", "application/json")
             .map_err(connection_error)?;
-        init.set_body(&JsValue::from_str(body));
+        // As bytes: a JS string would be decoded to UTF-16 and re-encoded by `fetch`.
+        init.set_body(&js_sys::Uint8Array::from(body.as_bytes()));
     }
     init.set_headers(&headers);
     init.set_signal(Some(&abort.signal()));

@@ -110,6 +110,12 @@ impl<B: UpstreamBody> StreamRelay<B> {
         };
         sink.close().await;
         summary.log(log, now_ms(), outcome, 200, usage.unwrap_or_default());
+        if done {
+            // Read what follows `[DONE]` (normally just the end) after the caller has its answer:
+            // a body left unread keeps the runtime from reusing the connection to Groq, and
+            // every stream would then pay a new TLS handshake.
+            while let Ok(Some(_)) = body.next_chunk(idle_timeout_ms).await {}
+        }
     }
 }
 

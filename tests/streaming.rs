@@ -27,6 +27,8 @@ struct Run {
     closed: bool,
     calls: Vec<String>,
     log: Vec<(Level, Value)>,
+    /// The last upstream body was read to its end (so the connection can be reused).
+    drained: bool,
 }
 
 fn run(provider: ScriptedProvider, method: &str, path: &str, body: &str) -> Run {
@@ -68,6 +70,7 @@ fn run(provider: ScriptedProvider, method: &str, path: &str, body: &str) -> Run 
         closed,
         calls: provider.models_called(),
         log: parsed(log),
+        drained: provider.last_body_read_to_end.get(),
     }
 }
 
@@ -91,6 +94,8 @@ fn a_stream_is_relayed_byte_for_byte_with_usage_logged() {
         bytes(ROLE, 100),
         bytes(HELLO, 10),
         bytes(&format!("{FINAL}{DONE}"), 10),
+        // Bytes after `[DONE]` (here a trailing comment) are read but never relayed.
+        bytes(": end\n\n", 1),
     ];
     let r = run(
         ScriptedProvider::new().on("m1", Script::Stream(steps), 50),
@@ -105,6 +110,10 @@ fn a_stream_is_relayed_byte_for_byte_with_usage_logged() {
     assert_eq!(r.head.header("x-task-type"), Some("fast"));
     assert_eq!(r.body, format!("{ROLE}{HELLO}{FINAL}{DONE}"));
     assert!(r.closed);
+    assert!(
+        r.drained,
+        "the upstream body is read to its end so its connection can be reused"
+    );
     assert_eq!(r.calls, vec!["m1"]);
     let line = request_line(&r);
     assert_eq!(line["outcome"], "ok");

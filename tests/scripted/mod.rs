@@ -116,6 +116,8 @@ pub struct ScriptedProvider {
     scripts: BTreeMap<String, (Script, u64)>,
     pub calls: RefCell<Vec<Call>>,
     pub clock: Rc<Cell<u64>>,
+    /// Whether the last body handed out was read to its end.
+    pub last_body_read_to_end: Rc<Cell<bool>>,
 }
 
 impl ScriptedProvider {
@@ -162,9 +164,11 @@ impl Provider for ScriptedProvider {
             .unwrap_or_else(|| panic!("no script for model {}", call.model));
         self.clock
             .set(self.clock.get() + latency.min(call.timeout_ms));
+        self.last_body_read_to_end.set(false);
         let body = |steps: Vec<Step>| ScriptedBody {
             steps: steps.into(),
             clock: self.clock.clone(),
+            read_to_end: self.last_body_read_to_end.clone(),
         };
         match script {
             Script::Reply(r) => {
@@ -191,12 +195,16 @@ impl Provider for ScriptedProvider {
 pub struct ScriptedBody {
     steps: VecDeque<Step>,
     clock: Rc<Cell<u64>>,
+    read_to_end: Rc<Cell<bool>>,
 }
 
 impl UpstreamBody for ScriptedBody {
     async fn next_chunk(&mut self, timeout_ms: u64) -> Result<Option<Vec<u8>>, TransportError> {
         match self.steps.pop_front() {
-            None => Ok(None),
+            None => {
+                self.read_to_end.set(true);
+                Ok(None)
+            }
             Some(Step::Fail(e)) => Err(e),
             Some(Step::Bytes(_, latency)) if latency > timeout_ms => {
                 self.clock.set(self.clock.get() + timeout_ms);

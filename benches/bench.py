@@ -1,0 +1,966 @@
+#!/usr/bin/env python3
+"""The router against the thinnest pass-through Worker, both under `wrangler dev` (workerd), both
+calling the canned upstream `benches/upstream.py` on 127.0.0.1.
+
+Run from anywhere (the whole run takes about 7 minutes on 2 cores; `--quick` about 2):
+
+    python3 benches/bench.py            # or: python3 benches/bench.py --quick
+
+It builds the router (`sh scripts/build.sh`) and the pass-through fixture (`benches/passthrough`),
+reads both bundles' sizes from `wrangler deploy --dry-run`, starts the upstream and one
+`wrangler dev` per Worker on free 127.0.0.1 ports, checks every scenario answers as it should,
+warms up, then runs `wrk -t1 -c16 --latency` over every scenario in turn, round after round, so
+each router scenario alternates with its pass-through twin. It also times N sequential requests
+per scenario on one keep-alive connection (first body byte and whole answer, unloaded), and reads
+from /proc the CPU time per request of the Worker's own workerd, of wrangler's proxy workerd and
+node process, of the upstream and of wrk. The Markdown report goes to stdout and to
+`benches/results.md`; progress goes to stderr.
+
+`wrangler dev` always attaches its DevTools inspector, which under load costs more CPU than the
+Worker itself (four inspector events per outbound fetch and one per `console.log`, each forwarded
+to node and written to wrangler's debug log). `--no-inspector` starts the same dev server through
+wrangler's API without it (`benches/dev_server.mjs`); `--direct` loads the Worker's own workerd
+socket, skipping wrangler's ProxyWorker. The core's own CPU cost is `cargo bench --bench core`.
+
+Every process it starts runs in its own process group and is stopped (TERM, then KILL) on exit,
+on failure and on Ctrl-C. Only 127.0.0.1 is used. Needs Python 3.11+ (stdlib only), node/npm,
+the Rust toolchain and `wrk` (installed with apt-get when missing and running as root).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHES = ROOT / "benches"
+FIXTURE = BENCHES / "passthrough"
+WRANGLER = ROOT / "node_modules" / ".bin" / "wrangler"
+STARTUP_TIMEOUT_S = 120
+TERM_GRACE_S = 3.0
+
+PROVIDER_KEY = "gsk_bench_provider_key"
+CLIENT_KEY = "ck_bench_client_key"
+MODEL_REGISTRY = '{"fast":["ok-a"],"gonefirst":["gone-a","ok-a"]}'
+MAX_REQUEST_BYTES = 4 << 20
+BIG_BODY_BYTES = 1 << 20
+
+# Like tests/support/worker.rs: no metrics, no banner, no `Request.cf` fetch from the internet,
+# no `.env` / process environment leaking into bindings.
+WRANGLER_ENV = {
+    "WRANGLER_SEND_METRICS": "false",
+    "CI": "true",
+    "WRANGLER_HIDE_BANNER": "true",
+    "CLOUDFLARE_CF_FETCH_ENABLED": "false",
+    "CLOUDFLARE_LOAD_DEV_VARS_FROM_DOT_ENV": "false",
+    "CLOUDFLARE_INCLUDE_PROCESS_ENV": "false",
+    "FORCE_COLOR": "0",
+    "NO_COLOR": "1",
+}
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = os.getenv("BENCH_AUTH")
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.body = f:read("*a")
+f:close()
+"""
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+class Processes:
+    """Every child, each in its own process group, stopped together."""
+
+    def __init__(self) -> None:
+        self.children: list = []
+
+    def start(self, args, **kwargs) -> subprocess.Popen:
+        child = subprocess.Popen(args, process_group=0, stdin=subprocess.DEVNULL, **kwargs)
+        self.children.append(child)
+        return child
+
+    @staticmethod
+    def group_alive(pgid: int) -> bool:
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+
+    def stop(self, child: subprocess.Popen) -> None:
+        pgid = child.pid  # process_group=0: the child leads its own group
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + TERM_GRACE_S
+            while time.monotonic() < deadline:
+                child.poll()
+                if not self.group_alive(pgid):
+                    break
+                time.sleep(0.05)
+            else:
+                continue
+            break
+        try:
+            child.wait(timeout=TERM_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        if child in self.children:
+            self.children.remove(child)
+
+    def stop_all(self) -> None:
+        for child in reversed(list(self.children)):
+            self.stop(child)
+
+
+def on_signal(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_checked(args, cwd: Path, env=None, what: str = "") -> str:
+    log(f"$ {' '.join(shlex.quote(str(a)) for a in args)}  (in {cwd})")
+    done = subprocess.run(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout)
+        raise SystemExit(f"bench: {what or args[0]} failed with exit code {done.returncode}")
+    return done.stdout
+
+
+def free_port(taken: set) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+# ---------------------------------------------------------------------------------------------
+# Tools, builds, bundle sizes
+
+
+def ensure_tools() -> None:
+    if shutil.which("wrk") is None:
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            raise SystemExit("bench: `wrk` is missing; install it (Debian: apt-get install -y wrk)")
+        log("bench: installing wrk with apt-get")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        run_checked(["apt-get", "update", "-qq"], ROOT, env, "apt-get update")
+        run_checked(["apt-get", "install", "-y", "-qq", "wrk"], ROOT, env, "apt-get install wrk")
+    if not WRANGLER.exists():
+        run_checked(["npm", "ci", "--no-audit", "--no-fund"], ROOT, None, "npm ci")
+
+
+def wrangler_env(prebuilt: bool) -> dict:
+    env = dict(os.environ, **WRANGLER_ENV)
+    env.pop("TASK_ROUTER_PREBUILT", None)
+    if prebuilt:
+        env["TASK_ROUTER_PREBUILT"] = "1"
+    return env
+
+
+def dry_run_size(cwd: Path, outdir: Path, prebuilt: bool) -> tuple:
+    """Runs `wrangler deploy --dry-run` (which runs the `[build] command`) and reads its
+    `Total Upload: X KiB / gzip: Y KiB` line."""
+    env = dict(wrangler_env(prebuilt), WRANGLER_LOG_PATH=str(outdir.parent / "dry-run-wrangler-logs"))
+    out = run_checked([str(WRANGLER), "deploy", "--dry-run", "--outdir", str(outdir)], cwd, env,
+                      f"wrangler deploy --dry-run in {cwd}")
+    m = re.search(r"Total Upload:\s*([\d.]+ \w+)\s*/\s*gzip:\s*([\d.]+ \w+)", out)
+    if not m:
+        raise SystemExit(f"bench: no `Total Upload` line in the dry run of {cwd}:\n{out}")
+    return m.group(1), m.group(2)
+
+
+def build_all(tmp: Path, skip_build: bool) -> dict:
+    if not skip_build:
+        # `TASK_ROUTER_PREBUILT` would turn the build into a no-op and bench a stale bundle.
+        run_checked(["sh", "scripts/build.sh"], ROOT, wrangler_env(prebuilt=False), "scripts/build.sh")
+    sizes = {"router": dry_run_size(ROOT, tmp / "dry-router", prebuilt=True)}
+    # The fixture's `[build] command` builds it (after build.sh installed the tools it reuses).
+    sizes["passthrough"] = dry_run_size(FIXTURE, tmp / "dry-passthrough", prebuilt=skip_build)
+    return sizes
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers under `wrangler dev`
+
+
+def dev_config(source: Path, tmp: Path, name: str, replacements: list) -> Path:
+    """A copy of `source` for `wrangler dev` in `tmp`: absolute `main`, no `[build]` (the bench
+    has built already), plus `replacements`; `.wrangler/` state lands in `tmp`, not the tree."""
+    text = source.read_text()
+    main = re.search(r'^main = "([^"]+)"$', text, re.M)
+    if not main:
+        raise SystemExit(f"bench: no `main = \"...\"` line in {source}")
+    text = text.replace(main.group(0), f'main = "{(source.parent / main.group(1)).resolve()}"')
+    text, n = re.subn(r"(?ms)^\[build\]\n.*?(?=^\[\[?[\w.]+\]\]?[ \t]*$|\Z)", "", text)
+    if n != 1:
+        raise SystemExit(f"bench: expected one `[build]` table in {source}")
+    for old, new in replacements:
+        if old not in text:
+            raise SystemExit(f"bench: {source} has no {old!r} to replace")
+        text = text.replace(old, new)
+    folder = tmp / name
+    folder.mkdir()
+    path = folder / "wrangler.toml"
+    path.write_text(text)
+    return path
+
+
+@dataclass
+class Worker:
+    name: str
+    port: int  # wrangler dev's public port (its ProxyWorker)
+    child: subprocess.Popen
+    log_path: Path
+    debug_log_dir: Path  # WRANGLER_LOG_PATH: wrangler's debug log, kept out of ~/.config
+    target_port: int = 0  # the port the bench loads: `port`, or with --direct the Worker's own socket
+
+    def logs_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def start_worker(procs: Processes, name: str, config: Path, vars_: dict, ports: set, tmp: Path,
+                 inspector: bool = True) -> Worker:
+    """`wrangler dev` for `config`; with `inspector=False`, the same dev server started through
+    wrangler's API without its DevTools inspector (`benches/dev_server.mjs`)."""
+    port, inspector_port = free_port(ports), free_port(ports)
+    if inspector:
+        args = [str(WRANGLER), "dev", "--config", str(config), "--ip", "127.0.0.1", "--port", str(port),
+                "--inspector-port", str(inspector_port), "--log-level", "log",
+                "--show-interactive-dev-session=false"]
+    else:
+        args = ["node", str(BENCHES / "dev_server.mjs"), "--config", str(config), "--port", str(port)]
+    for key, value in vars_.items():
+        args += ["--var", f"{key}:{value}"]
+    log_path = tmp / f"{name}.log"
+    debug_log_dir = tmp / f"{name}-wrangler-logs"
+    env = dict(wrangler_env(prebuilt=True), WRANGLER_LOG_PATH=str(debug_log_dir))
+    out = open(log_path, "wb")
+    child = procs.start(args, cwd=config.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    return Worker(name, port, child, log_path, debug_log_dir, target_port=port)
+
+
+def user_worker_port(worker: Worker) -> int:
+    """The Worker's own workerd socket, behind wrangler's ProxyWorker: wrangler's debug log
+    records it as `userWorkerUrl` once the Worker is loaded."""
+    deadline = time.monotonic() + 30
+    pattern = re.compile(r'"userWorkerUrl":\{"protocol":"http:","hostname":"127\.0\.0\.1","port":"(\d+)"')
+    while time.monotonic() < deadline:
+        found = []
+        for path in sorted(worker.debug_log_dir.glob("*.log")):
+            found += pattern.findall(path.read_text(errors="replace"))
+        if found:
+            return int(found[-1])
+        time.sleep(0.2)
+    raise SystemExit(f"bench: no `userWorkerUrl` in wrangler's debug log for {worker.name} (--direct)")
+
+
+def wait_ready(worker: Worker, path: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if worker.child.poll() is not None:
+            raise SystemExit(f"bench: wrangler dev ({worker.name}) exited with {worker.child.returncode}:\n"
+                             f"{worker.logs_tail()}")
+        try:
+            with HttpConnection(worker.port, timeout=10) as conn:
+                conn.request("GET", path, {}, b"")
+            return
+        except (OSError, HttpError):
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: {worker.name} did not answer on port {worker.port} within "
+                             f"{STARTUP_TIMEOUT_S} s:\n{worker.logs_tail()}")
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------------------------------------
+# A small HTTP/1.1 client that reports when the first body byte arrived
+
+
+class HttpError(Exception):
+    pass
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict
+    body: bytes
+    first_byte_s: float  # request sent → first body byte
+    total_s: float  # request sent → whole answer
+
+
+class HttpConnection:
+    def __init__(self, port: int, timeout: float = 30):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.port = port
+        self.buf = b""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+    def _recv(self) -> None:
+        data = self.sock.recv(1 << 16)
+        if not data:
+            raise HttpError("connection closed")
+        self.buf += data
+
+    def request(self, method: str, path: str, headers: dict, body: bytes) -> Answer:
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+        for k, v in headers.items():
+            head += f"{k}: {v}\r\n"
+        if body or method == "POST":
+            head += f"Content-Length: {len(body)}\r\n"
+        self.sock.sendall(head.encode() + b"\r\n" + body)
+        sent = time.perf_counter()
+        while b"\r\n\r\n" not in self.buf:
+            self._recv()
+        end = self.buf.index(b"\r\n\r\n")
+        lines = self.buf[:end].decode("latin-1").split("\r\n")
+        self.buf = self.buf[end + 4:]
+        status = int(lines[0].split(" ", 2)[1])
+        hdrs = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        chunked = "chunked" in hdrs.get("transfer-encoding", "").lower()
+        length = None if chunked else int(hdrs.get("content-length", "0"))
+        if method == "HEAD" or length == 0:
+            now = time.perf_counter()
+            return Answer(status, hdrs, b"", now - sent, now - sent)
+        while not self.buf:
+            self._recv()
+        first = time.perf_counter()
+        if chunked:
+            parts = []
+            while True:
+                while b"\r\n" not in self.buf:
+                    self._recv()
+                eol = self.buf.index(b"\r\n")
+                size = int(self.buf[:eol].split(b";")[0], 16)
+                while len(self.buf) < eol + 2 + size + 2:
+                    self._recv()
+                parts.append(self.buf[eol + 2:eol + 2 + size])
+                self.buf = self.buf[eol + 2 + size + 2:]
+                if size == 0:
+                    break
+            data = b"".join(parts)
+        else:
+            while len(self.buf) < length:
+                self._recv()
+            data, self.buf = self.buf[:length], self.buf[length:]
+        return Answer(status, hdrs, data, first - sent, time.perf_counter() - sent)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios
+
+
+@dataclass
+class Scenario:
+    key: str
+    label: str
+    worker: str  # "passthrough" | "router"
+    path: str
+    body_file: Path
+    auth: str
+    stream: bool = False
+    expect_model_header: bool = False
+    expect_gone_skipped: bool = False
+    runs: list = field(default_factory=list)
+
+
+def write_bodies(tmp: Path) -> dict:
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Say hi in one word."},
+    ]
+
+    def body(model, stream=False, content_bytes=0) -> bytes:
+        msgs = messages
+        if content_bytes:
+            msgs = [{"role": "user", "content": ""}]
+        # `model` first, as a caller would write it; the upstream finds it without parsing.
+        fields = ([f'"model":"{model}"'] if model else []) + [
+            '"messages":' + compact(msgs), '"max_completion_tokens":64', '"temperature":0.2']
+        if stream:
+            fields.append('"stream":true')
+        text = "{" + ",".join(fields) + "}"
+        if content_bytes:
+            pad = content_bytes - len(text)
+            lorem = "The quick brown fox jumps over the lazy dog. " * (pad // 45 + 1)
+            text = text.replace('"content":""', '"content":"' + lorem[:pad] + '"', 1)
+        return text.encode()
+
+    bodies = {
+        # "ok-a" and "fast" have the same length, so pass-through and router bodies match in size.
+        "pt-small": body("ok-a"),
+        "tasks-small": body(None),
+        "chat-small": body("fast"),
+        "pt-stream": body("ok-a", stream=True),
+        "chat-stream": body("fast", stream=True),
+        "pt-big": body("ok-a", content_bytes=BIG_BODY_BYTES),
+        "chat-big": body("fast", content_bytes=BIG_BODY_BYTES),
+    }
+    assert len(bodies["pt-big"]) == len(bodies["chat-big"]) == BIG_BODY_BYTES
+    paths = {}
+    for name, data in bodies.items():
+        paths[name] = tmp / f"{name}.json"
+        paths[name].write_bytes(data)
+    return paths
+
+
+def compact(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def scenarios(bodies: dict) -> list:
+    pt, rt = f"Bearer {PROVIDER_KEY}", f"Bearer {CLIENT_KEY}"
+    return [
+        Scenario("pt-small", "pass-through, small", "passthrough", "/", bodies["pt-small"], pt),
+        Scenario("tasks-small", "router `/v1/tasks/fast`, small", "router", "/v1/tasks/fast",
+                 bodies["tasks-small"], rt, expect_model_header=True),
+        Scenario("chat-small", "router `/v1/chat/completions`, small", "router", "/v1/chat/completions",
+                 bodies["chat-small"], rt, expect_model_header=True),
+        Scenario("gone-small", "router `/v1/tasks/gonefirst` (first model gone, learned)", "router",
+                 "/v1/tasks/gonefirst", bodies["tasks-small"], rt, expect_model_header=True,
+                 expect_gone_skipped=True),
+        Scenario("pt-stream", "pass-through, stream", "passthrough", "/", bodies["pt-stream"], pt, stream=True),
+        Scenario("chat-stream", "router `/v1/chat/completions`, stream", "router", "/v1/chat/completions",
+                 bodies["chat-stream"], rt, stream=True, expect_model_header=True),
+        Scenario("pt-big", "pass-through, 1 MiB body", "passthrough", "/", bodies["pt-big"], pt),
+        Scenario("chat-big", "router `/v1/chat/completions`, 1 MiB body", "router", "/v1/chat/completions",
+                 bodies["chat-big"], rt, expect_model_header=True),
+    ]
+
+
+# (router scenario, baseline scenario, what the issue asks of the ratio)
+COMPARISONS = [
+    ("tasks-small", "pt-small", "p50 ≤ 1.05×, req/s ≥ 0.95×"),
+    ("chat-small", "pt-small", "p50 ≤ 1.05×, req/s ≥ 0.95×"),
+    ("chat-stream", "pt-stream", "first byte within 1 ms (see below)"),
+    ("gone-small", "tasks-small", "p50 ≤ 1.05× the healthy path"),
+    ("chat-big", "pt-big", "(report)"),
+]
+
+
+def check(s: Scenario, answer: Answer) -> None:
+    problems = []
+    if answer.status != 200:
+        problems.append(f"status {answer.status}")
+    if s.stream:
+        if not answer.headers.get("content-type", "").startswith("text/event-stream"):
+            problems.append(f"content-type {answer.headers.get('content-type')!r}")
+        if not answer.body.endswith(b"data: [DONE]\n\n"):
+            problems.append("stream does not end with `data: [DONE]`")
+    elif b'"content"' not in answer.body:
+        problems.append("no `content` in the answer")
+    if s.expect_model_header and answer.headers.get("x-model-used") != "ok-a":
+        problems.append(f"x-model-used {answer.headers.get('x-model-used')!r}")
+    if s.expect_gone_skipped and "gone-a=skipped" not in answer.headers.get("x-attempts", ""):
+        problems.append(f"x-attempts {answer.headers.get('x-attempts')!r} (gone-a not skipped)")
+    if problems:
+        raise SystemExit(f"bench: {s.key} answered wrongly: {'; '.join(problems)}\n"
+                         f"{answer.body[:600]!r}")
+
+
+def send(port: int, s: Scenario, conn: HttpConnection = None) -> Answer:
+    headers = {"Content-Type": "application/json", "Authorization": s.auth}
+    body = s.body_file.read_bytes()
+    if conn is not None:
+        return conn.request("POST", s.path, headers, body)
+    with HttpConnection(port) as c:
+        return c.request("POST", s.path, headers, body)
+
+
+def upstream_stats(port: int) -> dict:
+    with HttpConnection(port) as c:
+        return json.loads(c.request("GET", "/_stats", {}, b"").body)
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU accounting from /proc
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+_cmdlines: dict = {}
+
+
+def cmdline(pid: str) -> str:
+    if pid not in _cmdlines:
+        try:
+            _cmdlines[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return ""
+    return _cmdlines[pid]
+
+
+@dataclass
+class Snapshot:
+    at: float
+    by_role: dict  # role → CPU seconds so far
+    busy: float  # CPU seconds the whole machine spent not idle
+    children: float  # CPU seconds of reaped children (wrk)
+
+
+def snapshot(workers: dict, upstream_pid: int) -> Snapshot:
+    """CPU used so far by each role: per Worker its own workerd, wrangler's proxy workerd (the
+    one listening on the public port) and wrangler's node; the upstream; and the whole machine."""
+    groups = {w.child.pid: w for w in workers.values()}
+    by_role: dict = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        rest = stat[stat.rindex(")") + 2:].split()
+        pgid, used = int(rest[2]), (int(rest[11]) + int(rest[12])) / CLK_TCK
+        if pgid == upstream_pid:
+            role = "upstream"
+        elif pgid in groups:
+            w = groups[pgid]
+            if comm == "workerd":
+                proxy = f"entry=127.0.0.1:{w.port} " in cmdline(entry) + " "
+                role = f"{w.name}:{'proxy' if proxy else 'worker'}"
+            else:
+                role = f"{w.name}:node"
+        else:
+            continue
+        by_role[role] = by_role.get(role, 0.0) + used
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(x) for x in fields[:8]]
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Snapshot(time.monotonic(), by_role, busy, r.ru_utime + r.ru_stime)
+
+
+def ours(s: Snapshot) -> float:
+    return sum(s.by_role.values())
+
+
+def settle(workers: dict, upstream_pid: int, limit_s: float = 30.0) -> float:
+    """Waits until wrangler has worked off what the last run queued (it keeps printing logs and
+    forwarding inspector events for seconds after the load stops), so no run pays for the one
+    before."""
+    started = time.monotonic()
+    before = snapshot(workers, upstream_pid)
+    while time.monotonic() - started < limit_s:
+        time.sleep(0.3)
+        now = snapshot(workers, upstream_pid)
+        if (ours(now) - ours(before)) / (now.at - before.at) < 0.05:
+            break
+        before = now
+    return time.monotonic() - started
+
+
+# ---------------------------------------------------------------------------------------------
+# wrk
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def to_ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+@dataclass
+class Run:
+    p50_ms: float
+    p99_ms: float
+    rps: float
+    requests: int
+    errors: int
+    cpu_us: dict  # "worker" / "proxy" / "node" (of the Worker loaded), "upstream", "wrk" → µs per request
+    other_cores: float  # CPU the machine spent outside the bench's processes, in cores
+    upstream_conns: float  # connections workerd opened to the upstream per request
+
+
+def run_wrk(procs: Processes, s: Scenario, workers: dict, upstream_pid: int, upstream_port: int,
+            tmp: Path, seconds: float, connections: int) -> Run:
+    worker = workers[s.worker]
+    opened_before = upstream_stats(upstream_port)["connections"]
+    script = tmp / "post.lua"
+    if not script.exists():
+        script.write_text(WRK_SCRIPT)
+    env = dict(os.environ, BENCH_BODY=str(s.body_file), BENCH_AUTH=s.auth)
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", "-s",
+            str(script), f"http://127.0.0.1:{worker.target_port}{s.path}"]
+    before = snapshot(workers, upstream_pid)
+    child = procs.start(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = child.communicate()
+    procs.children.remove(child)
+    after = snapshot(workers, upstream_pid)
+    opened = upstream_stats(upstream_port)["connections"] - opened_before - 1  # minus the stats call
+    if child.returncode != 0:
+        raise SystemExit(f"bench: wrk failed for {s.key}:\n{out}")
+    try:
+        p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+        p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+        rps = float(re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M).group(1))
+        requests = int(re.search(r"^\s+(\d+) requests in", out, re.M).group(1))
+    except (AttributeError, ValueError):
+        raise SystemExit(f"bench: could not read wrk's output for {s.key}:\n{out}")
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors += int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors += sum(int(x) for x in m.groups()) if m else 0
+
+    def used(role: str) -> float:
+        return after.by_role.get(role, 0.0) - before.by_role.get(role, 0.0)
+
+    per_req = 1e6 / max(requests, 1)
+    cpu = {kind: used(f"{worker.name}:{kind}") * per_req for kind in ("worker", "proxy", "node")}
+    cpu["upstream"] = used("upstream") * per_req
+    cpu["wrk"] = (after.children - before.children) * per_req
+    wall = after.at - before.at
+    other = (after.busy - before.busy) - (ours(after) - ours(before)) - (after.children - before.children)
+    return Run(p50, p99, rps, requests, errors, cpu, max(other, 0.0) / wall, max(opened, 0) / max(requests, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequential probe: first byte and whole answer, unloaded
+
+
+def probe(workers: dict, chosen: list, n: int) -> dict:
+    conns = {s.key: HttpConnection(workers[s.worker].target_port) for s in chosen}
+    samples = {s.key: ([], []) for s in chosen}
+    try:
+        for _ in range(n):
+            for s in chosen:  # interleaved, so drift hits every scenario alike
+                a = send(0, s, conns[s.key])
+                check(s, a)
+                samples[s.key][0].append(a.first_byte_s * 1e3)
+                samples[s.key][1].append(a.total_s * 1e3)
+    finally:
+        for c in conns.values():
+            c.sock.close()
+    return samples
+
+
+def pct(values: list, q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(args) -> str:
+        try:
+            out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=30)
+            return (out.stdout or out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "?"
+
+    commit = version(["git", "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "Cargo.lock", "wrangler.toml"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "commit": commit + (" (src modified)" if dirty else ""),
+        "wrangler": version([str(WRANGLER), "--version"]),
+        "workerd": version([str(ROOT / "node_modules" / ".bin" / "workerd"), "--version"]),
+        "wrk": version(["wrk", "--version"]).split(" [")[0],
+        "python": platform.python_version(),
+    }
+
+
+def fmt_ms(v: float) -> str:
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}×" if b else "n/a"
+
+
+def report(args, info: dict, all_scenarios: list, sizes: dict, samples: dict, n_probe: int,
+           started: float, command: str, settled_s: float) -> str:
+    by_key = {s.key: s for s in all_scenarios}
+
+    def med(s: Scenario, attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in s.runs)
+
+    def cpu_med(s: Scenario, kind: str) -> float:
+        return statistics.median(r.cpu_us[kind] for r in s.runs)
+
+    lines = [
+        "# task-router benchmark: router vs pass-through under `wrangler dev`",
+        "",
+        f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- machine: `nproc` = {info['nproc']}, CPU {info['cpu']}, Linux {info['kernel']}",
+        f"- versions: commit {info['commit']}, wrangler {info['wrangler']}, workerd {info['workerd']}, "
+        f"{info['wrk']}, Python {info['python']}",
+        f"- command: `{command}`",
+        f"- load: `wrk -t1 -c{args.connections} -d{args.duration}s --latency` per run, "
+        f"{args.rounds} rounds, every scenario once per round in the order below (so each router run "
+        f"alternates with its baseline); {args.warmup} s warm-up per scenario; medians over rounds",
+        f"- upstream: `benches/upstream.py` (canned, no delay) on 127.0.0.1; Workers: `wrangler dev` "
+        f"on 127.0.0.1, log level `log`, router rate limiter raised to 10^9/min",
+        "- dev server: " + ("wrangler's dev server **without its DevTools inspector** (`--no-inspector`, "
+                            "`benches/dev_server.mjs` → `unstable_startWorker`)" if args.no_inspector
+                            else "`wrangler dev` (CLI; it always attaches its DevTools inspector)"),
+        "- loaded port: " + ("**the Worker's own workerd socket** (`--direct`: wrangler's ProxyWorker and "
+                             "its request log skipped; its inspector still forwards events to node)"
+                             if args.direct else "the dev server's public port (through wrangler's ProxyWorker)"),
+        f"- between runs the bench waited {settled_s:.0f} s in all for the dev servers to go idle (wrangler "
+        f"keeps working off queued log and inspector traffic after the load stops)",
+        "",
+        "## Under load (medians over rounds)",
+        "",
+        "CPU columns: CPU time per request (µs) of the Worker's own workerd process, of wrangler's "
+        "proxy workerd and of wrangler's node process (the loaded Worker's `wrangler dev` only), of the "
+        "upstream and of wrk; `other` is CPU the machine spent outside these processes during the run "
+        "(other sessions, interrupts), in cores; `upstream conns/req`: new connections workerd opened to "
+        "the upstream per request (0: it reused them).",
+        "",
+        "| scenario | p50 ms | p99 ms | req/s | req/s min–max | errors | Worker workerd | wrangler proxy workerd | wrangler node | upstream | wrk | other | upstream conns/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in (s for s in all_scenarios if s.runs):
+        rps = [r.rps for r in s.runs]
+        lines.append(
+            f"| {s.label} | {fmt_ms(med(s, 'p50_ms'))} | {fmt_ms(med(s, 'p99_ms'))} | {med(s, 'rps'):.0f} | "
+            f"{min(rps):.0f}–{max(rps):.0f} | {sum(r.errors for r in s.runs)} | "
+            f"{cpu_med(s, 'worker'):.0f} | {cpu_med(s, 'proxy'):.0f} | {cpu_med(s, 'node'):.0f} | "
+            f"{cpu_med(s, 'upstream'):.0f} | {cpu_med(s, 'wrk'):.0f} | {med(s, 'other_cores'):.2f} | "
+            f"{med(s, 'upstream_conns'):.2f} |")
+    lines += [
+        "",
+        "## Ratios (router / baseline, from the medians above)",
+        "",
+        "| comparison | p50 | p99 | req/s | Worker workerd CPU/req | wrangler (proxy + node) CPU/req | target |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for a, b, target in COMPARISONS:
+        sa, sb = by_key[a], by_key[b]
+        if not (sa.runs and sb.runs):
+            continue
+        lines.append(
+            f"| {sa.label} / {sb.label} | {ratio(med(sa, 'p50_ms'), med(sb, 'p50_ms'))} | "
+            f"{ratio(med(sa, 'p99_ms'), med(sb, 'p99_ms'))} | {ratio(med(sa, 'rps'), med(sb, 'rps'))} | "
+            f"{ratio(cpu_med(sa, 'worker'), cpu_med(sb, 'worker'))} | "
+            f"{ratio(cpu_med(sa, 'proxy') + cpu_med(sa, 'node'), cpu_med(sb, 'proxy') + cpu_med(sb, 'node'))} | "
+            f"{target} |")
+    lines += [
+        "",
+        f"## Unloaded, sequential ({n_probe} requests per scenario on one keep-alive connection, interleaved)",
+        "",
+        "Request sent → first body byte, and → whole answer, in ms.",
+        "",
+        "| scenario | first byte p50 | first byte p90 | whole p50 | whole p90 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, (first, whole) in samples.items():
+        lines.append(f"| {by_key[key].label} | {fmt_ms(statistics.median(first))} | {fmt_ms(pct(first, 0.9))} | "
+                     f"{fmt_ms(statistics.median(whole))} | {fmt_ms(pct(whole, 0.9))} |")
+    if "chat-stream" in samples and "pt-stream" in samples:
+        diff50 = statistics.median(samples["chat-stream"][0]) - statistics.median(samples["pt-stream"][0])
+        diff90 = pct(samples["chat-stream"][0], 0.9) - pct(samples["pt-stream"][0], 0.9)
+        verdict = "met" if diff50 <= 1.0 else "NOT met"
+        lines += ["", f"Time to first streamed byte, router − pass-through: **{diff50:+.3f} ms** at p50, "
+                      f"{diff90:+.3f} ms at p90 (target: within 1 ms — {verdict} at p50)."]
+    lines += [
+        "",
+        "## Bundle size (`wrangler deploy --dry-run`)",
+        "",
+        "| Worker | total upload | gzip |",
+        "|---|---:|---:|",
+    ]
+    for name, (total, gz) in sizes.items():
+        lines.append(f"| {name} | {total} | {gz} |")
+    lines += ["", f"Whole run: {time.monotonic() - started:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Benchmark the router against a pass-through Worker.")
+    parser.add_argument("--quick", action="store_true", help="3 rounds × 3 s, 1 s warm-up, 100 probes (~2 min)")
+    parser.add_argument("--rounds", type=int, help="rounds of every scenario (default 5)")
+    parser.add_argument("--duration", type=int, help="seconds per wrk run (default 8)")
+    parser.add_argument("--warmup", type=int, help="warm-up seconds per scenario (default 3)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--probes", type=int, help="sequential requests per probed scenario (default 200)")
+    parser.add_argument("--only", help="comma-separated scenario keys to run under wrk (default: all)")
+    parser.add_argument("--direct", action="store_true",
+                        help="load each Worker's own workerd socket instead of wrangler dev's public port")
+    parser.add_argument("--no-inspector", action="store_true",
+                        help="start the dev server through wrangler's API without its DevTools inspector "
+                             "(benches/dev_server.mjs); `wrangler dev` always attaches one")
+    parser.add_argument("--skip-build", action="store_true", help="use the bundles already built")
+    parser.add_argument("--out", default=str(BENCHES / "results.md"), help="where to write the report too")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with wrangler's logs")
+    args = parser.parse_args()
+    quick = args.quick
+    args.rounds = args.rounds or (3 if quick else 5)
+    args.duration = args.duration or (3 if quick else 8)
+    args.warmup = args.warmup if args.warmup is not None else (1 if quick else 3)
+    args.probes = args.probes or (100 if quick else 200)
+    if args.direct and args.no_inspector:
+        parser.error("--direct finds the Worker's socket through the inspector's log; drop one of them")
+    command = " ".join(shlex.quote(a) for a in ["python3", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+
+    started = time.monotonic()
+    procs = Processes()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    tmp = Path(tempfile.mkdtemp(prefix="task-router-bench-"))
+    try:
+        ensure_tools()
+        sizes = build_all(tmp, args.skip_build)
+        log(f"bench: bundles built ({time.monotonic() - started:.0f} s): {sizes}")
+
+        upstream = procs.start([sys.executable, str(BENCHES / "upstream.py"), "--port", "0", "--api-key",
+                                PROVIDER_KEY], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        ready = upstream.stdout.readline().split()
+        if len(ready) != 2 or ready[0] != "READY":
+            raise SystemExit(f"bench: the upstream did not start: {ready}")
+        upstream_port = int(ready[1])
+        upstream_url = f"http://127.0.0.1:{upstream_port}"
+
+        ports = {upstream_port}
+        router_cfg = dev_config(ROOT / "wrangler.toml", tmp, "router", [
+            ("simple = { limit = 600, period = 60 }", "simple = { limit = 1000000000, period = 60 }")])
+        pt_cfg = dev_config(FIXTURE / "wrangler.toml", tmp, "passthrough", [])
+        router = start_worker(procs, "router", router_cfg, {
+            "GROQ_BASE_URL": upstream_url,
+            "GROQ_API_KEY": PROVIDER_KEY,
+            "ROUTER_API_KEYS": f"bench:{CLIENT_KEY}",
+            "MODEL_REGISTRY": MODEL_REGISTRY,
+            "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+            "FORCE_MODEL": "",
+            "ALLOW_UNAUTHENTICATED": "false",
+        }, ports, tmp, inspector=not args.no_inspector)
+        passthrough = start_worker(procs, "passthrough", pt_cfg, {"UPSTREAM": upstream_url}, ports, tmp,
+                                   inspector=not args.no_inspector)
+        workers = {"router": router, "passthrough": passthrough}
+        wait_ready(router, "/healthz")
+        wait_ready(passthrough, "/")
+        if args.direct:
+            for w in workers.values():
+                w.target_port = user_worker_port(w)
+        log(f"bench: workers ready ({time.monotonic() - started:.0f} s): router :{router.target_port}, "
+            f"pass-through :{passthrough.target_port}, upstream :{upstream_port}")
+
+        bodies = write_bodies(tmp)
+        all_scenarios = scenarios(bodies)
+        # The first gone-first request teaches the router that `gone-a` is gone.
+        gone = next(s for s in all_scenarios if s.key == "gone-small")
+        first = send(router.target_port, gone)
+        if first.status != 200 or "gone-a=model_gone(404)" not in first.headers.get("x-attempts", ""):
+            raise SystemExit(f"bench: the first gone-first request did not meet `gone-a`: "
+                             f"{first.status} {first.headers.get('x-attempts')!r}")
+        for s in all_scenarios:
+            check(s, send(workers[s.worker].target_port, s))
+        gone_calls = upstream_stats(upstream_port)["calls"].get("gone-a", 0)
+
+        measured = all_scenarios
+        if args.only:
+            keep = set(args.only.split(","))
+            measured = [s for s in all_scenarios if s.key in keep]
+        for s in measured:
+            log(f"bench: warm-up {s.key}")
+            run_wrk(procs, s, workers, upstream.pid, upstream_port, tmp, args.warmup, args.connections)
+        settled = settle(workers, upstream.pid)
+
+        probed_keys = ["pt-small", "tasks-small", "chat-small", "pt-stream", "chat-stream"]
+        probed = [s for s in all_scenarios if s.key in probed_keys]
+        log(f"bench: sequential probe, {args.probes} requests per scenario")
+        samples = probe(workers, probed, args.probes)
+        settled += settle(workers, upstream.pid)
+
+        for r in range(args.rounds):
+            for s in measured:
+                run = run_wrk(procs, s, workers, upstream.pid, upstream_port, tmp, args.duration, args.connections)
+                s.runs.append(run)
+                for w in workers.values():
+                    if w.child.poll() is not None:
+                        raise SystemExit(f"bench: {w.name}'s dev server exited during the run:\n{w.logs_tail()}")
+                waited = settle(workers, upstream.pid)
+                settled += waited
+                log(f"[round {r + 1}/{args.rounds}] {s.key:12} {run.rps:7.0f} req/s  p50 {run.p50_ms:7.3f} ms  "
+                    f"p99 {run.p99_ms:7.3f} ms  µs/req: Worker {run.cpu_us['worker']:5.0f}  "
+                    f"proxy {run.cpu_us['proxy']:5.0f}  node {run.cpu_us['node']:5.0f}  "
+                    f"other {run.other_cores:.2f} cores  errors {run.errors}  (settled {waited:.1f} s)")
+        if upstream_stats(upstream_port)["calls"].get("gone-a", 0) != gone_calls:
+            raise SystemExit("bench: the router called `gone-a` again after learning it is gone")
+
+        info = machine()
+        text = report(args, info, all_scenarios, sizes, samples, args.probes, started, command, settled)
+        print(text)
+        Path(args.out).write_text(text)
+        log(f"bench: report written to {args.out}")
+        return 0
+    except KeyboardInterrupt:
+        log("bench: interrupted; stopping everything")
+        return 130
+    finally:
+        procs.stop_all()
+        if args.keep_logs:
+            log(f"bench: logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -95,7 +95,7 @@ pub enum Reply<B> {
 
 impl<B> Reply<B> {
     /// The response head (status and headers), and for a full reply its body.
-    pub fn response(&self) -> &HttpResponse {
+    pub fn head_mut(&mut self) -> &mut HttpResponse {
         match self {
             Reply::Full(r) | Reply::Stream { head: r, .. } => r,
         }
@@ -162,9 +162,7 @@ pub async fn handle<P: Provider, L: RateLimiter>(
             Route::NotFound => unreachable!("answered above"),
         }
     };
-    let head = match &mut reply {
-        Reply::Full(r) | Reply::Stream { head: r, .. } => r,
-    };
+    let head = reply.head_mut();
     head.headers
         .push(("x-request-id", env.request_id.to_string()));
     cors::decorate(head, req.origin, origins);
@@ -219,11 +217,7 @@ fn healthz(config: &Result<Config, Vec<ConfigError>>) -> HttpResponse {
     };
     if let Ok(c) = config {
         if c.groq_api_key.is_none() {
-            problems.push(ConfigError {
-                code: "provider_key_missing",
-                binding: "GROQ_API_KEY".to_string(),
-                message: ApiError::ProviderKeyMissing.message(),
-            });
+            problems.push(ConfigError::provider_key_missing());
         }
     }
     if problems.is_empty() {

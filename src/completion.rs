@@ -60,16 +60,15 @@ impl Completion {
             return None;
         }
         let choices = json::items(get("choices")?).ok()?;
-        let choice = *choices.first()?;
-        let message = json::member(choice, "message")?;
-        if Kind::of(message) != Kind::Object {
-            return None;
-        }
+        // Each object is parsed once and looked up by name: a long answer is scanned once per
+        // level, not once per field read.
+        let choice = json::Object::parse(choices.first()?).ok()?;
+        let message = json::Object::parse(choice.get("message")?).ok()?;
         Some(Completion {
-            content: text(json::member(message, "content")),
-            tool_calls: present(json::member(message, "tool_calls")).map(str::to_string),
-            reasoning: text(json::member(message, "reasoning")),
-            finish_reason: text(json::member(choice, "finish_reason")),
+            content: text(message.get("content")),
+            tool_calls: present(message.get("tool_calls")).map(str::to_string),
+            reasoning: text(message.get("reasoning")),
+            finish_reason: text(choice.get("finish_reason")),
             usage: present(get("usage")).map(str::to_string),
         })
     }

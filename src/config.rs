@@ -42,7 +42,19 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// What a missing `GROQ_API_KEY` says, in `/healthz`, config errors and routed answers alike.
+pub const PROVIDER_KEY_MISSING: &str =
+    "the `GROQ_API_KEY` secret is not set; run `npx wrangler secret put GROQ_API_KEY`";
+
 impl ConfigError {
+    pub fn provider_key_missing() -> Self {
+        Self {
+            code: "provider_key_missing",
+            binding: "GROQ_API_KEY".to_string(),
+            message: PROVIDER_KEY_MISSING.to_string(),
+        }
+    }
+
     fn invalid(binding: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             code: "config_invalid",
@@ -268,11 +280,7 @@ impl Config {
         if !errors.is_empty() && groq_api_key.is_none() {
             // Listed last: routed requests answer with the first problem, the config one;
             // `/healthz` lists them all. (Valid config without a key is answered per request.)
-            errors.push(ConfigError {
-                code: "provider_key_missing",
-                binding: "GROQ_API_KEY".to_string(),
-                message: "the `GROQ_API_KEY` secret is not set; run `npx wrangler secret put GROQ_API_KEY`".to_string(),
-            });
+            errors.push(ConfigError::provider_key_missing());
         }
         if errors.is_empty() {
             Ok(Config {

@@ -1,7 +1,7 @@
 //! `ApiError`: every error a caller can see, with the one mapping to an HTTP status and an
 //! OpenAI-shaped body `{"error":{"message","type","code","param"}}`.
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, PROVIDER_KEY_MISSING};
 use crate::json::{self, JsonObject};
 use crate::router::{attempts_json, Attempt};
 
@@ -161,7 +161,7 @@ impl ApiError {
                 format!("the router's configuration is invalid: {}", all.join("; "))
             }
             ApiError::ProviderKeyMissing => {
-                "the `GROQ_API_KEY` secret is not set; run `npx wrangler secret put GROQ_API_KEY`".to_string()
+                PROVIDER_KEY_MISSING.to_string()
             }
             ApiError::UpstreamRejected { message, .. } => message.clone(),
             ApiError::ProviderAuthFailed { .. } => {

@@ -76,15 +76,17 @@ impl SseScanner {
 
 /// `(end of the event's text, start of the next event)` for the first event in `bytes`.
 fn event_end(bytes: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i + 1 < bytes.len() {
-        if bytes[i] == b'\n' && bytes[i + 1] == b'\n' {
+    // Only a newline can start a terminator, so jump from newline to newline.
+    let mut from = 0;
+    while let Some(offset) = bytes[from..].iter().position(|&b| b == b'\n') {
+        let i = from + offset;
+        if bytes.get(i + 1) == Some(&b'\n') {
             return Some((i, i + 2));
         }
-        if bytes[i..].starts_with(b"\r\n\r\n") {
-            return Some((i, i + 4));
+        if i >= 1 && bytes[i - 1] == b'\r' && bytes[i + 1..].starts_with(b"\r\n") {
+            return Some((i - 1, i + 3));
         }
-        i += 1;
+        from = i + 1;
     }
     None
 }
@@ -140,14 +142,20 @@ fn field<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    // Cheap first-byte filter before comparing: needles here are short quoted keys.
+    let first = needle[0];
+    haystack
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == first && haystack[i..].starts_with(needle))
 }
 
 fn usage_of(data: &[u8]) -> Option<TokenCounts> {
-    let chunk = std::str::from_utf8(data).ok()?;
-    let usage = json::member(chunk, "usage")
+    let chunk = json::Object::parse(std::str::from_utf8(data).ok()?).ok()?;
+    let usage = chunk
+        .get("usage")
         .filter(|u| json::Kind::of(u) == json::Kind::Object)
-        .or_else(|| json::member(chunk, "x_groq").and_then(|x| json::member(x, "usage")))?;
+        .or_else(|| chunk.get("x_groq").and_then(|x| json::member(x, "usage")))?;
     Some(TokenCounts::from_usage(Some(usage)))
 }
 

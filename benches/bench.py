@@ -199,10 +199,15 @@ def dry_run_size(cwd: Path, outdir: Path, prebuilt: bool) -> tuple:
     return m.group(1), m.group(2)
 
 
-def build_all(tmp: Path, skip_build: bool) -> dict:
+def build_all(tmp: Path, skip_build: bool, keep_names: bool = False) -> dict:
     if not skip_build:
         # `TASK_ROUTER_PREBUILT` would turn the build into a no-op and bench a stale bundle.
-        run_checked(["sh", "scripts/build.sh"], ROOT, wrangler_env(prebuilt=False), "scripts/build.sh")
+        env = wrangler_env(prebuilt=False)
+        if keep_names:
+            # worker-build keeps the wasm name section (`wasm-opt --debuginfo`) unless the release
+            # profile strips it: unstripped, the profile names Rust functions.
+            env["CARGO_PROFILE_RELEASE_STRIP"] = "false"
+        run_checked(["sh", "scripts/build.sh"], ROOT, env, "scripts/build.sh")
     sizes = {"router": dry_run_size(ROOT, tmp / "dry-router", prebuilt=True)}
     # The fixture's `[build] command` builds it (after build.sh installed the tools it reuses).
     sizes["passthrough"] = dry_run_size(FIXTURE, tmp / "dry-passthrough", prebuilt=skip_build)
@@ -243,6 +248,7 @@ class Worker:
     log_path: Path
     debug_log_dir: Path  # WRANGLER_LOG_PATH: wrangler's debug log, kept out of ~/.config
     target_port: int = 0  # the port the bench loads: `port`, or with --direct the Worker's own socket
+    inspector_port: int = 0  # wrangler dev's DevTools inspector (0: started without one)
 
     def logs_tail(self, lines: int = 40) -> str:
         try:
@@ -270,7 +276,8 @@ def start_worker(procs: Processes, name: str, config: Path, vars_: dict, ports: 
     out = open(log_path, "wb")
     child = procs.start(args, cwd=config.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
     out.close()
-    return Worker(name, port, child, log_path, debug_log_dir, target_port=port)
+    return Worker(name, port, child, log_path, debug_log_dir, target_port=port,
+                  inspector_port=inspector_port if inspector else 0)
 
 
 def user_worker_port(worker: Worker) -> int:
@@ -662,6 +669,34 @@ def run_wrk(procs: Processes, s: Scenario, workers: dict, upstream_pid: int, ups
     return Run(p50, p99, rps, requests, errors, cpu, max(other, 0.0) / wall, max(opened, 0) / max(requests, 1))
 
 
+def profile_scenarios(procs: Processes, measured: list, workers: dict, upstream_pid: int,
+                      upstream_port: int, tmp: Path, args) -> None:
+    """One wrk run per scenario with the V8 sampling profiler attached to its Worker
+    (`benches/profile_worker.mjs`); the summaries go to DIR/profile.md and stdout."""
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = [f"# CPU profiles, `wrangler dev` with its inspector, `wrk -c{args.connections} "
+                f"-d{args.duration}s` per scenario", ""]
+    for s in measured:
+        worker = workers[s.worker]
+        path = out / f"{s.key}.cpuprofile"
+        profiler = procs.start(["node", str(BENCHES / "profile_worker.mjs"), "--inspector", str(worker.inspector_port),
+                                "--out", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        ready = profiler.stdout.readline().strip()
+        if ready != "PROFILING":
+            raise SystemExit(f"bench: the profiler did not start for {s.key}: {ready}{profiler.stdout.read()}")
+        run = run_wrk(procs, s, workers, upstream_pid, upstream_port, tmp, args.duration, args.connections)
+        profiler.send_signal(signal.SIGTERM)
+        summary, _ = profiler.communicate(timeout=120)
+        procs.children.remove(profiler)
+        log(f"bench: profiled {s.key}: {run.rps:.0f} req/s, {run.requests} requests → {path}")
+        sections += [f"## {s.label}", "", f"{run.requests} requests, {run.rps:.0f} req/s; profile: `{path}`",
+                     "", summary.strip(), ""]
+    text = "\n".join(sections)
+    print(text)
+    (out / "profile.md").write_text(text)
+
+
 # ---------------------------------------------------------------------------------------------
 # Sequential probe: first byte and whole answer, unloaded
 
@@ -850,6 +885,10 @@ def main() -> int:
     parser.add_argument("--skip-build", action="store_true", help="use the bundles already built")
     parser.add_argument("--out", default=str(BENCHES / "results.md"), help="where to write the report too")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with wrangler's logs")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="instead of the rounds, run each measured scenario once under the V8 sampling "
+                             "profiler (through `wrangler dev`'s inspector, on a build that keeps wasm function "
+                             "names) and write DIR/<scenario>.cpuprofile and DIR/profile.md")
     args = parser.parse_args()
     quick = args.quick
     args.rounds = args.rounds or (3 if quick else 5)
@@ -858,6 +897,10 @@ def main() -> int:
     args.probes = args.probes or (100 if quick else 200)
     if args.direct and args.no_inspector:
         parser.error("--direct finds the Worker's socket through the inspector's log; drop one of them")
+    if args.profile and args.no_inspector:
+        parser.error("--profile reads the CPU profile through the inspector; drop --no-inspector")
+    if args.profile and args.skip_build:
+        parser.error("--profile needs its own build (wasm names kept); drop --skip-build")
     command = " ".join(shlex.quote(a) for a in ["python3", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
 
     started = time.monotonic()
@@ -867,7 +910,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="task-router-bench-"))
     try:
         ensure_tools()
-        sizes = build_all(tmp, args.skip_build)
+        sizes = build_all(tmp, args.skip_build, keep_names=bool(args.profile))
         log(f"bench: bundles built ({time.monotonic() - started:.0f} s): {sizes}")
 
         upstream = procs.start([sys.executable, str(BENCHES / "upstream.py"), "--port", "0", "--api-key",
@@ -922,6 +965,10 @@ def main() -> int:
             log(f"bench: warm-up {s.key}")
             run_wrk(procs, s, workers, upstream.pid, upstream_port, tmp, args.warmup, args.connections)
         settled = settle(workers, upstream.pid)
+
+        if args.profile:
+            profile_scenarios(procs, measured, workers, upstream.pid, upstream_port, tmp, args)
+            return 0
 
         probed_keys = ["pt-small", "tasks-small", "chat-small", "pt-stream", "chat-stream"]
         probed = [s for s in all_scenarios if s.key in probed_keys]

@@ -146,7 +146,12 @@ pub async fn route<P: Provider>(
             reason: None,
             duration_ms: ended.saturating_sub(started),
         };
-        log_attempt(ctx, attempts.len() + 1, &attempt);
+        // An answer from the first model called is told by the request line alone; once a called
+        // model has failed, every call gets its own line, the answering one included.
+        let failed_before = attempts.iter().any(|a| a.outcome != Outcome::Skipped);
+        if outcome != Outcome::Ok || failed_before {
+            log_attempt(ctx, attempts.len() + 1, &attempt);
+        }
         attempts.push(attempt);
 
         if let Some(answer) = answer {

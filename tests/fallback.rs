@@ -494,6 +494,61 @@ fn default_model_is_tried_first() {
 }
 
 #[test]
+fn a_first_try_answer_logs_one_line() {
+    // The request line already names the model and status; an attempt line would repeat it, and
+    // every line costs the operator (Workers Logs bills per line) and the isolate (console.log).
+    let r = ask(ScriptedProvider::new().on("m1", completion("m1"), 7), "fast");
+    assert_eq!(r.response.status, 200);
+    assert_eq!(r.log.len(), 1, "{:?}", r.log);
+    let (level, line) = &r.log[0];
+    assert_eq!(*level, Level::Info);
+    for (field, want) in [
+        ("event", json!("request")),
+        ("model", json!("m1")),
+        ("outcome", json!("ok")),
+        ("status", json!(200)),
+        ("attempts", json!(1)),
+        ("fallback_used", json!(false)),
+        ("duration_ms", json!(7)),
+    ] {
+        assert_eq!(line[field], want, "{field}");
+    }
+}
+
+#[test]
+fn after_a_fallback_every_attempt_is_logged_including_the_answering_one() {
+    let r = ask(
+        ScriptedProvider::new()
+            .on(
+                "m1",
+                groq_error(500, "internal_server_error", None, "Internal Server Error"),
+                3,
+            )
+            .on("m2", completion("m2"), 4),
+        "fast",
+    );
+    assert_eq!(r.response.status, 200);
+    let events: Vec<(&str, &str)> = r
+        .log
+        .iter()
+        .map(|(_, l)| {
+            (
+                l["event"].as_str().unwrap_or_default(),
+                l["outcome"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("attempt", "upstream_error"),
+            ("attempt", "ok"),
+            ("request", "ok")
+        ]
+    );
+}
+
+#[test]
 fn logs_carry_ids_and_tokens_but_no_content_or_keys() {
     let r = ask(
         ScriptedProvider::new()

@@ -11,7 +11,7 @@ use serde_json::Value;
 use task_router::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
 use task_router::health::HealthBook;
 use task_router::limit::Unlimited;
-use task_router::log::MemoryLog;
+use task_router::log::{Level, MemoryLog};
 use task_router::provider::TransportError;
 
 const REGISTRY: &str = r#"{"fast":["m1","m2"],"solo":["s1"],"fallback":["f1"]}"#;
@@ -20,6 +20,8 @@ struct Router {
     provider: ScriptedProvider,
     health: RefCell<HealthBook>,
     extra: Vec<(&'static str, &'static str)>,
+    /// The log lines of the last request.
+    last_log: RefCell<Vec<(Level, Value)>>,
 }
 
 impl Router {
@@ -28,6 +30,7 @@ impl Router {
             provider,
             health: RefCell::new(HealthBook::default()),
             extra: Vec::new(),
+            last_log: RefCell::default(),
         }
     }
 
@@ -71,6 +74,7 @@ impl Router {
         };
         let json = serde_json::from_str(&response.body).unwrap();
         let calls = self.provider.models_called()[before..].to_vec();
+        *self.last_log.borrow_mut() = parsed(log);
         (response, json, calls)
     }
 
@@ -127,6 +131,11 @@ fn a_gone_model_costs_one_call_not_one_per_request() {
             vec![row("m1", "skipped", Some("gone")), row("m2", "ok", None)]
         );
         assert_eq!(r.header("x-attempts"), Some("m1=skipped(gone), m2=ok(200)"));
+        // Skipping costs no call and no log line: the request line alone tells it.
+        let log = router.last_log.borrow();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!(log[0].1["event"], "request");
+        assert_eq!(log[0].1["attempts"], 2);
     }
     // After MODEL_GONE_TTL_S (default one hour) it is tried again.
     router.advance(3_600_000);

@@ -4,16 +4,16 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::task::Poll;
-use std::time::Duration;
+use std::task::{Context as TaskContext, Poll, Waker};
 
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
-    console_error, console_log, console_warn, event, js_sys, web_sys, Context, Delay, Env, Headers,
-    Request, Response, ResponseBuilder, Result, ScheduleContext, ScheduledEvent,
+    console_error, console_log, console_warn, event, js_sys, web_sys, Context, Env, Result,
+    ScheduleContext, ScheduledEvent,
 };
 
 use crate::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
@@ -45,8 +45,11 @@ thread_local! {
     static SYNCED_AT: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
+/// Takes and returns the runtime's own `Request` / `Response`: `worker::Request` would copy the
+/// method, URL and path into Rust strings and materialize `request.cf` on every request, none of
+/// which the router reads.
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys::Response> {
     console_error_panic_hook::set_once();
     let health = HEALTH.with(Rc::clone);
     let kv = HealthKv::from_env(&env);
@@ -62,7 +65,8 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
             Some(_) => {}
         }
     }
-    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let headers = req.headers();
+    let header = |name: &str| headers.get(name).ok().flatten();
     let request_id = request_id(header("x-request-id"));
     let (authorization, content_type, origin, client_ip, content_length) = (
         header("authorization"),
@@ -71,8 +75,8 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         header("cf-connecting-ip"),
         header("content-length"),
     );
-    let method = req.method().to_string();
-    let url = req.inner().url();
+    let method = req.method();
+    let url = req.url();
     let path = path_of(&url);
 
     let config = config_of(&env);
@@ -87,7 +91,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         (_, Some(length)) if length > max_bytes => (Vec::new(), true),
         // Within the limit: one read, one copy (the runtime holds the body to its length).
         (_, Some(_)) => (read_whole(&req).await, false),
-        _ => read_limited(&mut req, max_bytes).await,
+        _ => read_limited(&req, max_bytes).await,
     };
 
     let limiter = BindingLimiter::from_env(&env);
@@ -121,10 +125,14 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
 
     match reply {
         Reply::Full(response) => {
-            let headers = headers_of(&response)?;
-            Ok(Response::from_bytes(response.body.into_bytes())?
-                .with_status(response.status)
-                .with_headers(headers))
+            let init = init_of(&response)?;
+            // A view of the body in wasm memory, copied once by the `Response` constructor;
+            // nothing allocates between making the view and that call.
+            let body = unsafe { js_sys::Uint8Array::view(response.body.as_bytes()) };
+            Ok(web_sys::Response::new_with_opt_buffer_source_and_init(
+                Some(&body),
+                &init,
+            )?)
         }
         Reply::Stream { head, relay } => {
             let pipe = web_sys::TransformStream::new()?;
@@ -135,10 +143,10 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
                     .run(&mut StreamWriter(writer), &now_ms, &ConsoleLog)
                     .await;
             }));
-            Ok(ResponseBuilder::new()
-                .with_status(head.status)
-                .with_headers(headers_of(&head)?)
-                .stream(pipe.readable()))
+            Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
+                Some(&pipe.readable()),
+                &init_of(&head)?,
+            )?)
         }
     }
 }
@@ -153,8 +161,8 @@ fn config_of(env: &Env) -> Rc<ConfigResult> {
 }
 
 /// The whole request body; empty if it cannot be read (the parser then answers 400).
-async fn read_whole(req: &Request) -> Vec<u8> {
-    let Ok(promise) = req.inner().array_buffer() else {
+async fn read_whole(req: &web_sys::Request) -> Vec<u8> {
+    let Ok(promise) = req.array_buffer() else {
         return Vec::new();
     };
     match JsFuture::from(promise).await {
@@ -165,8 +173,8 @@ async fn read_whole(req: &Request) -> Vec<u8> {
 
 /// Reads the request body, stopping as soon as it exceeds `max_bytes` (a chunked body has no
 /// `Content-Length` to refuse up front). A body that cannot be read counts as empty.
-async fn read_limited(req: &mut Request, max_bytes: u64) -> (Vec<u8>, bool) {
-    let Some(stream) = req.inner().body() else {
+async fn read_limited(req: &web_sys::Request, max_bytes: u64) -> (Vec<u8>, bool) {
+    let Some(stream) = req.body() else {
         return (Vec::new(), false);
     };
     let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
@@ -264,9 +272,9 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     };
     let url = format!("{}/openai/v1/models", config.groq_base_url);
     let fetched = async {
-        let (response, abort) =
+        let (response, mut watchdog) =
             fetch_groq(&url, "GET", api_key, None, config.attempt_timeout_ms).await?;
-        let body = read_body(&response, config.attempt_timeout_ms, &abort).await?;
+        let body = read_body(&response, config.attempt_timeout_ms, &mut watchdog).await?;
         Ok::<_, TransportError>((response.status(), body))
     };
     let listed = match fetched.await {
@@ -414,12 +422,16 @@ fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }
 
-fn headers_of(response: &HttpResponse) -> Result<Headers> {
-    let headers = Headers::new();
+/// Status and headers of a response to the caller.
+fn init_of(response: &HttpResponse) -> Result<web_sys::ResponseInit> {
+    let headers = web_sys::Headers::new()?;
     for (name, value) in &response.headers {
         headers.set(name, value)?;
     }
-    Ok(headers)
+    let init = web_sys::ResponseInit::new();
+    init.set_status(response.status);
+    init.set_headers(&headers);
+    Ok(init)
 }
 
 /// `https://host/a/b?q` → `/a/b`, without parsing the URL (the `url` crate's tables would be
@@ -490,22 +502,109 @@ fn connection_error<E>(_: E) -> TransportError {
     TransportError::Connection("the fetch to Groq failed".to_string())
 }
 
-/// Awaits a JS promise for at most `timeout_ms`; on timeout aborts the fetch behind it.
-async fn within(
-    promise: js_sys::Promise,
-    timeout_ms: u64,
-    abort: &web_sys::AbortController,
-) -> std::result::Result<JsValue, TransportError> {
-    match first_of(
-        JsFuture::from(promise),
-        Delay::from(Duration::from_millis(timeout_ms)),
-    )
-    .await
-    {
-        Some(result) => result.map_err(connection_error),
-        None => {
-            abort.abort();
-            Err(TransportError::Timeout)
+/// A `setTimeout` that any task may await (`worker::Delay` wakes only the task that first polled
+/// it, and a stream's body outlives the handler's task); cleared when dropped before it fires.
+struct Timer {
+    due_ms: u64,
+    id: i32,
+    state: Rc<TimerState>,
+    _callback: Closure<dyn FnMut()>,
+}
+
+#[derive(Default)]
+struct TimerState {
+    fired: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Timer {
+    fn start(ms: u64) -> std::result::Result<Timer, TransportError> {
+        let state = Rc::new(TimerState::default());
+        let shared = state.clone();
+        let callback = Closure::<dyn FnMut()>::new(move || {
+            shared.fired.set(true);
+            if let Some(waker) = shared.waker.borrow_mut().take() {
+                waker.wake();
+            }
+        });
+        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        let id = global
+            .set_timeout_with_callback_and_timeout_and_arguments_0(
+                callback.as_ref().unchecked_ref(),
+                ms.min(i32::MAX as u64) as i32,
+            )
+            .map_err(connection_error)?;
+        Ok(Timer {
+            due_ms: now_ms().saturating_add(ms),
+            id,
+            state,
+            _callback: callback,
+        })
+    }
+}
+
+impl Future for Timer {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        if self.state.fired.get() {
+            return Poll::Ready(());
+        }
+        *self.state.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        if !self.state.fired.get() {
+            let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+            global.clear_timeout_with_handle(self.id);
+        }
+    }
+}
+
+/// The time limits of one upstream call (its answer's head, its body, each streamed chunk), kept
+/// with one timer: a timer due before the current deadline is re-armed when it fires, so a stream
+/// whose idle deadline moves forward with every chunk costs one timer, not one per chunk.
+struct Watchdog {
+    abort: web_sys::AbortController,
+    timer: Option<Timer>,
+}
+
+impl Watchdog {
+    fn new() -> std::result::Result<Watchdog, TransportError> {
+        Ok(Watchdog {
+            abort: web_sys::AbortController::new().map_err(connection_error)?,
+            timer: None,
+        })
+    }
+
+    /// Awaits `promise` for at most `timeout_ms`; past it, aborts the fetch behind it.
+    async fn within(
+        &mut self,
+        promise: js_sys::Promise,
+        timeout_ms: u64,
+    ) -> std::result::Result<JsValue, TransportError> {
+        let deadline = now_ms().saturating_add(timeout_ms);
+        let mut answer = JsFuture::from(promise);
+        loop {
+            let now = now_ms();
+            if now >= deadline {
+                self.abort.abort();
+                return Err(TransportError::Timeout);
+            }
+            let timer = match self.timer.take() {
+                Some(timer) if timer.due_ms <= deadline => timer,
+                // None yet, or due after this deadline (dropping it clears it).
+                _ => Timer::start(deadline - now)?,
+            };
+            let timer = self.timer.insert(timer);
+            match first_of(&mut answer, timer).await {
+                Some(result) => return result.map_err(connection_error),
+                // Fired: past the deadline (checked above), or early for a later deadline.
+                None => self.timer = None,
+            }
         }
     }
 }
@@ -513,19 +612,20 @@ async fn within(
 /// Groq over the Workers `fetch` API.
 struct GroqFetch;
 
-/// Starts a request to Groq and waits for the response head, at most `timeout_ms`.
+/// Starts a request to Groq and waits for the response head, at most `timeout_ms`; the watchdog
+/// goes on timing the body.
 async fn fetch_groq(
     url: &str,
     method: &str,
     api_key: &str,
     body: Option<&str>,
     timeout_ms: u64,
-) -> std::result::Result<(web_sys::Response, web_sys::AbortController), TransportError> {
+) -> std::result::Result<(web_sys::Response, Watchdog), TransportError> {
     let headers = web_sys::Headers::new().map_err(connection_error)?;
     headers
         .set("authorization", &format!("Bearer {api_key}"))
         .map_err(connection_error)?;
-    let abort = web_sys::AbortController::new().map_err(connection_error)?;
+    let mut watchdog = Watchdog::new()?;
     let init = web_sys::RequestInit::new();
     init.set_method(method);
     if let Some(body) = body {
@@ -536,23 +636,24 @@ async fn fetch_groq(
         init.set_body(&js_sys::Uint8Array::from(body.as_bytes()));
     }
     init.set_headers(&headers);
-    init.set_signal(Some(&abort.signal()));
+    init.set_signal(Some(&watchdog.abort.signal()));
     let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
     let promise = global.fetch_with_str_and_init(url, &init);
-    let response = within(promise, timeout_ms, &abort)
+    let response = watchdog
+        .within(promise, timeout_ms)
         .await?
         .dyn_into()
         .map_err(connection_error)?;
-    Ok((response, abort))
+    Ok((response, watchdog))
 }
 
 async fn read_body(
     response: &web_sys::Response,
     timeout_ms: u64,
-    abort: &web_sys::AbortController,
+    watchdog: &mut Watchdog,
 ) -> std::result::Result<Vec<u8>, TransportError> {
     let promise = response.array_buffer().map_err(connection_error)?;
-    let buffer = within(promise, timeout_ms, abort).await?;
+    let buffer = watchdog.within(promise, timeout_ms).await?;
     Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }
 
@@ -563,7 +664,7 @@ impl Provider for GroqFetch {
         &self,
         call: UpstreamCall<'_>,
     ) -> std::result::Result<(UpstreamHead, FetchBody), TransportError> {
-        let (response, abort) = fetch_groq(
+        let (response, watchdog) = fetch_groq(
             call.url,
             "POST",
             call.api_key,
@@ -571,7 +672,8 @@ impl Provider for GroqFetch {
             call.timeout_ms,
         )
         .await?;
-        let header = |name: &str| response.headers().get(name).ok().flatten();
+        let headers = response.headers();
+        let header = |name: &str| headers.get(name).ok().flatten();
         let head = UpstreamHead {
             status: response.status(),
             retry_after: header("retry-after"),
@@ -583,7 +685,7 @@ impl Provider for GroqFetch {
             FetchBody {
                 response,
                 reader: None,
-                abort,
+                watchdog,
             },
         ))
     }
@@ -592,7 +694,7 @@ impl Provider for GroqFetch {
 struct FetchBody {
     response: web_sys::Response,
     reader: Option<web_sys::ReadableStreamDefaultReader>,
-    abort: web_sys::AbortController,
+    watchdog: Watchdog,
 }
 
 impl UpstreamBody for FetchBody {
@@ -609,7 +711,7 @@ impl UpstreamBody for FetchBody {
         let Some(reader) = &self.reader else {
             return Ok(None);
         };
-        let result = within(reader.read(), timeout_ms, &self.abort).await?;
+        let result = self.watchdog.within(reader.read(), timeout_ms).await?;
         let done =
             js_sys::Reflect::get(&result, &JsValue::from_str("done")).map_err(connection_error)?;
         if done.is_truthy() {
@@ -620,8 +722,8 @@ impl UpstreamBody for FetchBody {
         Ok(Some(js_sys::Uint8Array::new(&value).to_vec()))
     }
 
-    async fn read_all(self, timeout_ms: u64) -> std::result::Result<Vec<u8>, TransportError> {
-        read_body(&self.response, timeout_ms, &self.abort).await
+    async fn read_all(mut self, timeout_ms: u64) -> std::result::Result<Vec<u8>, TransportError> {
+        read_body(&self.response, timeout_ms, &mut self.watchdog).await
     }
 }
 

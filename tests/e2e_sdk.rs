@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::fake_groq::{FakeGroq, ORG_ID};
+use support::fake_groq::{FakeGroq, LONG_PIECES, ORG_ID};
 use support::http::{self, sse_events, SseEvent, StreamBody, StreamEnd};
 use support::worker::{manifest_dir, Worker};
 
@@ -60,6 +60,8 @@ const TASKS: &[(&str, &[&str])] = &[
     ("stream-slow", &["streamslow-sslow", "ok-sslow"]),
     ("stream-drop", &["streamdrop-sdrop", "ok-sdrop"]),
     ("stream-error", &["streamerror-serr", "ok-serr"]),
+    ("stream-long", &["streamlong-slong", "ok-slong"]),
+    ("stream-stall", &["streamstall-sstall", "ok-sstall"]),
     ("stream-logs", &["ok-slogs"]),
     ("stream-ttfb", &["ok-ttfb"]),
     // `tests/sdk/sdk_clients.py`
@@ -745,6 +747,7 @@ fn error_code_logged(error: &Value) -> &'static str {
     match error["code"].as_str() {
         Some("stream_incomplete") => "stream_incomplete",
         Some("stream_interrupted") => "stream_interrupted",
+        Some("stream_timeout") => "stream_timeout",
         _ => "upstream_stream_error",
     }
 }
@@ -757,6 +760,41 @@ fn stream_dropped_after_its_first_chunk_ends_with_an_error_event_without_done_or
         "{error}"
     );
     assert_eq!(error["type"], "api_error", "{error}");
+}
+
+#[test]
+fn stream_silent_after_its_first_chunk_past_the_idle_timeout_ends_with_a_timeout_event() {
+    let started = Instant::now();
+    let error = assert_broken_stream_ends_with_an_error_event(&stack(), "stream-stall");
+    assert_eq!(error["code"], "stream_timeout", "{error}");
+    assert_eq!(error["type"], "api_error", "{error}");
+    assert!(started.elapsed() >= Duration::from_millis(ATTEMPT_TIMEOUT_MS));
+}
+
+#[test]
+fn stream_lasting_longer_than_the_idle_timeout_completes_while_chunks_keep_coming() {
+    // Every gap is CHUNK_DELAY, the whole stream several times ATTEMPT_TIMEOUT_MS: the idle
+    // limit is per gap, not per stream.
+    let lasts = CHUNK_DELAY * (LONG_PIECES as u32 + 2);
+    assert!(lasts > Duration::from_millis(ATTEMPT_TIMEOUT_MS));
+    let stack = stack();
+    let task = "stream-long";
+    let (model, next) = (chain(task)[0], chain(task)[1]);
+    let request_id = "e2e-sdk-stream-long";
+    let started = Instant::now();
+    let response = assert_stream_ok(
+        &stack,
+        post_stream(&stack, CHAT, &chat_body(Some(task), true), request_id),
+        request_id,
+    );
+    assert_eq!(header(&response, "x-model-used"), model);
+    let routed = response.finish();
+    assert!(started.elapsed() >= lasts, "{:?}", started.elapsed());
+    assert_ends_with_done(&routed);
+    assert_eq!(content_of(&routed.text()), "tick ".repeat(LONG_PIECES));
+    assert_eq!(stack.fake.calls_to(next), 0);
+    let line = stack.request_line(request_id);
+    assert_eq!(line["outcome"], "ok", "{line}");
 }
 
 #[test]

@@ -497,7 +497,10 @@ fn default_model_is_tried_first() {
 fn a_first_try_answer_logs_one_line() {
     // The request line already names the model and status; an attempt line would repeat it, and
     // every line costs the operator (Workers Logs bills per line) and the isolate (console.log).
-    let r = ask(ScriptedProvider::new().on("m1", completion("m1"), 7), "fast");
+    let r = ask(
+        ScriptedProvider::new().on("m1", completion("m1"), 7),
+        "fast",
+    );
     assert_eq!(r.response.status, 200);
     assert_eq!(r.log.len(), 1, "{:?}", r.log);
     let (level, line) = &r.log[0];

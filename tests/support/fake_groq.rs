@@ -613,6 +613,26 @@ fn chat_completion(
                 Script::Error,
             )
         }
+        "streamlong" => {
+            return stream_completion(
+                shared,
+                writer,
+                &model,
+                request_id,
+                include_usage,
+                Script::Long,
+            )
+        }
+        "streamstall" => {
+            return stream_completion(
+                shared,
+                writer,
+                &model,
+                request_id,
+                include_usage,
+                Script::Stall,
+            )
+        }
         "streamempty" => {
             return stream_completion(
                 shared,
@@ -719,7 +739,14 @@ enum Script {
     Error,
     /// The 200 headers, then close before any chunk.
     Empty,
+    /// Like `Full` with `LONG_PIECES` content chunks, so it lasts `LONG_PIECES` chunk delays.
+    Long,
+    /// Role chunk and one content chunk, then silence for `hang_for`, then close.
+    Stall,
 }
+
+/// How many content chunks `streamlong-` sends.
+pub const LONG_PIECES: usize = 30;
 
 fn stream_completion(
     shared: &Shared,
@@ -770,20 +797,19 @@ fn stream_completion(
     ));
     first["x_groq"] = json!({"id": request_id});
     events.push(sse_data(&first));
-    let pieces = ["hello", " from ", model];
-    let content_chunks = if script == Script::Full || script == Script::Slow {
-        pieces.len()
-    } else {
-        1
+    let pieces: Vec<&str> = match script {
+        Script::Full | Script::Slow => vec!["hello", " from ", model],
+        Script::Long => vec!["tick "; LONG_PIECES],
+        Script::Drop | Script::Error | Script::Empty | Script::Stall => vec!["hello"],
     };
-    for piece in &pieces[..content_chunks] {
+    for piece in &pieces {
         events.push(sse_data(&chunk(delta(
             json!({"content": piece}),
             Value::Null,
         ))));
     }
     match script {
-        Script::Full | Script::Slow => {
+        Script::Full | Script::Slow | Script::Long => {
             let mut last = chunk(delta(json!({}), json!("stop")));
             last["x_groq"] = json!({"id": request_id, "usage": usage()});
             events.push(sse_data(&last));
@@ -804,7 +830,7 @@ fn stream_completion(
             }});
             events.push(format!("event: error\ndata: {error}\n\n"));
         }
-        Script::Drop | Script::Empty => {}
+        Script::Drop | Script::Empty | Script::Stall => {}
     }
 
     let chunk_delay = *lock(&shared.chunk_delay);
@@ -814,6 +840,9 @@ fn stream_completion(
         }
         writer.write_all(event.as_bytes())?;
         writer.flush()?;
+    }
+    if script == Script::Stall {
+        sleep_unless_shutdown(shared, hang_for);
     }
     Ok(Next::Close)
 }

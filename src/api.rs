@@ -13,7 +13,7 @@ use crate::error::{config_problems, ApiError};
 use crate::health::{rfc3339, HealthBook, HealthReport};
 use crate::json::{self, JsonObject};
 use crate::limit::{key_for, RateLimiter};
-use crate::log::{Level, Log};
+use crate::log::{Filtered, Level, Log};
 use crate::provider::Provider;
 use crate::relay::{RequestSummary, StreamRelay};
 use crate::request::ChatRequest;
@@ -130,6 +130,16 @@ pub async fn handle<P: Provider, L: RateLimiter>(
     limiter: &L,
     env: &RequestEnv<'_>,
 ) -> Reply<P::Body> {
+    let log = Filtered {
+        inner: env.log,
+        min: log_level(config),
+    };
+    let env = &RequestEnv {
+        log: &log,
+        request_id: env.request_id,
+        now_ms: env.now_ms,
+        health: env.health,
+    };
     let route = Route::of(req.path);
     let allowed = route.methods();
     let origins = config
@@ -229,6 +239,11 @@ fn healthz(config: &Result<Config, Vec<ConfigError>>) -> HttpResponse {
             .finish();
         HttpResponse::json(503, body)
     }
+}
+
+/// `LOG_LEVEL`, or every line while the configuration is broken.
+fn log_level(config: &Result<Config, Vec<ConfigError>>) -> Level {
+    config.as_ref().map_or(Level::Info, |c| c.log_level)
 }
 
 /// Valid config and an authorized caller: what every routed endpoint checks first.
@@ -495,6 +510,7 @@ async fn chat<P: Provider, L: RateLimiter>(
                         start,
                         idle_timeout_ms,
                         summary,
+                        log_level: log_level(config),
                     };
                     return Reply::Stream {
                         head,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::auth::ClientAuth;
 use crate::json::{self, Kind};
+use crate::log::Level;
 use crate::task::{TaskType, FALLBACK_KEY};
 
 pub const DEFAULT_GROQ_BASE_URL: &str = "https://api.groq.com";
@@ -96,6 +97,8 @@ pub struct Config {
     pub allowed_origins: AllowedOrigins,
     /// `RATE_LIMIT_PERIOD_S`: the `CLIENT_RATE_LIMITER` period, sent as `Retry-After` on a 429.
     pub rate_limit_period_s: u64,
+    /// `LOG_LEVEL`: the least severe log lines written (`info`: one per request).
+    pub log_level: Level,
 }
 
 /// Which browser origins may call the router.
@@ -269,6 +272,16 @@ impl Config {
                 DEFAULT_RATE_LIMIT_PERIOD_S
             }
         };
+        let log_level = match text(bindings, "LOG_LEVEL", &mut errors) {
+            None => Level::Info,
+            Some(text) => Level::parse(&text).unwrap_or_else(|| {
+                errors.push(ConfigError::invalid(
+                    "LOG_LEVEL",
+                    "`LOG_LEVEL` must be \"info\", \"warn\" or \"error\"",
+                ));
+                Level::Info
+            }),
+        };
         let allowed_origins = match text(bindings, "ALLOWED_ORIGINS", &mut errors) {
             None => AllowedOrigins::None,
             Some(text) => AllowedOrigins::parse(&text).unwrap_or_else(|e| {
@@ -297,6 +310,7 @@ impl Config {
                 max_tokens,
                 allowed_origins,
                 rate_limit_period_s,
+                log_level,
             })
         } else {
             Err(errors)

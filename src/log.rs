@@ -3,7 +3,8 @@
 
 use crate::json::JsonObject;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ordered by severity: `Info < Warn < Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Info,
     Warn,
@@ -19,6 +20,16 @@ impl Level {
         }
     }
 
+    /// `LOG_LEVEL`'s spellings: `info`, `warn`, `error` (any case, spaces around ignored).
+    pub fn parse(text: &str) -> Option<Level> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "info" => Some(Level::Info),
+            "warn" => Some(Level::Warn),
+            "error" => Some(Level::Error),
+            _ => None,
+        }
+    }
+
     /// A log line's opening fields: `{"level":…,"event":…`.
     pub fn line(self, event: &str) -> JsonObject {
         JsonObject::new()
@@ -30,6 +41,20 @@ impl Level {
 pub trait Log {
     /// `line` is one JSON object; the sink adds nothing but the transport.
     fn emit(&self, level: Level, line: String);
+}
+
+/// Passes on the lines at `min` or above (`LOG_LEVEL`), drops the rest.
+pub struct Filtered<'a> {
+    pub inner: &'a dyn Log,
+    pub min: Level,
+}
+
+impl Log for Filtered<'_> {
+    fn emit(&self, level: Level, line: String) {
+        if level >= self.min {
+            self.inner.emit(level, line);
+        }
+    }
 }
 
 /// Collects lines in memory, for tests.

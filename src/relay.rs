@@ -4,7 +4,7 @@
 
 use crate::completion::TokenCounts;
 use crate::json::JsonObject;
-use crate::log::{Level, Log};
+use crate::log::{Filtered, Level, Log};
 use crate::outcome::{redact_org_ids, GroqError};
 use crate::provider::{TransportError, UpstreamBody};
 use crate::router::StreamStart;
@@ -61,6 +61,8 @@ pub struct StreamRelay<B> {
     /// A committed stream that goes quiet for this long is broken.
     pub idle_timeout_ms: u64,
     pub summary: RequestSummary,
+    /// `LOG_LEVEL`, applied to whatever log `run` is given.
+    pub log_level: Level,
 }
 
 impl<B: UpstreamBody> StreamRelay<B> {
@@ -70,7 +72,12 @@ impl<B: UpstreamBody> StreamRelay<B> {
             start,
             idle_timeout_ms,
             summary,
+            log_level,
         } = self;
+        let log = &Filtered {
+            inner: log,
+            min: log_level,
+        };
         let StreamStart {
             first,
             mut scanner,

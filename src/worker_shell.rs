@@ -20,7 +20,7 @@ use crate::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
 use crate::config::{BindingValue, Bindings, Config, DEFAULT_MAX_REQUEST_BYTES};
 use crate::health::{GoneVerdict, HealthBook};
 use crate::limit::RateLimiter;
-use crate::log::{Level, Log};
+use crate::log::{Filtered, Level, Log};
 use crate::probe;
 use crate::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
 use crate::relay::ChunkSink;
@@ -135,7 +135,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
             )?)
         }
         Reply::Stream { head, relay } => {
-            let pipe = web_sys::TransformStream::new()?;
+            let pipe = IdentityTransformStream::new()?;
             let writer = pipe.writable().get_writer()?;
             // `wait_until` keeps the relay running after the handler has returned the response.
             ctx.wait_until(boxed(async move {
@@ -149,6 +149,20 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
             )?)
         }
     }
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// The Workers runtime's native byte pipe: what is written to its writable side goes to the
+    /// response without passing through the JS stream machinery a standard `TransformStream`
+    /// runs for every chunk.
+    type IdentityTransformStream;
+    #[wasm_bindgen(constructor, catch)]
+    fn new() -> std::result::Result<IdentityTransformStream, JsValue>;
+    #[wasm_bindgen(method, getter)]
+    fn readable(this: &IdentityTransformStream) -> web_sys::ReadableStream;
+    #[wasm_bindgen(method, getter)]
+    fn writable(this: &IdentityTransformStream) -> web_sys::WritableStream;
 }
 
 type ConfigResult = std::result::Result<Config, Vec<crate::config::ConfigError>>;
@@ -287,6 +301,10 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Err(why) => return fail(why),
     };
     let health = HEALTH.with(Rc::clone);
+    let log = Filtered {
+        inner: &log,
+        min: config.log_level,
+    };
     let result = probe::apply(config, &listed, &mut health.borrow_mut(), now_ms(), &log);
     if let Some(kv) = HealthKv::from_env(&env) {
         share_gone(kv.clone(), result.retired, config.model_gone_ttl_ms).await;

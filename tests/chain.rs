@@ -9,6 +9,7 @@ use scripted::{bindings, load};
 use serde_json::json;
 use task_router::chain::{ChainSource, ModelChain};
 use task_router::config::{BindingValue, Config};
+use task_router::log::Level;
 
 /// Bindings as (name, value) pairs, and a chain as (model, source) pairs.
 type Pairs<'a> = Vec<(&'static str, &'a str)>;
@@ -182,6 +183,20 @@ fn defaults_when_optional_bindings_are_absent() {
     assert_eq!(c.force_model, None);
     assert_eq!(c.groq_api_key, None);
     assert!(!c.client_auth.is_configured());
+    assert_eq!(c.log_level, Level::Info);
+}
+
+#[test]
+fn log_level_spellings() {
+    for (given, want) in [
+        ("info", Level::Info),
+        ("warn", Level::Warn),
+        ("WARN", Level::Warn),
+        (" error ", Level::Error),
+    ] {
+        let c = load(&[("MODEL_REGISTRY", REGISTRY), ("LOG_LEVEL", given)]).unwrap();
+        assert_eq!(c.log_level, want, "{given:?}");
+    }
 }
 
 #[test]
@@ -312,6 +327,11 @@ fn bad_config_table() {
             vec![("MODEL_REGISTRY", REGISTRY), ("ROUTER_API_KEYS", "web:")],
             "ROUTER_API_KEYS",
             "no key",
+        ),
+        (
+            vec![("MODEL_REGISTRY", REGISTRY), ("LOG_LEVEL", "debug")],
+            "LOG_LEVEL",
+            "\"info\", \"warn\" or \"error\"",
         ),
     ];
     for (pairs, binding, needle) in cases {

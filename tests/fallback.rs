@@ -519,6 +519,58 @@ fn a_first_try_answer_logs_one_line() {
 }
 
 #[test]
+fn log_level_warn_keeps_only_the_lines_about_failures() {
+    let mut b = base_bindings();
+    b.push(("LOG_LEVEL", "warn"));
+    let body = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    let auth = Some("Bearer client-secret-1");
+    let ok = ScriptedProvider::new().on("m1", completion("m1"), 5);
+    let r = run_with(&b, ok, "POST", "/v1/tasks/fast", auth, body);
+    assert_eq!(r.response.status, 200);
+    assert!(
+        r.log.is_empty(),
+        "a plain success logs nothing: {:?}",
+        r.log
+    );
+
+    let failing = ScriptedProvider::new()
+        .on("m1", gone_404("m1"), 5)
+        .on("m2", completion("m2"), 5);
+    let r = run_with(&b, failing, "POST", "/v1/tasks/fast", auth, body);
+    assert_eq!(r.response.status, 200);
+    let lines: Vec<(Level, &str)> = r
+        .log
+        .iter()
+        .map(|(level, l)| (*level, l["outcome"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(lines, [(Level::Warn, "model_gone")]);
+
+    let mut all_fail = ScriptedProvider::new();
+    for model in ["m1", "m2", "f1", "f2"] {
+        all_fail = all_fail.on(model, reply(500, "{}"), 5);
+    }
+    let r = run_with(&b, all_fail, "POST", "/v1/tasks/fast", auth, body);
+    assert_eq!(r.response.status, 502);
+    assert!(
+        r.log
+            .iter()
+            .any(|(level, l)| *level == Level::Error && l["event"] == "request"),
+        "{:?}",
+        r.log
+    );
+    assert!(r.log.iter().all(|(level, _)| *level >= Level::Warn));
+
+    b.pop();
+    b.push(("LOG_LEVEL", "error"));
+    let failing = ScriptedProvider::new()
+        .on("m1", gone_404("m1"), 5)
+        .on("m2", completion("m2"), 5);
+    let r = run_with(&b, failing, "POST", "/v1/tasks/fast", auth, body);
+    assert_eq!(r.response.status, 200);
+    assert!(r.log.is_empty(), "{:?}", r.log);
+}
+
+#[test]
 fn after_a_fallback_every_attempt_is_logged_including_the_answering_one() {
     let r = ask(
         ScriptedProvider::new()

@@ -32,12 +32,24 @@ struct Run {
 }
 
 fn run(provider: ScriptedProvider, method: &str, path: &str, body: &str) -> Run {
-    let config = load(&[
+    run_with(&[], provider, method, path, body)
+}
+
+fn run_with(
+    extra: &[(&'static str, &'static str)],
+    provider: ScriptedProvider,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Run {
+    let mut pairs = vec![
         ("MODEL_REGISTRY", REGISTRY),
         ("GROQ_API_KEY", "gsk_x"),
         ("ROUTER_API_KEYS", "k"),
         ("ATTEMPT_TIMEOUT_MS", "1000"),
-    ]);
+    ];
+    pairs.extend_from_slice(extra);
+    let config = load(&pairs);
     let log = MemoryLog::default();
     let clock = provider.clock.clone();
     let now = move || clock.get();
@@ -120,6 +132,36 @@ fn a_stream_is_relayed_byte_for_byte_with_usage_logged() {
     assert_eq!(line["prompt_tokens"], 9);
     assert_eq!(line["total_tokens"], 12);
     assert_eq!(line["duration_ms"], 170);
+}
+
+#[test]
+fn log_level_warn_logs_a_broken_stream_but_not_a_whole_one() {
+    let warn = [("LOG_LEVEL", "warn")];
+    let whole = vec![bytes(ROLE, 10), bytes(&format!("{HELLO}{FINAL}{DONE}"), 10)];
+    let r = run_with(
+        &warn,
+        ScriptedProvider::new().on("m1", Script::Stream(whole), 5),
+        "POST",
+        "/v1/chat/completions",
+        &stream_body("fast"),
+    );
+    assert!(r.streamed && r.closed);
+    assert!(r.log.is_empty(), "{:?}", r.log);
+
+    let broken = vec![
+        bytes(ROLE, 10),
+        Step::Fail(TransportError::Connection("reset".into())),
+    ];
+    let r = run_with(
+        &warn,
+        ScriptedProvider::new().on("m1", Script::Stream(broken), 5),
+        "POST",
+        "/v1/chat/completions",
+        &stream_body("fast"),
+    );
+    assert_eq!(r.log.len(), 1, "{:?}", r.log);
+    assert_eq!(r.log[0].0, Level::Warn);
+    assert_eq!(r.log[0].1["outcome"], "stream_interrupted");
 }
 
 #[test]

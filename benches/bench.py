@@ -2,7 +2,7 @@
 """The router against the thinnest pass-through Worker, both under `wrangler dev` (workerd), both
 calling the canned upstream `benches/upstream.py` on 127.0.0.1.
 
-Run from anywhere (the whole run takes about 7 minutes on 2 cores; `--quick` about 2):
+Run from anywhere (the whole run takes about 10 minutes on 2 cores; `--quick` about 2.5):
 
     python3 benches/bench.py            # or: python3 benches/bench.py --quick
 
@@ -21,6 +21,16 @@ Worker itself (four inspector events per outbound fetch and one per `console.log
 to node and written to wrangler's debug log). `--no-inspector` starts the same dev server through
 wrangler's API without it (`benches/dev_server.mjs`); `--direct` loads the Worker's own workerd
 socket, skipping wrangler's ProxyWorker. The core's own CPU cost is `cargo bench --bench core`.
+
+Besides the router as configured in `wrangler.toml`, it runs two variants of it on small requests:
+`LOG_LEVEL=warn` (no log line for a request that succeeds) and that without the
+`CLIENT_RATE_LIMITER` binding. Under `wrangler dev` a `console.log` line and a rate limiter call
+each cost wrangler's node process more CPU than the whole routing does; the variants show what
+each costs, and what the routing itself costs against the pass-through.
+
+`--profile DIR` runs each scenario once under V8's sampling profiler instead (through the
+inspector, on a build that keeps wasm function names) and writes `.cpuprofile` files plus a
+summary of self and inclusive time per function (`benches/profile_worker.mjs`).
 
 Every process it starts runs in its own process group and is stopped (TERM, then KILL) on exit,
 on failure and on Ctrl-C. Only 127.0.0.1 is used. Needs Python 3.11+ (stdlib only), node/npm,
@@ -58,6 +68,12 @@ CLIENT_KEY = "ck_bench_client_key"
 MODEL_REGISTRY = '{"fast":["ok-a"],"gonefirst":["gone-a","ok-a"]}'
 MAX_REQUEST_BYTES = 4 << 20
 BIG_BODY_BYTES = 1 << 20
+# The rate limiter table of the repository's `wrangler.toml`, which the "lean" router goes without.
+RATE_LIMIT_TABLE = """[[ratelimits]]
+name = "CLIENT_RATE_LIMITER"
+namespace_id = "1001"
+simple = { limit = 600, period = 60 }
+"""
 
 # Like tests/support/worker.rs: no metrics, no banner, no `Request.cf` fetch from the internet,
 # no `.env` / process environment leaking into bindings.
@@ -466,6 +482,10 @@ def scenarios(bodies: dict) -> list:
                  bodies["tasks-small"], rt, expect_model_header=True),
         Scenario("chat-small", "router `/v1/chat/completions`, small", "router", "/v1/chat/completions",
                  bodies["chat-small"], rt, expect_model_header=True),
+        Scenario("quiet-small", "router `/v1/chat/completions`, small, `LOG_LEVEL=warn`", "router-quiet",
+                 "/v1/chat/completions", bodies["chat-small"], rt, expect_model_header=True),
+        Scenario("lean-small", "router `/v1/chat/completions`, small, `LOG_LEVEL=warn`, no rate limiter",
+                 "router-lean", "/v1/chat/completions", bodies["chat-small"], rt, expect_model_header=True),
         Scenario("gone-small", "router `/v1/tasks/gonefirst` (first model gone, learned)", "router",
                  "/v1/tasks/gonefirst", bodies["tasks-small"], rt, expect_model_header=True,
                  expect_gone_skipped=True),
@@ -482,6 +502,10 @@ def scenarios(bodies: dict) -> list:
 COMPARISONS = [
     ("tasks-small", "pt-small", "p50 ≤ 1.05×, req/s ≥ 0.95×"),
     ("chat-small", "pt-small", "p50 ≤ 1.05×, req/s ≥ 0.95×"),
+    ("quiet-small", "pt-small", "p50 ≤ 1.05×, req/s ≥ 0.95×"),
+    ("lean-small", "pt-small", "p50 ≤ 1.05×, req/s ≥ 0.95×"),
+    ("quiet-small", "chat-small", "(what the request's log line costs)"),
+    ("lean-small", "quiet-small", "(what the rate limiter binding costs)"),
     ("chat-stream", "pt-stream", "first byte within 1 ms (see below)"),
     ("gone-small", "tasks-small", "p50 ≤ 1.05× the healthy path"),
     ("chat-big", "pt-big", "(report)"),
@@ -925,7 +949,7 @@ def main() -> int:
         router_cfg = dev_config(ROOT / "wrangler.toml", tmp, "router", [
             ("simple = { limit = 600, period = 60 }", "simple = { limit = 1000000000, period = 60 }")])
         pt_cfg = dev_config(FIXTURE / "wrangler.toml", tmp, "passthrough", [])
-        router = start_worker(procs, "router", router_cfg, {
+        router_vars = {
             "GROQ_BASE_URL": upstream_url,
             "GROQ_API_KEY": PROVIDER_KEY,
             "ROUTER_API_KEYS": f"bench:{CLIENT_KEY}",
@@ -933,16 +957,30 @@ def main() -> int:
             "MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
             "FORCE_MODEL": "",
             "ALLOW_UNAUTHENTICATED": "false",
-        }, ports, tmp, inspector=not args.no_inspector)
+        }
+        router = start_worker(procs, "router", router_cfg, router_vars, ports, tmp,
+                              inspector=not args.no_inspector)
+        # The same router writing no line for a request that succeeds (what the log line costs),
+        # and that again without the `CLIENT_RATE_LIMITER` binding (what the limiter costs):
+        # under `wrangler dev` both are served by wrangler's node process, which production lacks.
+        quiet_cfg = dev_config(ROOT / "wrangler.toml", tmp, "router-quiet", [
+            ("simple = { limit = 600, period = 60 }", "simple = { limit = 1000000000, period = 60 }")])
+        quiet = start_worker(procs, "router-quiet", quiet_cfg, dict(router_vars, LOG_LEVEL="warn"), ports, tmp,
+                             inspector=not args.no_inspector)
+        lean_cfg = dev_config(ROOT / "wrangler.toml", tmp, "router-lean", [(RATE_LIMIT_TABLE, "")])
+        lean = start_worker(procs, "router-lean", lean_cfg, dict(router_vars, LOG_LEVEL="warn"), ports, tmp,
+                            inspector=not args.no_inspector)
         passthrough = start_worker(procs, "passthrough", pt_cfg, {"UPSTREAM": upstream_url}, ports, tmp,
                                    inspector=not args.no_inspector)
-        workers = {"router": router, "passthrough": passthrough}
-        wait_ready(router, "/healthz")
+        workers = {"router": router, "router-quiet": quiet, "router-lean": lean, "passthrough": passthrough}
+        for w in (router, quiet, lean):
+            wait_ready(w, "/healthz")
         wait_ready(passthrough, "/")
         if args.direct:
             for w in workers.values():
                 w.target_port = user_worker_port(w)
         log(f"bench: workers ready ({time.monotonic() - started:.0f} s): router :{router.target_port}, "
+            f"router-quiet :{quiet.target_port}, router-lean :{lean.target_port}, "
             f"pass-through :{passthrough.target_port}, upstream :{upstream_port}")
 
         bodies = write_bodies(tmp)

@@ -690,10 +690,12 @@ impl Provider for GroqFetch {
             call.timeout_ms,
         )
         .await?;
-        let headers = response.headers();
-        let header = |name: &str| headers.get(name).ok().flatten();
+        let status = response.status();
+        // The retry hints only matter for a refusal; a success skips three runtime calls.
+        let headers = (!(200..300).contains(&status)).then(|| response.headers());
+        let header = |name: &str| headers.as_ref()?.get(name).ok().flatten();
         let head = UpstreamHead {
-            status: response.status(),
+            status,
             retry_after: header("retry-after"),
             reset_tokens: header("x-ratelimit-reset-tokens"),
             reset_requests: header("x-ratelimit-reset-requests"),

@@ -41,6 +41,11 @@ impl Level {
 pub trait Log {
     /// `line` is one JSON object; the sink adds nothing but the transport.
     fn emit(&self, level: Level, line: String);
+
+    /// Whether a line at `level` would be written: callers skip building one that would not.
+    fn enabled(&self, _level: Level) -> bool {
+        true
+    }
 }
 
 /// Passes on the lines at `min` or above (`LOG_LEVEL`), drops the rest.
@@ -51,9 +56,13 @@ pub struct Filtered<'a> {
 
 impl Log for Filtered<'_> {
     fn emit(&self, level: Level, line: String) {
-        if level >= self.min {
+        if self.enabled(level) {
             self.inner.emit(level, line);
         }
+    }
+
+    fn enabled(&self, level: Level) -> bool {
+        level >= self.min && self.inner.enabled(level)
     }
 }
 

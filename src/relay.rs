@@ -37,6 +37,9 @@ impl RequestSummary {
             (200, _) => Level::Warn,
             _ => Level::Info,
         };
+        if !log.enabled(level) {
+            return;
+        }
         let line = level
             .line("request")
             .str("request_id", &self.request_id)

@@ -329,6 +329,9 @@ fn log_attempt(ctx: &RouteContext<'_>, number: usize, attempt: &Attempt) {
         Outcome::ProviderAuthFailed => Level::Error,
         _ => Level::Warn,
     };
+    if !ctx.log.enabled(level) {
+        return;
+    }
     let hint = match attempt.outcome {
         Outcome::ModelGone => Some(format!(
             "model `{}` is gone at Groq; remove or replace it in `MODEL_REGISTRY` / `DEFAULT_*_MODEL` / `FORCE_MODEL`",

@@ -11,13 +11,10 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{
-    console_error, console_log, console_warn, event, js_sys, web_sys, Context, Env, Result,
-    ScheduleContext, ScheduledEvent,
-};
+use worker::{event, js_sys, web_sys, Context, Env, Result, ScheduleContext, ScheduledEvent};
 
 use crate::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
-use crate::config::{BindingValue, Bindings, Config, DEFAULT_MAX_REQUEST_BYTES};
+use crate::config::{AllowedOrigins, BindingValue, Bindings, Config, DEFAULT_MAX_REQUEST_BYTES};
 use crate::health::{GoneVerdict, HealthBook};
 use crate::limit::RateLimiter;
 use crate::log::{Filtered, Level, Log};
@@ -65,22 +62,33 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
             Some(_) => {}
         }
     }
+    let config = config_of(&env);
+    let config = config.as_ref();
+    let limiter = BindingLimiter::from_env(&env);
+
     let headers = req.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
     let request_id = request_id(header("x-request-id"));
-    let (authorization, content_type, origin, client_ip, content_length) = (
+    let (authorization, content_type, content_length) = (
         header("authorization"),
         header("content-type"),
-        header("origin"),
-        header("cf-connecting-ip"),
         header("content-length"),
     );
+    // Read only where they are used: the origin for CORS, the IP as an anonymous caller's
+    // rate-limit key.
+    let cors = config
+        .as_ref()
+        .is_ok_and(|c| c.allowed_origins != AllowedOrigins::None);
+    let origin = cors.then(|| header("origin")).flatten();
+    let client_ip = limiter
+        .0
+        .is_some()
+        .then(|| header("cf-connecting-ip"))
+        .flatten();
     let method = req.method();
     let url = req.url();
     let path = path_of(&url);
 
-    let config = config_of(&env);
-    let config = config.as_ref();
     let max_bytes = config
         .as_ref()
         .map_or(DEFAULT_MAX_REQUEST_BYTES, |c| c.max_request_bytes);
@@ -94,7 +102,6 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
         _ => read_limited(&req, max_bytes).await,
     };
 
-    let limiter = BindingLimiter::from_env(&env);
     let reply = handle(
         HttpRequest {
             method: &method,
@@ -505,11 +512,14 @@ impl Bindings for EnvBindings<'_> {
 struct ConsoleLog;
 
 impl Log for ConsoleLog {
+    /// `console.info` / `.warn` / `.error`, so Workers Logs records each line at its own level.
+    /// (`console.log` would also cost `wrangler dev` a source-mapping pass over every line.)
     fn emit(&self, level: Level, line: String) {
+        let line = JsValue::from_str(&line);
         match level {
-            Level::Info => console_log!("{line}"),
-            Level::Warn => console_warn!("{line}"),
-            Level::Error => console_error!("{line}"),
+            Level::Info => web_sys::console::info_1(&line),
+            Level::Warn => web_sys::console::warn_1(&line),
+            Level::Error => web_sys::console::error_1(&line),
         }
     }
 }

@@ -65,9 +65,12 @@ TERM_GRACE_S = 3.0
 
 PROVIDER_KEY = "gsk_bench_provider_key"
 CLIENT_KEY = "ck_bench_client_key"
-MODEL_REGISTRY = '{"fast":["ok-a"],"gonefirst":["gone-a","ok-a"]}'
+MODEL_REGISTRY = '{"fast":["ok-a"],"gonefirst":["gone-a","ok-a"],"long":["long-a"]}'
 MAX_REQUEST_BYTES = 4 << 20
 BIG_BODY_BYTES = 1 << 20
+# Content chunks in the upstream's `long-` streams (`LONG_EVENTS` in benches/upstream.py); with
+# the role, final and `[DONE]` events, each stream is LONG_CHUNKS + 3 HTTP chunks.
+LONG_CHUNKS = 100
 # The rate limiter table of the repository's `wrangler.toml`, which the "lean" router goes without.
 RATE_LIMIT_TABLE = """[[ratelimits]]
 name = "CLIENT_RATE_LIMITER"
@@ -427,6 +430,7 @@ class Scenario:
     stream: bool = False
     expect_model_header: bool = False
     expect_gone_skipped: bool = False
+    model: str = "ok-a"  # the model that answers (checked against `x-model-used`)
     runs: list = field(default_factory=list)
 
 
@@ -459,6 +463,8 @@ def write_bodies(tmp: Path) -> dict:
         "chat-small": body("fast"),
         "pt-stream": body("ok-a", stream=True),
         "chat-stream": body("fast", stream=True),
+        "pt-long": body("long-a", stream=True),
+        "chat-long": body("long", stream=True),
         "pt-big": body("ok-a", content_bytes=BIG_BODY_BYTES),
         "chat-big": body("fast", content_bytes=BIG_BODY_BYTES),
     }
@@ -492,6 +498,11 @@ def scenarios(bodies: dict) -> list:
         Scenario("pt-stream", "pass-through, stream", "passthrough", "/", bodies["pt-stream"], pt, stream=True),
         Scenario("chat-stream", "router `/v1/chat/completions`, stream", "router", "/v1/chat/completions",
                  bodies["chat-stream"], rt, stream=True, expect_model_header=True),
+        Scenario("pt-long", f"pass-through, stream of {LONG_CHUNKS} chunks 1 ms apart", "passthrough", "/",
+                 bodies["pt-long"], pt, stream=True),
+        Scenario("chat-long", f"router `/v1/chat/completions`, stream of {LONG_CHUNKS} chunks 1 ms apart",
+                 "router", "/v1/chat/completions", bodies["chat-long"], rt, stream=True,
+                 expect_model_header=True, model="long-a"),
         Scenario("pt-big", "pass-through, 1 MiB body", "passthrough", "/", bodies["pt-big"], pt),
         Scenario("chat-big", "router `/v1/chat/completions`, 1 MiB body", "router", "/v1/chat/completions",
                  bodies["chat-big"], rt, expect_model_header=True),
@@ -507,6 +518,7 @@ COMPARISONS = [
     ("quiet-small", "chat-small", "(what the request's log line costs)"),
     ("lean-small", "quiet-small", "(what the rate limiter binding costs)"),
     ("chat-stream", "pt-stream", "first byte within 1 ms (see below)"),
+    ("chat-long", "pt-long", "(report: Worker CPU per relayed chunk below)"),
     ("gone-small", "tasks-small", "p50 ≤ 1.05× the healthy path"),
     ("chat-big", "pt-big", "(report)"),
 ]
@@ -523,7 +535,7 @@ def check(s: Scenario, answer: Answer) -> None:
             problems.append("stream does not end with `data: [DONE]`")
     elif b'"content"' not in answer.body:
         problems.append("no `content` in the answer")
-    if s.expect_model_header and answer.headers.get("x-model-used") != "ok-a":
+    if s.expect_model_header and answer.headers.get("x-model-used") != s.model:
         problems.append(f"x-model-used {answer.headers.get('x-model-used')!r}")
     if s.expect_gone_skipped and "gone-a=skipped" not in answer.headers.get("x-attempts", ""):
         problems.append(f"x-attempts {answer.headers.get('x-attempts')!r} (gone-a not skipped)")
@@ -858,6 +870,12 @@ def report(args, info: dict, all_scenarios: list, sizes: dict, samples: dict, n_
             f"{ratio(cpu_med(sa, 'worker'), cpu_med(sb, 'worker'))} | "
             f"{ratio(cpu_med(sa, 'proxy') + cpu_med(sa, 'node'), cpu_med(sb, 'proxy') + cpu_med(sb, 'node'))} | "
             f"{target} |")
+    long_r, long_p = by_key.get("chat-long"), by_key.get("pt-long")
+    if long_r and long_p and long_r.runs and long_p.runs:
+        per_chunk = (cpu_med(long_r, "worker") - cpu_med(long_p, "worker")) / (LONG_CHUNKS + 3)
+        lines += ["", f"Relaying a stream chunk by chunk costs the router's Worker **{per_chunk:.1f} µs of CPU per "
+                      f"chunk** more than the pass-through, which hands the upstream body to the runtime "
+                      f"untouched (Worker workerd CPU per stream, router − pass-through, ÷ {LONG_CHUNKS + 3} chunks)."]
     lines += [
         "",
         f"## Unloaded, sequential ({n_probe} requests per scenario on one keep-alive connection, interleaved)",

@@ -5,6 +5,8 @@
 - a model id starting `gone-`: Groq's 404 `model_not_found` body;
 - a body with `"stream": true`: a Groq-shaped SSE stream (role chunk, 3 content chunks, final
   chunk with `x_groq.usage`, `data: [DONE]`), each event one HTTP chunk, all in one write;
+  for a model id starting `long-`, 100 content chunks written one by one, 1 ms apart, as a
+  model generating tokens would (so the Worker gets each as a separate chunk);
 - otherwise: a Groq-shaped `chat.completion`.
 `GET /_stats` returns how many chat calls each model got and how many connections were opened,
 so the bench can check that the router skips a model it learned is gone, and see whether workerd
@@ -95,7 +97,11 @@ def completion(model: str, n: int) -> bytes:
     ).encode()
 
 
-def stream_events(model: str, n: int) -> list:
+LONG_EVENTS = 100
+LONG_GAP_S = 0.001
+
+
+def stream_events(model: str, n: int, words=("Hi!", " How can I", " help?")) -> list:
     created = int(time.time())
     base = {"id": f"chatcmpl-bench-{n}", "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": "fp_bench"}
@@ -105,7 +111,7 @@ def stream_events(model: str, n: int) -> list:
         return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
     events = [event({"delta": {"role": "assistant", "content": ""}}, x_groq={"id": f"req_bench_{n}"})]
-    for word in ("Hi!", " How can I", " help?"):
+    for word in words:
         events.append(event({"delta": {"content": word}}))
     usage = {"queue_time": 0.0121, "prompt_tokens": 44, "prompt_time": 0.0021, "completion_tokens": 5,
              "completion_time": 0.004, "total_tokens": 49, "total_time": 0.0061}
@@ -137,6 +143,11 @@ def response(status: int, content_type: bytes, body: bytes, close: bool) -> byte
 
 
 def stream_response(events: list, close: bool) -> bytes:
+    return b"".join(stream_parts(events, close))
+
+
+def stream_parts(events: list, close: bool) -> list:
+    """The head, then each event as one HTTP chunk, then the last chunk."""
     parts = [
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
         b"transfer-encoding: chunked\r\n%sx-request-id: req_bench\r\n%s\r\n"
@@ -145,7 +156,7 @@ def stream_response(events: list, close: bool) -> bytes:
     for e in events:
         parts.append(b"%x\r\n%s\r\n" % (len(e), e))
     parts.append(b"0\r\n\r\n")
-    return b"".join(parts)
+    return parts
 
 
 def answer(method: bytes, path: bytes, body: bytes, close: bool, api_key: bytes, auth: bytes) -> bytes:
@@ -165,6 +176,9 @@ def answer(method: bytes, path: bytes, body: bytes, close: bool, api_key: bytes,
     counter += 1
     if model.startswith("gone-"):
         return response(404, b"application/json", gone_body(model), close)
+    if wants_stream(body) and model.startswith("long-"):
+        # A list: written part by part, LONG_GAP_S apart (see `Http11.write_paced`).
+        return stream_parts(stream_events(model, counter, words=[" tick"] * LONG_EVENTS), close)
     if wants_stream(body):
         return stream_response(stream_events(model, counter), close)
     return response(200, b"application/json", completion(model, counter), close)
@@ -212,9 +226,29 @@ class Http11(asyncio.Protocol):
                 return
             self.head = None
             close = headers.get(b"connection", b"").lower() == b"close"
-            self.transport.write(answer(method, path, body, close, self.api_key, headers.get(b"authorization", b"")))
+            reply = answer(method, path, body, close, self.api_key, headers.get(b"authorization", b""))
+            if isinstance(reply, list):
+                self.write_paced(reply, close)
+                continue
+            self.transport.write(reply)
             if close:
                 self.transport.close()
+
+    def write_paced(self, parts: list, close: bool) -> None:
+        """The head and first event now, each further part LONG_GAP_S after the one before."""
+        transport, loop = self.transport, asyncio.get_running_loop()
+        transport.write(parts[0] + parts[1])
+
+        def write(i: int) -> None:
+            if transport.is_closing():
+                return
+            transport.write(parts[i])
+            if i + 1 < len(parts):
+                loop.call_later(LONG_GAP_S, write, i + 1)
+            elif close:
+                transport.close()
+
+        loop.call_later(LONG_GAP_S, write, 2)
 
     def take(self, length: int):
         if len(self.buf) < length:

@@ -12,7 +12,7 @@ use crate::router::StreamStart;
 /// Where the relay writes: the response body stream in the Worker, a buffer in tests.
 #[allow(async_fn_in_trait)]
 pub trait ChunkSink {
-    /// `Err` when the caller has gone away.
+    /// `Err` when the caller has gone away (a sink that queues may learn it a write later).
     async fn write(&mut self, bytes: Vec<u8>) -> Result<(), ()>;
     async fn close(&mut self);
 }

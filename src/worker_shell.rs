@@ -147,7 +147,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
             // `wait_until` keeps the relay running after the handler has returned the response.
             ctx.wait_until(boxed(async move {
                 relay
-                    .run(&mut StreamWriter(writer), &now_ms, &ConsoleLog)
+                    .run(&mut StreamWriter::new(writer), &now_ms, &ConsoleLog)
                     .await;
             }));
             Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
@@ -614,8 +614,16 @@ impl Watchdog {
         promise: js_sys::Promise,
         timeout_ms: u64,
     ) -> std::result::Result<JsValue, TransportError> {
+        self.wait(JsFuture::from(promise), timeout_ms).await
+    }
+
+    /// Like `within`, for a promise already being awaited.
+    async fn wait(
+        &mut self,
+        mut answer: impl Future<Output = std::result::Result<JsValue, JsValue>> + Unpin,
+        timeout_ms: u64,
+    ) -> std::result::Result<JsValue, TransportError> {
         let deadline = now_ms().saturating_add(timeout_ms);
-        let mut answer = JsFuture::from(promise);
         loop {
             let now = now_ms();
             if now >= deadline {
@@ -723,8 +731,110 @@ impl Provider for GroqFetch {
 
 struct FetchBody {
     response: web_sys::Response,
-    reader: Option<web_sys::ReadableStreamDefaultReader>,
+    reader: Option<(web_sys::ReadableStreamDefaultReader, Settler)>,
     watchdog: Watchdog,
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// What `ReadableStreamDefaultReader.read()` resolves to.
+    type ReadResult;
+    #[wasm_bindgen(method, getter)]
+    fn done(this: &ReadResult) -> bool;
+    #[wasm_bindgen(method, getter)]
+    fn value(this: &ReadResult) -> JsValue;
+}
+
+/// Awaits one reader's `read()` promises, one at a time, through one pair of callbacks made once
+/// per stream: `JsFuture` makes (and frees) two wasm closures per promise, and a stream of N
+/// tokens is N reads.
+struct Settler {
+    state: Rc<SettlerState>,
+    callbacks: Option<Callbacks>,
+}
+
+type Callbacks = (Closure<dyn FnMut(JsValue)>, Closure<dyn FnMut(JsValue)>);
+
+#[derive(Default)]
+struct SettlerState {
+    /// A promise was handed to the callbacks and has not settled yet.
+    pending: Cell<bool>,
+    result: RefCell<Option<std::result::Result<JsValue, JsValue>>>,
+    waker: RefCell<Option<Waker>>,
+    /// The callbacks of a dropped `Settler` whose last promise had not settled: kept until it
+    /// does, since JS would otherwise call freed closures.
+    orphaned: RefCell<Option<Callbacks>>,
+}
+
+impl SettlerState {
+    fn settle(&self, result: std::result::Result<JsValue, JsValue>) {
+        self.pending.set(false);
+        // Freed after this call returns (wasm-bindgen defers it while the closure runs).
+        drop(self.orphaned.borrow_mut().take());
+        *self.result.borrow_mut() = Some(result);
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}
+
+impl Settler {
+    fn new() -> Settler {
+        let state = Rc::new(SettlerState::default());
+        let (ok, err) = (state.clone(), state.clone());
+        let on_value = Closure::new(move |value| ok.settle(Ok(value)));
+        let on_error = Closure::new(move |error| err.settle(Err(error)));
+        Settler {
+            state,
+            callbacks: Some((on_value, on_error)),
+        }
+    }
+
+    fn settle(&self, promise: js_sys::Promise) -> Settled<'_> {
+        if self.state.pending.get() {
+            // An earlier promise was given up on (timed out) and may still settle into the
+            // shared slot: this one gets callbacks of its own.
+            return Settled::Own(JsFuture::from(promise));
+        }
+        let Some((on_value, on_error)) = &self.callbacks else {
+            return Settled::Own(JsFuture::from(promise));
+        };
+        self.state.pending.set(true);
+        self.state.result.borrow_mut().take();
+        // The promise `then` returns settles when a callback has run; nothing awaits it.
+        let _ = promise.then2(on_value, on_error);
+        Settled::Shared(&self.state)
+    }
+}
+
+impl Drop for Settler {
+    fn drop(&mut self) {
+        if self.state.pending.get() {
+            *self.state.orphaned.borrow_mut() = self.callbacks.take();
+        }
+    }
+}
+
+enum Settled<'a> {
+    Shared(&'a SettlerState),
+    Own(JsFuture),
+}
+
+impl Future for Settled<'_> {
+    type Output = std::result::Result<JsValue, JsValue>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            Settled::Shared(state) => match state.result.borrow_mut().take() {
+                Some(result) => Poll::Ready(result),
+                None => {
+                    *state.waker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            },
+            Settled::Own(future) => Pin::new(future).poll(cx),
+        }
+    }
 }
 
 impl UpstreamBody for FetchBody {
@@ -736,20 +846,21 @@ impl UpstreamBody for FetchBody {
             let Some(stream) = self.response.body() else {
                 return Ok(None);
             };
-            self.reader = Some(stream.get_reader().unchecked_into());
+            self.reader = Some((stream.get_reader().unchecked_into(), Settler::new()));
         }
-        let Some(reader) = &self.reader else {
+        let Some((reader, settler)) = &self.reader else {
             return Ok(None);
         };
-        let result = self.watchdog.within(reader.read(), timeout_ms).await?;
-        let done =
-            js_sys::Reflect::get(&result, &JsValue::from_str("done")).map_err(connection_error)?;
-        if done.is_truthy() {
+        let result: ReadResult = self
+            .watchdog
+            .wait(settler.settle(reader.read()), timeout_ms)
+            .await?
+            .unchecked_into();
+        if result.done() {
             return Ok(None);
         }
-        let value =
-            js_sys::Reflect::get(&result, &JsValue::from_str("value")).map_err(connection_error)?;
-        Ok(Some(js_sys::Uint8Array::new(&value).to_vec()))
+        let chunk: js_sys::Uint8Array = result.value().dyn_into().map_err(connection_error)?;
+        Ok(Some(chunk.to_vec()))
     }
 
     async fn read_all(mut self, timeout_ms: u64) -> std::result::Result<Vec<u8>, TransportError> {
@@ -757,21 +868,44 @@ impl UpstreamBody for FetchBody {
     }
 }
 
-/// The writable side of the response body's `TransformStream`.
-struct StreamWriter(web_sys::WritableStreamDefaultWriter);
+/// The writable side of the response body's pipe. Writes are queued without waiting for each
+/// to be taken (the stream keeps their order; what is queued is bounded by the answer's length),
+/// which spares two callbacks and a microtask round per chunk: a stream of N tokens is N writes.
+/// A failed write (the caller went away) is caught by one handler per stream and reported by
+/// the next `write`.
+struct StreamWriter {
+    writer: web_sys::WritableStreamDefaultWriter,
+    failed: Rc<Cell<bool>>,
+    on_failure: Closure<dyn FnMut(JsValue)>,
+}
+
+impl StreamWriter {
+    fn new(writer: web_sys::WritableStreamDefaultWriter) -> StreamWriter {
+        let failed = Rc::new(Cell::new(false));
+        let flag = failed.clone();
+        StreamWriter {
+            writer,
+            failed,
+            on_failure: Closure::new(move |_: JsValue| flag.set(true)),
+        }
+    }
+}
 
 impl ChunkSink for StreamWriter {
     async fn write(&mut self, bytes: Vec<u8>) -> std::result::Result<(), ()> {
+        if self.failed.get() {
+            return Err(());
+        }
         let chunk = js_sys::Uint8Array::from(bytes.as_slice());
-        JsFuture::from(self.0.write_with_chunk(&chunk))
-            .await
-            .map(|_| ())
-            .map_err(|_| ())
+        // `catch` handles the rejection, so a caller who left is no unhandled-rejection error.
+        let _ = self.writer.write_with_chunk(&chunk).catch(&self.on_failure);
+        Ok(())
     }
 
     async fn close(&mut self) {
-        // The caller may already have gone; closing then fails and there is nothing to do.
-        let _ = JsFuture::from(self.0.close()).await;
+        // Waits for the queued writes. The caller may already have gone; closing then fails and
+        // there is nothing to do.
+        let _ = JsFuture::from(self.writer.close()).await;
     }
 }
 

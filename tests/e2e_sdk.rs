@@ -692,6 +692,13 @@ fn stream_falls_back_when_the_first_model_is_silent_past_the_attempt_timeout() {
          {timeout:?}, before its first chunk at {SLOW_FIRST_CHUNK:?}; worker log lines:\n{}",
         stack.logs_for("e2e-sdk-stream-slow")
     );
+    // The abandoned read settles (rejected by the abort) after its body is gone: that must not
+    // call into freed wasm closures, or throw anything else uncaught.
+    thread::sleep(Duration::from_millis(500));
+    let logs = stack.worker.logs();
+    for needle in ["Uncaught", "after being dropped", "closure invoked"] {
+        assert!(!logs.contains(needle), "{needle:?} in the logs:\n{logs}");
+    }
 }
 
 /// A committed stream that breaks: the caller gets the events before the break as the fake sent

@@ -565,83 +565,28 @@ fn chat_completion(
     let behaviour = model.split('-').next().unwrap_or("");
     let hang_for = *lock(&shared.hang_for);
 
+    // The streaming behaviours; `ok` and `streamslow` stream only when asked to.
+    let script = match behaviour {
+        "ok" if stream => Some(Script::Full),
+        "streamslow" if stream => Some(Script::Slow),
+        "streamdrop" => Some(Script::Drop),
+        "streamerror" => Some(Script::Error),
+        "streamlong" => Some(Script::Long),
+        "streamstall" => Some(Script::Stall),
+        "streamempty" => Some(Script::Empty),
+        _ => None,
+    };
+    if let Some(script) = script {
+        return stream_completion(shared, writer, &model, request_id, include_usage, script);
+    }
+
     let reply = match behaviour {
-        "ok" if stream => {
-            return stream_completion(
-                shared,
-                writer,
-                &model,
-                request_id,
-                include_usage,
-                Script::Full,
-            )
-        }
         "ok" => Reply::json(200, &completion(&model, request_id)),
-        "streamslow" if stream => {
-            return stream_completion(
-                shared,
-                writer,
-                &model,
-                request_id,
-                include_usage,
-                Script::Slow,
-            )
-        }
         "streamslow" => {
             if !sleep_unless_shutdown(shared, hang_for) {
                 return Ok(Next::Close);
             }
             Reply::json(200, &completion(&model, request_id))
-        }
-        "streamdrop" => {
-            return stream_completion(
-                shared,
-                writer,
-                &model,
-                request_id,
-                include_usage,
-                Script::Drop,
-            )
-        }
-        "streamerror" => {
-            return stream_completion(
-                shared,
-                writer,
-                &model,
-                request_id,
-                include_usage,
-                Script::Error,
-            )
-        }
-        "streamlong" => {
-            return stream_completion(
-                shared,
-                writer,
-                &model,
-                request_id,
-                include_usage,
-                Script::Long,
-            )
-        }
-        "streamstall" => {
-            return stream_completion(
-                shared,
-                writer,
-                &model,
-                request_id,
-                include_usage,
-                Script::Stall,
-            )
-        }
-        "streamempty" => {
-            return stream_completion(
-                shared,
-                writer,
-                &model,
-                request_id,
-                include_usage,
-                Script::Empty,
-            )
         }
         "hang" => {
             sleep_unless_shutdown(shared, hang_for);

@@ -133,6 +133,12 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     match reply {
         Reply::Full(response) => {
             let init = init_of(&response)?;
+            if response.body.is_empty() {
+                // No body at all: a 204 (a preflight's answer) must not have one, even empty.
+                return Ok(web_sys::Response::new_with_opt_buffer_source_and_init(
+                    None, &init,
+                )?);
+            }
             // A view of the body in wasm memory, copied once by the `Response` constructor;
             // nothing allocates between making the view and that call.
             let body = unsafe { js_sys::Uint8Array::view(response.body.as_bytes()) };

@@ -17,7 +17,7 @@ use crate::log::{Filtered, Level, Log};
 use crate::provider::Provider;
 use crate::relay::{RequestSummary, StreamRelay};
 use crate::request::ChatRequest;
-use crate::router::{route, Answer, Attempt, RouteContext};
+use crate::router::{route, Answer, Attempt, RouteContext, Routed};
 
 pub const TASKS_PREFIX: &str = "/v1/tasks/";
 
@@ -450,11 +450,10 @@ async fn chat<P: Provider, L: RateLimiter>(
         let chain =
             ModelChain::for_task(config, &task).ok_or_else(|| unknown_task(config, &task, true))?;
         known_task = true;
-        let url = format!("{}/openai/v1/chat/completions", config.groq_base_url);
         let ctx = RouteContext {
             request_id: env.request_id,
             task: &task,
-            url: &url,
+            url: &config.chat_url,
             api_key,
             attempt_timeout_ms: config.attempt_timeout_ms,
             deadline_ms: started + config.request_timeout_ms,
@@ -470,54 +469,55 @@ async fn chat<P: Provider, L: RateLimiter>(
 
     let (reply, error) = match result {
         Ok((routed, idle_timeout_ms)) => {
-            summary.model = Some(routed.model.clone());
-            summary.attempts = routed.attempts.len();
-            let mut head = match (&routed.answer, api) {
-                (Answer::Complete { completion, .. }, ChatApi::Task(task)) => {
-                    let answer = task_answer(
-                        completion,
-                        &routed.model,
-                        task,
-                        env.request_id,
-                        &routed.attempts,
-                    );
-                    HttpResponse::json(200, answer)
-                }
-                // Groq's bytes parsed as a completion, so they are UTF-8.
-                (Answer::Complete { body, .. }, ChatApi::Sdk) => {
-                    HttpResponse::json(200, String::from_utf8_lossy(body).into_owned())
-                }
-                (Answer::Stream(_), _) => HttpResponse {
-                    status: 200,
-                    headers: vec![
-                        ("content-type", "text/event-stream".to_string()),
-                        ("cache-control", "no-cache".to_string()),
-                    ],
-                    body: String::new(),
-                },
-            };
-            head.headers.push(("x-model-used", routed.model.clone()));
-            head.headers
-                .push(("x-attempts", attempts_header(&routed.attempts)));
-            head.headers.push(("x-task-type", summary.task.clone()));
-            match routed.answer {
-                Answer::Complete { completion, .. } => {
+            let Routed {
+                model,
+                answer,
+                attempts,
+            } = routed;
+            summary.model = Some(model.clone());
+            summary.attempts = attempts.len();
+            let (mut head, stream) = match answer {
+                Answer::Complete { body, completion } => {
                     summary.log(env.log, (env.now_ms)(), "ok", 200, completion.tokens());
-                    return Reply::Full(head);
+                    let answer = match api {
+                        ChatApi::Task(task) => {
+                            task_answer(&completion, &model, task, env.request_id, &attempts)
+                        }
+                        // Groq's bytes parsed as a completion, so they are UTF-8: moved as they
+                        // are, not copied.
+                        ChatApi::Sdk => String::from_utf8(body)
+                            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                    };
+                    (HttpResponse::json(200, answer), None)
                 }
                 Answer::Stream(start) => {
-                    let relay = StreamRelay {
+                    let head = HttpResponse {
+                        status: 200,
+                        headers: vec![
+                            ("content-type", "text/event-stream".to_string()),
+                            ("cache-control", "no-cache".to_string()),
+                        ],
+                        body: String::new(),
+                    };
+                    (head, Some(start))
+                }
+            };
+            head.headers.push(("x-model-used", model));
+            head.headers
+                .push(("x-attempts", attempts_header(&attempts)));
+            head.headers.push(("x-task-type", summary.task.clone()));
+            return match stream {
+                None => Reply::Full(head),
+                Some(start) => Reply::Stream {
+                    head,
+                    relay: Box::new(StreamRelay {
                         start,
                         idle_timeout_ms,
                         summary,
                         log_level: log_level(config),
-                    };
-                    return Reply::Stream {
-                        head,
-                        relay: Box::new(relay),
-                    };
-                }
-            }
+                    }),
+                },
+            };
         }
         Err(error) => {
             let mut response = HttpResponse::error(&error);

@@ -81,6 +81,8 @@ pub struct Config {
     pub default_models: BTreeMap<TaskType, String>,
     /// Host root, without a trailing `/`.
     pub groq_base_url: String,
+    /// `{groq_base_url}/openai/v1/chat/completions`, built once rather than per request.
+    pub chat_url: String,
     pub groq_api_key: Option<String>,
     pub client_auth: ClientAuth,
     /// `ATTEMPT_TIMEOUT_MS`: one model's answer (for streams: its first event).
@@ -300,6 +302,7 @@ impl Config {
                 registry,
                 force_model,
                 default_models,
+                chat_url: format!("{groq_base_url}/openai/v1/chat/completions"),
                 groq_base_url,
                 groq_api_key,
                 client_auth,

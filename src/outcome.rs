@@ -46,15 +46,6 @@ impl Outcome {
             Outcome::Skipped => "skipped",
         }
     }
-
-    /// Whether a failure with this outcome lets the loop go on to the next model. Failures that
-    /// every model would repeat (a bad request, a rejected key) stop it.
-    pub fn tries_next_model(self) -> bool {
-        !matches!(
-            self,
-            Outcome::Ok | Outcome::InvalidRequest | Outcome::ProviderAuthFailed
-        )
-    }
 }
 
 /// Classifies a non-2xx answer from Groq.
@@ -204,25 +195,6 @@ mod tests {
         ];
         for &(status, code, want) in table {
             assert_eq!(classify_error(status, code), want, "{status} {code:?}");
-        }
-    }
-
-    #[test]
-    fn which_outcomes_fall_back() {
-        use Outcome::*;
-        for o in [
-            ModelGone,
-            RateLimited,
-            UpstreamError,
-            Timeout,
-            ConnectionError,
-            InvalidResponse,
-            CannotServe,
-        ] {
-            assert!(o.tries_next_model(), "{o:?}");
-        }
-        for o in [Ok, InvalidRequest, ProviderAuthFailed] {
-            assert!(!o.tries_next_model(), "{o:?}");
         }
     }
 

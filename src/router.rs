@@ -85,6 +85,29 @@ struct Failure {
 
 type Tried<B> = (Outcome, Option<u16>, Failure, Option<Answer<B>>);
 
+/// What the verdict on a failed chain needs beyond the attempts: the earliest `Retry-After` of
+/// the rate-limited ones, and Groq's reason from the last one that could not serve the request.
+#[derive(Default)]
+struct FailureNotes {
+    retry_after_secs: Option<u64>,
+    cannot_serve: Option<GroqError>,
+}
+
+impl FailureNotes {
+    fn note(&mut self, outcome: Outcome, failure: Failure) {
+        match outcome {
+            Outcome::RateLimited => {
+                self.retry_after_secs = match (self.retry_after_secs, failure.retry_after_secs) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            Outcome::CannotServe if failure.error.is_some() => self.cannot_serve = failure.error,
+            _ => {}
+        }
+    }
+}
+
 pub async fn route<P: Provider>(
     ctx: &RouteContext<'_>,
     chain: &ModelChain,
@@ -92,7 +115,7 @@ pub async fn route<P: Provider>(
     provider: &P,
 ) -> Result<Routed<P::Body>, ApiError> {
     let mut attempts: Vec<Attempt> = Vec::with_capacity(chain.entries.len());
-    let mut failures: Vec<Failure> = Vec::with_capacity(chain.entries.len());
+    let mut notes = FailureNotes::default();
     // The chain, then the models health memory skipped (but not gone ones), as a last resort.
     let mut order: Vec<(&str, bool)> = chain.models().map(|m| (m, false)).collect();
 
@@ -122,7 +145,6 @@ pub async fn route<P: Provider>(
                     reason: Some(reason),
                     duration_ms: 0,
                 });
-                failures.push(Failure::default());
                 continue;
             }
         }
@@ -167,10 +189,10 @@ pub async fn route<P: Provider>(
             Outcome::Timeout if ended >= ctx.deadline_ms => {
                 return Err(ApiError::DeadlineExceeded { attempts })
             }
-            _ => failures.push(failure),
+            _ => notes.note(outcome, failure),
         }
     }
-    Err(verdict(attempts, failures))
+    Err(verdict(attempts, notes))
 }
 
 async fn try_model<P: Provider>(
@@ -277,35 +299,26 @@ async fn try_model<P: Provider>(
 }
 
 /// The error for a chain in which every model failed with a failure that allowed fallback.
-fn verdict(attempts: Vec<Attempt>, failures: Vec<Failure>) -> ApiError {
+fn verdict(attempts: Vec<Attempt>, notes: FailureNotes) -> ApiError {
     // A gone model is the operator's problem, not a reason the caller should stop retrying: when
     // every model that still exists was rate-limited, the caller gets 429 and when to come back.
     // Skipped entries made no call; a skipped model that was retried has its own attempt.
-    let live = || {
-        attempts
-            .iter()
-            .zip(&failures)
-            .filter(|(a, _)| !matches!(a.outcome, Outcome::ModelGone | Outcome::Skipped))
-    };
-    let all_live_are = |o: Outcome| live().count() > 0 && live().all(|(a, _)| a.outcome == o);
+    let mut live = attempts
+        .iter()
+        .map(|a| a.outcome)
+        .filter(|o| !matches!(o, Outcome::ModelGone | Outcome::Skipped));
+    let all_live = live.next().filter(|&first| live.all(|o| o == first));
 
-    if all_live_are(Outcome::RateLimited) {
-        let retry_after_secs = live()
-            .filter_map(|(_, f)| f.retry_after_secs)
-            .min()
-            .unwrap_or(1);
-        return ApiError::RateLimited {
-            retry_after_secs,
+    match all_live {
+        Some(Outcome::RateLimited) => ApiError::RateLimited {
+            retry_after_secs: notes.retry_after_secs.unwrap_or(1),
             attempts,
-        };
+        },
+        // No model could take this request (too long for every context window, say): that is
+        // the caller's to fix, so answer 400 with Groq's own reason.
+        Some(Outcome::CannotServe) => rejected(notes.cannot_serve, attempts),
+        _ => ApiError::AllModelsFailed { attempts },
     }
-    // No model could take this request (too long for every context window, say): that is the
-    // caller's to fix, so answer 400 with Groq's own reason.
-    if all_live_are(Outcome::CannotServe) {
-        let error = live().filter_map(|(_, f)| f.error.clone()).next_back();
-        return rejected(error, attempts);
-    }
-    ApiError::AllModelsFailed { attempts }
 }
 
 fn rejected(error: Option<GroqError>, attempts: Vec<Attempt>) -> ApiError {

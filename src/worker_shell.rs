@@ -234,9 +234,7 @@ struct BindingLimiter(Option<JsValue>);
 
 impl BindingLimiter {
     fn from_env(env: &Env) -> Self {
-        let binding =
-            js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(RATE_LIMITER_BINDING)).ok();
-        BindingLimiter(binding.filter(|b| b.is_object()))
+        BindingLimiter(binding(env, RATE_LIMITER_BINDING))
     }
 
     async fn check(binding: &JsValue, key: &str) -> std::result::Result<bool, JsValue> {
@@ -362,9 +360,7 @@ struct HealthKv(JsValue);
 
 impl HealthKv {
     fn from_env(env: &Env) -> Option<HealthKv> {
-        let binding =
-            js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(HEALTH_KV_BINDING)).ok()?;
-        binding.is_object().then_some(HealthKv(binding))
+        binding(env, HEALTH_KV_BINDING).map(HealthKv)
     }
 
     async fn call(&self, method: &str, args: &[JsValue]) -> std::result::Result<JsValue, JsValue> {
@@ -425,6 +421,11 @@ impl HealthKv {
         // Best effort: a verdict left behind expires on its own.
         let _ = self.call("delete", &[key]).await;
     }
+}
+
+/// An optional binding (KV namespace, rate limiter): present when `env` holds an object by that name.
+fn binding(env: &Env, name: &str) -> Option<JsValue> {
+    get(env.as_ref(), name).filter(JsValue::is_object)
 }
 
 fn get(object: &JsValue, field: &str) -> Option<JsValue> {
@@ -498,10 +499,7 @@ struct EnvBindings<'a>(&'a Env);
 
 impl Bindings for EnvBindings<'_> {
     fn get(&self, name: &str) -> Option<BindingValue> {
-        let value = js_sys::Reflect::get(self.0.as_ref(), &JsValue::from_str(name)).ok()?;
-        if value.is_undefined() || value.is_null() {
-            return None;
-        }
+        let value = get(self.0.as_ref(), name)?;
         if let Some(text) = value.as_string() {
             return Some(BindingValue::Text(text));
         }

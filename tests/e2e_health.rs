@@ -5,11 +5,13 @@
 //!
 //! Run: `cargo test --test e2e_health` (needs node/npm; the first build installs tools).
 
+mod attempt_rows;
 mod support;
 
+use attempt_rows::{outcomes, pairs};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use support::fake_groq::FakeGroq;
 use support::http;
 use support::worker::{Extras, Worker};
@@ -46,29 +48,6 @@ fn ask(worker: &Worker, task: &str) -> http::Response {
         Some(CLIENT_KEY),
         &body,
     )
-}
-
-fn outcomes(body: &Value) -> Vec<(String, String)> {
-    let list = body
-        .get("attempts")
-        .or_else(|| body["error"].get("attempts"))
-        .expect("attempts");
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["model"].as_str().unwrap().to_string(),
-                a["outcome"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
 }
 
 #[test]

@@ -2,8 +2,10 @@
 //! scenario, the answer, the models called in order, and how many calls were made.
 //! Run: `cargo test --test fallback`.
 
+mod attempt_rows;
 mod scripted;
 
+use attempt_rows::{outcomes, pairs};
 use scripted::*;
 use serde_json::{json, Value};
 use task_router::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
@@ -81,24 +83,16 @@ fn ask(provider: ScriptedProvider, task: &str) -> Run {
     )
 }
 
-fn outcomes(body: &Value, at: &str) -> Vec<(String, String)> {
-    body.pointer(at)
-        .and_then(Value::as_array)
-        .expect("attempts list")
-        .iter()
-        .map(|a| {
-            (
-                a["model"].as_str().unwrap().to_string(),
-                a["outcome"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
+/// `POST /v1/tasks/fast` with the client key and a one-message body, under `bindings`.
+fn fast_with(bindings: &[(&'static str, &str)], provider: ScriptedProvider) -> Run {
+    run_with(
+        bindings,
+        provider,
+        "POST",
+        "/v1/tasks/fast",
+        Some("Bearer client-secret-1"),
+        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+    )
 }
 
 #[test]
@@ -166,7 +160,7 @@ fn falls_back_in_order_through_every_failure_class() {
     assert_eq!(r.calls, vec!["m1", "m2", "f1", "f2"]);
     assert_eq!(r.body["model_used"], "f2");
     assert_eq!(
-        outcomes(&r.body, "/attempts"),
+        outcomes(&r.body),
         pairs(&[
             ("m1", "model_gone"),
             ("m2", "timeout"),
@@ -464,13 +458,9 @@ fn org_ids_never_reach_the_caller() {
 fn force_model_uses_one_model_and_no_fallback() {
     let mut b = base_bindings();
     b.push(("FORCE_MODEL", "pinned"));
-    let r = run_with(
+    let r = fast_with(
         &b,
         ScriptedProvider::new().on("pinned", reply(500, "{}"), 5),
-        "POST",
-        "/v1/tasks/fast",
-        Some("Bearer client-secret-1"),
-        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
     );
     assert_eq!(r.response.status, 502);
     assert_eq!(r.calls, vec!["pinned"]);
@@ -481,14 +471,7 @@ fn default_model_is_tried_first() {
     let mut b = base_bindings();
     b.push(("DEFAULT_FAST_MODEL", "preferred"));
     let provider = ScriptedProvider::new().on("preferred", completion("preferred"), 5);
-    let r = run_with(
-        &b,
-        provider,
-        "POST",
-        "/v1/tasks/fast",
-        Some("Bearer client-secret-1"),
-        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
-    );
+    let r = fast_with(&b, provider);
     assert_eq!(r.response.status, 200);
     assert_eq!(r.calls, vec!["preferred"]);
 }
@@ -522,10 +505,8 @@ fn a_first_try_answer_logs_one_line() {
 fn log_level_warn_keeps_only_the_lines_about_failures() {
     let mut b = base_bindings();
     b.push(("LOG_LEVEL", "warn"));
-    let body = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
-    let auth = Some("Bearer client-secret-1");
     let ok = ScriptedProvider::new().on("m1", completion("m1"), 5);
-    let r = run_with(&b, ok, "POST", "/v1/tasks/fast", auth, body);
+    let r = fast_with(&b, ok);
     assert_eq!(r.response.status, 200);
     assert!(
         r.log.is_empty(),
@@ -536,7 +517,7 @@ fn log_level_warn_keeps_only_the_lines_about_failures() {
     let failing = ScriptedProvider::new()
         .on("m1", gone_404("m1"), 5)
         .on("m2", completion("m2"), 5);
-    let r = run_with(&b, failing, "POST", "/v1/tasks/fast", auth, body);
+    let r = fast_with(&b, failing);
     assert_eq!(r.response.status, 200);
     let lines: Vec<(Level, &str)> = r
         .log
@@ -549,7 +530,7 @@ fn log_level_warn_keeps_only_the_lines_about_failures() {
     for model in ["m1", "m2", "f1", "f2"] {
         all_fail = all_fail.on(model, reply(500, "{}"), 5);
     }
-    let r = run_with(&b, all_fail, "POST", "/v1/tasks/fast", auth, body);
+    let r = fast_with(&b, all_fail);
     assert_eq!(r.response.status, 502);
     assert!(
         r.log
@@ -565,7 +546,7 @@ fn log_level_warn_keeps_only_the_lines_about_failures() {
     let failing = ScriptedProvider::new()
         .on("m1", gone_404("m1"), 5)
         .on("m2", completion("m2"), 5);
-    let r = run_with(&b, failing, "POST", "/v1/tasks/fast", auth, body);
+    let r = fast_with(&b, failing);
     assert_eq!(r.response.status, 200);
     assert!(r.log.is_empty(), "{:?}", r.log);
 }

@@ -2,8 +2,10 @@
 //! clock: a model that failed is not paid for again, skipped models are last resorts (gone ones
 //! never), and no request outlives `REQUEST_TIMEOUT_MS`. Run: `cargo test --test health`.
 
+mod attempt_rows;
 mod scripted;
 
+use attempt_rows::{row, rows};
 use std::cell::RefCell;
 
 use scripted::*;
@@ -83,32 +85,6 @@ impl Router {
     }
 }
 
-fn attempts(body: &Value) -> Vec<(String, String, Option<String>)> {
-    let list = body
-        .get("attempts")
-        .or_else(|| body["error"].get("attempts"))
-        .expect("attempts");
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["model"].as_str().unwrap().to_string(),
-                a["outcome"].as_str().unwrap().to_string(),
-                a["reason"].as_str().map(str::to_string),
-            )
-        })
-        .collect()
-}
-
-fn row(model: &str, outcome: &str, reason: Option<&str>) -> (String, String, Option<String>) {
-    (
-        model.to_string(),
-        outcome.to_string(),
-        reason.map(str::to_string),
-    )
-}
-
 #[test]
 fn a_gone_model_costs_one_call_not_one_per_request() {
     let router = Router::new(ScriptedProvider::new().on("m1", gone_404("m1"), 20).on(
@@ -127,7 +103,7 @@ fn a_gone_model_costs_one_call_not_one_per_request() {
         assert_eq!(r.status, 200);
         assert_eq!(calls, vec!["m2"], "the gone model is not called again");
         assert_eq!(
-            attempts(&body),
+            rows(&body),
             vec![row("m1", "skipped", Some("gone")), row("m2", "ok", None)]
         );
         assert_eq!(r.header("x-attempts"), Some("m1=skipped(gone), m2=ok(200)"));
@@ -170,7 +146,7 @@ fn a_gone_model_is_never_a_last_resort() {
     let (r, body, calls) = router.fast();
     assert_eq!(r.status, 502);
     assert_eq!(calls, vec!["m2", "f1"]);
-    assert_eq!(attempts(&body)[0], row("m1", "skipped", Some("gone")));
+    assert_eq!(rows(&body)[0], row("m1", "skipped", Some("gone")));
 }
 
 #[test]
@@ -188,10 +164,7 @@ fn a_rate_limited_model_cools_for_retry_after_and_is_a_last_resort() {
         vec!["m2"],
         "cooling: skipped while another model can answer"
     );
-    assert_eq!(
-        attempts(&body)[0],
-        row("m1", "skipped", Some("rate_limited"))
-    );
+    assert_eq!(rows(&body)[0], row("m1", "skipped", Some("rate_limited")));
     router.advance(1_000);
     assert_eq!(
         router.fast().2,
@@ -220,7 +193,7 @@ fn skipped_models_are_tried_last_when_everything_else_failed() {
         "m1 skipped first, then tried as the last resort"
     );
     assert_eq!(r.status, 502);
-    let rows = attempts(&body);
+    let rows = rows(&body);
     assert_eq!(
         rows.first().unwrap(),
         &row("m1", "skipped", Some("rate_limited"))
@@ -240,10 +213,7 @@ fn the_circuit_opens_after_three_failures_and_half_opens_after_the_cool_down() {
     }
     let (_, body, calls) = router.fast();
     assert_eq!(calls, vec!["m2"]);
-    assert_eq!(
-        attempts(&body)[0],
-        row("m1", "skipped", Some("circuit_open"))
-    );
+    assert_eq!(rows(&body)[0], row("m1", "skipped", Some("circuit_open")));
     router.advance(30_000);
     assert_eq!(router.fast().2, vec!["m1", "m2"], "half-open: one probe");
     assert_eq!(
@@ -286,7 +256,7 @@ fn a_chain_of_hung_models_answers_504_at_the_deadline() {
         vec![2_000, 2_000, 1_000],
         "the last attempt gets only the time left"
     );
-    assert_eq!(attempts(&body).len(), 3);
+    assert_eq!(rows(&body).len(), 3);
 }
 
 #[test]

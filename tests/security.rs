@@ -83,20 +83,16 @@ fn code(r: &HttpResponse) -> String {
         .to_string()
 }
 
+/// `ALLOWED_ORIGINS` in the CORS tests.
+const ORIGINS: &str = "https://app.example.com, https://admin.example.com";
+
 #[test]
 fn preflight_for_an_allowed_origin_needs_no_auth() {
     let req = HttpRequest {
         origin: Some("https://app.example.com"),
         ..HttpRequest::new("OPTIONS", "/v1/chat/completions", b"")
     };
-    let (r, calls) = send(
-        &[(
-            "ALLOWED_ORIGINS",
-            "https://app.example.com, https://admin.example.com",
-        )],
-        &Unlimited,
-        req,
-    );
+    let (r, calls) = send(&[("ALLOWED_ORIGINS", ORIGINS)], &Unlimited, req);
     assert_eq!(r.status, 204);
     assert_eq!(
         r.header("access-control-allow-origin"),
@@ -118,14 +114,7 @@ fn preflight_for_an_allowed_origin_needs_no_auth() {
         origin: Some("https://admin.example.com"),
         ..HttpRequest::new("OPTIONS", "/v1/models", b"")
     };
-    let (r, _) = send(
-        &[(
-            "ALLOWED_ORIGINS",
-            "https://app.example.com, https://admin.example.com",
-        )],
-        &Unlimited,
-        models,
-    );
+    let (r, _) = send(&[("ALLOWED_ORIGINS", ORIGINS)], &Unlimited, models);
     assert_eq!(
         r.header("access-control-allow-methods"),
         Some("GET, HEAD, OPTIONS")

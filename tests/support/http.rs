@@ -67,8 +67,7 @@ pub fn try_send(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<Response> {
-    let request = build_request(port, method, path, headers, body);
-    try_stream_raw(port, &request, method, timeout)?.into_response()
+    try_stream(port, method, path, headers, body, timeout)?.into_response()
 }
 
 /// Sends `bytes` exactly as given (for malformed requests) and reads the answer; panics on error.
@@ -87,19 +86,18 @@ pub fn try_send_raw(port: u16, bytes: &[u8], timeout: Duration) -> io::Result<Re
 pub fn post_json(port: u16, path: &str, key: Option<&str>, body: &Value) -> Response {
     let authorization = key.map(|key| format!("Bearer {key}"));
     let mut headers = vec![("content-type", "application/json")];
-    if let Some(authorization) = &authorization {
-        headers.push(("authorization", authorization.as_str()));
-    }
+    headers.extend(authorization.as_deref().map(|a| ("authorization", a)));
     send(port, "POST", path, &headers, body.to_string().as_bytes())
 }
 
 /// `GET path`, with `authorization: Bearer key` when `key` is given.
 pub fn get(port: u16, path: &str, key: Option<&str>) -> Response {
     let authorization = key.map(|key| format!("Bearer {key}"));
-    let mut headers = Vec::new();
-    if let Some(authorization) = &authorization {
-        headers.push(("authorization", authorization.as_str()));
-    }
+    let headers: Vec<_> = authorization
+        .as_deref()
+        .map(|a| ("authorization", a))
+        .into_iter()
+        .collect();
     send(port, "GET", path, &headers, b"")
 }
 

@@ -24,9 +24,10 @@ socket, skipping wrangler's ProxyWorker. The core's own CPU cost is `cargo bench
 
 Besides the router as configured in `wrangler.toml`, it runs two variants of it on small requests:
 `LOG_LEVEL=warn` (no log line for a request that succeeds) and that without the
-`CLIENT_RATE_LIMITER` binding. Under `wrangler dev` a `console.log` line and a rate limiter call
-each cost wrangler's node process more CPU than the whole routing does; the variants show what
-each costs, and what the routing itself costs against the pass-through.
+`CLIENT_RATE_LIMITER` binding. Under `wrangler dev` every `console` line costs wrangler's node
+process more CPU than the whole routing does (it prints the line and appends it to its debug log
+file); the variants show what the line and the limiter each cost, and what the routing itself
+costs against the pass-through.
 
 `--profile DIR` runs each scenario once under V8's sampling profiler instead (through the
 inspector, on a build that keeps wasm function names) and writes `.cpuprofile` files plus a
@@ -979,8 +980,8 @@ def main() -> int:
         router = start_worker(procs, "router", router_cfg, router_vars, ports, tmp,
                               inspector=not args.no_inspector)
         # The same router writing no line for a request that succeeds (what the log line costs),
-        # and that again without the `CLIENT_RATE_LIMITER` binding (what the limiter costs):
-        # under `wrangler dev` both are served by wrangler's node process, which production lacks.
+        # and that again without the `CLIENT_RATE_LIMITER` binding (what the limiter costs). The
+        # log line is mostly paid by wrangler's node process, which production lacks.
         quiet_cfg = dev_config(ROOT / "wrangler.toml", tmp, "router-quiet", [
             ("simple = { limit = 600, period = 60 }", "simple = { limit = 1000000000, period = 60 }")])
         quiet = start_worker(procs, "router-quiet", quiet_cfg, dict(router_vars, LOG_LEVEL="warn"), ports, tmp,

@@ -479,7 +479,7 @@ fn default_model_is_tried_first() {
 #[test]
 fn a_first_try_answer_logs_one_line() {
     // The request line already names the model and status; an attempt line would repeat it, and
-    // every line costs the operator (Workers Logs bills per line) and the isolate (console.log).
+    // every line costs the isolate a `console` call.
     let r = ask(
         ScriptedProvider::new().on("m1", completion("m1"), 7),
         "fast",

@@ -22,12 +22,12 @@ to node and written to wrangler's debug log). `--no-inspector` starts the same d
 wrangler's API without it (`benches/dev_server.mjs`); `--direct` loads the Worker's own workerd
 socket, skipping wrangler's ProxyWorker. The core's own CPU cost is `cargo bench --bench core`.
 
-Besides the router as configured in `wrangler.toml`, it runs two variants of it on small requests:
-`LOG_LEVEL=warn` (no log line for a request that succeeds) and that without the
-`CLIENT_RATE_LIMITER` binding. Under `wrangler dev` every `console` line costs wrangler's node
-process more CPU than the whole routing does (it prints the line and appends it to its debug log
-file); the variants show what the line and the limiter each cost, and what the routing itself
-costs against the pass-through.
+Besides the router as configured in `wrangler.toml` (`LOG_LEVEL=warn`: no line for a request that
+succeeds), it runs two variants of it on small requests: `LOG_LEVEL=info` (a line per request)
+and one without the `CLIENT_RATE_LIMITER` binding. Under `wrangler dev` every `console` line costs
+wrangler's node process more CPU than the whole routing does (it prints the line and appends it
+to its debug log file); the variants show what the line and the limiter each cost, and what the
+routing alone costs against the pass-through.
 
 `--profile DIR` runs each scenario once under V8's sampling profiler instead (through the
 inspector, on a build that keeps wasm function names) and writes `.cpuprofile` files plus a
@@ -489,9 +489,9 @@ def scenarios(bodies: dict) -> list:
                  bodies["tasks-small"], rt, expect_model_header=True),
         Scenario("chat-small", "router `/v1/chat/completions`, small", "router", "/v1/chat/completions",
                  bodies["chat-small"], rt, expect_model_header=True),
-        Scenario("quiet-small", "router `/v1/chat/completions`, small, `LOG_LEVEL=warn`", "router-quiet",
+        Scenario("info-small", "router `/v1/chat/completions`, small, `LOG_LEVEL=info`", "router-info",
                  "/v1/chat/completions", bodies["chat-small"], rt, expect_model_header=True),
-        Scenario("lean-small", "router `/v1/chat/completions`, small, `LOG_LEVEL=warn`, no rate limiter",
+        Scenario("lean-small", "router `/v1/chat/completions`, small, no rate limiter",
                  "router-lean", "/v1/chat/completions", bodies["chat-small"], rt, expect_model_header=True),
         Scenario("gone-small", "router `/v1/tasks/gonefirst` (first model gone, learned)", "router",
                  "/v1/tasks/gonefirst", bodies["tasks-small"], rt, expect_model_header=True,
@@ -514,10 +514,10 @@ def scenarios(bodies: dict) -> list:
 COMPARISONS = [
     ("tasks-small", "pt-small", "p50 ≤ 1.05×, req/s ≥ 0.95×"),
     ("chat-small", "pt-small", "p50 ≤ 1.05×, req/s ≥ 0.95×"),
-    ("quiet-small", "pt-small", "p50 ≤ 1.05×, req/s ≥ 0.95×"),
-    ("lean-small", "pt-small", "p50 ≤ 1.05×, req/s ≥ 0.95×"),
-    ("quiet-small", "chat-small", "(what the request's log line costs)"),
-    ("lean-small", "quiet-small", "(what the rate limiter binding costs)"),
+    ("info-small", "pt-small", "(with a log line per request)"),
+    ("lean-small", "pt-small", "(the routing alone)"),
+    ("info-small", "chat-small", "(what the request's log line costs)"),
+    ("lean-small", "chat-small", "(what the rate limiter binding saves)"),
     ("chat-stream", "pt-stream", "first byte within 1 ms (see below)"),
     ("chat-long", "pt-long", "(report: Worker CPU per relayed chunk below)"),
     ("gone-small", "tasks-small", "p50 ≤ 1.05× the healthy path"),
@@ -979,27 +979,27 @@ def main() -> int:
         }
         router = start_worker(procs, "router", router_cfg, router_vars, ports, tmp,
                               inspector=not args.no_inspector)
-        # The same router writing no line for a request that succeeds (what the log line costs),
-        # and that again without the `CLIENT_RATE_LIMITER` binding (what the limiter costs). The
-        # log line is mostly paid by wrangler's node process, which production lacks.
-        quiet_cfg = dev_config(ROOT / "wrangler.toml", tmp, "router-quiet", [
+        # The same router writing a line for every request (`LOG_LEVEL=info`: what the line
+        # costs), and without the `CLIENT_RATE_LIMITER` binding (what the limiter costs). The log
+        # line is mostly paid by wrangler's node process, which production lacks.
+        info_cfg = dev_config(ROOT / "wrangler.toml", tmp, "router-info", [
             ("simple = { limit = 600, period = 60 }", "simple = { limit = 1000000000, period = 60 }")])
-        quiet = start_worker(procs, "router-quiet", quiet_cfg, dict(router_vars, LOG_LEVEL="warn"), ports, tmp,
-                             inspector=not args.no_inspector)
+        info = start_worker(procs, "router-info", info_cfg, dict(router_vars, LOG_LEVEL="info"), ports, tmp,
+                            inspector=not args.no_inspector)
         lean_cfg = dev_config(ROOT / "wrangler.toml", tmp, "router-lean", [(RATE_LIMIT_TABLE, "")])
-        lean = start_worker(procs, "router-lean", lean_cfg, dict(router_vars, LOG_LEVEL="warn"), ports, tmp,
+        lean = start_worker(procs, "router-lean", lean_cfg, router_vars, ports, tmp,
                             inspector=not args.no_inspector)
         passthrough = start_worker(procs, "passthrough", pt_cfg, {"UPSTREAM": upstream_url}, ports, tmp,
                                    inspector=not args.no_inspector)
-        workers = {"router": router, "router-quiet": quiet, "router-lean": lean, "passthrough": passthrough}
-        for w in (router, quiet, lean):
+        workers = {"router": router, "router-info": info, "router-lean": lean, "passthrough": passthrough}
+        for w in (router, info, lean):
             wait_ready(w, "/healthz")
         wait_ready(passthrough, "/")
         if args.direct:
             for w in workers.values():
                 w.target_port = user_worker_port(w)
         log(f"bench: workers ready ({time.monotonic() - started:.0f} s): router :{router.target_port}, "
-            f"router-quiet :{quiet.target_port}, router-lean :{lean.target_port}, "
+            f"router-info :{info.target_port}, router-lean :{lean.target_port}, "
             f"pass-through :{passthrough.target_port}, upstream :{upstream_port}")
 
         bodies = write_bodies(tmp)

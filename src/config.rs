@@ -99,7 +99,7 @@ pub struct Config {
     pub allowed_origins: AllowedOrigins,
     /// `RATE_LIMIT_PERIOD_S`: the `CLIENT_RATE_LIMITER` period, sent as `Retry-After` on a 429.
     pub rate_limit_period_s: u64,
-    /// `LOG_LEVEL`: the least severe log lines written (`info`: one per request).
+    /// `LOG_LEVEL`: the least severe log lines written (`warn` when unset; `info` adds one per request).
     pub log_level: Level,
 }
 
@@ -275,13 +275,13 @@ impl Config {
             }
         };
         let log_level = match text(bindings, "LOG_LEVEL", &mut errors) {
-            None => Level::Info,
+            None => Level::Warn,
             Some(text) => Level::parse(&text).unwrap_or_else(|| {
                 errors.push(ConfigError::invalid(
                     "LOG_LEVEL",
                     "`LOG_LEVEL` must be \"info\", \"warn\" or \"error\"",
                 ));
-                Level::Info
+                Level::Warn
             }),
         };
         let allowed_origins = match text(bindings, "ALLOWED_ORIGINS", &mut errors) {

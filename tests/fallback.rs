@@ -22,6 +22,8 @@ fn base_bindings() -> Vec<(&'static str, &'static str)> {
         ("GROQ_API_KEY", "gsk_provider_secret"),
         ("ROUTER_API_KEYS", "web:client-secret-1"),
         ("GROQ_BASE_URL", "http://127.0.0.1:1"),
+        // Every line, so the tests can read the request lines (`warn` when unset).
+        ("LOG_LEVEL", "info"),
     ]
 }
 
@@ -499,6 +501,34 @@ fn a_first_try_answer_logs_one_line() {
     ] {
         assert_eq!(line[field], want, "{field}");
     }
+}
+
+#[test]
+fn without_log_level_a_success_writes_no_line_and_a_failure_does() {
+    // `warn` is the default (and what `wrangler.toml` ships): Cloudflare's invocation log already
+    // records every request, so only what went wrong adds a line.
+    let b: Vec<_> = base_bindings()
+        .into_iter()
+        .filter(|(name, _)| *name != "LOG_LEVEL")
+        .collect();
+    let r = fast_with(&b, ScriptedProvider::new().on("m1", completion("m1"), 5));
+    assert_eq!(r.response.status, 200);
+    assert!(r.log.is_empty(), "{:?}", r.log);
+
+    let failing = ScriptedProvider::new()
+        .on("m1", gone_404("m1"), 5)
+        .on("m2", completion("m2"), 5);
+    let r = fast_with(&b, failing);
+    assert_eq!(r.response.status, 200);
+    let lines: Vec<(Level, &str, &str)> = r
+        .log
+        .iter()
+        .map(|(level, l)| {
+            let field = |name: &str| l[name].as_str().unwrap_or_default();
+            (*level, field("model"), field("outcome"))
+        })
+        .collect();
+    assert_eq!(lines, [(Level::Warn, "m1", "model_gone")]);
 }
 
 #[test]

@@ -47,6 +47,8 @@ fn run_with(
         ("GROQ_API_KEY", "gsk_x"),
         ("ROUTER_API_KEYS", "k"),
         ("ATTEMPT_TIMEOUT_MS", "1000"),
+        // Every line, so the tests can read the request lines (`warn` when unset).
+        ("LOG_LEVEL", "info"),
     ];
     pairs.extend_from_slice(extra);
     let config = load(&pairs);

@@ -52,18 +52,18 @@ impl Completion {
     /// else (an HTML portal page, a model list) is an upstream failure, not an answer.
     pub fn parse(body: &[u8]) -> Option<Completion> {
         let body = std::str::from_utf8(body).ok()?;
-        let object = json::Object::parse(body).ok()?;
+        // One pass over the answer; the nested objects are read from its tape.
+        let doc = json::Document::parse(body).ok()?;
+        let object = doc.object(doc.root()).ok()?;
         let get = |name: &str| object.get(name);
         if present(get("object"))
             .is_some_and(|o| json::as_str(o).as_deref() != Some("chat.completion"))
         {
             return None;
         }
-        let choices = json::items(get("choices")?).ok()?;
-        // Each object is parsed once and looked up by name: a long answer is scanned once per
-        // level, not once per field read.
-        let choice = json::Object::parse(choices.first()?).ok()?;
-        let message = json::Object::parse(choice.get("message")?).ok()?;
+        let choices = doc.items(get("choices")?).ok()?;
+        let choice = doc.object(choices.first()?).ok()?;
+        let message = doc.object(choice.get("message")?).ok()?;
         Some(Completion {
             content: text(message.get("content")),
             tool_calls: present(message.get("tool_calls")).map(str::to_string),

@@ -244,6 +244,10 @@ struct Reader<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    /// Where each value down to `TAPE_DEPTH` starts and ends, when building a [`Document`].
+    tape: Option<Vec<Node>>,
+    /// The member name just read, for the value that follows it on the tape.
+    key: Option<(u32, u32, bool)>,
 }
 
 impl<'a> Reader<'a> {
@@ -252,7 +256,32 @@ impl<'a> Reader<'a> {
             text,
             bytes: text.as_bytes(),
             pos: 0,
+            tape: None,
+            key: None,
         }
+    }
+
+    /// Puts the value starting here on the tape, if one is kept and `depth` is recorded;
+    /// returns its index there.
+    fn record(&mut self, depth: usize) -> Option<usize> {
+        let key = self.key.take();
+        let tape = self.tape.as_mut()?;
+        if depth > TAPE_DEPTH {
+            return None;
+        }
+        if tape.len() >= TAPE_MAX_NODES {
+            // A pathological body (say, a million-item list) is read the slow way, in bounded
+            // memory: without a tape, every lookup scans.
+            self.tape = None;
+            return None;
+        }
+        tape.push(Node {
+            key,
+            start: self.pos as u32,
+            end: self.pos as u32,
+            depth: depth as u8,
+        });
+        Some(tape.len() - 1)
     }
 
     fn fail<T>(&self, what: &'static str) -> Result<T, JsonError> {
@@ -285,6 +314,7 @@ impl<'a> Reader<'a> {
             return self.fail("expected a value, found the end");
         };
         let start = self.pos;
+        let slot = self.record(depth);
         match b {
             b'{' | b'[' => {
                 if depth >= MAX_DEPTH {
@@ -300,7 +330,10 @@ impl<'a> Reader<'a> {
                             if self.peek() != Some(b'"') {
                                 return self.fail("expected a string key");
                             }
-                            self.string_span()?;
+                            let (from, to, escaped) = self.string_span()?;
+                            if self.tape.is_some() {
+                                self.key = Some((from as u32, to as u32, escaped));
+                            }
                             self.eat(b':', "expected `:`")?;
                         }
                         self.value(depth + 1)?;
@@ -329,6 +362,9 @@ impl<'a> Reader<'a> {
             b'n' => self.literal("null")?,
             b'-' | b'0'..=b'9' => self.number()?,
             _ => return self.fail("expected a value"),
+        }
+        if let (Some(i), Some(tape)) = (slot, self.tape.as_mut()) {
+            tape[i].end = self.pos as u32;
         }
         Ok(&self.text[start..self.pos])
     }
@@ -577,6 +613,121 @@ impl<'a> Object<'a> {
     }
 }
 
+/// How deep a [`Document`] remembers values: a chat body's root (0), `messages` (1), a message
+/// (2), its `content` list (3), a part (4) and the part's members (5).
+const TAPE_DEPTH: usize = 5;
+/// Past this many values a [`Document`] keeps no tape (a few MB at most, whatever the body).
+const TAPE_MAX_NODES: usize = 1 << 16;
+
+/// One value on a [`Document`]'s tape, in document order.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    /// The member name's span inside its quotes (members of objects only), and whether it holds
+    /// escapes.
+    key: Option<(u32, u32, bool)>,
+    start: u32,
+    end: u32,
+    depth: u8,
+}
+
+/// A JSON text validated in one pass that also noted where every value down to `TAPE_DEPTH`
+/// starts and ends (a tape), so reading the members of a nested object or the items of a nested
+/// list does not scan their bytes again. A 1 MiB chat body is mostly one string inside
+/// `messages[0].content`: reading the body, then `messages`, then the message would otherwise
+/// scan that string three times.
+pub struct Document<'a> {
+    text: &'a str,
+    tape: Option<Vec<Node>>,
+}
+
+impl<'a> Document<'a> {
+    /// `Err` unless `text` is exactly one JSON value.
+    pub fn parse(text: &'a str) -> Result<Document<'a>, JsonError> {
+        if text.len() > u32::MAX as usize {
+            // Offsets on the tape are 32-bit; such a text is read without one.
+            validate(text)?;
+            return Ok(Document { text, tape: None });
+        }
+        let mut r = Reader::new(text);
+        r.tape = Some(Vec::new());
+        r.value(0)?;
+        r.end()?;
+        Ok(Document { text, tape: r.tape })
+    }
+
+    /// The whole value, without the whitespace around it.
+    pub fn root(&self) -> &'a str {
+        match self.tape.as_deref() {
+            Some([root, ..]) => &self.text[root.start as usize..root.end as usize],
+            _ => self.text.trim_matches([' ', '\t', '\n', '\r']),
+        }
+    }
+
+    /// The tape index of `raw`, when `raw` is a value of this text that the tape holds with its
+    /// children.
+    fn node(&self, raw: &str) -> Option<(usize, &[Node])> {
+        let tape = self.tape.as_deref()?;
+        let offset = (raw.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        if offset + raw.len() > self.text.len() {
+            return None;
+        }
+        let i = tape
+            .binary_search_by_key(&(offset as u32), |n| n.start)
+            .ok()?;
+        let node = tape[i];
+        (node.end as usize == offset + raw.len() && usize::from(node.depth) < TAPE_DEPTH)
+            .then_some((i, tape))
+    }
+
+    /// The direct children of the node at `i`, in order.
+    fn children(tape: &[Node], i: usize) -> impl Iterator<Item = &Node> {
+        let parent = tape[i];
+        tape[i + 1..]
+            .iter()
+            .take_while(move |n| n.start < parent.end)
+            .filter(move |n| n.depth == parent.depth + 1)
+    }
+
+    /// Like [`members`], read from the tape when `raw` is on it.
+    pub fn members(
+        &self,
+        raw: &'a str,
+    ) -> Result<Vec<(std::borrow::Cow<'a, str>, &'a str)>, JsonError> {
+        match self.node(raw) {
+            Some((i, tape)) if raw.starts_with('{') => Ok(Self::children(tape, i)
+                .map(|n| {
+                    let (from, to, escaped) = n.key.unwrap_or_default();
+                    (
+                        decode(&self.text[from as usize..to as usize], escaped),
+                        &self.text[n.start as usize..n.end as usize],
+                    )
+                })
+                .collect()),
+            _ => members(raw),
+        }
+    }
+
+    /// Like [`items`], read from the tape when `raw` is on it.
+    pub fn items(&self, raw: &'a str) -> Result<Vec<&'a str>, JsonError> {
+        match self.node(raw) {
+            Some((i, tape)) if raw.starts_with('[') => Ok(Self::children(tape, i)
+                .map(|n| &self.text[n.start as usize..n.end as usize])
+                .collect()),
+            _ => items(raw),
+        }
+    }
+
+    /// Like [`Object::parse`], read from the tape when `raw` is on it.
+    pub fn object(&self, raw: &'a str) -> Result<Object<'a>, JsonError> {
+        self.members(raw).map(Object)
+    }
+
+    /// Like [`member`], read from the tape when `raw` is on it.
+    pub fn member(&self, raw: &'a str, key: &str) -> Option<&'a str> {
+        self.object(raw).ok()?.get(key)
+    }
+}
+
 /// The string a raw JSON value holds; `None` unless it is a valid JSON string.
 pub fn as_str(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     let raw = raw.trim();
@@ -699,6 +850,45 @@ fn decode(inner: &str, escaped: bool) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod reader_tests {
     use super::*;
+
+    #[test]
+    fn a_document_reads_nested_values_from_its_tape() {
+        let text =
+            r#" {"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"n":1} "#;
+        let doc = Document::parse(text).unwrap();
+        assert_eq!(doc.root(), text.trim());
+        let body = doc.object(doc.root()).unwrap();
+        let messages = body.get("messages").unwrap();
+        let message = doc.items(messages).unwrap()[0];
+        let content = doc.object(message).unwrap().get("content").unwrap();
+        let part = doc.items(content).unwrap()[0];
+        assert_eq!(doc.member(part, "type"), Some(r#""text""#));
+        // Each of these was read from the tape, not by scanning again.
+        for raw in [doc.root(), messages, message, content, part] {
+            assert!(doc.node(raw).is_some(), "{raw}");
+        }
+        // Text that is not this document's, or equal text elsewhere, is scanned.
+        let copy = message.to_string();
+        assert!(doc.node(&copy).is_none());
+        assert_eq!(doc.members(&copy), members(message));
+    }
+
+    #[test]
+    fn values_below_the_tape_or_past_its_size_are_scanned() {
+        let deep = r#"{"a":{"b":{"c":{"d":{"e":{"f":{"g":1}}}}}}}"#;
+        let doc = Document::parse(deep).unwrap();
+        let mut raw = doc.root();
+        for key in ["a", "b", "c", "d", "e", "f"] {
+            raw = doc.member(raw, key).unwrap();
+        }
+        assert_eq!(raw, r#"{"g":1}"#);
+        assert!(doc.node(raw).is_none(), "depth 6 is below the tape");
+
+        let many = format!("[{}0]", "0,".repeat(TAPE_MAX_NODES));
+        let doc = Document::parse(&many).unwrap();
+        assert!(doc.tape.is_none());
+        assert_eq!(doc.items(doc.root()).unwrap().len(), TAPE_MAX_NODES + 1);
+    }
 
     #[test]
     fn agrees_with_serde_json_on_validity() {

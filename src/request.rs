@@ -94,14 +94,17 @@ impl ChatRequest {
         }
         let text = std::str::from_utf8(body)
             .map_err(|_| ApiError::bad_json("the request body is not valid UTF-8"))?;
-        let fields = Fields(json::Object::parse(text).map_err(|e| match e.what {
+        let refused = |e: json::JsonError| match e.what {
             "expected an object" => ApiError::bad_json("the request body must be a JSON object"),
             "nested too deeply" => ApiError::bad_json(format!(
                 "the request body is nested deeper than {} levels ({e})",
                 json::MAX_DEPTH
             )),
             _ => ApiError::bad_json(format!("the request body is not valid JSON: {e}")),
-        })?);
+        };
+        // One validating pass over the body; the checks below read nested values from its tape.
+        let doc = json::Document::parse(text).map_err(refused)?;
+        let fields = Fields(doc.object(doc.root()).map_err(refused)?);
 
         if fields.0.get("model").is_some() && !model_field_allowed {
             return Err(ApiError::invalid_field(
@@ -115,7 +118,7 @@ impl ChatRequest {
         let messages = fields
             .get("messages")
             .ok_or_else(|| ApiError::invalid_field("messages", "`messages` is required"))?;
-        check_messages(messages)?;
+        check_messages(&doc, messages)?;
 
         let max_completion_tokens = fields.positive("max_completion_tokens")?;
         let max_tokens = fields.positive("max_tokens")?;
@@ -145,13 +148,10 @@ impl ChatRequest {
                 ));
             }
         }
-        check_stop(&fields)?;
-        check_tools(&fields)?;
+        check_stop(&doc, &fields)?;
+        check_tools(&doc, &fields)?;
         if let Some(format) = fields.of_kind("response_format", &[Kind::Object], "an object")? {
-            if json::member(format, "type")
-                .and_then(json::as_str)
-                .is_none()
-            {
+            if doc.member(format, "type").and_then(json::as_str).is_none() {
                 return Err(ApiError::invalid_field(
                     "response_format.type",
                     "`response_format.type` must be a string",
@@ -214,7 +214,7 @@ impl ChatRequest {
     }
 }
 
-fn check_stop(fields: &Fields<'_>) -> Result<(), ApiError> {
+fn check_stop<'a>(doc: &json::Document<'a>, fields: &Fields<'a>) -> Result<(), ApiError> {
     let refused = || {
         ApiError::invalid_field(
             "stop",
@@ -227,7 +227,7 @@ fn check_stop(fields: &Fields<'_>) -> Result<(), ApiError> {
     match Kind::of(raw) {
         Kind::String => Ok(()),
         Kind::Array => {
-            let items = json::items(raw).map_err(|_| refused())?;
+            let items = doc.items(raw).map_err(|_| refused())?;
             if items.len() <= MAX_STOP && items.iter().all(|i| Kind::of(i) == Kind::String) {
                 Ok(())
             } else {
@@ -238,11 +238,12 @@ fn check_stop(fields: &Fields<'_>) -> Result<(), ApiError> {
     }
 }
 
-fn check_tools(fields: &Fields<'_>) -> Result<(), ApiError> {
+fn check_tools<'a>(doc: &json::Document<'a>, fields: &Fields<'a>) -> Result<(), ApiError> {
     let Some(raw) = fields.of_kind("tools", &[Kind::Array], "a list of tool objects")? else {
         return Ok(());
     };
-    let tools = json::items(raw)
+    let tools = doc
+        .items(raw)
         .map_err(|_| ApiError::invalid_field("tools", "`tools` must be a list of tool objects"))?;
     if tools.len() > MAX_TOOLS {
         return Err(ApiError::invalid_field(
@@ -251,7 +252,7 @@ fn check_tools(fields: &Fields<'_>) -> Result<(), ApiError> {
         ));
     }
     for (i, tool) in tools.iter().enumerate() {
-        if json::member(tool, "type").and_then(json::as_str).is_none() {
+        if doc.member(tool, "type").and_then(json::as_str).is_none() {
             return Err(ApiError::invalid_field(
                 format!("tools[{i}]"),
                 format!("`tools[{i}]` must be an object with a string `type`"),
@@ -263,9 +264,10 @@ fn check_tools(fields: &Fields<'_>) -> Result<(), ApiError> {
 
 /// Checks every message: an object with a known `role` and, where the role needs it, `content`
 /// that is a string or a list of parts each with a string `type`.
-fn check_messages(raw: &str) -> Result<(), ApiError> {
+fn check_messages<'a>(doc: &json::Document<'a>, raw: &'a str) -> Result<(), ApiError> {
     let messages = match Kind::of(raw) {
-        Kind::Array => json::items(raw)
+        Kind::Array => doc
+            .items(raw)
             .map_err(|_| ApiError::invalid_field("messages", "`messages` must be a list"))?,
         _ => {
             return Err(ApiError::invalid_field(
@@ -281,15 +283,15 @@ fn check_messages(raw: &str) -> Result<(), ApiError> {
         ));
     }
     for (i, message) in messages.iter().enumerate() {
-        check_message(i, message)?;
+        check_message(doc, i, message)?;
     }
     Ok(())
 }
 
-fn check_message(i: usize, raw: &str) -> Result<(), ApiError> {
+fn check_message<'a>(doc: &json::Document<'a>, i: usize, raw: &'a str) -> Result<(), ApiError> {
     let field = |name: &str| format!("messages[{i}].{name}");
     let members = match Kind::of(raw) {
-        Kind::Object => json::Object::parse(raw).ok(),
+        Kind::Object => doc.object(raw).ok(),
         _ => None,
     }
     .map(Fields)
@@ -312,7 +314,7 @@ fn check_message(i: usize, raw: &str) -> Result<(), ApiError> {
             )
         })?;
     match members.get("content") {
-        Some(content) if content_ok(content) => Ok(()),
+        Some(content) if content_ok(doc, content) => Ok(()),
         Some(_) => Err(ApiError::invalid_field(
             field("content"),
             format!(
@@ -329,12 +331,12 @@ fn check_message(i: usize, raw: &str) -> Result<(), ApiError> {
     }
 }
 
-fn content_ok(raw: &str) -> bool {
+fn content_ok<'a>(doc: &json::Document<'a>, raw: &'a str) -> bool {
     match Kind::of(raw) {
         Kind::String => true,
-        Kind::Array => json::items(raw).is_ok_and(|parts| {
+        Kind::Array => doc.items(raw).is_ok_and(|parts| {
             parts.iter().all(|part| {
-                json::member(part, "type")
+                doc.member(part, "type")
                     .and_then(json::as_str)
                     .is_some_and(|t| !t.is_empty())
             })

@@ -115,6 +115,25 @@ proptest! {
         }
     }
 
+    /// A document's tape reads every nested object and list exactly as a scan of its bytes does.
+    #[test]
+    fn json_document_tape_agrees_with_scanning(body in mutated(), tokens in proptest::collection::vec(json_token(), 0..40)) {
+        for text in [String::from_utf8_lossy(&body).into_owned(), tokens.concat()] {
+            let doc = json::Document::parse(&text);
+            prop_assert_eq!(doc.is_ok(), json::validate(&text).is_ok(), "{}", text);
+            if let Ok(doc) = doc {
+                prop_assert_eq!(doc.root(), text.trim());
+                let mut pending = vec![doc.root()];
+                while let Some(raw) = pending.pop() {
+                    prop_assert_eq!(doc.members(raw), json::members(raw), "{}", raw);
+                    prop_assert_eq!(doc.items(raw), json::items(raw), "{}", raw);
+                    pending.extend(json::members(raw).unwrap_or_default().into_iter().map(|(_, v)| v));
+                    pending.extend(json::items(raw).unwrap_or_default());
+                }
+            }
+        }
+    }
+
     #[test]
     fn registry_parser_never_panics(text in "\\PC{0,200}", tokens in proptest::collection::vec(json_token(), 0..30)) {
         for input in [text, tokens.concat()] {

@@ -13,7 +13,9 @@ warms up, then runs `wrk -t1 -c16 --latency` over every scenario in turn, round 
 each router scenario alternates with its pass-through twin. It also times N sequential requests
 per scenario on one keep-alive connection (first body byte and whole answer, unloaded), and reads
 from /proc the CPU time per request of the Worker's own workerd, of wrangler's proxy workerd and
-node process, of the upstream and of wrk. The Markdown report goes to stdout and to
+node process, of the upstream and of wrk. Last, with one request at a time, it measures each
+Worker's own CPU per request from its threads' schedstat (blocks of sequential requests,
+interleaved): the Worker's cost free of the contention for the cores that the loaded runs share. The Markdown report goes to stdout and to
 `benches/results.md`; progress goes to stderr.
 
 `wrangler dev` always attaches its DevTools inspector, which under load costs more CPU than the
@@ -510,6 +512,13 @@ def scenarios(bodies: dict) -> list:
     ]
 
 
+# Scenarios whose unloaded Worker CPU per request is measured → their baseline (None: a baseline).
+UNLOADED_CPU = {
+    "pt-small": None, "tasks-small": "pt-small", "chat-small": "pt-small", "info-small": "pt-small",
+    "lean-small": "pt-small", "gone-small": "pt-small", "pt-stream": None, "chat-stream": "pt-stream",
+    "pt-big": None, "chat-big": "pt-big",
+}
+
 # (router scenario, baseline scenario, what the issue asks of the ratio)
 COMPARISONS = [
     ("tasks-small", "pt-small", "p50 ≤ 1.05×, req/s ≥ 0.95×"),
@@ -754,6 +763,59 @@ def probe(workers: dict, chosen: list, n: int) -> dict:
     return samples
 
 
+def worker_pids(worker: Worker) -> list:
+    """The Worker's own workerd processes (not wrangler's proxy workerd, not node)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        pgid = int(stat[stat.rindex(")") + 2:].split()[2])
+        if pgid == worker.child.pid and comm == "workerd" and \
+                f"entry=127.0.0.1:{worker.port} " not in cmdline(entry) + " ":
+            pids.append(entry)
+    return pids
+
+
+def cpu_ns(pids: list) -> int:
+    """Nanoseconds on CPU so far of every thread of `pids` (schedstat: exact, unlike the 10 ms
+    ticks of /proc/PID/stat)."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
+def unloaded_cpu(workers: dict, chosen: list, requests: int, blocks: int) -> dict:
+    """Worker CPU per request with one request at a time: no contention for the two cores, so
+    the figure is the Worker's own cost, not the machine's. Blocks of `requests` sequential
+    requests per scenario, scenarios interleaved block by block; the median block per scenario."""
+    pids = {name: worker_pids(w) for name, w in workers.items()}
+    per_request = {s.key: [] for s in chosen}
+    for _ in range(blocks):
+        for s in chosen:
+            body = s.body_file.read_bytes()
+            headers = {"Content-Type": "application/json", "Authorization": s.auth}
+            # A connection per block: an idle keep-alive connection may be closed meanwhile.
+            with HttpConnection(workers[s.worker].target_port) as conn:
+                conn.request("POST", s.path, headers, body)
+                before = cpu_ns(pids[s.worker])
+                for _ in range(requests):
+                    a = conn.request("POST", s.path, headers, body)
+                    if a.status != 200:
+                        raise SystemExit(f"bench: {s.key} answered {a.status} in the CPU probe")
+                per_request[s.key].append((cpu_ns(pids[s.worker]) - before) / requests / 1e3)
+    return {key: statistics.median(values) for key, values in per_request.items()}
+
+
 def pct(values: list, q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -804,7 +866,7 @@ def ratio(a: float, b: float) -> str:
 
 
 def report(args, info: dict, all_scenarios: list, sizes: dict, samples: dict, n_probe: int,
-           started: float, command: str, settled_s: float) -> str:
+           started: float, command: str, settled_s: float, unloaded: dict) -> str:
     by_key = {s.key: s for s in all_scenarios}
 
     def med(s: Scenario, attr: str) -> float:
@@ -895,6 +957,26 @@ def report(args, info: dict, all_scenarios: list, sizes: dict, samples: dict, n_
         verdict = "met" if diff50 <= 1.0 else "NOT met"
         lines += ["", f"Time to first streamed byte, router − pass-through: **{diff50:+.3f} ms** at p50, "
                       f"{diff90:+.3f} ms at p90 (target: within 1 ms — {verdict} at p50)."]
+    if unloaded:
+        lines += [
+            "",
+            f"## Worker CPU per request, unloaded (median of {args.cpu_blocks} blocks of {args.cpu_requests} "
+            f"sequential requests per scenario, interleaved)",
+            "",
+            "The Worker's own workerd threads' time on CPU (`/proc/PID/task/*/schedstat`) per request, with "
+            "one request in flight: the cost of the Worker itself, free of the contention for two cores "
+            "that the loaded runs above share with wrk, wrangler and the upstream.",
+            "",
+            "| scenario | Worker CPU µs/request | baseline | router − baseline | router ÷ baseline |",
+            "|---|---:|---|---:|---:|",
+        ]
+        for key, value in unloaded.items():
+            base = UNLOADED_CPU[key]
+            if base is None or base not in unloaded:
+                lines.append(f"| {by_key[key].label} | {value:.0f} | | | |")
+            else:
+                lines.append(f"| {by_key[key].label} | {value:.0f} | {by_key[base].label} | "
+                             f"{value - unloaded[base]:+.0f} | {value / unloaded[base]:.3f}× |")
     lines += [
         "",
         "## Bundle size (`wrangler deploy --dry-run`)",
@@ -925,6 +1007,10 @@ def main() -> int:
     parser.add_argument("--no-inspector", action="store_true",
                         help="start the dev server through wrangler's API without its DevTools inspector "
                              "(benches/dev_server.mjs); `wrangler dev` always attaches one")
+    parser.add_argument("--cpu-requests", type=int, default=300,
+                        help="sequential requests per block in the unloaded CPU measure (default 300)")
+    parser.add_argument("--cpu-blocks", type=int,
+                        help="blocks per scenario in the unloaded CPU measure (default 5; 0 skips it)")
     parser.add_argument("--skip-build", action="store_true", help="use the bundles already built")
     parser.add_argument("--out", default=str(BENCHES / "results.md"), help="where to write the report too")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with wrangler's logs")
@@ -935,6 +1021,7 @@ def main() -> int:
     args = parser.parse_args()
     quick = args.quick
     args.rounds = args.rounds or (3 if quick else 5)
+    args.cpu_blocks = (3 if quick else 5) if args.cpu_blocks is None else args.cpu_blocks
     args.duration = args.duration or (3 if quick else 8)
     args.warmup = args.warmup if args.warmup is not None else (1 if quick else 3)
     args.probes = args.probes or (100 if quick else 200)
@@ -1032,6 +1119,11 @@ def main() -> int:
         log(f"bench: sequential probe, {args.probes} requests per scenario")
         samples = probe(workers, probed, args.probes)
         settled += settle(workers, upstream.pid)
+        cpu_chosen = [s for s in measured if s.key in UNLOADED_CPU]
+        log(f"bench: unloaded CPU, {args.cpu_blocks} blocks of {args.cpu_requests} sequential requests "
+            f"per scenario")
+        unloaded = unloaded_cpu(workers, cpu_chosen, args.cpu_requests, args.cpu_blocks) if args.cpu_blocks else {}
+        settled += settle(workers, upstream.pid)
 
         for r in range(args.rounds):
             for s in measured:
@@ -1050,7 +1142,8 @@ def main() -> int:
             raise SystemExit("bench: the router called `gone-a` again after learning it is gone")
 
         info = machine()
-        text = report(args, info, all_scenarios, sizes, samples, args.probes, started, command, settled)
+        text = report(args, info, all_scenarios, sizes, samples, args.probes, started, command, settled,
+                      unloaded)
         print(text)
         Path(args.out).write_text(text)
         log(f"bench: report written to {args.out}")

@@ -13,10 +13,11 @@ warms up, then runs `wrk -t1 -c16 --latency` over every scenario in turn, round 
 each router scenario alternates with its pass-through twin. It also times N sequential requests
 per scenario on one keep-alive connection (first body byte and whole answer, unloaded), and reads
 from /proc the CPU time per request of the Worker's own workerd, of wrangler's proxy workerd and
-node process, of the upstream and of wrk. Last, with one request at a time, it measures each
-Worker's own CPU per request from its threads' schedstat (blocks of sequential requests,
-interleaved): the Worker's cost free of the contention for the cores that the loaded runs share. The Markdown report goes to stdout and to
-`benches/results.md`; progress goes to stderr.
+node process, of the upstream and of wrk. Before the loaded rounds, with one request at a time,
+it measures each Worker's own CPU per request from its threads' schedstat (blocks of sequential
+requests, interleaved): the Worker's cost free of the contention for the cores that the loaded
+runs share. The Markdown report goes to stdout and to `benches/results.md`; progress goes to
+stderr.
 
 `wrangler dev` always attaches its DevTools inspector, which under load costs more CPU than the
 Worker itself (four inspector events per outbound fetch and one per `console.log`, each forwarded
@@ -30,6 +31,10 @@ and one without the `CLIENT_RATE_LIMITER` binding. Under `wrangler dev` every `c
 wrangler's node process more CPU than the whole routing does (it prints the line and appends it
 to its debug log file); the variants show what the line and the limiter each cost, and what the
 routing alone costs against the pass-through.
+
+`--compare DIR` also runs the router of another checkout (say `git worktree add /tmp/prev HEAD~1`,
+with `node_modules` linked in) on the small and 1 MiB chat scenarios, so a change is measured
+against the code before it in the same run.
 
 `--profile DIR` runs each scenario once under V8's sampling profiler instead (through the
 inspector, on a build that keeps wasm function names) and writes `.cpuprofile` files plus a
@@ -483,8 +488,14 @@ def compact(value) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def scenarios(bodies: dict) -> list:
+def scenarios(bodies: dict, compare: bool = False) -> list:
     pt, rt = f"Bearer {PROVIDER_KEY}", f"Bearer {CLIENT_KEY}"
+    earlier = [
+        Scenario("prev-small", "earlier router (`--compare`) `/v1/chat/completions`, small", "router-prev",
+                 "/v1/chat/completions", bodies["chat-small"], rt, expect_model_header=True),
+        Scenario("prev-big", "earlier router (`--compare`) `/v1/chat/completions`, 1 MiB body", "router-prev",
+                 "/v1/chat/completions", bodies["chat-big"], rt, expect_model_header=True),
+    ] if compare else []
     return [
         Scenario("pt-small", "pass-through, small", "passthrough", "/", bodies["pt-small"], pt),
         Scenario("tasks-small", "router `/v1/tasks/fast`, small", "router", "/v1/tasks/fast",
@@ -509,14 +520,14 @@ def scenarios(bodies: dict) -> list:
         Scenario("pt-big", "pass-through, 1 MiB body", "passthrough", "/", bodies["pt-big"], pt),
         Scenario("chat-big", "router `/v1/chat/completions`, 1 MiB body", "router", "/v1/chat/completions",
                  bodies["chat-big"], rt, expect_model_header=True),
-    ]
+    ] + earlier
 
 
 # Scenarios whose unloaded Worker CPU per request is measured → their baseline (None: a baseline).
 UNLOADED_CPU = {
     "pt-small": None, "tasks-small": "pt-small", "chat-small": "pt-small", "info-small": "pt-small",
     "lean-small": "pt-small", "gone-small": "pt-small", "pt-stream": None, "chat-stream": "pt-stream",
-    "pt-big": None, "chat-big": "pt-big",
+    "pt-big": None, "chat-big": "pt-big", "prev-small": "pt-small", "prev-big": "pt-big",
 }
 
 # (router scenario, baseline scenario, what the issue asks of the ratio)
@@ -531,6 +542,8 @@ COMPARISONS = [
     ("chat-long", "pt-long", "(report: Worker CPU per relayed chunk below)"),
     ("gone-small", "tasks-small", "p50 ≤ 1.05× the healthy path"),
     ("chat-big", "pt-big", "(report)"),
+    ("chat-small", "prev-small", "(this build against the `--compare` one)"),
+    ("chat-big", "prev-big", "(this build against the `--compare` one)"),
 ]
 
 
@@ -1011,6 +1024,9 @@ def main() -> int:
                         help="sequential requests per block in the unloaded CPU measure (default 300)")
     parser.add_argument("--cpu-blocks", type=int,
                         help="blocks per scenario in the unloaded CPU measure (default 5; 0 skips it)")
+    parser.add_argument("--compare", metavar="DIR",
+                        help="also run the router of another checkout (e.g. a `git worktree` of an earlier "
+                             "commit, built there) on the small and 1 MiB chat scenarios, side by side")
     parser.add_argument("--skip-build", action="store_true", help="use the bundles already built")
     parser.add_argument("--out", default=str(BENCHES / "results.md"), help="where to write the report too")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with wrangler's logs")
@@ -1041,6 +1057,10 @@ def main() -> int:
     try:
         ensure_tools()
         sizes = build_all(tmp, args.skip_build, keep_names=bool(args.profile))
+        compare = Path(args.compare).resolve() if args.compare else None
+        if compare and not args.skip_build:
+            run_checked(["sh", "scripts/build.sh"], compare, wrangler_env(prebuilt=False),
+                        f"scripts/build.sh in {compare}")
         log(f"bench: bundles built ({time.monotonic() - started:.0f} s): {sizes}")
 
         upstream = procs.start([sys.executable, str(BENCHES / "upstream.py"), "--port", "0", "--api-key",
@@ -1076,10 +1096,18 @@ def main() -> int:
         lean_cfg = dev_config(ROOT / "wrangler.toml", tmp, "router-lean", [(RATE_LIMIT_TABLE, "")])
         lean = start_worker(procs, "router-lean", lean_cfg, router_vars, ports, tmp,
                             inspector=not args.no_inspector)
+        if compare:
+            prev_cfg = dev_config(compare / "wrangler.toml", tmp, "router-prev", [
+                ("simple = { limit = 600, period = 60 }", "simple = { limit = 1000000000, period = 60 }")])
+            workers_extra = {"router-prev": start_worker(procs, "router-prev", prev_cfg, router_vars, ports, tmp,
+                                                         inspector=not args.no_inspector)}
+        else:
+            workers_extra = {}
         passthrough = start_worker(procs, "passthrough", pt_cfg, {"UPSTREAM": upstream_url}, ports, tmp,
                                    inspector=not args.no_inspector)
-        workers = {"router": router, "router-info": info, "router-lean": lean, "passthrough": passthrough}
-        for w in (router, info, lean):
+        workers = {"router": router, "router-info": info, "router-lean": lean, "passthrough": passthrough,
+                   **workers_extra}
+        for w in (router, info, lean, *workers_extra.values()):
             wait_ready(w, "/healthz")
         wait_ready(passthrough, "/")
         if args.direct:
@@ -1090,7 +1118,7 @@ def main() -> int:
             f"pass-through :{passthrough.target_port}, upstream :{upstream_port}")
 
         bodies = write_bodies(tmp)
-        all_scenarios = scenarios(bodies)
+        all_scenarios = scenarios(bodies, compare=compare is not None)
         # The first gone-first request teaches the router that `gone-a` is gone.
         gone = next(s for s in all_scenarios if s.key == "gone-small")
         first = send(router.target_port, gone)

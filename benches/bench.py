@@ -937,8 +937,8 @@ def report(args, info: dict, all_scenarios: list, sizes: dict, samples: dict, n_
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for a, b, target in COMPARISONS:
-        sa, sb = by_key[a], by_key[b]
-        if not (sa.runs and sb.runs):
+        sa, sb = by_key.get(a), by_key.get(b)
+        if not (sa and sb and sa.runs and sb.runs):
             continue
         lines.append(
             f"| {sa.label} / {sb.label} | {ratio(med(sa, 'p50_ms'), med(sb, 'p50_ms'))} | "

@@ -19,6 +19,10 @@ requests, interleaved): the Worker's cost free of the contention for the cores t
 runs share. The Markdown report goes to stdout and to `benches/results.md`; progress goes to
 stderr.
 
+Every round runs on freshly started dev servers (`--same-servers` keeps one set): two workerd
+processes running identical code differ by a few percent in throughput, so one set of processes
+would bias every round the same way.
+
 `wrangler dev` always attaches its DevTools inspector, which under load costs more CPU than the
 Worker itself (four inspector events per outbound fetch and one per `console.log`, each forwarded
 to node and written to wrangler's debug log). `--no-inspector` starts the same dev server through
@@ -305,6 +309,34 @@ def start_worker(procs: Processes, name: str, config: Path, vars_: dict, ports: 
     out.close()
     return Worker(name, port, child, log_path, debug_log_dir, target_port=port,
                   inspector_port=inspector_port if inspector else 0)
+
+
+def start_all(procs: Processes, specs: list, ports: set, tmp: Path, args) -> dict:
+    """Starts a dev server per spec, waits until each answers, and picks the port to load."""
+    workers = {}
+    for name, config, vars_, _ in specs:
+        workers[name] = start_worker(procs, name, config, vars_, ports, tmp, inspector=not args.no_inspector)
+    for name, _, _, ready_path in specs:
+        wait_ready(workers[name], ready_path)
+    if args.direct:
+        for w in workers.values():
+            w.target_port = user_worker_port(w)
+    return workers
+
+
+def stop_all(procs: Processes, workers: dict) -> None:
+    for w in workers.values():
+        procs.stop(w.child)
+        if w.child in procs.children:
+            procs.children.remove(w.child)
+
+
+def teach_gone(workers: dict, gone: "Scenario") -> None:
+    """The first gone-first request teaches the router that `gone-a` is gone."""
+    first = send(workers[gone.worker].target_port, gone)
+    if first.status != 200 or "gone-a=model_gone(404)" not in first.headers.get("x-attempts", ""):
+        raise SystemExit(f"bench: the first gone-first request did not meet `gone-a`: "
+                         f"{first.status} {first.headers.get('x-attempts')!r}")
 
 
 def user_worker_port(worker: Worker) -> int:
@@ -898,7 +930,10 @@ def report(args, info: dict, all_scenarios: list, sizes: dict, samples: dict, n_
         f"- command: `{command}`",
         f"- load: `wrk -t1 -c{args.connections} -d{args.duration}s --latency` per run, "
         f"{args.rounds} rounds, every scenario once per round in the order below (so each router run "
-        f"alternates with its baseline); {args.warmup} s warm-up per scenario; medians over rounds",
+        f"alternates with its baseline); {args.warmup} s warm-up per scenario; medians over rounds; "
+        + ("one set of dev servers for all rounds (`--same-servers`)" if args.same_servers else
+           "fresh dev servers (new workerd processes) for every round, each warmed up 1 s per scenario "
+           "and taught the gone model again"),
         f"- upstream: `benches/upstream.py` (canned, no delay) on 127.0.0.1; Workers: `wrangler dev` "
         f"on 127.0.0.1, log level `log`, router rate limiter raised to 10^9/min",
         "- dev server: " + ("wrangler's dev server **without its DevTools inspector** (`--no-inspector`, "
@@ -1027,6 +1062,8 @@ def main() -> int:
     parser.add_argument("--compare", metavar="DIR",
                         help="also run the router of another checkout (e.g. a `git worktree` of an earlier "
                              "commit, built there) on the small and 1 MiB chat scenarios, side by side")
+    parser.add_argument("--same-servers", action="store_true",
+                        help="keep one set of dev servers for all rounds (default: fresh ones every round)")
     parser.add_argument("--skip-build", action="store_true", help="use the bundles already built")
     parser.add_argument("--out", default=str(BENCHES / "results.md"), help="where to write the report too")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with wrangler's logs")
@@ -1084,47 +1121,32 @@ def main() -> int:
             "FORCE_MODEL": "",
             "ALLOW_UNAUTHENTICATED": "false",
         }
-        router = start_worker(procs, "router", router_cfg, router_vars, ports, tmp,
-                              inspector=not args.no_inspector)
-        # The same router writing a line for every request (`LOG_LEVEL=info`: what the line
-        # costs), and without the `CLIENT_RATE_LIMITER` binding (what the limiter costs). The log
-        # line is mostly paid by wrangler's node process, which production lacks.
-        info_cfg = dev_config(ROOT / "wrangler.toml", tmp, "router-info", [
-            ("simple = { limit = 600, period = 60 }", "simple = { limit = 1000000000, period = 60 }")])
-        info = start_worker(procs, "router-info", info_cfg, dict(router_vars, LOG_LEVEL="info"), ports, tmp,
-                            inspector=not args.no_inspector)
-        lean_cfg = dev_config(ROOT / "wrangler.toml", tmp, "router-lean", [(RATE_LIMIT_TABLE, "")])
-        lean = start_worker(procs, "router-lean", lean_cfg, router_vars, ports, tmp,
-                            inspector=not args.no_inspector)
+        # (name, config, vars, readiness path). Besides the router as configured: the same router
+        # writing a line for every request (`LOG_LEVEL=info`: what the line costs), and without
+        # the `CLIENT_RATE_LIMITER` binding (what the limiter costs). The log line is mostly paid by
+        # wrangler's node process, which production lacks.
+        specs = [
+            ("router", router_cfg, router_vars, "/healthz"),
+            ("router-info", dev_config(ROOT / "wrangler.toml", tmp, "router-info", [
+                ("simple = { limit = 600, period = 60 }", "simple = { limit = 1000000000, period = 60 }")]),
+             dict(router_vars, LOG_LEVEL="info"), "/healthz"),
+            ("router-lean", dev_config(ROOT / "wrangler.toml", tmp, "router-lean", [(RATE_LIMIT_TABLE, "")]),
+             router_vars, "/healthz"),
+        ]
         if compare:
-            prev_cfg = dev_config(compare / "wrangler.toml", tmp, "router-prev", [
-                ("simple = { limit = 600, period = 60 }", "simple = { limit = 1000000000, period = 60 }")])
-            workers_extra = {"router-prev": start_worker(procs, "router-prev", prev_cfg, router_vars, ports, tmp,
-                                                         inspector=not args.no_inspector)}
-        else:
-            workers_extra = {}
-        passthrough = start_worker(procs, "passthrough", pt_cfg, {"UPSTREAM": upstream_url}, ports, tmp,
-                                   inspector=not args.no_inspector)
-        workers = {"router": router, "router-info": info, "router-lean": lean, "passthrough": passthrough,
-                   **workers_extra}
-        for w in (router, info, lean, *workers_extra.values()):
-            wait_ready(w, "/healthz")
-        wait_ready(passthrough, "/")
-        if args.direct:
-            for w in workers.values():
-                w.target_port = user_worker_port(w)
-        log(f"bench: workers ready ({time.monotonic() - started:.0f} s): router :{router.target_port}, "
-            f"router-info :{info.target_port}, router-lean :{lean.target_port}, "
-            f"pass-through :{passthrough.target_port}, upstream :{upstream_port}")
+            specs.append(("router-prev", dev_config(compare / "wrangler.toml", tmp, "router-prev", [
+                ("simple = { limit = 600, period = 60 }", "simple = { limit = 1000000000, period = 60 }")]),
+                router_vars, "/healthz"))
+        specs.append(("passthrough", pt_cfg, {"UPSTREAM": upstream_url}, "/"))
+        workers = start_all(procs, specs, ports, tmp, args)
+        log(f"bench: workers ready ({time.monotonic() - started:.0f} s): "
+            + ", ".join(f"{name} :{w.target_port}" for name, w in workers.items())
+            + f", upstream :{upstream_port}")
 
         bodies = write_bodies(tmp)
         all_scenarios = scenarios(bodies, compare=compare is not None)
-        # The first gone-first request teaches the router that `gone-a` is gone.
         gone = next(s for s in all_scenarios if s.key == "gone-small")
-        first = send(router.target_port, gone)
-        if first.status != 200 or "gone-a=model_gone(404)" not in first.headers.get("x-attempts", ""):
-            raise SystemExit(f"bench: the first gone-first request did not meet `gone-a`: "
-                             f"{first.status} {first.headers.get('x-attempts')!r}")
+        teach_gone(workers, gone)
         for s in all_scenarios:
             check(s, send(workers[s.worker].target_port, s))
         gone_calls = upstream_stats(upstream_port)["calls"].get("gone-a", 0)
@@ -1154,6 +1176,20 @@ def main() -> int:
         settled += settle(workers, upstream.pid)
 
         for r in range(args.rounds):
+            if r > 0 and not args.same_servers:
+                # Fresh dev servers for every round: two processes running the same code differ
+                # by a few percent (measured with `--compare` on identical builds), so one set of
+                # processes for all rounds would bias every round the same way.
+                stop_all(procs, workers)
+                workers = start_all(procs, specs, ports, tmp, args)
+                teach_gone(workers, gone)
+                gone_calls = upstream_stats(upstream_port)["calls"].get("gone-a", 0)
+                for s in measured:
+                    run_wrk(procs, s, workers, upstream.pid, upstream_port, tmp, min(args.warmup, 1),
+                            args.connections)
+                settled += settle(workers, upstream.pid)
+                log(f"[round {r + 1}/{args.rounds}] fresh dev servers: "
+                    + ", ".join(f"{name} :{w.target_port}" for name, w in workers.items()))
             for s in measured:
                 run = run_wrk(procs, s, workers, upstream.pid, upstream_port, tmp, args.duration, args.connections)
                 s.runs.append(run)
@@ -1166,8 +1202,8 @@ def main() -> int:
                     f"p99 {run.p99_ms:7.3f} ms  µs/req: Worker {run.cpu_us['worker']:5.0f}  "
                     f"proxy {run.cpu_us['proxy']:5.0f}  node {run.cpu_us['node']:5.0f}  "
                     f"other {run.other_cores:.2f} cores  errors {run.errors}  (settled {waited:.1f} s)")
-        if upstream_stats(upstream_port)["calls"].get("gone-a", 0) != gone_calls:
-            raise SystemExit("bench: the router called `gone-a` again after learning it is gone")
+            if upstream_stats(upstream_port)["calls"].get("gone-a", 0) != gone_calls:
+                raise SystemExit("bench: the router called `gone-a` again after learning it is gone")
 
         info = machine()
         text = report(args, info, all_scenarios, sizes, samples, args.probes, started, command, settled,

@@ -630,6 +630,23 @@ def cmdline(pid: str) -> str:
     return _cmdlines[pid]
 
 
+def proc_stats():
+    """(pid, command name, the fields after it) of every process, from /proc/PID/stat."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        yield entry, stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+
+
+def is_proxy(worker: Worker, pid: str) -> bool:
+    """Whether the workerd `pid` is wrangler's proxy (it listens on the public port)."""
+    return f"entry=127.0.0.1:{worker.port} " in cmdline(pid) + " "
+
+
 @dataclass
 class Snapshot:
     at: float
@@ -643,23 +660,14 @@ def snapshot(workers: dict, upstream_pid: int) -> Snapshot:
     one listening on the public port) and wrangler's node; the upstream; and the whole machine."""
     groups = {w.child.pid: w for w in workers.values()}
     by_role: dict = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        rest = stat[stat.rindex(")") + 2:].split()
+    for entry, comm, rest in proc_stats():
         pgid, used = int(rest[2]), (int(rest[11]) + int(rest[12])) / CLK_TCK
         if pgid == upstream_pid:
             role = "upstream"
         elif pgid in groups:
             w = groups[pgid]
             if comm == "workerd":
-                proxy = f"entry=127.0.0.1:{w.port} " in cmdline(entry) + " "
-                role = f"{w.name}:{'proxy' if proxy else 'worker'}"
+                role = f"{w.name}:{'proxy' if is_proxy(w, entry) else 'worker'}"
             else:
                 role = f"{w.name}:node"
         else:
@@ -810,20 +818,8 @@ def probe(workers: dict, chosen: list, n: int) -> dict:
 
 def worker_pids(worker: Worker) -> list:
     """The Worker's own workerd processes (not wrangler's proxy workerd, not node)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        pgid = int(stat[stat.rindex(")") + 2:].split()[2])
-        if pgid == worker.child.pid and comm == "workerd" and \
-                f"entry=127.0.0.1:{worker.port} " not in cmdline(entry) + " ":
-            pids.append(entry)
-    return pids
+    return [pid for pid, comm, rest in proc_stats()
+            if int(rest[2]) == worker.child.pid and comm == "workerd" and not is_proxy(worker, pid)]
 
 
 def cpu_ns(pids: list) -> int:

@@ -117,6 +117,9 @@ pub struct Worker {
     log: Arc<Mutex<String>>,
     /// A generated config (the project's plus extra TOML), removed on drop.
     config_file: Option<PathBuf>,
+    /// This instance's own local state (`--persist-to`), removed on drop: instances started
+    /// together on one shared `.wrangler/state` can fail to start on a locked SQLite database.
+    state_dir: Option<PathBuf>,
 }
 
 /// What [`Worker::start_with`] adds to a plain start.
@@ -157,6 +160,14 @@ impl Worker {
             // `info` hides the Worker's `console.log` (wrangler ranks `log` below `info`).
             .args(["--log-level", "log", "--show-interactive-dev-session=false"])
             .args(extras.args);
+        let state_dir = (!extras.args.contains(&"--persist-to")).then(|| {
+            let dir = std::env::temp_dir().join(format!(
+                "task-router-e2e-state-{}-{port}",
+                std::process::id()
+            ));
+            command.arg("--persist-to").arg(&dir);
+            dir
+        });
         // Beside `wrangler.toml`, so its relative paths (`main`, the build script) still resolve.
         let generated = extras.toml.is_some() || !extras.replace.is_empty();
         let config_file = generated.then(|| {
@@ -220,6 +231,7 @@ impl Worker {
             port,
             log,
             config_file,
+            state_dir,
         };
         worker.wait_until_ready();
         worker
@@ -332,6 +344,9 @@ impl Drop for Worker {
         let _ = self.child.wait();
         if let Some(path) = &self.config_file {
             let _ = std::fs::remove_file(path);
+        }
+        if let Some(dir) = &self.state_dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The HTTP API as plain data: `HttpRequest` in, `Reply` out. Paths, auth, config errors, the
 //! task endpoint, the OpenAI/Groq-SDK endpoints and their headers all live here, so they are
-//! tested natively; the Worker shell only converts to and from `worker` types.
+//! tested natively; the Worker shell only converts to and from the runtime's types.
 
 use std::cell::RefCell;
 
@@ -242,7 +242,7 @@ fn healthz(config: &Result<Config, Vec<ConfigError>>) -> HttpResponse {
 }
 
 /// `LOG_LEVEL`, or every line while the configuration is broken.
-fn log_level(config: &Result<Config, Vec<ConfigError>>) -> Level {
+pub fn log_level(config: &Result<Config, Vec<ConfigError>>) -> Level {
     config.as_ref().map_or(Level::Info, |c| c.log_level)
 }
 
@@ -478,7 +478,13 @@ async fn chat<P: Provider, L: RateLimiter>(
             summary.attempts = attempts.len();
             let (mut head, stream) = match answer {
                 Answer::Complete { body, completion } => {
-                    summary.log(env.log, (env.now_ms)(), "ok", 200, completion.tokens());
+                    // Groq's `usage` is parsed only for a line that will be written.
+                    let tokens = if env.log.enabled(Level::Info) {
+                        completion.tokens()
+                    } else {
+                        TokenCounts::default()
+                    };
+                    summary.log(env.log, (env.now_ms)(), "ok", 200, tokens);
                     let answer = match api {
                         ChatApi::Task(task) => {
                             task_answer(&completion, &model, task, env.request_id, &attempts)

@@ -52,7 +52,8 @@ impl Completion {
     /// else (an HTML portal page, a model list) is an upstream failure, not an answer.
     pub fn parse(body: &[u8]) -> Option<Completion> {
         let body = std::str::from_utf8(body).ok()?;
-        // One pass over the answer; the nested objects are read from its tape.
+        // One validating pass over the answer, the nested objects read from its tape (the
+        // strings read below, `content` among them, are decoded from their raw text).
         let doc = json::Document::parse(body).ok()?;
         let object = doc.object(doc.root()).ok()?;
         let get = |name: &str| object.get(name);

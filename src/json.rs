@@ -703,7 +703,12 @@ impl<'a> Document<'a> {
                     )
                 })
                 .collect()),
-            _ => members(raw),
+            // On the tape, so valid JSON: only its kind is wrong.
+            Some(_) => Err(JsonError {
+                what: "expected an object",
+                at: 0,
+            }),
+            None => members(raw),
         }
     }
 
@@ -713,7 +718,11 @@ impl<'a> Document<'a> {
             Some((i, tape)) if raw.starts_with('[') => Ok(Self::children(tape, i)
                 .map(|n| &self.text[n.start as usize..n.end as usize])
                 .collect()),
-            _ => items(raw),
+            Some(_) => Err(JsonError {
+                what: "expected a list",
+                at: 0,
+            }),
+            None => items(raw),
         }
     }
 

@@ -14,10 +14,10 @@ use worker::wasm_bindgen_futures::JsFuture;
 use worker::{event, js_sys, web_sys, Context, Env, Result, ScheduleContext, ScheduledEvent};
 
 use crate::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
-use crate::config::{AllowedOrigins, BindingValue, Bindings, Config, DEFAULT_MAX_REQUEST_BYTES};
+use crate::config::{BindingValue, Bindings, Config, DEFAULT_MAX_REQUEST_BYTES};
 use crate::health::{GoneVerdict, HealthBook};
 use crate::limit::RateLimiter;
-use crate::log::{Filtered, Level, Log};
+use crate::log::{Level, Log};
 use crate::probe;
 use crate::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
 use crate::relay::ChunkSink;
@@ -42,9 +42,9 @@ thread_local! {
     static SYNCED_AT: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
-/// Takes and returns the runtime's own `Request` / `Response`: `worker::Request` would copy the
-/// method, URL and path into Rust strings and materialize `request.cf` on every request, none of
-/// which the router reads.
+/// Takes and returns the runtime's own `Request` / `Response`: `worker::Request` would also copy
+/// the path into a Rust string and materialize `request.cf` on every request, which the router
+/// never reads.
 #[event(fetch)]
 async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys::Response> {
     console_error_panic_hook::set_once();
@@ -64,7 +64,8 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     }
     let config = config_of(&env);
     let config = config.as_ref();
-    let limiter = BindingLimiter::from_env(&env);
+    let log = ConsoleLog::for_config(config);
+    let limiter = BindingLimiter::from_env(&env, log);
 
     let headers = req.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
@@ -78,7 +79,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
     // rate-limit key.
     let cors = config
         .as_ref()
-        .is_ok_and(|c| c.allowed_origins != AllowedOrigins::None);
+        .is_ok_and(|c| c.allowed_origins.is_configured());
     let origin = cors.then(|| header("origin")).flatten();
     let client_ip = limiter
         .0
@@ -119,7 +120,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
         &RequestEnv {
             request_id: &request_id,
             now_ms: &now_ms,
-            log: &ConsoleLog,
+            log: &log,
             health: &health,
         },
     )
@@ -127,7 +128,12 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
 
     let learned = health.borrow_mut().take_unshared();
     if let (Some(kv), false, Ok(config)) = (kv, learned.is_empty(), config) {
-        ctx.wait_until(boxed(share_gone(kv, learned, config.model_gone_ttl_ms)));
+        ctx.wait_until(boxed(share_gone(
+            kv,
+            learned,
+            config.model_gone_ttl_ms,
+            log,
+        )));
     }
 
     match reply {
@@ -153,7 +159,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> Result<web_sys:
             // `wait_until` keeps the relay running after the handler has returned the response.
             ctx.wait_until(boxed(async move {
                 relay
-                    .run(&mut StreamWriter::new(writer), &now_ms, &ConsoleLog)
+                    .run(&mut StreamWriter::new(writer), &now_ms, &log)
                     .await;
             }));
             Ok(web_sys::Response::new_with_opt_readable_stream_and_init(
@@ -210,15 +216,17 @@ async fn read_limited(req: &web_sys::Request, max_bytes: u64) -> (Vec<u8>, bool)
         let Ok(result) = JsFuture::from(reader.read()).await else {
             return (Vec::new(), false);
         };
-        let done =
-            js_sys::Reflect::get(&result, &JsValue::from_str("done")).is_ok_and(|d| d.is_truthy());
-        if done {
+        let result: ReadResult = result.unchecked_into();
+        if result.done() {
             return (body, false);
         }
-        let Ok(value) = js_sys::Reflect::get(&result, &JsValue::from_str("value")) else {
+        let Ok(chunk) = result.value().dyn_into::<js_sys::Uint8Array>() else {
             return (Vec::new(), false);
         };
-        body.extend_from_slice(&js_sys::Uint8Array::new(&value).to_vec());
+        // Copied once, straight into the body's tail.
+        let filled = body.len();
+        body.resize(filled + chunk.length() as usize, 0);
+        chunk.copy_to(&mut body[filled..]);
         if body.len() as u64 > max_bytes {
             // Stop reading; the rest is never buffered.
             let _ = reader.cancel();
@@ -230,11 +238,11 @@ async fn read_limited(req: &web_sys::Request, max_bytes: u64) -> (Vec<u8>, bool)
 /// The `CLIENT_RATE_LIMITER` binding, when configured. Called through its JS `limit({key})`
 /// method directly: `worker::RateLimiter` checks the binding's constructor name, which differs
 /// under `wrangler dev`, so the typed getter would silently find no limiter there.
-struct BindingLimiter(Option<JsValue>);
+struct BindingLimiter(Option<JsValue>, ConsoleLog);
 
 impl BindingLimiter {
-    fn from_env(env: &Env) -> Self {
-        BindingLimiter(binding(env, RATE_LIMITER_BINDING))
+    fn from_env(env: &Env, log: ConsoleLog) -> Self {
+        BindingLimiter(binding(env, RATE_LIMITER_BINDING), log)
     }
 
     async fn check(binding: &JsValue, key: &str) -> std::result::Result<bool, JsValue> {
@@ -257,7 +265,7 @@ impl RateLimiter for BindingLimiter {
             Ok(allowed) => allowed,
             // Fail open: a limiter outage must not take the router down with it.
             Err(_) => {
-                ConsoleLog.emit(
+                self.1.emit(
                     Level::Warn,
                     Level::Warn.line("rate_limiter_unavailable").finish(),
                 );
@@ -272,7 +280,8 @@ impl RateLimiter for BindingLimiter {
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     console_error_panic_hook::set_once();
-    let log = ConsoleLog;
+    let config = config_of(&env);
+    let log = ConsoleLog::for_config(config.as_ref());
     let fail = |why: String| {
         log.emit(
             Level::Error,
@@ -282,7 +291,6 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
                 .finish(),
         )
     };
-    let config = config_of(&env);
     let config = match config.as_ref() {
         Ok(config) => config,
         Err(errors) => {
@@ -312,13 +320,9 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Err(why) => return fail(why),
     };
     let health = HEALTH.with(Rc::clone);
-    let log = Filtered {
-        inner: &log,
-        min: config.log_level,
-    };
     let result = probe::apply(config, &listed, &mut health.borrow_mut(), now_ms(), &log);
     if let Some(kv) = HealthKv::from_env(&env) {
-        share_gone(kv.clone(), result.retired, config.model_gone_ttl_ms).await;
+        share_gone(kv.clone(), result.retired, config.model_gone_ttl_ms, log).await;
         for (model, _) in kv.read_gone().await.unwrap_or_default() {
             if result.listed.contains(&model) {
                 kv.delete_gone(&model).await;
@@ -336,7 +340,12 @@ async fn sync_shared(kv: HealthKv, health: Rc<RefCell<HealthBook>>) {
 }
 
 /// Writes gone verdicts to KV with an expiry, so every isolate learns them.
-async fn share_gone(kv: HealthKv, verdicts: Vec<(String, GoneVerdict)>, ttl_ms: u64) {
+async fn share_gone(
+    kv: HealthKv,
+    verdicts: Vec<(String, GoneVerdict)>,
+    ttl_ms: u64,
+    log: ConsoleLog,
+) {
     for (model, verdict) in verdicts {
         if kv
             .put_gone(&model, &verdict, (ttl_ms / 1000).max(KV_MIN_TTL_S))
@@ -347,7 +356,7 @@ async fn share_gone(kv: HealthKv, verdicts: Vec<(String, GoneVerdict)>, ttl_ms: 
                 .line("kv_write_failed")
                 .str("model", &model)
                 .finish();
-            ConsoleLog.emit(Level::Warn, line);
+            log.emit(Level::Warn, line);
         }
     }
 }
@@ -513,18 +522,37 @@ impl Bindings for EnvBindings<'_> {
     }
 }
 
-struct ConsoleLog;
+/// The console, writing the lines `LOG_LEVEL` lets through: the core's and the shell's own.
+#[derive(Clone, Copy)]
+struct ConsoleLog {
+    min: Level,
+}
+
+impl ConsoleLog {
+    fn for_config(config: &ConfigResult) -> ConsoleLog {
+        ConsoleLog {
+            min: crate::api::log_level(config),
+        }
+    }
+}
 
 impl Log for ConsoleLog {
     /// `console.info` / `.warn` / `.error`, so Workers Logs records each line at its own level.
     /// (`console.log` would also cost `wrangler dev` a source-mapping pass over every line.)
     fn emit(&self, level: Level, line: String) {
+        if !self.enabled(level) {
+            return;
+        }
         let line = JsValue::from_str(&line);
         match level {
             Level::Info => web_sys::console::info_1(&line),
             Level::Warn => web_sys::console::warn_1(&line),
             Level::Error => web_sys::console::error_1(&line),
         }
+    }
+
+    fn enabled(&self, level: Level) -> bool {
+        level >= self.min
     }
 }
 

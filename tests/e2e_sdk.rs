@@ -772,11 +772,11 @@ fn stream_dropped_after_its_first_chunk_ends_with_an_error_event_without_done_or
 
 #[test]
 fn stream_silent_after_its_first_chunk_past_the_idle_timeout_ends_with_a_timeout_event() {
-    let started = Instant::now();
+    // (No timing check here: the helper also reads the stall model's stream directly, which
+    // lasts past the idle timeout whatever the router does; the error code is the proof.)
     let error = assert_broken_stream_ends_with_an_error_event(&stack(), "stream-stall");
     assert_eq!(error["code"], "stream_timeout", "{error}");
     assert_eq!(error["type"], "api_error", "{error}");
-    assert!(started.elapsed() >= Duration::from_millis(ATTEMPT_TIMEOUT_MS));
 }
 
 #[test]

@@ -22,8 +22,7 @@ fn base_bindings() -> Vec<(&'static str, &'static str)> {
         ("GROQ_API_KEY", "gsk_provider_secret"),
         ("ROUTER_API_KEYS", "web:client-secret-1"),
         ("GROQ_BASE_URL", "http://127.0.0.1:1"),
-        // Every line, so the tests can read the request lines (`warn` when unset).
-        ("LOG_LEVEL", "info"),
+        EVERY_LINE,
     ]
 }
 

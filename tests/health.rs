@@ -51,8 +51,7 @@ impl Router {
             ("MODEL_REGISTRY", REGISTRY),
             ("GROQ_API_KEY", "gsk_x"),
             ("ROUTER_API_KEYS", "k"),
-            // Every line, so the tests can read the request lines (`warn` when unset).
-            ("LOG_LEVEL", "info"),
+            EVERY_LINE,
         ];
         pairs.extend(self.extra.iter().copied());
         let config = load(&pairs);

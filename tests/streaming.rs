@@ -47,8 +47,7 @@ fn run_with(
         ("GROQ_API_KEY", "gsk_x"),
         ("ROUTER_API_KEYS", "k"),
         ("ATTEMPT_TIMEOUT_MS", "1000"),
-        // Every line, so the tests can read the request lines (`warn` when unset).
-        ("LOG_LEVEL", "info"),
+        EVERY_LINE,
     ];
     pairs.extend_from_slice(extra);
     let config = load(&pairs);
@@ -138,15 +137,17 @@ fn a_stream_is_relayed_byte_for_byte_with_usage_logged() {
 
 #[test]
 fn log_level_warn_logs_a_broken_stream_but_not_a_whole_one() {
-    let warn = [("LOG_LEVEL", "warn")];
+    let stream_at_warn = |steps| {
+        run_with(
+            &[("LOG_LEVEL", "warn")],
+            ScriptedProvider::new().on("m1", Script::Stream(steps), 5),
+            "POST",
+            "/v1/chat/completions",
+            &stream_body("fast"),
+        )
+    };
     let whole = vec![bytes(ROLE, 10), bytes(&format!("{HELLO}{FINAL}{DONE}"), 10)];
-    let r = run_with(
-        &warn,
-        ScriptedProvider::new().on("m1", Script::Stream(whole), 5),
-        "POST",
-        "/v1/chat/completions",
-        &stream_body("fast"),
-    );
+    let r = stream_at_warn(whole);
     assert!(r.streamed && r.closed);
     assert!(r.log.is_empty(), "{:?}", r.log);
 
@@ -154,13 +155,7 @@ fn log_level_warn_logs_a_broken_stream_but_not_a_whole_one() {
         bytes(ROLE, 10),
         Step::Fail(TransportError::Connection("reset".into())),
     ];
-    let r = run_with(
-        &warn,
-        ScriptedProvider::new().on("m1", Script::Stream(broken), 5),
-        "POST",
-        "/v1/chat/completions",
-        &stream_body("fast"),
-    );
+    let r = stream_at_warn(broken);
     assert_eq!(r.log.len(), 1, "{:?}", r.log);
     assert_eq!(r.log[0].0, Level::Warn);
     assert_eq!(r.log[0].1["outcome"], "stream_interrupted");

@@ -261,12 +261,17 @@ pub fn parsed(log: task_router::log::MemoryLog) -> Vec<(task_router::log::Level,
         .collect()
 }
 
-/// Bindings as a test writes them: text values, except `MODEL_REGISTRY` given as JSON.
+/// Every log line (`LOG_LEVEL` is `warn` when unset): for harnesses that read request lines.
+pub const EVERY_LINE: (&str, &str) = ("LOG_LEVEL", "info");
+
+/// Bindings as a test writes them: text values, except `MODEL_REGISTRY` given as JSON. A name
+/// given twice takes its last value, so a test can override a harness's baseline.
 pub fn bindings(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, BindingValue> {
-    pairs
-        .iter()
-        .map(|(k, v)| (*k, BindingValue::Text(v.to_string())))
-        .collect()
+    let mut map = BTreeMap::new();
+    for (k, v) in pairs {
+        map.insert(*k, BindingValue::Text(v.to_string()));
+    }
+    map
 }
 
 pub fn load(pairs: &[(&'static str, &str)]) -> Result<Config, Vec<ConfigError>> {

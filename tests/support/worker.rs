@@ -157,7 +157,7 @@ impl Worker {
             .arg(port.to_string())
             .arg("--inspector-port")
             .arg(inspector_port.to_string())
-            // `info` hides the Worker's `console.log` (wrangler ranks `log` below `info`).
+            // `log`, wrangler's lowest level: every line the Worker writes, at any console level.
             .args(["--log-level", "log", "--show-interactive-dev-session=false"])
             .args(extras.args);
         let state_dir = (!extras.args.contains(&"--persist-to")).then(|| {

@@ -2,7 +2,7 @@
 //! `performance.now()` inside a request, so timers in the Worker cannot measure this.
 //!
 //! Run: `cargo bench --bench core` (the `bench` profile inherits `[profile.release]`: LTO,
-//! `opt-level = "s"`, as the wasm bundle is built). No dependencies beyond the crate's own: each
+//! `opt-level = "z"`, as the wasm bundle is built). No dependencies beyond the crate's own: each
 //! operation runs in batches sized to take about 10 ms, `SAMPLES` batches per operation, and the
 //! table shows the median and the fastest batch per operation. Expect the wasm build in workerd to
 //! be slower than these native figures by a small factor; what matters here is their size next to
@@ -93,6 +93,7 @@ fn deployed_bindings() -> BTreeMap<&'static str, BindingValue> {
         ("MAX_REQUEST_BYTES", text("1048576")),
         ("ALLOWED_ORIGINS", text("")),
         ("ALLOW_UNAUTHENTICATED", text("false")),
+        ("LOG_LEVEL", text("warn")),
         ("GROQ_API_KEY", text("gsk_bench_provider_key")),
         ("ROUTER_API_KEYS", text("web:ck_web_key,batch:ck_batch_key")),
         (

@@ -39,7 +39,7 @@ RATE_HEADERS = (
     b"x-ratelimit-reset-requests: 6s\r\n"
     b"x-ratelimit-reset-tokens: 600ms\r\n"
 )
-REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed"}
+REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found", 405: b"Method Not Allowed"}
 MAX_HEAD = 64 * 1024
 
 calls_by_model: dict = {}

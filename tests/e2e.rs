@@ -76,6 +76,7 @@ fn main_registry() -> Value {
         "order": ["gone-ord1", "decommissioned-ord2", "ok-ord3", "ok-ord4"],
         "universal": ["error500-uni1", "gone-uni2"],
         "timeout": ["hang-to1", "ok-to2"],
+        "bodytimeout": ["bodyhang-bt1", "ok-bt2"],
         "cannotserve": ["contextlength-cs1", "jsonfail-cs2", "ok-cs3"],
         "badrequest": ["badrequest-br1", "ok-br2"],
         "badkey": ["badkey-bk1", "ok-bk2"],
@@ -619,6 +620,32 @@ fn a_hung_model_times_out_and_the_next_answers() {
         &attempts[0],
         &json!({"level": "warn", "model": "hang-to1", "outcome": "timeout", "status": null}),
     );
+}
+
+#[test]
+fn an_answer_that_stalls_after_its_head_times_out_and_the_next_answers() {
+    let env = env(Setup::Main);
+    let id = "e2e-bodytimeout";
+    let started = Instant::now();
+    let response = env.ask("bodytimeout", id);
+    let waited = started.elapsed();
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_routed_headers(
+        &response,
+        "bodytimeout",
+        "bodyhang-bt1=timeout, ok-bt2=ok(200)",
+        Some("ok-bt2"),
+    );
+    // The 200 head came at once; the attempt's deadline still covered the body behind it.
+    let timed_out_after = response.json()["attempts"][0]["duration_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        (ATTEMPT_TIMEOUT_MS - 50..ATTEMPT_TIMEOUT_MS + 3000).contains(&timed_out_after),
+        "the stalled attempt took {timed_out_after} ms"
+    );
+    assert!(waited < HANG_FOR, "answered after {waited:?}");
+    assert_eq!(env.models_for(id), ["bodyhang-bt1", "ok-bt2"]);
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Pause between two SSE events unless [`FakeGroq::set_chunk_delay`] says otherwise.
 pub const DEFAULT_CHUNK_DELAY: Duration = Duration::from_millis(20);
-/// How long `hang` holds a connection (and `streamslow` waits) unless
+/// How long `hang` and `bodyhang` hold a connection (and `streamslow` waits) unless
 /// [`FakeGroq::set_hang_for`] says otherwise.
 pub const DEFAULT_HANG_FOR: Duration = Duration::from_secs(60);
 /// The organisation id that appears inside rate-limit messages.
@@ -175,7 +175,8 @@ impl FakeGroq {
         *lock(&self.shared.chunk_delay) = delay;
     }
 
-    /// How long `hang` holds its connection and `streamslow` waits before its first chunk.
+    /// How long `hang` and `bodyhang` hold their connection and `streamslow` waits before its
+    /// first chunk.
     pub fn set_hang_for(&self, duration: Duration) {
         *lock(&self.shared.hang_for) = duration;
     }
@@ -592,6 +593,16 @@ fn chat_completion(
             sleep_unless_shutdown(shared, hang_for);
             return Ok(Next::Close);
         }
+        "bodyhang" => {
+            // The 200 head and half of a completion, then silence: an answer that stalls after
+            // its head, which only a deadline on the whole answer (not just the head) catches.
+            let reply = Reply::json(200, &completion(&model, request_id));
+            let bytes = reply_bytes(&reply, request_id, false);
+            writer.write_all(&bytes[..bytes.len() - reply.body.len() / 2])?;
+            writer.flush()?;
+            sleep_unless_shutdown(shared, hang_for);
+            return Ok(Next::Close);
+        }
         "drop" => return Ok(Next::Close),
         "decommissioned" => Reply::json(
             400,
@@ -826,6 +837,12 @@ fn write_reply(
     request_id: &str,
     keep_alive: bool,
 ) -> io::Result<()> {
+    writer.write_all(&reply_bytes(reply, request_id, keep_alive))?;
+    writer.flush()
+}
+
+/// The whole HTTP/1.1 response: status line, headers, body.
+fn reply_bytes(reply: &Reply, request_id: &str, keep_alive: bool) -> Vec<u8> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
     head.push_str(&format!("content-type: {}\r\n", reply.content_type));
     head.push_str(&format!("content-length: {}\r\n", reply.body.len()));
@@ -843,8 +860,7 @@ fn write_reply(
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(&reply.body);
-    writer.write_all(&bytes)?;
-    writer.flush()
+    bytes
 }
 
 /// The headers Groq puts on every response, errors included.

@@ -8,8 +8,12 @@ pub struct UpstreamCall<'a> {
     pub api_key: &'a str,
     pub model: &'a str,
     pub body: String,
-    /// Give up if the response head has not arrived within this long.
+    /// Give up if the response head has not arrived within this long, and, for a call that is
+    /// not `streamed`, the whole answer.
     pub timeout_ms: u64,
+    /// The answer is an event stream, read chunk by chunk with an idle timeout for each, past
+    /// `timeout_ms`.
+    pub streamed: bool,
 }
 
 /// Groq's status line and the headers the router reads.

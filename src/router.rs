@@ -219,6 +219,7 @@ async fn try_model<P: Provider>(
         model,
         body: request.body_for(model),
         timeout_ms,
+        streamed: request.stream,
     };
     let (head, mut body) = match provider.send(call).await {
         Ok(sent) => sent,

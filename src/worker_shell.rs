@@ -10,12 +10,12 @@ use std::task::{Context as TaskContext, Poll, Waker};
 
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
-use worker::wasm_bindgen_futures::JsFuture;
 use worker::{event, js_sys, web_sys, Context, Env, Result, ScheduleContext, ScheduledEvent};
 
 use crate::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
 use crate::config::{BindingValue, Bindings, Config, DEFAULT_MAX_REQUEST_BYTES};
 use crate::health::{GoneVerdict, HealthBook};
+use crate::json::JsonObject;
 use crate::limit::RateLimiter;
 use crate::log::{Level, Log};
 use crate::probe;
@@ -40,7 +40,16 @@ thread_local! {
     static CONFIG: std::cell::OnceCell<Rc<ConfigResult>> = const { std::cell::OnceCell::new() };
     /// When this isolate last read the shared verdicts from KV.
     static SYNCED_AT: Cell<Option<u64>> = const { Cell::new(None) };
+    /// Promise callbacks free for the next awaited promise (see `Settler`).
+    static SETTLERS: RefCell<Vec<Settler>> = const { RefCell::new(Vec::new()) };
+    /// The headers of every chat call to Groq, for the key they were made with: built once per
+    /// isolate, and read (not changed) by each `fetch`.
+    static GROQ_HEADERS: RefCell<Option<(String, JsValue)>> = const { RefCell::new(None) };
 }
+
+/// Spare `Settler`s kept per isolate: enough for the promises its concurrent requests await at
+/// once; a burst past it makes new ones, freed when they are done.
+const SPARE_SETTLERS: usize = 64;
 
 /// Takes and returns the runtime's own `Request` / `Response`: `worker::Request` would also copy
 /// the path into a Rust string and materialize `request.cf` on every request, which the router
@@ -198,7 +207,7 @@ async fn read_whole(req: &web_sys::Request) -> Vec<u8> {
     let Ok(promise) = req.array_buffer() else {
         return Vec::new();
     };
-    match JsFuture::from(promise).await {
+    match settled(promise).await {
         Ok(buffer) => js_sys::Uint8Array::new(&buffer).to_vec(),
         Err(_) => Vec::new(),
     }
@@ -213,7 +222,7 @@ async fn read_limited(req: &web_sys::Request, max_bytes: u64) -> (Vec<u8>, bool)
     let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
     let mut body = Vec::new();
     loop {
-        let Ok(result) = JsFuture::from(reader.read()).await else {
+        let Ok(result) = settled(reader.read()).await else {
             return (Vec::new(), false);
         };
         let result: ReadResult = result.unchecked_into();
@@ -238,21 +247,36 @@ async fn read_limited(req: &web_sys::Request, max_bytes: u64) -> (Vec<u8>, bool)
 /// The `CLIENT_RATE_LIMITER` binding, when configured. Called through its JS `limit({key})`
 /// method directly: `worker::RateLimiter` checks the binding's constructor name, which differs
 /// under `wrangler dev`, so the typed getter would silently find no limiter there.
-struct BindingLimiter(Option<JsValue>, ConsoleLog);
+struct BindingLimiter(Option<RateLimitBinding>, ConsoleLog);
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// A Workers Rate Limiting binding: `limit({key})` resolves to `{success}`.
+    type RateLimitBinding;
+    #[wasm_bindgen(method, catch)]
+    fn limit(
+        this: &RateLimitBinding,
+        options: &JsValue,
+    ) -> std::result::Result<js_sys::Promise, JsValue>;
+
+    type LimitOutcome;
+    #[wasm_bindgen(method, getter, catch)]
+    fn success(this: &LimitOutcome) -> std::result::Result<JsValue, JsValue>;
+}
 
 impl BindingLimiter {
     fn from_env(env: &Env, log: ConsoleLog) -> Self {
-        BindingLimiter(binding(env, RATE_LIMITER_BINDING), log)
+        BindingLimiter(
+            binding(env, RATE_LIMITER_BINDING).map(JsCast::unchecked_into),
+            log,
+        )
     }
 
-    async fn check(binding: &JsValue, key: &str) -> std::result::Result<bool, JsValue> {
-        let limit: js_sys::Function =
-            js_sys::Reflect::get(binding, &JsValue::from_str("limit"))?.dyn_into()?;
-        let options = js_sys::Object::new();
-        js_sys::Reflect::set(&options, &JsValue::from_str("key"), &JsValue::from_str(key))?;
-        let promise: js_sys::Promise = limit.call1(binding, &options)?.dyn_into()?;
-        let outcome = JsFuture::from(promise).await?;
-        Ok(js_sys::Reflect::get(&outcome, &JsValue::from_str("success"))?.is_truthy())
+    async fn check(binding: &RateLimitBinding, key: &str) -> std::result::Result<bool, JsValue> {
+        // `{key}` as JSON: one string across the wasm boundary.
+        let options = js_sys::JSON::parse(&JsonObject::new().str("key", key).finish())?;
+        let outcome: LimitOutcome = settled(binding.limit(&options)?).await?.unchecked_into();
+        Ok(outcome.success()?.is_truthy())
     }
 }
 
@@ -305,9 +329,17 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     };
     let url = format!("{}/openai/v1/models", config.groq_base_url);
     let fetched = async {
-        let (response, mut watchdog) =
-            fetch_groq(&url, "GET", api_key, None, config.attempt_timeout_ms).await?;
-        let body = read_body(&response, config.attempt_timeout_ms, &mut watchdog).await?;
+        let headers = groq_headers(api_key, false)?;
+        let (response, mut deadline) = fetch_groq(
+            &url,
+            "GET",
+            &headers,
+            None,
+            config.attempt_timeout_ms,
+            false,
+        )
+        .await?;
+        let body = read_body(&response, config.attempt_timeout_ms, &mut deadline).await?;
         Ok::<_, TransportError>((response.status(), body))
     };
     let listed = match fetched.await {
@@ -377,7 +409,7 @@ impl HealthKv {
             js_sys::Reflect::get(&self.0, &JsValue::from_str(method))?.dyn_into()?;
         let args: js_sys::Array = args.iter().collect();
         let promise: js_sys::Promise = function.apply(&self.0, &args)?.dyn_into()?;
-        JsFuture::from(promise).await
+        settled(promise).await
     }
 
     /// The gone verdicts in KV; `None` if KV could not be read.
@@ -463,16 +495,21 @@ fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }
 
-/// Status and headers of a response to the caller.
+/// Status and headers of a response to the caller, as one JSON text the runtime parses: one
+/// string across the wasm boundary, where a `Headers` object takes two per header and a call each.
+/// (A name given twice keeps its last value, as `Headers.set` would.)
 fn init_of(response: &HttpResponse) -> Result<web_sys::ResponseInit> {
-    let headers = web_sys::Headers::new()?;
-    for (name, value) in &response.headers {
-        headers.set(name, value)?;
-    }
-    let init = web_sys::ResponseInit::new();
-    init.set_status(response.status);
-    init.set_headers(&headers);
-    Ok(init)
+    let headers = response
+        .headers
+        .iter()
+        .fold(JsonObject::new(), |headers, (name, value)| {
+            headers.str(name, value)
+        });
+    let init = JsonObject::new()
+        .num("status", response.status.into())
+        .raw("headers", &headers.finish())
+        .finish();
+    Ok(js_sys::JSON::parse(&init)?.unchecked_into())
 }
 
 /// `https://host/a/b?q` → `/a/b`, without parsing the URL (the `url` crate's tables would be
@@ -624,8 +661,8 @@ impl Drop for Timer {
     }
 }
 
-/// The time limits of one upstream call (its answer's head, its body, each streamed chunk), kept
-/// with one timer: a timer due before the current deadline is re-armed when it fires, so a stream
+/// The time limits of a streamed upstream call (its answer's head, then each chunk), kept with
+/// one timer: a timer due before the current deadline is re-armed when it fires, so a stream
 /// whose idle deadline moves forward with every chunk costs one timer, not one per chunk.
 struct Watchdog {
     abort: web_sys::AbortController,
@@ -646,15 +683,7 @@ impl Watchdog {
         promise: js_sys::Promise,
         timeout_ms: u64,
     ) -> std::result::Result<JsValue, TransportError> {
-        self.wait(JsFuture::from(promise), timeout_ms).await
-    }
-
-    /// Like `within`, for a promise already being awaited.
-    async fn wait(
-        &mut self,
-        mut answer: impl Future<Output = std::result::Result<JsValue, JsValue>> + Unpin,
-        timeout_ms: u64,
-    ) -> std::result::Result<JsValue, TransportError> {
+        let mut answer = settled(promise);
         let deadline = now_ms().saturating_add(timeout_ms);
         loop {
             let now = now_ms();
@@ -677,51 +706,115 @@ impl Watchdog {
     }
 }
 
+/// How an upstream call is timed.
+enum Deadline {
+    /// One deadline for the whole answer, head and body: an `AbortSignal.timeout` the runtime
+    /// keeps, so the call needs no timer or callback of ours.
+    Fixed(web_sys::AbortSignal),
+    /// A stream's: the head's deadline, then one per chunk, each from when it is awaited.
+    Moving(Watchdog),
+}
+
+impl Deadline {
+    /// Awaits `promise`, a step of the call (its head, its body, a chunk). `timeout_ms` applies
+    /// to a moving deadline; a fixed one was set when the call started.
+    async fn within(
+        &mut self,
+        promise: js_sys::Promise,
+        timeout_ms: u64,
+    ) -> std::result::Result<JsValue, TransportError> {
+        match self {
+            Deadline::Fixed(signal) => settled(promise).await.map_err(|e| {
+                if signal.aborted() {
+                    TransportError::Timeout
+                } else {
+                    connection_error(e)
+                }
+            }),
+            Deadline::Moving(watchdog) => watchdog.within(promise, timeout_ms).await,
+        }
+    }
+}
+
 /// Groq over the Workers `fetch` API.
 struct GroqFetch;
 
-/// Starts a request to Groq and waits for the response head, at most `timeout_ms`; the watchdog
-/// goes on timing the body.
+/// Starts a request to Groq and waits for the response head, at most `timeout_ms`. With
+/// `streamed`, the body's chunks are timed one by one after that; otherwise the same
+/// `timeout_ms` from now bounds the whole answer.
 async fn fetch_groq(
     url: &str,
     method: &str,
-    api_key: &str,
-    body: Option<&str>,
+    headers: &JsValue,
+    body: Option<&[u8]>,
     timeout_ms: u64,
-) -> std::result::Result<(web_sys::Response, Watchdog), TransportError> {
-    let headers = web_sys::Headers::new().map_err(connection_error)?;
-    headers
-        .set("authorization", &format!("Bearer {api_key}"))
-        .map_err(connection_error)?;
-    let mut watchdog = Watchdog::new()?;
+    streamed: bool,
+) -> std::result::Result<(web_sys::Response, Deadline), TransportError> {
     let init = web_sys::RequestInit::new();
     init.set_method(method);
-    if let Some(body) = body {
-        headers
-            .set("content-type", "application/json")
-            .map_err(connection_error)?;
-        // As bytes: a JS string would be decoded to UTF-16 and re-encoded by `fetch`.
-        init.set_body(&js_sys::Uint8Array::from(body.as_bytes()));
-    }
-    init.set_headers(&headers);
-    init.set_signal(Some(&watchdog.abort.signal()));
+    init.set_headers(headers);
+    let mut deadline = if streamed {
+        let watchdog = Watchdog::new()?;
+        init.set_signal(Some(&watchdog.abort.signal()));
+        Deadline::Moving(watchdog)
+    } else {
+        let signal = web_sys::AbortSignal::timeout_with_f64(timeout_ms as f64);
+        init.set_signal(Some(&signal));
+        Deadline::Fixed(signal)
+    };
     let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-    let promise = global.fetch_with_str_and_init(url, &init);
-    let response = watchdog
+    let promise = match body {
+        Some(body) => {
+            // A view of the body in wasm memory, copied by `fetch` when it builds its request;
+            // nothing allocates between making the view and that call.
+            let view = unsafe { js_sys::Uint8Array::view(body) };
+            init.set_body(&view);
+            global.fetch_with_str_and_init(url, &init)
+        }
+        None => global.fetch_with_str_and_init(url, &init),
+    };
+    let response = deadline
         .within(promise, timeout_ms)
         .await?
         .dyn_into()
         .map_err(connection_error)?;
-    Ok((response, watchdog))
+    Ok((response, deadline))
+}
+
+/// `authorization` (and, for a body, `content-type`) for a call to Groq, as a plain object for
+/// `fetch`'s `headers`.
+fn groq_headers(api_key: &str, json_body: bool) -> std::result::Result<JsValue, TransportError> {
+    let headers = JsonObject::new()
+        .str("authorization", &format!("Bearer {api_key}"))
+        .maybe(json_body.then_some(()), |h, ()| {
+            h.str("content-type", "application/json")
+        })
+        .finish();
+    js_sys::JSON::parse(&headers).map_err(connection_error)
+}
+
+/// The chat calls' headers: made once per isolate (the key is fixed for its life), then shared.
+fn chat_headers(api_key: &str) -> std::result::Result<JsValue, TransportError> {
+    GROQ_HEADERS.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if let Some((key, headers)) = cached.as_ref() {
+            if key == api_key {
+                return Ok(headers.clone());
+            }
+        }
+        let headers = groq_headers(api_key, true)?;
+        *cached = Some((api_key.to_string(), headers.clone()));
+        Ok(headers)
+    })
 }
 
 async fn read_body(
     response: &web_sys::Response,
     timeout_ms: u64,
-    watchdog: &mut Watchdog,
+    deadline: &mut Deadline,
 ) -> std::result::Result<Vec<u8>, TransportError> {
     let promise = response.array_buffer().map_err(connection_error)?;
-    let buffer = watchdog.within(promise, timeout_ms).await?;
+    let buffer = deadline.within(promise, timeout_ms).await?;
     Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }
 
@@ -732,12 +825,14 @@ impl Provider for GroqFetch {
         &self,
         call: UpstreamCall<'_>,
     ) -> std::result::Result<(UpstreamHead, FetchBody), TransportError> {
-        let (response, watchdog) = fetch_groq(
+        let headers = chat_headers(call.api_key)?;
+        let (response, deadline) = fetch_groq(
             call.url,
             "POST",
-            call.api_key,
-            Some(&call.body),
+            &headers,
+            Some(call.body.as_bytes()),
             call.timeout_ms,
+            call.streamed,
         )
         .await?;
         let status = response.status();
@@ -755,7 +850,7 @@ impl Provider for GroqFetch {
             FetchBody {
                 response,
                 reader: None,
-                watchdog,
+                deadline,
             },
         ))
     }
@@ -763,8 +858,8 @@ impl Provider for GroqFetch {
 
 struct FetchBody {
     response: web_sys::Response,
-    reader: Option<(web_sys::ReadableStreamDefaultReader, Settler)>,
-    watchdog: Watchdog,
+    reader: Option<web_sys::ReadableStreamDefaultReader>,
+    deadline: Deadline,
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen]
@@ -777,9 +872,10 @@ extern "C" {
     fn value(this: &ReadResult) -> JsValue;
 }
 
-/// Awaits one reader's `read()` promises, one at a time, through one pair of callbacks made once
-/// per stream: `JsFuture` makes (and frees) two wasm closures per promise, and a stream of N
-/// tokens is N reads.
+/// Awaits promises through one pair of callbacks that outlives them: `JsFuture` makes (and frees)
+/// two wasm closures for every promise, and a request awaits four or more (a stream, one per
+/// chunk). An isolate keeps spare settlers; `settled` lends one for a promise and takes it back
+/// once that promise has settled.
 struct Settler {
     state: Rc<SettlerState>,
     callbacks: Option<Callbacks>,
@@ -793,8 +889,8 @@ struct SettlerState {
     pending: Cell<bool>,
     result: RefCell<Option<std::result::Result<JsValue, JsValue>>>,
     waker: RefCell<Option<Waker>>,
-    /// The callbacks of a dropped `Settler` whose last promise had not settled: kept until it
-    /// does, since JS would otherwise call freed closures.
+    /// The callbacks of a settler given up on before its promise settled (a timed-out read):
+    /// kept until it does, since JS would otherwise call freed closures.
     orphaned: RefCell<Option<Callbacks>>,
 }
 
@@ -821,22 +917,6 @@ impl Settler {
             callbacks: Some((on_value, on_error)),
         }
     }
-
-    fn settle(&self, promise: js_sys::Promise) -> Settled<'_> {
-        if self.state.pending.get() {
-            // An earlier promise was given up on (timed out) and may still settle into the
-            // shared slot: this one gets callbacks of its own.
-            return Settled::Own(JsFuture::from(promise));
-        }
-        let Some((on_value, on_error)) = &self.callbacks else {
-            return Settled::Own(JsFuture::from(promise));
-        };
-        self.state.pending.set(true);
-        self.state.result.borrow_mut().take();
-        // The promise `then` returns settles when a callback has run; nothing awaits it.
-        let _ = promise.then2(on_value, on_error);
-        Settled::Shared(&self.state)
-    }
 }
 
 impl Drop for Settler {
@@ -847,26 +927,67 @@ impl Drop for Settler {
     }
 }
 
-enum Settled<'a> {
-    Shared(&'a SettlerState),
-    Own(JsFuture),
+/// Awaits `promise` with a spare `Settler`.
+fn settled(promise: js_sys::Promise) -> Settled {
+    let settler = SETTLERS
+        .with(|spare| spare.borrow_mut().pop())
+        .unwrap_or_else(Settler::new);
+    if let Some((on_value, on_error)) = &settler.callbacks {
+        settler.state.pending.set(true);
+        // The promise `then` returns settles when a callback has run; nothing awaits it.
+        let _ = promise.then2(on_value, on_error);
+    }
+    Settled(Some(settler))
 }
 
-impl Future for Settled<'_> {
+/// A promise being awaited; its `Settler` goes back to the spares once the promise has settled.
+struct Settled(Option<Settler>);
+
+impl Future for Settled {
     type Output = std::result::Result<JsValue, JsValue>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match &mut *self {
-            Settled::Shared(state) => match state.result.borrow_mut().take() {
-                Some(result) => Poll::Ready(result),
-                None => {
-                    *state.waker.borrow_mut() = Some(cx.waker().clone());
-                    Poll::Pending
+        let Some(settler) = &self.0 else {
+            return Poll::Pending;
+        };
+        let result = settler.state.result.borrow_mut().take();
+        match result {
+            Some(result) => {
+                if let Some(settler) = self.0.take() {
+                    recycle(settler);
                 }
-            },
-            Settled::Own(future) => Pin::new(future).poll(cx),
+                Poll::Ready(result)
+            }
+            None => {
+                *settler.state.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
         }
     }
+}
+
+impl Drop for Settled {
+    fn drop(&mut self) {
+        if let Some(settler) = self.0.take() {
+            recycle(settler);
+        }
+    }
+}
+
+/// Returns a settler to the spares; one whose promise is still pending is dropped instead
+/// (which keeps its callbacks until the promise settles).
+fn recycle(settler: Settler) {
+    if settler.state.pending.get() {
+        return;
+    }
+    settler.state.result.borrow_mut().take();
+    settler.state.waker.borrow_mut().take();
+    SETTLERS.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_SETTLERS {
+            spare.push(settler);
+        }
+    });
 }
 
 impl UpstreamBody for FetchBody {
@@ -878,14 +999,14 @@ impl UpstreamBody for FetchBody {
             let Some(stream) = self.response.body() else {
                 return Ok(None);
             };
-            self.reader = Some((stream.get_reader().unchecked_into(), Settler::new()));
+            self.reader = Some(stream.get_reader().unchecked_into());
         }
-        let Some((reader, settler)) = &self.reader else {
+        let Some(reader) = &self.reader else {
             return Ok(None);
         };
         let result: ReadResult = self
-            .watchdog
-            .wait(settler.settle(reader.read()), timeout_ms)
+            .deadline
+            .within(reader.read(), timeout_ms)
             .await?
             .unchecked_into();
         if result.done() {
@@ -896,7 +1017,7 @@ impl UpstreamBody for FetchBody {
     }
 
     async fn read_all(mut self, timeout_ms: u64) -> std::result::Result<Vec<u8>, TransportError> {
-        read_body(&self.response, timeout_ms, &mut self.watchdog).await
+        read_body(&self.response, timeout_ms, &mut self.deadline).await
     }
 }
 
@@ -937,7 +1058,7 @@ impl ChunkSink for StreamWriter {
     async fn close(&mut self) {
         // Waits for the queued writes. The caller may already have gone; closing then fails and
         // there is nothing to do.
-        let _ = JsFuture::from(self.writer.close()).await;
+        let _ = settled(self.writer.close()).await;
     }
 }
 

@@ -16,8 +16,10 @@ from /proc the CPU time per request of the Worker's own workerd, of wrangler's p
 node process, of the upstream and of wrk. Before the loaded rounds, with one request at a time,
 it measures each Worker's own CPU per request from its threads' schedstat (blocks of sequential
 requests, interleaved): the Worker's cost free of the contention for the cores that the loaded
-runs share. The Markdown report goes to stdout and to `benches/results.md`; progress goes to
-stderr.
+runs share. The report gives the router ÷ baseline ratios twice: of the medians over rounds,
+and as the median of each round's ratio (a router run against its baseline's run in the same
+round, which a drift of the machine between rounds moves together). The Markdown report goes
+to stdout and to `benches/results.md`; progress goes to stderr.
 
 Every round runs on freshly started dev servers (`--same-servers` keeps one set): two workerd
 processes running identical code differ by a few percent in throughput, so one set of processes
@@ -984,6 +986,28 @@ def report(args, info: dict, all_scenarios: list, sizes: dict, samples: dict, n_
             f"{ratio(cpu_med(sa, 'worker'), cpu_med(sb, 'worker'))} | "
             f"{ratio(cpu_med(sa, 'proxy') + cpu_med(sa, 'node'), cpu_med(sb, 'proxy') + cpu_med(sb, 'node'))} | "
             f"{target} |")
+    lines += [
+        "",
+        "## Paired ratios (each round's router run against its baseline's run in the same round)",
+        "",
+        "A round runs every scenario back to back, so a drift of the machine between rounds moves both "
+        "runs of a pair; the median of the per-round ratios is free of it, the ratios of the medians above "
+        "are not. Min–max shows the spread over rounds.",
+        "",
+        "| comparison | p50: median (min–max) | req/s: median (min–max) | target |",
+        "|---|---:|---:|---|",
+    ]
+    for a, b, target in COMPARISONS:
+        sa, sb = by_key.get(a), by_key.get(b)
+        if not (sa and sb and sa.runs and len(sa.runs) == len(sb.runs)):
+            continue
+        cells = []
+        for attr in ("p50_ms", "rps"):
+            ratios = [getattr(ra, attr) / getattr(rb, attr) for ra, rb in zip(sa.runs, sb.runs)
+                      if getattr(rb, attr) > 0]
+            cells.append(f"{statistics.median(ratios):.3f}× ({min(ratios):.3f}–{max(ratios):.3f})"
+                         if ratios else "–")
+        lines.append(f"| {sa.label} / {sb.label} | {cells[0]} | {cells[1]} | {target} |")
     long_r, long_p = by_key.get("chat-long"), by_key.get("pt-long")
     if long_r and long_p and long_r.runs and long_p.runs:
         per_chunk = (cpu_med(long_r, "worker") - cpu_med(long_p, "worker")) / (LONG_CHUNKS + 3)

@@ -223,10 +223,18 @@ def wrangler_env(prebuilt: bool) -> dict:
     return env
 
 
-def dry_run_size(cwd: Path, outdir: Path, prebuilt: bool) -> tuple:
+def keep_names_env(env: dict) -> dict:
+    """worker-build keeps the wasm name section (`wasm-opt --debuginfo`) unless the release profile
+    strips it: unstripped, a V8 profile names Rust functions."""
+    return dict(env, CARGO_PROFILE_RELEASE_STRIP="false")
+
+
+def dry_run_size(cwd: Path, outdir: Path, prebuilt: bool, keep_names: bool = False) -> tuple:
     """Runs `wrangler deploy --dry-run` (which runs the `[build] command`) and reads its
     `Total Upload: X KiB / gzip: Y KiB` line."""
     env = dict(wrangler_env(prebuilt), WRANGLER_LOG_PATH=str(outdir.parent / "dry-run-wrangler-logs"))
+    if keep_names:
+        env = keep_names_env(env)
     out = run_checked([str(WRANGLER), "deploy", "--dry-run", "--outdir", str(outdir)], cwd, env,
                       f"wrangler deploy --dry-run in {cwd}")
     m = re.search(r"Total Upload:\s*([\d.]+ \w+)\s*/\s*gzip:\s*([\d.]+ \w+)", out)
@@ -240,13 +248,12 @@ def build_all(tmp: Path, skip_build: bool, keep_names: bool = False) -> dict:
         # `TASK_ROUTER_PREBUILT` would turn the build into a no-op and bench a stale bundle.
         env = wrangler_env(prebuilt=False)
         if keep_names:
-            # worker-build keeps the wasm name section (`wasm-opt --debuginfo`) unless the release
-            # profile strips it: unstripped, the profile names Rust functions.
-            env["CARGO_PROFILE_RELEASE_STRIP"] = "false"
+            env = keep_names_env(env)
         run_checked(["sh", "scripts/build.sh"], ROOT, env, "scripts/build.sh")
     sizes = {"router": dry_run_size(ROOT, tmp / "dry-router", prebuilt=True)}
     # The fixture's `[build] command` builds it (after build.sh installed the tools it reuses).
-    sizes["passthrough"] = dry_run_size(FIXTURE, tmp / "dry-passthrough", prebuilt=skip_build)
+    sizes["passthrough"] = dry_run_size(FIXTURE, tmp / "dry-passthrough", prebuilt=skip_build,
+                                        keep_names=keep_names)
     return sizes
 
 
@@ -1123,7 +1130,8 @@ def main() -> int:
         sizes = build_all(tmp, args.skip_build, keep_names=bool(args.profile))
         compare = Path(args.compare).resolve() if args.compare else None
         if compare and not args.skip_build:
-            run_checked(["sh", "scripts/build.sh"], compare, wrangler_env(prebuilt=False),
+            env = wrangler_env(prebuilt=False)
+            run_checked(["sh", "scripts/build.sh"], compare, keep_names_env(env) if args.profile else env,
                         f"scripts/build.sh in {compare}")
         log(f"bench: bundles built ({time.monotonic() - started:.0f} s): {sizes}")
 

@@ -2,7 +2,7 @@
 //! for a dead model. Sans-IO: every method takes `now_ms`; the shell keeps one book per isolate
 //! and shares "gone" verdicts across isolates through KV.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::outcome::Outcome;
 
@@ -101,7 +101,8 @@ pub enum HealthReport {
 
 #[derive(Debug, Default)]
 pub struct HealthBook {
-    models: HashMap<String, ModelHealth>,
+    /// By model id: a handful per isolate, so a sorted map (no hashing) is the cheaper lookup.
+    models: BTreeMap<String, ModelHealth>,
     /// Gone verdicts learned here and not yet shared (written to KV by the shell).
     unshared: Vec<(String, GoneVerdict)>,
 }
@@ -146,6 +147,13 @@ impl HealthBook {
         now_ms: u64,
         gone_ttl_ms: u64,
     ) {
+        if outcome == Outcome::Ok {
+            // A model with no record is healthy already: nothing to allocate or insert.
+            if let Some(h) = self.models.get_mut(model) {
+                *h = ModelHealth::default();
+            }
+            return;
+        }
         let h = self.models.entry(model.to_string()).or_default();
         h.probing_since_ms = None;
         match outcome {

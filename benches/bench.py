@@ -52,6 +52,7 @@ the Rust toolchain and `wrk` (installed with apt-get when missing and running as
 """
 
 import argparse
+import collections
 import datetime
 import json
 import os
@@ -180,13 +181,19 @@ def on_signal(signum, _frame):
 
 
 def run_checked(args, cwd: Path, env=None, what: str = "") -> str:
+    """Runs a build step to its end in a process group of its own, so an interrupt stops cargo,
+    wasm-bindgen and wasm-opt under it too, not only the shell that started them."""
     log(f"$ {' '.join(shlex.quote(str(a)) for a in args)}  (in {cwd})")
-    done = subprocess.run(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-    if done.returncode != 0:
-        sys.stderr.write(done.stdout)
-        raise SystemExit(f"bench: {what or args[0]} failed with exit code {done.returncode}")
-    return done.stdout
+    procs = Processes()
+    child = procs.start(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = child.communicate()
+    finally:
+        procs.stop_all()
+    if child.returncode != 0:
+        sys.stderr.write(out)
+        raise SystemExit(f"bench: {what or args[0]} failed with exit code {child.returncode}")
+    return out
 
 
 def free_port(taken: set) -> int:
@@ -1118,6 +1125,12 @@ def main() -> int:
         parser.error("--profile reads the CPU profile through the inspector; drop --no-inspector")
     if args.profile and args.skip_build:
         parser.error("--profile needs its own build (wasm names kept); drop --skip-build")
+    if args.only:
+        # Checked before anything is built or started: an unknown key would measure nothing.
+        known = [s.key for s in scenarios(collections.defaultdict(bytes), compare=bool(args.compare))]
+        unknown = sorted(set(args.only.split(",")) - set(known))
+        if unknown:
+            parser.error(f"--only: no scenario {', '.join(unknown)} (scenarios: {', '.join(known)})")
     command = " ".join(shlex.quote(a) for a in ["python3", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
 
     started = time.monotonic()

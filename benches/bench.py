@@ -948,7 +948,9 @@ def report(args, info: dict, all_scenarios: list, sizes: dict, samples: dict, n_
         f"- command: `{command}`",
         f"- load: `wrk -t1 -c{args.connections} -d{args.duration}s --latency` per run, "
         f"{args.rounds} rounds, every scenario once per round in the order below (so each router run "
-        f"alternates with its baseline); {args.warmup} s warm-up per scenario; medians over rounds; "
+        f"alternates with its baseline); {args.warmup} s warm-up per scenario"
+        + (f", and {args.rewarm} s of load on each scenario right before each of its measured runs"
+           if args.rewarm else "") + "; medians over rounds; "
         + ("one set of dev servers for all rounds (`--same-servers`)" if args.same_servers else
            f"fresh dev servers (new workerd processes) for every round, each warmed up "
            f"{min(args.warmup, 1)} s per scenario "
@@ -1088,6 +1090,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, help="rounds of every scenario (default 5)")
     parser.add_argument("--duration", type=int, help="seconds per wrk run (default 8)")
     parser.add_argument("--warmup", type=int, help="warm-up seconds per scenario (default 3)")
+    parser.add_argument("--rewarm", type=int, default=1,
+                        help="seconds of load on a scenario right before each of its measured runs (default 1; 0: none)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--probes", type=int, help="sequential requests per probed scenario (default 200)")
     parser.add_argument("--only", help="comma-separated scenario keys to run under wrk (default: all)")
@@ -1236,6 +1240,12 @@ def main() -> int:
                 log(f"[round {r + 1}/{args.rounds}] fresh dev servers: "
                     + ", ".join(f"{name} :{w.target_port}" for name, w in workers.items()))
             for s in measured:
+                if args.rewarm:
+                    # The Worker behind this scenario may have sat idle through the runs before it
+                    # (the router's process through the pass-through's): the run right after such a
+                    # pause measured a few percent slower, whichever router scenario it was.
+                    run_wrk(procs, s, workers, upstream.pid, upstream_port, tmp, args.rewarm, args.connections)
+                    settled += settle(workers, upstream.pid)
                 run = run_wrk(procs, s, workers, upstream.pid, upstream_port, tmp, args.duration, args.connections)
                 s.runs.append(run)
                 for w in workers.values():

@@ -992,10 +992,14 @@ def report(args, info: dict, all_scenarios: list, sizes: dict, samples: dict, n_
         "| comparison | p50 | p99 | req/s | Worker workerd CPU/req | wrangler (proxy + node) CPU/req | target |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
-    for a, b, target in COMPARISONS:
-        sa, sb = by_key.get(a), by_key.get(b)
-        if not (sa and sb and sa.runs and sb.runs):
-            continue
+    def compared(paired: bool = False):
+        """The comparisons whose two scenarios both ran (`paired`: as many times)."""
+        for a, b, target in COMPARISONS:
+            sa, sb = by_key.get(a), by_key.get(b)
+            if sa and sb and sa.runs and sb.runs and (not paired or len(sa.runs) == len(sb.runs)):
+                yield sa, sb, target
+
+    for sa, sb, target in compared():
         lines.append(
             f"| {sa.label} / {sb.label} | {ratio(med(sa, 'p50_ms'), med(sb, 'p50_ms'))} | "
             f"{ratio(med(sa, 'p99_ms'), med(sb, 'p99_ms'))} | {ratio(med(sa, 'rps'), med(sb, 'rps'))} | "
@@ -1013,10 +1017,7 @@ def report(args, info: dict, all_scenarios: list, sizes: dict, samples: dict, n_
         "| comparison | p50: median (min–max) | req/s: median (min–max) | target |",
         "|---|---:|---:|---|",
     ]
-    for a, b, target in COMPARISONS:
-        sa, sb = by_key.get(a), by_key.get(b)
-        if not (sa and sb and sa.runs and len(sa.runs) == len(sb.runs)):
-            continue
+    for sa, sb, target in compared(paired=True):
         cells = []
         for attr in ("p50_ms", "rps"):
             ratios = [getattr(ra, attr) / getattr(rb, attr) for ra, rb in zip(sa.runs, sb.runs)

@@ -253,11 +253,9 @@ struct BindingLimiter(Option<RateLimitBinding>, ConsoleLog);
 extern "C" {
     /// A Workers Rate Limiting binding: `limit({key})` resolves to `{success}`.
     type RateLimitBinding;
+    /// Its answer is checked to be a promise before it is awaited.
     #[wasm_bindgen(method, catch)]
-    fn limit(
-        this: &RateLimitBinding,
-        options: &JsValue,
-    ) -> std::result::Result<js_sys::Promise, JsValue>;
+    fn limit(this: &RateLimitBinding, options: &JsValue) -> std::result::Result<JsValue, JsValue>;
 
     type LimitOutcome;
     #[wasm_bindgen(method, getter, catch)]
@@ -275,7 +273,8 @@ impl BindingLimiter {
     async fn check(binding: &RateLimitBinding, key: &str) -> std::result::Result<bool, JsValue> {
         // `{key}` as JSON: one string across the wasm boundary.
         let options = js_sys::JSON::parse(&JsonObject::new().str("key", key).finish())?;
-        let outcome: LimitOutcome = settled(binding.limit(&options)?).await?.unchecked_into();
+        let promise: js_sys::Promise = binding.limit(&options)?.dyn_into()?;
+        let outcome: LimitOutcome = settled(promise).await?.unchecked_into();
         Ok(outcome.success()?.is_truthy())
     }
 }

@@ -10,7 +10,8 @@ It builds the router (`sh scripts/build.sh`) and the pass-through fixture (`benc
 reads both bundles' sizes from `wrangler deploy --dry-run`, starts the upstream and one
 `wrangler dev` per Worker on free 127.0.0.1 ports, checks every scenario answers as it should,
 warms up, then runs `wrk -t1 -c16 --latency` over every scenario in turn, round after round, so
-router scenarios are interleaved with their baselines. It also times N sequential requests
+router scenarios are interleaved with their baselines; each round starts one scenario further
+down the list, so no scenario always follows the same one. It also times N sequential requests
 for five scenarios (pass-through, task and chat routes, small and streamed) on one keep-alive connection (first body byte and whole answer, unloaded), and reads
 from /proc the CPU time per request of the Worker's own workerd, of wrangler's proxy workerd and
 node process, of the upstream and of wrk. Before the loaded rounds, with one request at a time,
@@ -947,8 +948,9 @@ def report(args, info: dict, all_scenarios: list, sizes: dict, samples: dict, n_
         f"{info['wrk']}, Python {info['python']}",
         f"- command: `{command}`",
         f"- load: `wrk -t1 -c{args.connections} -d{args.duration}s --latency` per run, "
-        f"{args.rounds} rounds, every scenario once per round in the order below (so each router run "
-        f"alternates with its baseline); {args.warmup} s warm-up per scenario"
+        f"{args.rounds} rounds, every scenario once per round (round N starts N−1 scenarios further down the "
+        f"list below and wraps around, so each router run shares its round with its baseline's); "
+        f"{args.warmup} s warm-up per scenario"
         + (f", and {args.rewarm} s of load on each scenario right before each of its measured runs"
            if args.rewarm else "") + "; medians over rounds; "
         + ("one set of dev servers for all rounds (`--same-servers`)" if args.same_servers else
@@ -1240,11 +1242,13 @@ def main() -> int:
                 settled += settle(workers, upstream.pid)
                 log(f"[round {r + 1}/{args.rounds}] fresh dev servers: "
                     + ", ".join(f"{name} :{w.target_port}" for name, w in workers.items()))
-            for s in measured:
+            # Each round starts one scenario further down the list, so no scenario always runs
+            # right after the same other one: in one run with a fixed order, whichever router
+            # scenario came right after the pass-through measured a few percent slower.
+            shift = r % len(measured)
+            for s in measured[shift:] + measured[:shift]:
                 if args.rewarm:
-                    # The Worker behind this scenario may have sat idle through the runs before it
-                    # (the router's process through the pass-through's): the run right after such a
-                    # pause measured a few percent slower, whichever router scenario it was.
+                    # The Worker behind this scenario may have sat idle through the runs before it.
                     run_wrk(procs, s, workers, upstream.pid, upstream_port, tmp, args.rewarm, args.connections)
                     settled += settle(workers, upstream.pid)
                 run = run_wrk(procs, s, workers, upstream.pid, upstream_port, tmp, args.duration, args.connections)

@@ -356,8 +356,6 @@ def start_all(procs: Processes, specs: list, ports: set, tmp: Path, args) -> dic
 def stop_all(procs: Processes, workers: dict) -> None:
     for w in workers.values():
         procs.stop(w.child)
-        if w.child in procs.children:
-            procs.children.remove(w.child)
 
 
 def teach_gone(workers: dict, gone: "Scenario") -> None:

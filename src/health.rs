@@ -157,7 +157,6 @@ impl HealthBook {
         let h = self.models.entry(model.to_string()).or_default();
         h.probing_since_ms = None;
         match outcome {
-            Outcome::Ok => *h = ModelHealth::default(),
             Outcome::ModelGone => {
                 let verdict = GoneVerdict {
                     since_ms: now_ms,
@@ -182,8 +181,10 @@ impl HealthBook {
                     h.open_until_ms = Some(now_ms + BREAKER_COOLDOWN_MS);
                 }
             }
-            // Says nothing about the model's health: the request was the problem.
-            Outcome::CannotServe
+            // A success is recorded above; the rest say nothing about the model's health: the
+            // request was the problem.
+            Outcome::Ok
+            | Outcome::CannotServe
             | Outcome::InvalidRequest
             | Outcome::ProviderAuthFailed
             | Outcome::Skipped => {}

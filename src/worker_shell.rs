@@ -42,9 +42,9 @@ thread_local! {
     static SYNCED_AT: Cell<Option<u64>> = const { Cell::new(None) };
     /// Promise callbacks free for the next awaited promise (see `Settler`).
     static SETTLERS: RefCell<Vec<Settler>> = const { RefCell::new(Vec::new()) };
-    /// The headers of every chat call to Groq, for the key they were made with: built once per
-    /// isolate, and read (not changed) by each `fetch`.
-    static GROQ_HEADERS: RefCell<Option<(String, JsValue)>> = const { RefCell::new(None) };
+    /// The headers of every chat call to Groq: built once per isolate (its key, like all of its
+    /// configuration, is fixed for its life), and read (not changed) by each `fetch`.
+    static GROQ_HEADERS: std::cell::OnceCell<JsValue> = const { std::cell::OnceCell::new() };
 }
 
 /// Spare `Settler`s kept per isolate: enough for the promises its concurrent requests await at
@@ -795,15 +795,11 @@ fn groq_headers(api_key: &str, json_body: bool) -> std::result::Result<JsValue, 
 /// The chat calls' headers: made once per isolate (the key is fixed for its life), then shared.
 fn chat_headers(api_key: &str) -> std::result::Result<JsValue, TransportError> {
     GROQ_HEADERS.with(|cached| {
-        let mut cached = cached.borrow_mut();
-        if let Some((key, headers)) = cached.as_ref() {
-            if key == api_key {
-                return Ok(headers.clone());
-            }
+        if let Some(headers) = cached.get() {
+            return Ok(headers.clone());
         }
         let headers = groq_headers(api_key, true)?;
-        *cached = Some((api_key.to_string(), headers.clone()));
-        Ok(headers)
+        Ok(cached.get_or_init(|| headers).clone())
     })
 }
 

@@ -1,9 +1,9 @@
 //! The Worker bundle budget: what `wrangler deploy --dry-run` would upload must stay within
 //! 125 KiB gzip, the budget the performance issue set: twice a thinnest pass-through workers-rs
-//! Worker of 62.6 KiB gzip. That is what `benches/passthrough` weighs built for speed
-//! (`opt-level = "s"`, `wasm-opt -O`); built for size like the router it weighs 51.0 KiB, and
-//! twice that would be 102 KiB, less than the router (see README, Performance). Bundle size is
-//! startup time and upload limits for every isolate.
+//! Worker of 62.6 KiB gzip. That is what `benches/passthrough` weighs built with
+//! `opt-level = "s"` and `wasm-opt -O`; built like the router (`"z"`, `-Oz`, `strip`) it weighs
+//! 51.0 KiB, and twice that would be 102 KiB, less than the router (see README, Performance).
+//! Bundle size is startup time and upload limits for every isolate.
 //!
 //! Run: `cargo test --test bundle_budget` (builds the bundle like the end-to-end suites).
 

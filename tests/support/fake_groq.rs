@@ -695,7 +695,7 @@ enum Script {
     Error,
     /// The 200 headers, then close before any chunk.
     Empty,
-    /// Like `Full` with `LONG_PIECES` content chunks, so it lasts `LONG_PIECES + 2` chunk delays.
+    /// Like `Full` with `LONG_PIECES` content chunks, so it lasts `LONG_PIECES + 2` chunk delays (+3 with `include_usage`).
     Long,
     /// Role chunk and one content chunk, then silence for `hang_for`, then close.
     Stall,

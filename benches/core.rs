@@ -13,12 +13,12 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use task_router::chain::ModelChain;
-use task_router::completion::Completion;
-use task_router::config::{BindingValue, Config};
-use task_router::outcome::{classify_error, GroqError};
-use task_router::request::ChatRequest;
-use task_router::sse::SseScanner;
+use task_router::groq::chat::ChatRequest;
+use task_router::groq::completion::Completion;
+use task_router::groq::outcome::{classify_error, GroqError};
+use task_router::groq::sse::SseScanner;
+use task_router::routing::chain::ModelChain;
+use task_router::routing::config::{BindingValue, Config};
 
 const SAMPLES: usize = 15;
 const BATCH_TARGET: Duration = Duration::from_millis(10);
@@ -180,7 +180,7 @@ fn main() {
     let gone = GroqError::from_body(GONE.as_bytes()).expect("Groq's 404 body parses");
     assert_eq!(
         classify_error(404, gone.code.as_deref()),
-        task_router::outcome::Outcome::ModelGone
+        task_router::groq::outcome::Outcome::ModelGone
     );
     let mut check = SseScanner::default().push(whole_stream.as_bytes());
     assert!(check.done && check.data_events == 5 && check.usage.is_some());

@@ -1,28 +1,17 @@
 //! task-router: callers ask for AI work by task; the router picks Groq models for the task from
 //! configuration and falls back along the task's chain until one answers.
 //!
-//! Everything but `worker_shell` is the routing core: plain Rust with no `worker` types, tested
-//! natively with `cargo test`. `worker_shell` adapts it to the Workers runtime.
+//! The layers, each using only those listed before it:
+//! - `groq`: Groq's wire format and the `Provider` seam to the network;
+//! - `routing`: config, tasks, chains, model health, the fallback loop, the probe;
+//! - `http`: the caller-facing API (routes, auth, CORS, answers, errors, the stream relay);
+//! - `runtime`: the Workers shell, the only code that names `worker` (wasm32 only).
+//!
+//! Everything but `runtime` is plain Rust, tested natively with `cargo test`.
 
-pub mod api;
-pub mod auth;
-pub mod chain;
-pub mod completion;
-pub mod config;
-pub mod cors;
-pub mod error;
-pub mod health;
-pub mod json;
-pub mod limit;
-pub mod log;
-pub mod outcome;
-pub mod probe;
-pub mod provider;
-pub mod relay;
-pub mod request;
-pub mod router;
-pub mod sse;
-pub mod task;
+pub mod groq;
+pub mod http;
+pub mod routing;
 
 #[cfg(target_arch = "wasm32")]
-mod worker_shell;
+mod runtime;

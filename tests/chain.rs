@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use scripted::{bindings, load};
 use serde_json::json;
-use task_router::chain::{ChainSource, ModelChain};
-use task_router::config::{BindingValue, Config};
-use task_router::log::Level;
+use task_router::routing::chain::{ChainSource, ModelChain};
+use task_router::routing::config::{BindingValue, Config};
+use task_router::routing::log::Level;
 
 /// Bindings as (name, value) pairs, and a chain as (model, source) pairs.
 type Pairs<'a> = Vec<(&'static str, &'a str)>;

@@ -64,10 +64,12 @@ enum Setup {
     NoProviderKey,
     /// No `ROUTER_API_KEYS`, `ALLOW_UNAUTHENTICATED = "false"`; `MODEL_REGISTRY` from `wrangler.toml`.
     NoClientAuth,
+    /// A task name over 64 bytes whose 64th byte falls inside a character (it once panicked).
+    LongTaskName,
 }
 
-const SETUPS: usize = 6;
-const _: () = assert!(Setup::NoClientAuth as usize + 1 == SETUPS);
+const SETUPS: usize = 7;
+const _: () = assert!(Setup::LongTaskName as usize + 1 == SETUPS);
 static ENVS: [OnceLock<Env>; SETUPS] = [const { OnceLock::new() }; SETUPS];
 
 fn main_registry() -> Value {
@@ -86,6 +88,7 @@ fn main_registry() -> Value {
         "auth": ["ok-auth"],
         "badbody": ["ok-badbody"],
         "routes": ["ok-routes"],
+        "capped": ["ok-capped"],
         "fallback": ["ok-universal"],
     })
 }
@@ -113,6 +116,7 @@ impl Setup {
                 ("ATTEMPT_TIMEOUT_MS", ATTEMPT_TIMEOUT_MS.to_string()),
                 ("DEFAULT_SUMMARIZE_MODEL", "ok-sumdefault".into()),
                 ("DEFAULT_CODE_REVIEW_MODEL", "gone-crdefault".into()),
+                ("MAX_CAPPED_TOKENS", "256".into()),
             ],
             Setup::Strict => vec![
                 ("MODEL_REGISTRY", strict_registry().to_string()),
@@ -128,6 +132,10 @@ impl Setup {
                 ("MODEL_REGISTRY", json!({"happy": ["ok-nokey"]}).to_string()),
             ],
             Setup::NoClientAuth => vec![("ROUTER_API_KEYS", String::new())],
+            Setup::LongTaskName => {
+                let task = format!("a{}", "é".repeat(40));
+                vec![("MODEL_REGISTRY", json!({ task: ["ok-long"] }).to_string())]
+            }
         };
         vars.extend(more);
         vars
@@ -956,6 +964,74 @@ fn bad_bodies_are_refused_naming_the_param() {
     );
 }
 
+/// Bodies the hand-written JSON reader once let through or refused wrongly (issue 12): a key sent
+/// twice, a cap checked on one token field only, a number judged by its spelling.
+#[test]
+fn token_caps_duplicate_keys_and_extreme_exponents_are_read_by_value() {
+    let env = env(Setup::Main);
+    let message = r#""messages":[{"role":"user","content":"hi"}]"#;
+    for (i, (extra, param)) in [
+        (r#""max_tokens":99999,"max_tokens":10"#, "max_tokens"),
+        (
+            r#""max_completion_tokens":10,"max_tokens":99999"#,
+            "max_tokens",
+        ),
+        (r#""max_completion_tokens":1e5"#, "max_completion_tokens"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = format!(r#"{{{message},{extra},"user":"e2e-capped-{i}"}}"#);
+        let response = env.post("capped", Some(CLIENT_KEY), "e2e-capped", body.as_bytes());
+        assert_eq!(response.status, 400, "{body}: {}", response.text());
+        let error = &response.json()["error"];
+        assert_eq!(error["code"], "invalid_parameter", "{body}");
+        assert_eq!(error["param"], param, "{body}");
+    }
+    assert_eq!(
+        env.fake.calls_to("ok-capped"),
+        0,
+        "no refused body reaches Groq"
+    );
+
+    // Valid JSON equal to 0: within range, and passed on as sent.
+    let body = format!(r#"{{{message},"temperature":1e-2147483648,"user":"e2e-exponent"}}"#);
+    let response = env.post("capped", Some(CLIENT_KEY), "e2e-exponent", body.as_bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    let calls = env.fake.calls();
+    let sent = calls
+        .iter()
+        .find(|c| c.body["user"] == "e2e-exponent")
+        .expect("the request reached Groq");
+    assert_eq!(sent.body["temperature"], 0.0);
+    assert_eq!(
+        sent.body["max_completion_tokens"], 256,
+        "the cap fills a missing limit"
+    );
+}
+
+#[test]
+fn a_task_name_cut_inside_a_character_is_a_config_error_not_a_panic() {
+    let env = env(Setup::LongTaskName);
+    let health = env.send("GET", "/healthz", &[], b"");
+    assert_eq!(health.status, 503, "{}", health.text());
+    let problem = &health.json()["problems"][0];
+    assert_eq!(
+        (&problem["binding"], &problem["code"]),
+        (&json!("MODEL_REGISTRY"), &json!("config_invalid"))
+    );
+    assert!(
+        problem["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("longer than 64")),
+        "{problem}"
+    );
+    let response = env.ask("fast", "e2e-longtask");
+    assert_eq!(response.status, 500, "{}", response.text());
+    assert_eq!(response.json()["error"]["code"], "config_invalid");
+    assert!(!env.logs().contains("panicked"), "{}", env.logs());
+}
+
 #[test]
 fn an_unknown_task_is_404_listing_the_known_tasks() {
     let env = env(Setup::Main);
@@ -1086,7 +1162,9 @@ fn everything_failing_is_a_502_listing_every_attempt() {
             {"model": "gone-af1", "outcome": "model_gone", "status": 404, "code": "model_not_found"},
             {"model": "error500-af2", "outcome": "upstream_error", "status": 500},
             {"model": "html502-af3", "outcome": "upstream_error", "status": 502},
-            {"model": "drop-af4", "outcome": "connection_error", "status": null},
+            // The runtime's own words for the dropped connection (workerd's).
+            {"model": "drop-af4", "outcome": "connection_error", "status": null,
+             "error": "Error: Network connection lost."},
             {"model": "notcompletion-af5", "outcome": "invalid_response", "status": 200},
         ])
     );

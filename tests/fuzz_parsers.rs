@@ -1,22 +1,20 @@
 //! Property-based fuzzing (proptest) of everything that parses outside input: request bodies,
-//! `MODEL_REGISTRY` and the other bindings, and request paths. Properties: never a panic, and
-//! every input is either accepted or refused with a 4xx (bodies) or a named config error.
+//! `MODEL_REGISTRY` and the other bindings, and request paths. Properties: never a panic; every
+//! input is either accepted or refused with a 4xx (bodies) or a named config error; a key sent
+//! twice is always refused by name; numbers are judged by value whatever their exponent.
 //!
 //! Run: `cargo test --test fuzz_parsers`; more cases: `PROPTEST_CASES=100000 cargo test --release --test fuzz_parsers`.
 
 mod scripted;
 
-use std::cell::RefCell;
-
 use proptest::prelude::*;
 use scripted::*;
-use task_router::api::{handle, HttpRequest, Reply, RequestEnv};
-use task_router::config::{parse_registry, BindingValue};
-use task_router::health::HealthBook;
-use task_router::json;
-use task_router::limit::Unlimited;
-use task_router::log::MemoryLog;
-use task_router::request::ChatRequest;
+use serde_json::Value;
+use task_router::groq::chat::{BodyError, ChatRequest};
+use task_router::http::error::ApiError;
+use task_router::http::limit::Unlimited;
+use task_router::http::HttpRequest;
+use task_router::routing::config::{parse_registry, BindingValue};
 
 const VALID: &str = r#"{"messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"}]}],"max_tokens":5,"temperature":0.5,"stop":["x"],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"stream":false}"#;
 
@@ -64,14 +62,38 @@ fn check_body(body: &[u8]) {
     for model_allowed in [false, true] {
         match ChatRequest::parse(body, model_allowed) {
             Ok(request) => {
-                // An accepted body always yields a JSON object for Groq.
-                let out: serde_json::Value =
-                    serde_json::from_str(&request.body_for("m")).expect("valid JSON out");
-                assert_eq!(out["model"], "m");
+                // An accepted body always yields a JSON object for Groq: `model` set, every other
+                // member as sent.
+                let out = request.body_for("m");
+                // Valid JSON at any depth (a raw value has no recursion limit)...
+                serde_json::from_slice::<&serde_json::value::RawValue>(&out)
+                    .expect("valid JSON out");
+                // ...and, where serde_json can build both trees, the caller's with `model` set.
+                if let (Ok(mut sent), Ok(out)) = (
+                    serde_json::from_slice::<Value>(body),
+                    serde_json::from_slice::<Value>(&out),
+                ) {
+                    sent["model"] = "m".into();
+                    assert_eq!(out, sent);
+                }
             }
-            Err(error) => assert_eq!(error.status(), 400, "{error:?}"),
+            Err(error) => assert_eq!(ApiError::from(error).status(), 400),
         }
     }
+}
+
+fn refused_param(body: &str) -> Option<String> {
+    match ChatRequest::parse(body.as_bytes(), true) {
+        Err(BodyError::Field { param, .. }) => Some(param),
+        _ => None,
+    }
+}
+
+/// A key as the caller may spell it: plain, or with one character `\u`-escaped.
+fn spelled(key: &str, escape_at: usize) -> String {
+    let at = escape_at % key.len();
+    let c = key.as_bytes()[at];
+    format!("{}\\u{:04x}{}", &key[..at], c, &key[at + 1..])
 }
 
 proptest! {
@@ -92,46 +114,34 @@ proptest! {
         check_body(tokens.concat().as_bytes());
     }
 
-    /// The router's own JSON reader against `serde_json` as the oracle: same verdict on validity,
-    /// and for objects the same members with the same values.
+    /// A member sent twice, under any spelling of its key, is refused naming it.
     #[test]
-    fn json_reader_agrees_with_serde_json(body in mutated(), tokens in proptest::collection::vec(json_token(), 0..40)) {
-        for text in [String::from_utf8_lossy(&body).into_owned(), tokens.concat()] {
-            let serde = serde_json::from_str::<serde_json::Value>(&text);
-            // Valid JSON grammar, but beyond f64: serde_json refuses it, the router passes it on
-            // for Groq to judge (it parses no number it does not need).
-            if serde.as_ref().is_err_and(|e| e.to_string().starts_with("number out of range")) {
-                continue;
-            }
-            prop_assert_eq!(json::validate(&text).is_ok(), serde.is_ok(), "{}", text);
-            if let Ok(serde_json::Value::Object(map)) = serde {
-                let members = json::members(&text).expect("a valid object");
-                for (key, value) in &map {
-                    let ours = members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v).expect("key found");
-                    let ours: serde_json::Value = serde_json::from_str(ours).expect("raw value is JSON");
-                    prop_assert_eq!(&ours, value);
-                }
-            }
-        }
+    fn a_duplicated_key_is_refused_by_name(
+        key in prop_oneof![Just("max_tokens"), Just("temperature"), Just("messages"), Just("stream"), Just("x_extra"), Just("model")],
+        escape_at in 0usize..20,
+        escaped in any::<bool>(),
+        first_value in prop_oneof![Just("1"), Just("99999"), Just("\"x\""), Just("[{\"role\":\"user\",\"content\":\"hi\"}]")],
+    ) {
+        let second = if escaped { spelled(key, escape_at) } else { key.to_string() };
+        let body = format!(
+            r#"{{"messages":[{{"role":"user","content":"hi"}}],"{key}":{first_value},"{second}":{first_value}}}"#
+        );
+        prop_assert_eq!(refused_param(&body), Some(key.to_string()), "{}", body);
     }
 
-    /// A document's tape reads every nested object and list exactly as a scan of its bytes does.
+    /// `temperature` is judged by its value, whatever the exponent: in range if Rust's own float
+    /// parser reads it between 0 and 2 (`1e-2147483648` is 0; `1e400` is infinite).
     #[test]
-    fn json_document_tape_agrees_with_scanning(body in mutated(), tokens in proptest::collection::vec(json_token(), 0..40)) {
-        for text in [String::from_utf8_lossy(&body).into_owned(), tokens.concat()] {
-            let doc = json::Document::parse(&text);
-            prop_assert_eq!(doc.is_ok(), json::validate(&text).is_ok(), "{}", text);
-            if let Ok(doc) = doc {
-                prop_assert_eq!(doc.root(), text.trim());
-                let mut pending = vec![doc.root()];
-                while let Some(raw) = pending.pop() {
-                    prop_assert_eq!(doc.members(raw), json::members(raw), "{}", raw);
-                    prop_assert_eq!(doc.items(raw), json::items(raw), "{}", raw);
-                    pending.extend(json::members(raw).unwrap_or_default().into_iter().map(|(_, v)| v));
-                    pending.extend(json::items(raw).unwrap_or_default());
-                }
-            }
-        }
+    fn numbers_are_judged_by_value_at_any_exponent(
+        mantissa in prop_oneof![Just("0"), Just("1"), Just("1.5"), Just("25"), Just("-1")],
+        exponent in prop_oneof![any::<i64>(), -400i64..400, Just(i64::from(i32::MIN)), Just(i64::from(i32::MAX))],
+    ) {
+        let number = format!("{mantissa}e{exponent}");
+        let value: f64 = number.parse().expect("Rust reads any JSON number");
+        let body = format!(r#"{{"messages":[{{"role":"user","content":"hi"}}],"temperature":{number}}}"#);
+        let verdict = refused_param(&body);
+        prop_assert_eq!(verdict.is_none(), (0.0..=2.0).contains(&value), "{} read as {}", number, value);
+        prop_assert!(verdict.is_none_or(|p| p == "temperature"));
     }
 
     #[test]
@@ -157,21 +167,28 @@ proptest! {
         }
     }
 
+    /// Task names of any characters and length: a valid registry or an error naming
+    /// `MODEL_REGISTRY`, never a panic (a name over 64 bytes cut inside a character once was).
+    #[test]
+    fn long_non_ascii_task_names_are_refused_not_a_panic(name in "\\PC{1,80}", pad in 0usize..70) {
+        let name = format!("{}{name}", "a".repeat(pad));
+        let registry = serde_json::json!({ name.clone(): ["m"] }).to_string();
+        match load(&[("MODEL_REGISTRY", &registry)]) {
+            Ok(config) => prop_assert!(name.len() <= 64 && config.task_names() == vec![name.as_str()]),
+            Err(errors) => prop_assert!(errors.iter().any(|e| e.binding == "MODEL_REGISTRY" && e.code == "config_invalid")),
+        }
+    }
+
     #[test]
     fn any_method_and_path_gets_an_answer(method in "[A-Z]{0,8}", path in "/\\PC{0,60}", body in mutated()) {
         let config = load(&[("MODEL_REGISTRY", r#"{"fast":["m1"]}"#), ("GROQ_API_KEY", "g"), ("ROUTER_API_KEYS", "k")]);
         let provider = ScriptedProvider::new().on("m1", completion("m1"), 1);
-        let log = MemoryLog::default();
-        let health = RefCell::new(HealthBook::default());
-        let now = || 0;
-        let env = RequestEnv { request_id: "r", now_ms: &now, log: &log, health: &health };
         let req = HttpRequest { authorization: Some("Bearer k"), ..HttpRequest::new(&method, &path, &body) };
-        let Reply::Full(response) = block_on(handle(req, &config, &provider, &Unlimited, &env)) else {
-            panic!("no stream was asked for");
-        };
-        prop_assert!(response.status < 500, "{} {}: {}", method, path, response.body);
-        let json: serde_json::Value = serde_json::from_str(&response.body).expect("every answer is JSON");
-        if response.status >= 400 {
+        let ex = exchange(&config, &provider, &Unlimited, &Default::default(), req);
+        prop_assert!(!ex.streamed, "no stream was asked for");
+        prop_assert!(ex.response.status < 500, "{} {}: {}", method, path, ex.text);
+        let json = ex.json();
+        if ex.response.status >= 400 {
             prop_assert!(json["error"]["message"].is_string());
         }
     }
@@ -193,22 +210,12 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
             "[".repeat(depth),
             "]".repeat(depth)
         );
-        assert_eq!(
-            ChatRequest::parse(nested_content.as_bytes(), false)
-                .unwrap_err()
-                .status(),
-            400
-        );
+        assert!(ChatRequest::parse(nested_content.as_bytes(), false).is_err());
         let nested_messages = format!(
             r#"{{"messages":{}{}}}"#,
             "[".repeat(depth),
             "]".repeat(depth)
         );
-        assert_eq!(
-            ChatRequest::parse(nested_messages.as_bytes(), false)
-                .unwrap_err()
-                .status(),
-            400
-        );
+        assert!(ChatRequest::parse(nested_messages.as_bytes(), false).is_err());
     }
 }

@@ -10,11 +10,11 @@ use std::cell::RefCell;
 
 use scripted::*;
 use serde_json::Value;
-use task_router::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
-use task_router::health::HealthBook;
-use task_router::limit::Unlimited;
-use task_router::log::{Level, MemoryLog};
-use task_router::provider::TransportError;
+use task_router::groq::provider::TransportError;
+use task_router::http::limit::Unlimited;
+use task_router::http::{HttpRequest, HttpResponse};
+use task_router::routing::health::HealthBook;
+use task_router::routing::log::Level;
 
 const REGISTRY: &str = r#"{"fast":["m1","m2"],"solo":["s1"],"fallback":["f1"]}"#;
 
@@ -54,31 +54,23 @@ impl Router {
             EVERY_LINE,
         ];
         pairs.extend(self.extra.iter().copied());
-        let config = load(&pairs);
         let before = self.provider.calls.borrow().len();
-        let clock = self.provider.clock.clone();
-        let now = move || clock.get();
-        let log = MemoryLog::default();
-        let env = RequestEnv {
-            request_id: "r",
-            now_ms: &now,
-            log: &log,
-            health: &self.health,
-        };
         let body = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
         let request = HttpRequest {
             authorization: Some("Bearer k"),
             ..HttpRequest::new(method, path, body.as_bytes())
         };
-        let Reply::Full(response) =
-            block_on(handle(request, &config, &self.provider, &Unlimited, &env))
-        else {
-            panic!("no stream was asked for")
-        };
-        let json = serde_json::from_str(&response.body).unwrap();
+        let ex = exchange(
+            &load(&pairs),
+            &self.provider,
+            &Unlimited,
+            &self.health,
+            request,
+        );
         let calls = self.provider.models_called()[before..].to_vec();
-        *self.last_log.borrow_mut() = parsed(log);
-        (response, json, calls)
+        let json = ex.json();
+        *self.last_log.borrow_mut() = ex.log;
+        (ex.response, json, calls)
     }
 
     fn fast(&self) -> (HttpResponse, Value, Vec<String>) {
@@ -276,7 +268,7 @@ fn the_deadline_stops_before_calling_another_model() {
 
 #[test]
 fn routes_show_chains_sources_and_health() {
-    use task_router::outcome::Outcome;
+    use task_router::groq::outcome::Outcome;
     let router = Router::new(ScriptedProvider::new()).with("DEFAULT_FAST_MODEL", "d1");
     router
         .health
@@ -325,20 +317,7 @@ fn routes_show_chains_sources_and_health() {
         ("GROQ_API_KEY", "g"),
         ("ROUTER_API_KEYS", "k"),
     ]);
-    let now = || 0;
-    let log = MemoryLog::default();
-    let env = RequestEnv {
-        request_id: "r",
-        now_ms: &now,
-        log: &log,
-        health: &router.health,
-    };
-    let req = HttpRequest {
-        authorization: None,
-        ..HttpRequest::new("GET", "/v1/routes", b"")
-    };
-    let Reply::Full(r) = block_on(handle(req, &config, &router.provider, &Unlimited, &env)) else {
-        panic!("routes is not a stream")
-    };
+    let req = HttpRequest::new("GET", "/v1/routes", b"");
+    let r = exchange(&config, &router.provider, &Unlimited, &router.health, req).response;
     assert_eq!(r.status, 401, "routes need a client key");
 }

@@ -7,10 +7,8 @@ use std::cell::{Cell, RefCell};
 
 use scripted::*;
 use serde_json::Value;
-use task_router::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
-use task_router::health::HealthBook;
-use task_router::limit::{RateLimiter, Unlimited};
-use task_router::log::MemoryLog;
+use task_router::http::limit::{RateLimiter, Unlimited};
+use task_router::http::{HttpRequest, HttpResponse};
 
 const REGISTRY: &str = r#"{"fast":["m1"],"code-review":["m2"]}"#;
 const OK_BODY: &str = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
@@ -43,32 +41,18 @@ fn send<L: RateLimiter>(
         EVERY_LINE,
     ];
     pairs.extend_from_slice(extra);
-    let config = load(&pairs);
     let provider =
         ScriptedProvider::new()
             .on("m1", completion("m1"), 1)
             .on("m2", completion("m2"), 1);
-    let log = MemoryLog::default();
-    let health = RefCell::new(HealthBook::default());
-    let now = || 0;
-    let env = RequestEnv {
-        request_id: "r",
-        now_ms: &now,
-        log: &log,
-        health: &health,
-    };
-    let Reply::Full(response) = block_on(handle(req, &config, &provider, limiter, &env)) else {
-        panic!("no stream was asked for")
-    };
-    let logged: String = log.0.borrow().iter().map(|(_, l)| l.as_str()).collect();
+    let ex = exchange(&load(&pairs), &provider, limiter, &Default::default(), req);
+    let logged: String = ex.log.iter().map(|(_, l)| l.to_string()).collect();
     assert!(
         !logged.contains("ck_web_secret") && !logged.contains("gsk_provider_secret"),
         "a key leaked into logs"
     );
-    assert!(
-        !response.body.contains("ck_web_secret") && !response.body.contains("gsk_provider_secret")
-    );
-    (response, provider.models_called())
+    assert!(!ex.text.contains("ck_web_secret") && !ex.text.contains("gsk_provider_secret"));
+    (ex.response, provider.models_called())
 }
 
 fn post<'a>(body: &'a str) -> HttpRequest<'a> {
@@ -79,7 +63,7 @@ fn post<'a>(body: &'a str) -> HttpRequest<'a> {
 }
 
 fn code(r: &HttpResponse) -> String {
-    serde_json::from_str::<Value>(&r.body).unwrap()["error"]["code"]
+    serde_json::from_slice::<Value>(&r.body).unwrap()["error"]["code"]
         .as_str()
         .unwrap_or_default()
         .to_string()
@@ -368,9 +352,9 @@ fn parameter_checks_name_the_field() {
     ];
     for (body, param) in cases {
         let (r, calls) = send(&[], &Unlimited, post(&body));
-        let json: Value = serde_json::from_str(&r.body).unwrap();
+        let json: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(r.status, 400, "{body}");
-        assert_eq!(json["error"]["param"], param, "{body}: {}", r.body);
+        assert_eq!(json["error"]["param"], param, "{body}: {json}");
         assert!(calls.is_empty());
     }
     for ok in [
@@ -390,7 +374,8 @@ fn a_tasks_token_cap_refuses_more_and_fills_in_a_missing_limit() {
         post(r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1000}"#),
     );
     assert_eq!(r.status, 400);
-    assert!(r.body.contains("MAX_FAST_TOKENS"), "{}", r.body);
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(text.contains("MAX_FAST_TOKENS"), "{text}");
     let (r, _) = send(
         &capped,
         &Unlimited,
@@ -405,20 +390,11 @@ fn a_tasks_token_cap_refuses_more_and_fills_in_a_missing_limit() {
         ("MAX_FAST_TOKENS", "256"),
     ]);
     let provider = ScriptedProvider::new().on("m1", completion("m1"), 1);
-    let log = MemoryLog::default();
-    let health = RefCell::new(HealthBook::default());
-    let now = || 0;
-    let env = RequestEnv {
-        request_id: "r",
-        now_ms: &now,
-        log: &log,
-        health: &health,
-    };
     let req = HttpRequest {
         authorization: Some("Bearer k"),
         ..HttpRequest::new("POST", "/v1/tasks/fast", OK_BODY.as_bytes())
     };
-    block_on(handle(req, &config, &provider, &Unlimited, &env));
+    exchange(&config, &provider, &Unlimited, &Default::default(), req);
     assert_eq!(
         provider.calls.borrow()[0].body["max_completion_tokens"],
         256

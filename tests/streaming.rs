@@ -6,10 +6,10 @@ mod scripted;
 
 use scripted::*;
 use serde_json::{json, Value};
-use task_router::api::{handle, HttpRequest, HttpResponse, Reply, RequestEnv};
-use task_router::limit::Unlimited;
-use task_router::log::{Level, MemoryLog};
-use task_router::provider::TransportError;
+use task_router::groq::provider::TransportError;
+use task_router::http::limit::Unlimited;
+use task_router::http::{HttpRequest, HttpResponse};
+use task_router::routing::log::Level;
 
 const REGISTRY: &str = r#"{"fast":["m1","m2"],"reasoning":["m3"],"fallback":["f1"]}"#;
 
@@ -50,39 +50,24 @@ fn run_with(
         EVERY_LINE,
     ];
     pairs.extend_from_slice(extra);
-    let config = load(&pairs);
-    let log = MemoryLog::default();
-    let clock = provider.clock.clone();
-    let now = move || clock.get();
-    let env = RequestEnv {
-        request_id: "req_s",
-        now_ms: &now,
-        log: &log,
-        health: &Default::default(),
-    };
     let request = HttpRequest {
         authorization: Some("Bearer k"),
         ..HttpRequest::new(method, path, body.as_bytes())
     };
-    let reply = block_on(handle(request, &config, &provider, &Unlimited, &env));
-    let (head, body, streamed, closed) = match reply {
-        Reply::Full(r) => {
-            let body = r.body.clone();
-            (r, body, false, false)
-        }
-        Reply::Stream { head, relay } => {
-            let mut sink = SinkBuffer::default();
-            block_on(relay.run(&mut sink, &now, &log));
-            (head, sink.text(), true, sink.closed)
-        }
-    };
+    let ex = exchange(
+        &load(&pairs),
+        &provider,
+        &Unlimited,
+        &Default::default(),
+        request,
+    );
     Run {
-        head,
-        body,
-        streamed,
-        closed,
+        head: ex.response,
+        body: ex.text,
+        streamed: ex.streamed,
+        closed: ex.closed,
         calls: provider.models_called(),
-        log: parsed(log),
+        log: ex.log,
         drained: provider.last_body_read_to_end.get(),
     }
 }
@@ -287,6 +272,47 @@ fn after_the_first_event_a_broken_stream_ends_with_an_error_event_and_no_done() 
         assert!(r.closed);
         assert_ne!(request_line(&r)["outcome"], "ok", "{name}");
     }
+}
+
+/// A break after the first event is an upstream failure of that model like any other: a model
+/// that always breaks mid-stream opens its circuit, and the next request goes to the next model.
+#[test]
+fn streams_that_break_mid_way_open_the_models_circuit() {
+    let health = Default::default();
+    let config = load(&[
+        ("MODEL_REGISTRY", REGISTRY),
+        ("GROQ_API_KEY", "g"),
+        ("ROUTER_API_KEYS", "k"),
+    ]);
+    let body = r#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let send = |provider: &ScriptedProvider| {
+        let req = HttpRequest {
+            authorization: Some("Bearer k"),
+            ..HttpRequest::new("POST", "/v1/tasks/fast", body.as_bytes())
+        };
+        exchange(&config, provider, &Unlimited, &health, req)
+    };
+    let breaking = ScriptedProvider::new()
+        .on(
+            "m1",
+            Script::Stream(vec![bytes(ROLE, 5), bytes(HELLO, 5)]),
+            5,
+        )
+        .on(
+            "m2",
+            Script::Stream(vec![bytes(&format!("{ROLE}{DONE}"), 5)]),
+            5,
+        );
+    for _ in 0..3 {
+        assert!(send(&breaking).text.contains("stream_incomplete"));
+    }
+    let after = send(&breaking);
+    assert!(after.text.ends_with(DONE), "{}", after.text);
+    assert_eq!(breaking.models_called(), vec!["m1", "m1", "m1", "m2"]);
+    assert_eq!(
+        after.response.header("x-attempts"),
+        Some("m1=skipped(circuit_open), m2=ok(200)")
+    );
 }
 
 #[test]

@@ -1,5 +1,7 @@
-//! A scripted fake `Provider` for native tests of the fallback loop and the HTTP API: each model
-//! answers as scripted, every call is recorded, and a fake clock advances by each answer's latency.
+//! The native tests' one setup: a scripted fake `Provider` (each model answers as scripted, every
+//! call is recorded, a fake clock advances by each answer's latency), bindings as tests write
+//! them, and `exchange`, which sends one request through the router's HTTP API and runs a
+//! streamed answer's relay to its end.
 
 #![allow(dead_code)]
 
@@ -11,9 +13,15 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use serde_json::{json, Value};
-use task_router::config::{BindingValue, Config, ConfigError};
-use task_router::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
-use task_router::relay::ChunkSink;
+use task_router::groq::provider::{
+    Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead,
+};
+use task_router::http::limit::RateLimiter;
+use task_router::http::relay::ChunkSink;
+use task_router::http::{handle, log_level, HttpRequest, HttpResponse, Loaded, Reply, RequestEnv};
+use task_router::routing::config::{BindingValue, Config, ConfigError};
+use task_router::routing::health::HealthBook;
+use task_router::routing::log::{Filtered, Level, MemoryLog};
 
 /// A whole canned answer: status, the headers the router reads, and the body.
 #[derive(Clone, Debug, Default)]
@@ -154,7 +162,7 @@ impl Provider for ScriptedProvider {
         self.calls.borrow_mut().push(Call {
             model: call.model.to_string(),
             url: call.url.to_string(),
-            body: serde_json::from_str(&call.body).expect("the router sends JSON"),
+            body: serde_json::from_slice(&call.body).expect("the router sends JSON"),
             timeout_ms: call.timeout_ms,
         });
         let (script, latency) = self
@@ -248,7 +256,7 @@ pub fn bytes(text: &str, ms: u64) -> Step {
 }
 
 /// The lines a `MemoryLog` collected, each parsed as the JSON object it must be.
-pub fn parsed(log: task_router::log::MemoryLog) -> Vec<(task_router::log::Level, Value)> {
+pub fn parsed(log: MemoryLog) -> Vec<(Level, Value)> {
     log.0
         .into_inner()
         .into_iter()
@@ -276,4 +284,68 @@ pub fn bindings(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, Bindin
 
 pub fn load(pairs: &[(&'static str, &str)]) -> Result<Config, Vec<ConfigError>> {
     Config::load(&bindings(pairs))
+}
+
+/// The `x-request-id` of every exchange.
+pub const REQUEST_ID: &str = "req_test";
+
+/// One request's answer: the response (a stream's head), its body as text (for a stream, what
+/// the relay wrote), and the log lines `LOG_LEVEL` let through.
+pub struct Exchange {
+    pub response: HttpResponse,
+    pub text: String,
+    pub streamed: bool,
+    /// A stream's sink was closed by the relay.
+    pub closed: bool,
+    pub log: Vec<(Level, Value)>,
+}
+
+impl Exchange {
+    /// The body as JSON; panics with the text when it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|_| panic!("not JSON: {}", self.text))
+    }
+}
+
+/// Sends `req` through `handle` with `provider`'s fake clock, logging at `config`'s `LOG_LEVEL`
+/// as the Worker does.
+pub fn exchange<L: RateLimiter>(
+    config: &Loaded,
+    provider: &ScriptedProvider,
+    limiter: &L,
+    health: &RefCell<HealthBook>,
+    req: HttpRequest<'_>,
+) -> Exchange {
+    let memory = MemoryLog::default();
+    let log = Filtered {
+        inner: &memory,
+        min: log_level(config),
+    };
+    let clock = provider.clock.clone();
+    let now = move || clock.get();
+    let env = RequestEnv {
+        request_id: REQUEST_ID,
+        now_ms: &now,
+        log: &log,
+        health,
+    };
+    let (response, text, streamed, closed) =
+        match block_on(handle(req, config, provider, limiter, &env)) {
+            Reply::Full(r) => {
+                let text = String::from_utf8(r.body.clone()).expect("answers are UTF-8");
+                (r, text, false, false)
+            }
+            Reply::Stream { head, relay } => {
+                let mut sink = SinkBuffer::default();
+                block_on(relay.run(&mut sink, &env));
+                (head, sink.text(), true, sink.closed)
+            }
+        };
+    Exchange {
+        response,
+        text,
+        streamed,
+        closed,
+        log: parsed(memory),
+    }
 }

@@ -2,9 +2,11 @@
 //! them. It hands back whole events as the bytes Groq sent, and notices what the relay must act
 //! on: `data: [DONE]`, an error event, and the token usage in the final chunk.
 
-use crate::completion::TokenCounts;
-use crate::json;
-use crate::outcome::GroqError;
+use serde::Deserialize;
+
+use super::completion::Usage;
+use super::outcome::GroqError;
+use super::text::read;
 
 /// What the scanner found in one batch of complete events.
 #[derive(Debug, Default, PartialEq)]
@@ -18,7 +20,7 @@ pub struct Scanned {
     /// An error event (`event: error`, or `data: {"error":…}`); it is *not* in `forward`.
     pub error: Option<GroqError>,
     /// Token counts from a chunk's `x_groq.usage` or `usage`, the last one seen.
-    pub usage: Option<TokenCounts>,
+    pub usage: Option<Usage>,
 }
 
 #[derive(Debug, Default)]
@@ -95,7 +97,7 @@ enum Kind {
     Comment,
     Done,
     Error(GroqError),
-    Data(Option<TokenCounts>),
+    Data(Option<Usage>),
 }
 
 fn classify(event: &[u8]) -> Kind {
@@ -150,13 +152,19 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|(i, &b)| b == first && haystack[i..].starts_with(needle))
 }
 
-fn usage_of(data: &[u8]) -> Option<TokenCounts> {
-    let chunk = json::Object::parse(std::str::from_utf8(data).ok()?).ok()?;
-    let usage = chunk
-        .get("usage")
-        .filter(|u| json::Kind::of(u) == json::Kind::Object)
-        .or_else(|| chunk.get("x_groq").and_then(|x| json::member(x, "usage")))?;
-    Some(TokenCounts::from_usage(Some(usage)))
+/// The usage a chunk reports: `usage` (OpenAI's `include_usage` chunk) or Groq's `x_groq.usage`.
+fn usage_of(data: &[u8]) -> Option<Usage> {
+    #[derive(Deserialize)]
+    struct XGroq {
+        usage: Option<Usage>,
+    }
+    #[derive(Deserialize)]
+    struct Chunk {
+        usage: Option<Usage>,
+        x_groq: Option<XGroq>,
+    }
+    let chunk: Chunk = read(data)?;
+    chunk.usage.or_else(|| chunk.x_groq.and_then(|x| x.usage))
 }
 
 #[cfg(test)]
@@ -179,7 +187,7 @@ mod tests {
         assert_eq!(out.error, None);
         assert_eq!(
             out.usage,
-            Some(TokenCounts {
+            Some(Usage {
                 prompt_tokens: Some(5),
                 completion_tokens: Some(7),
                 total_tokens: Some(12)

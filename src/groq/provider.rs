@@ -7,7 +7,7 @@ pub struct UpstreamCall<'a> {
     pub url: &'a str,
     pub api_key: &'a str,
     pub model: &'a str,
-    pub body: String,
+    pub body: Vec<u8>,
     /// Give up if the response head has not arrived within this long, and, for a call that is
     /// not `streamed`, the whole answer.
     pub timeout_ms: u64,

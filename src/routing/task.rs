@@ -3,6 +3,8 @@
 use std::borrow::Borrow;
 use std::fmt;
 
+use crate::groq::cut;
+
 /// The registry key holding the universal fallback list; not a task a caller may ask for.
 pub const FALLBACK_KEY: &str = "fallback";
 
@@ -20,18 +22,17 @@ impl TaskType {
         }
         if name.len() > MAX_TASK_NAME_LEN {
             return Err(format!(
-                "task name `{}…` is longer than {MAX_TASK_NAME_LEN} characters",
-                &name[..MAX_TASK_NAME_LEN.min(name.len())]
+                "task name `{}…` is longer than {MAX_TASK_NAME_LEN} bytes",
+                cut(name, 32)
             ));
         }
+        // `name` is at most 64 bytes from here: shown whole.
         if let Some(bad) = name
             .chars()
             .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
         {
             return Err(format!(
-                "task name `{}` contains `{}`; use lowercase letters, digits, `-` and `_`",
-                name.escape_default(),
-                bad.escape_default()
+                "task name `{name}` contains `{bad}`; use lowercase letters, digits, `-` and `_`"
             ));
         }
         Ok(Self(name.to_string()))
@@ -95,6 +96,8 @@ mod tests {
             "é",
             "a.b",
             &"x".repeat(65),
+            // Longer than 64 bytes with its 64th byte inside a character: refused, no panic.
+            &format!("a{}", "é".repeat(40)),
         ] {
             assert!(TaskType::parse(bad).is_err(), "{bad:?} should be refused");
         }

@@ -1,9 +1,12 @@
 //! `ApiError`: every error a caller can see, with the one mapping to an HTTP status and an
 //! OpenAI-shaped body `{"error":{"message","type","code","param"}}`.
 
-use crate::config::{ConfigError, PROVIDER_KEY_MISSING};
-use crate::json::{self, JsonObject};
-use crate::router::{attempts_json, Attempt};
+use serde::Serialize;
+
+use crate::groq::chat::BodyError;
+use crate::groq::outcome::redact_org_ids;
+use crate::routing::config::{ConfigError, PROVIDER_KEY_MISSING};
+use crate::routing::fallback::{Attempt, Failed, Why};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
@@ -30,22 +33,8 @@ pub enum ApiError {
     ConfigInvalid(Vec<ConfigError>),
     /// 500: the `GROQ_API_KEY` secret is not set.
     ProviderKeyMissing,
-    /// 400: Groq refused the request in a way every model would; its message, org ids redacted.
-    UpstreamRejected {
-        message: String,
-        code: Option<String>,
-        param: Option<String>,
-        attempts: Vec<Attempt>,
-    },
-    /// 502: Groq rejected the provider key.
-    ProviderAuthFailed { attempts: Vec<Attempt> },
-    /// 429: every model that could serve was rate-limited.
-    RateLimited {
-        retry_after_secs: u64,
-        attempts: Vec<Attempt>,
-    },
-    /// 502: every model of the chain failed.
-    AllModelsFailed { attempts: Vec<Attempt> },
+    /// 400, 429, 502 or 504: the chain produced no answer (see `Why`).
+    Chain(Failed),
     /// 413: the body is larger than `MAX_REQUEST_BYTES`.
     PayloadTooLarge { limit: u64 },
     /// 415: the body is not declared as JSON.
@@ -54,15 +43,24 @@ pub enum ApiError {
     OriginNotAllowed,
     /// 429: this client exceeded `CLIENT_RATE_LIMITER`.
     ClientRateLimited { retry_after_secs: u64 },
-    /// 504: `REQUEST_TIMEOUT_MS` passed before any model answered.
-    DeadlineExceeded { attempts: Vec<Attempt> },
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::Json(message) => ApiError::BadJson(message),
+            BodyError::Field { param, message } => ApiError::InvalidField { param, message },
+        }
+    }
+}
+
+impl From<Failed> for ApiError {
+    fn from(failed: Failed) -> Self {
+        ApiError::Chain(failed)
+    }
 }
 
 impl ApiError {
-    pub fn bad_json(message: impl Into<String>) -> Self {
-        ApiError::BadJson(message.into())
-    }
-
     pub fn invalid_field(param: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::InvalidField {
             param: param.into(),
@@ -72,20 +70,21 @@ impl ApiError {
 
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::BadJson(_)
-            | ApiError::InvalidField { .. }
-            | ApiError::UpstreamRejected { .. } => 400,
+            ApiError::BadJson(_) | ApiError::InvalidField { .. } => 400,
             ApiError::AuthNotConfigured | ApiError::Unauthorized { .. } => 401,
+            ApiError::OriginNotAllowed => 403,
             ApiError::UnknownTask { .. } | ApiError::RouteNotFound { .. } => 404,
             ApiError::MethodNotAllowed { .. } => 405,
-            ApiError::RateLimited { .. } => 429,
-            ApiError::ConfigInvalid(_) | ApiError::ProviderKeyMissing => 500,
-            ApiError::ProviderAuthFailed { .. } | ApiError::AllModelsFailed { .. } => 502,
-            ApiError::DeadlineExceeded { .. } => 504,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::UnsupportedMediaType => 415,
-            ApiError::OriginNotAllowed => 403,
             ApiError::ClientRateLimited { .. } => 429,
+            ApiError::ConfigInvalid(_) | ApiError::ProviderKeyMissing => 500,
+            ApiError::Chain(failed) => match failed.why {
+                Why::Rejected(_) => 400,
+                Why::RateLimited { .. } => 429,
+                Why::ProviderAuth | Why::AllFailed => 502,
+                Why::Deadline => 504,
+            },
         }
     }
 
@@ -105,44 +104,32 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::ConfigInvalid(errors) => errors.first().map_or("config_invalid", |e| e.code),
             ApiError::ProviderKeyMissing => "provider_key_missing",
-            ApiError::UpstreamRejected { code, .. } => code.as_deref().unwrap_or("invalid_request"),
-            ApiError::ProviderAuthFailed { .. } => "provider_auth_failed",
-            ApiError::RateLimited { .. } => "rate_limit_exceeded",
-            ApiError::AllModelsFailed { .. } => "all_models_failed",
-            ApiError::DeadlineExceeded { .. } => "deadline_exceeded",
             ApiError::PayloadTooLarge { .. } => "request_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::ClientRateLimited { .. } => "client_rate_limited",
+            ApiError::Chain(failed) => match &failed.why {
+                Why::Rejected(e) => e.code.as_deref().unwrap_or("invalid_request"),
+                Why::ProviderAuth => "provider_auth_failed",
+                Why::RateLimited { .. } => "rate_limit_exceeded",
+                Why::AllFailed => "all_models_failed",
+                Why::Deadline => "deadline_exceeded",
+            },
         }
     }
 
     fn kind(&self) -> &'static str {
         match self.status() {
-            400 | 403 | 404 | 405 | 413 | 415 => "invalid_request_error",
             401 => "authentication_error",
             429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
             _ => "api_error",
         }
     }
 
     pub fn message(&self) -> String {
         match self {
-            ApiError::PayloadTooLarge { limit } => {
-                format!("the request body is larger than {limit} bytes (`MAX_REQUEST_BYTES`)")
-            }
-            ApiError::UnsupportedMediaType => {
-                "send the body as JSON with `Content-Type: application/json`".to_string()
-            }
-            ApiError::OriginNotAllowed => {
-                "this origin may not call the router; the operator lists allowed origins in `ALLOWED_ORIGINS`"
-                    .to_string()
-            }
-            ApiError::ClientRateLimited { retry_after_secs } => format!(
-                "too many requests from this client; retry after {retry_after_secs} s"
-            ),
-            ApiError::BadJson(m) => m.clone(),
-            ApiError::InvalidField { message, .. } => message.clone(),
+            ApiError::BadJson(m) | ApiError::InvalidField { message: m, .. } => m.clone(),
             ApiError::AuthNotConfigured => "client authentication is not configured: set the `ROUTER_API_KEYS` secret \
                 (`npx wrangler secret put ROUTER_API_KEYS`) and send `Authorization: Bearer <key>`, or set \
                 `ALLOW_UNAUTHENTICATED = \"true\"` for a private deployment"
@@ -152,41 +139,50 @@ impl ApiError {
                 "unknown task `{task}`; known tasks: {}",
                 known.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
             ),
-            ApiError::RouteNotFound { method, path } => format!(
-                "no route for {method} {path}; use POST /v1/tasks/{{task}}"
-            ),
+            ApiError::RouteNotFound { method, path } => {
+                format!("no route for {method} {path}; use POST /v1/tasks/{{task}}")
+            }
             ApiError::MethodNotAllowed { allow } => format!("method not allowed; use {allow}"),
             ApiError::ConfigInvalid(errors) => {
-                let all: Vec<String> = errors.iter().map(|e| e.message.clone()).collect();
+                let all: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
                 format!("the router's configuration is invalid: {}", all.join("; "))
             }
-            ApiError::ProviderKeyMissing => {
-                PROVIDER_KEY_MISSING.to_string()
+            ApiError::ProviderKeyMissing => PROVIDER_KEY_MISSING.to_string(),
+            ApiError::PayloadTooLarge { limit } => {
+                format!("the request body is larger than {limit} bytes (`MAX_REQUEST_BYTES`)")
             }
-            ApiError::UpstreamRejected { message, .. } => message.clone(),
-            ApiError::ProviderAuthFailed { .. } => {
-                "Groq rejected the router's provider key; the operator must update the `GROQ_API_KEY` secret".to_string()
+            ApiError::UnsupportedMediaType => {
+                "send the body as JSON with `Content-Type: application/json`".to_string()
             }
-            ApiError::RateLimited { retry_after_secs, .. } => format!(
-                "every model for this task is rate-limited; retry after {retry_after_secs} s"
-            ),
-            ApiError::AllModelsFailed { attempts } => format!(
-                "all {} models for this task failed; see `attempts`",
-                attempts.len()
-            ),
-            ApiError::DeadlineExceeded { attempts } => format!(
-                "no model answered within the request deadline (`REQUEST_TIMEOUT_MS`) after {} attempts; see `attempts`",
-                attempts.len()
-            ),
+            ApiError::OriginNotAllowed => "this origin may not call the router; the operator lists allowed origins in `ALLOWED_ORIGINS`".to_string(),
+            ApiError::ClientRateLimited { retry_after_secs } => {
+                format!("too many requests from this client; retry after {retry_after_secs} s")
+            }
+            ApiError::Chain(failed) => match &failed.why {
+                Why::Rejected(e) => redact_org_ids(e.message.as_deref().unwrap_or("Groq refused the request")),
+                Why::ProviderAuth => "Groq rejected the router's provider key; the operator must update the `GROQ_API_KEY` secret".to_string(),
+                Why::RateLimited { retry_after_secs } => format!(
+                    "every model for this task is rate-limited; retry after {retry_after_secs} s"
+                ),
+                Why::AllFailed => format!(
+                    "all {} models for this task failed; see `attempts`",
+                    failed.attempts.len()
+                ),
+                Why::Deadline => format!(
+                    "no model answered within the request deadline (`REQUEST_TIMEOUT_MS`) after {} attempts; see `attempts`",
+                    failed.attempts.len()
+                ),
+            },
         }
     }
 
     /// Extra headers the status calls for.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
-            ApiError::RateLimited {
-                retry_after_secs, ..
-            }
+            ApiError::Chain(Failed {
+                why: Why::RateLimited { retry_after_secs },
+                ..
+            })
             | ApiError::ClientRateLimited { retry_after_secs } => {
                 vec![("retry-after", retry_after_secs.to_string())]
             }
@@ -200,51 +196,54 @@ impl ApiError {
 
     pub fn attempts(&self) -> &[Attempt] {
         match self {
-            ApiError::UpstreamRejected { attempts, .. }
-            | ApiError::ProviderAuthFailed { attempts }
-            | ApiError::RateLimited { attempts, .. }
-            | ApiError::AllModelsFailed { attempts }
-            | ApiError::DeadlineExceeded { attempts } => attempts,
+            ApiError::Chain(failed) => &failed.attempts,
             _ => &[],
         }
     }
 
-    pub fn body(&self) -> String {
+    pub fn body(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Detail<'a>,
+        }
+        #[derive(Serialize)]
+        struct Detail<'a> {
+            message: String,
+            #[serde(rename = "type")]
+            kind: &'a str,
+            code: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            param: Option<&'a str>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            attempts: &'a [Attempt],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            problems: &'a [ConfigError],
+        }
         let param = match self {
             ApiError::InvalidField { param, .. } => Some(param.as_str()),
             ApiError::UnknownTask {
                 named_by_model: true,
                 ..
             } => Some("model"),
-            ApiError::UpstreamRejected { param, .. } => param.as_deref(),
+            ApiError::Chain(Failed {
+                why: Why::Rejected(e),
+                ..
+            }) => e.param.as_deref(),
             _ => None,
         };
-        let attempts = self.attempts();
-        let problems = match self {
-            ApiError::ConfigInvalid(errors) => Some(config_problems(errors)),
-            _ => None,
+        let body = Body {
+            error: Detail {
+                message: self.message(),
+                kind: self.kind(),
+                code: self.code(),
+                param,
+                attempts: self.attempts(),
+                problems: match self {
+                    ApiError::ConfigInvalid(errors) => errors,
+                    _ => &[],
+                },
+            },
         };
-        let error = JsonObject::new()
-            .str("message", &self.message())
-            .str("type", self.kind())
-            .str("code", self.code())
-            .maybe(param, |o, p| o.str("param", p))
-            .maybe((!attempts.is_empty()).then_some(attempts), |o, a| {
-                o.raw("attempts", &attempts_json(a))
-            })
-            .maybe(problems.as_deref(), |o, p| o.raw("problems", p))
-            .finish();
-        JsonObject::new().raw("error", &error).finish()
+        serde_json::to_vec(&body).expect("strings and numbers always serialize")
     }
-}
-
-/// `[{"binding","code","message"}]` for `/healthz` and config errors.
-pub fn config_problems(errors: &[ConfigError]) -> String {
-    json::array(errors.iter().map(|e| {
-        JsonObject::new()
-            .str("binding", &e.binding)
-            .str("code", e.code)
-            .str("message", &e.message)
-            .finish()
-    }))
 }

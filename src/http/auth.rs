@@ -1,17 +1,6 @@
-//! `ClientAuth`: who may spend the provider key. Closed unless configured otherwise.
+//! Client auth: who may spend the provider key. Closed unless configured otherwise.
 
-/// A client key from `ROUTER_API_KEYS`, with the name logs use instead of the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientKey {
-    pub name: String,
-    key: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientAuth {
-    keys: Vec<ClientKey>,
-    allow_unauthenticated: bool,
-}
+use crate::routing::config::ClientAuth;
 
 /// Why a caller was refused; the message tells them (or the operator) what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,35 +13,6 @@ pub enum AuthError {
 }
 
 impl ClientAuth {
-    /// `keys` is `ROUTER_API_KEYS`: comma-separated, each `key` or `name:key`.
-    pub fn parse(keys: Option<&str>, allow_unauthenticated: bool) -> Result<Self, String> {
-        let mut parsed = Vec::new();
-        for (i, entry) in keys.unwrap_or("").split(',').map(str::trim).enumerate() {
-            if entry.is_empty() {
-                continue;
-            }
-            let (name, key) = match entry.split_once(':') {
-                Some((name, key)) => (name.trim().to_string(), key.trim().to_string()),
-                None => (format!("client-{}", i + 1), entry.to_string()),
-            };
-            // Never echo the key itself, not even in a config error.
-            if key.is_empty() || name.is_empty() {
-                return Err(format!(
-                    "`ROUTER_API_KEYS` entry {} is `name:` with no key or `:key` with no name",
-                    i + 1
-                ));
-            }
-            if parsed.iter().any(|k: &ClientKey| k.name == name) {
-                return Err(format!("`ROUTER_API_KEYS` names client `{name}` twice"));
-            }
-            parsed.push(ClientKey { name, key });
-        }
-        Ok(Self {
-            keys: parsed,
-            allow_unauthenticated,
-        })
-    }
-
     pub fn is_configured(&self) -> bool {
         self.allow_unauthenticated || !self.keys.is_empty()
     }
@@ -63,15 +23,14 @@ impl ClientAuth {
         if !self.is_configured() {
             return Err(AuthError::NotConfigured);
         }
-        let presented = authorization.and_then(bearer_token);
-        match presented {
+        match authorization.and_then(bearer_token) {
             Some(token) => {
                 // Walk every key, whatever matches, so timing does not tell which one (or whether
                 // any) shares a prefix with what was sent.
                 let mut found = None;
-                for k in &self.keys {
-                    if constant_time_eq(k.key.as_bytes(), token.as_bytes()) && found.is_none() {
-                        found = Some(k.name.as_str());
+                for (name, key) in &self.keys {
+                    if constant_time_eq(key.as_bytes(), token.as_bytes()) && found.is_none() {
+                        found = Some(name.as_str());
                     }
                 }
                 match found {
@@ -104,18 +63,30 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::config::parse_client_keys;
+
+    fn auth(keys: Option<&str>, allow_unauthenticated: bool) -> ClientAuth {
+        ClientAuth {
+            keys: parse_client_keys(keys).unwrap(),
+            allow_unauthenticated,
+        }
+    }
 
     #[test]
     fn closed_unless_configured() {
-        let auth = ClientAuth::parse(None, false).unwrap();
-        assert_eq!(auth.check(Some("Bearer x")), Err(AuthError::NotConfigured));
-        let auth = ClientAuth::parse(Some(" , "), false).unwrap();
-        assert_eq!(auth.check(None), Err(AuthError::NotConfigured));
+        assert_eq!(
+            auth(None, false).check(Some("Bearer x")),
+            Err(AuthError::NotConfigured)
+        );
+        assert_eq!(
+            auth(Some(" , "), false).check(None),
+            Err(AuthError::NotConfigured)
+        );
     }
 
     #[test]
     fn keys_named_and_unnamed() {
-        let auth = ClientAuth::parse(Some("k1, web:k2 ,mobile:k:3"), false).unwrap();
+        let auth = auth(Some("k1, web:k2 ,mobile:k:3"), false);
         assert_eq!(auth.check(Some("Bearer k1")), Ok(Some("client-1")));
         assert_eq!(auth.check(Some("bearer k2")), Ok(Some("web")));
         assert_eq!(auth.check(Some("Bearer k:3")), Ok(Some("mobile")));
@@ -127,20 +98,20 @@ mod tests {
 
     #[test]
     fn unauthenticated_allowed_but_wrong_keys_still_refused() {
-        let auth = ClientAuth::parse(None, true).unwrap();
-        assert_eq!(auth.check(None), Ok(None));
-        assert_eq!(auth.check(Some("Bearer whatever")), Ok(None));
-        let auth = ClientAuth::parse(Some("web:k"), true).unwrap();
-        assert_eq!(auth.check(None), Ok(None));
-        assert_eq!(auth.check(Some("Bearer k")), Ok(Some("web")));
-        assert_eq!(auth.check(Some("Bearer nope")), Err(AuthError::WrongKey));
+        let open = auth(None, true);
+        assert_eq!(open.check(None), Ok(None));
+        assert_eq!(open.check(Some("Bearer whatever")), Ok(None));
+        let keyed = auth(Some("web:k"), true);
+        assert_eq!(keyed.check(None), Ok(None));
+        assert_eq!(keyed.check(Some("Bearer k")), Ok(Some("web")));
+        assert_eq!(keyed.check(Some("Bearer nope")), Err(AuthError::WrongKey));
     }
 
     #[test]
     fn bad_entries_are_refused_without_echoing_keys() {
-        let err = ClientAuth::parse(Some("web:"), false).unwrap_err();
+        let err = parse_client_keys(Some("web:")).unwrap_err();
         assert!(err.contains("entry 1"), "{err}");
-        let err = ClientAuth::parse(Some("a:secret1,a:secret2"), false).unwrap_err();
+        let err = parse_client_keys(Some("a:secret1,a:secret2")).unwrap_err();
         assert!(!err.contains("secret"), "{err}");
     }
 

@@ -1,50 +1,35 @@
 //! `Outcome`: what one attempt at one model came to, classified by HTTP status *and* Groq's
-//! error `code`, and what the fallback loop should do about it.
+//! error `code`; Groq's error body, its retry hints, and org-id redaction.
 
-use crate::json::{self, Kind};
+use serde::Deserialize;
 
-/// The result of one attempt. The variant decides whether the next model is tried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    /// 404 `model_not_found`, 400 `model_decommissioned`: the registry needs updating.
-    ModelGone,
-    /// 429, 413 `rate_limit_exceeded`, 498 (flex capacity).
-    RateLimited,
-    /// 5xx (JSON or HTML) and statuses with no more specific meaning.
-    UpstreamError,
-    /// No answer within the attempt timeout.
-    Timeout,
-    /// The connection failed or dropped before an answer.
-    ConnectionError,
-    /// A 2xx that is not a chat completion.
-    InvalidResponse,
-    /// 400 `context_length_exceeded` / `json_validate_failed` / `tool_use_failed`: this model
-    /// cannot serve this request, another may.
-    CannotServe,
-    /// Any other 400 / 422: the caller's request is invalid for every model.
-    InvalidRequest,
-    /// 401 / 403: Groq rejected the provider key.
-    ProviderAuthFailed,
-    /// Not called: health memory says it is gone, cooling, or its circuit is open.
-    Skipped,
-}
+use super::text::{named, read};
 
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::ModelGone => "model_gone",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::UpstreamError => "upstream_error",
-            Outcome::Timeout => "timeout",
-            Outcome::ConnectionError => "connection_error",
-            Outcome::InvalidResponse => "invalid_response",
-            Outcome::CannotServe => "cannot_serve",
-            Outcome::InvalidRequest => "invalid_request",
-            Outcome::ProviderAuthFailed => "provider_auth_failed",
-            Outcome::Skipped => "skipped",
-        }
+named! {
+    /// The result of one attempt. The variant decides whether the next model is tried.
+    pub enum Outcome {
+        Ok = "ok",
+        /// 404 `model_not_found`, 400 `model_decommissioned`: the registry needs updating.
+        ModelGone = "model_gone",
+        /// 429, 413 `rate_limit_exceeded`, 498 (flex capacity).
+        RateLimited = "rate_limited",
+        /// 5xx (JSON or HTML) and statuses with no more specific meaning.
+        UpstreamError = "upstream_error",
+        /// No answer within the attempt timeout.
+        Timeout = "timeout",
+        /// The connection failed or dropped before an answer.
+        ConnectionError = "connection_error",
+        /// A 2xx that is not a chat completion.
+        InvalidResponse = "invalid_response",
+        /// 400 `context_length_exceeded` / `json_validate_failed` / `tool_use_failed`: this
+        /// model cannot serve this request, another may.
+        CannotServe = "cannot_serve",
+        /// Any other 400 / 422: the caller's request is invalid for every model.
+        InvalidRequest = "invalid_request",
+        /// 401 / 403: Groq rejected the provider key.
+        ProviderAuthFailed = "provider_auth_failed",
+        /// Not called: health memory says it is gone, cooling, or its circuit is open.
+        Skipped = "skipped",
     }
 }
 
@@ -64,9 +49,10 @@ pub fn classify_error(status: u16, code: Option<&str>) -> Outcome {
 
 /// Groq's error body, `{"error":{"message","type","code","param"}}`; every field optional
 /// because Groq omits some and a CDN error page has none.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct GroqError {
     pub message: Option<String>,
+    #[serde(rename = "type")]
     pub kind: Option<String>,
     pub code: Option<String>,
     pub param: Option<String>,
@@ -77,20 +63,11 @@ pub struct GroqError {
 impl GroqError {
     /// Reads Groq's error from a body; `None` when the body is not Groq's JSON error (HTML, empty).
     pub fn from_body(body: &[u8]) -> Option<GroqError> {
-        let body = std::str::from_utf8(body).ok()?;
-        let error = json::member(body, "error").filter(|e| Kind::of(e) == Kind::Object)?;
-        let members = json::Object::parse(error).ok()?;
-        let get = |name: &str| members.get(name);
-        let text = |name: &str| get(name).and_then(json::as_str).map(|s| s.into_owned());
-        Some(GroqError {
-            message: text("message"),
-            kind: text("type"),
-            code: text("code"),
-            param: text("param"),
-            status_code: get("status_code")
-                .and_then(json::as_u64)
-                .and_then(|c| u16::try_from(c).ok()),
-        })
+        #[derive(Deserialize)]
+        struct Body {
+            error: GroqError,
+        }
+        read::<Body>(body).map(|b| b.error)
     }
 }
 
@@ -102,10 +79,15 @@ pub fn retry_after_secs(
     reset_requests: Option<&str>,
 ) -> Option<u64> {
     let secs = retry_after
-        .and_then(|v| json::decimal(v.trim()))
+        .and_then(|v| decimal(v.trim()))
         .or_else(|| reset_tokens.and_then(parse_groq_duration))
         .or_else(|| reset_requests.and_then(parse_groq_duration))?;
     (secs.is_finite() && secs >= 0.0).then(|| (secs.ceil() as u64).max(1))
+}
+
+/// A decimal number, read by serde_json's parser (the one the bundle already holds).
+fn decimal(text: &str) -> Option<f64> {
+    serde_json::from_str(text).ok()
 }
 
 /// Parses Groq's reset durations: `7.66s`, `2m59.56s`, `1h2m3s`, `450ms`.
@@ -119,7 +101,7 @@ pub fn parse_groq_duration(text: &str) -> Option<f64> {
         let number_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        let value = json::decimal(&rest[..number_len])?;
+        let value = decimal(&rest[..number_len])?;
         rest = &rest[number_len..];
         let (scale, unit_len) = if rest.starts_with("ms") {
             (0.001, 2)

@@ -1,9 +1,9 @@
 //! CORS for browser frontends: preflights answered without auth for allowed origins, and the
 //! allow-origin header echoing only an allowed origin. Other origins get no CORS headers at all.
 
-use crate::api::HttpResponse;
-use crate::config::AllowedOrigins;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
+use crate::http::HttpResponse;
+use crate::routing::config::AllowedOrigins;
 
 /// What callers send: the router's own headers, and those the official OpenAI and Groq SDKs add
 /// when they run in a browser.
@@ -14,6 +14,20 @@ pub const ALLOW_HEADERS: &str = "authorization, content-type, x-request-id, x-st
 pub const EXPOSE_HEADERS: &str = "x-request-id, x-task-type, x-model-used, x-attempts, retry-after";
 /// How long a browser may cache a preflight.
 const MAX_AGE_S: &str = "600";
+
+impl AllowedOrigins {
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            AllowedOrigins::None => false,
+            AllowedOrigins::Any => true,
+            AllowedOrigins::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+        }
+    }
+
+    pub fn is_configured(&self) -> bool {
+        *self != AllowedOrigins::None
+    }
+}
 
 /// The answer to an `OPTIONS` preflight for a route answering `methods`.
 pub fn preflight(origin: Option<&str>, allowed: &AllowedOrigins, methods: &str) -> HttpResponse {
@@ -29,16 +43,9 @@ pub fn preflight(origin: Option<&str>, allowed: &AllowedOrigins, methods: &str) 
                 ("access-control-allow-headers", ALLOW_HEADERS.to_string()),
                 ("access-control-max-age", MAX_AGE_S.to_string()),
             ],
-            body: String::new(),
+            body: Vec::new(),
         },
-        None => {
-            let error = ApiError::OriginNotAllowed;
-            HttpResponse {
-                status: error.status(),
-                headers: vec![("content-type", "application/json".to_string())],
-                body: error.body(),
-            }
-        }
+        None => HttpResponse::error(&ApiError::OriginNotAllowed),
     };
     response.headers.push(("vary", "Origin".to_string()));
     response
@@ -52,11 +59,9 @@ pub fn decorate(response: &mut HttpResponse, origin: Option<&str>, allowed: &All
     }
     response.headers.push(("vary", "Origin".to_string()));
     if let Some(origin) = origin.filter(|o| allowed.allows(o)) {
-        response
-            .headers
-            .push(("access-control-allow-origin", origin.to_string()));
-        response
-            .headers
-            .push(("access-control-expose-headers", EXPOSE_HEADERS.to_string()));
+        response.headers.extend([
+            ("access-control-allow-origin", origin.to_string()),
+            ("access-control-expose-headers", EXPOSE_HEADERS.to_string()),
+        ]);
     }
 }

@@ -1,18 +1,20 @@
 //! `ModelChain`: the ordered models one request may try, and where each came from.
 
-use crate::config::Config;
+use crate::groq::named;
+use crate::routing::config::Config;
 
-/// Which rule put a model in the chain; shown by diagnostics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChainSource {
-    /// `FORCE_MODEL`
-    Forced,
-    /// `DEFAULT_<TASK>_MODEL`
-    TaskDefault,
-    /// `MODEL_REGISTRY[task]`
-    Registry,
-    /// `MODEL_REGISTRY["fallback"]`
-    Fallback,
+named! {
+    /// Which rule put a model in the chain; shown by diagnostics.
+    pub enum ChainSource {
+        /// `FORCE_MODEL`
+        Forced = "forced",
+        /// `DEFAULT_<TASK>_MODEL`
+        TaskDefault = "task_default",
+        /// `MODEL_REGISTRY[task]`
+        Registry = "registry",
+        /// `MODEL_REGISTRY["fallback"]`
+        Fallback = "fallback",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,17 +26,6 @@ pub struct ChainEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelChain {
     pub entries: Vec<ChainEntry>,
-}
-
-impl ChainSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChainSource::Forced => "forced",
-            ChainSource::TaskDefault => "task_default",
-            ChainSource::Registry => "registry",
-            ChainSource::Fallback => "fallback",
-        }
-    }
 }
 
 impl ModelChain {

@@ -1,0 +1,473 @@
+//! `ChatRequest`: a caller's chat-completions body, checked enough to refuse what every model
+//! would refuse (each refusal names the field), and turned into Groq's body by setting only
+//! `model`. The caller's other fields go through as the bytes they sent, in their order.
+
+use std::borrow::Cow;
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::text::{cut, Kind, Members, Text};
+
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
+/// Groq accepts at most this many tools and stop sequences.
+const MAX_TOOLS: usize = 128;
+const MAX_STOP: usize = 4;
+/// The two spellings of a completion-token limit; a task's cap applies to both.
+const TOKEN_FIELDS: [&str; 2] = ["max_completion_tokens", "max_tokens"];
+
+/// Why a body was refused: it is not a JSON object, or one field (`param`) is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    Json(String),
+    Field { param: String, message: String },
+}
+
+fn refuse(param: impl Into<String>, message: impl Into<String>) -> BodyError {
+    BodyError::Field {
+        param: param.into(),
+        message: message.into(),
+    }
+}
+
+/// A validated request body, borrowed from the bytes the caller sent.
+#[derive(Debug)]
+pub struct ChatRequest<'a> {
+    members: Members<'a>,
+    pub stream: bool,
+    /// The caller's `model`: a task name on the SDK routes.
+    pub model: Option<Cow<'a, str>>,
+    /// The token limits the caller asked for, by field, read by value.
+    limits: Vec<(&'static str, f64)>,
+    /// A task's cap, sent as `max_completion_tokens` when the caller asked for no limit.
+    filled_cap: Option<u64>,
+}
+
+/// A number read by its value, whatever its spelling: `1e-2147483648` is 0, and a number beyond
+/// `f64` is infinite (serde_json refuses to read it, the grammar allows it).
+fn number(raw: &RawValue) -> Option<f64> {
+    (Kind::of(raw) == Kind::Number).then(|| {
+        serde_json::from_str(raw.get()).unwrap_or(if raw.get().starts_with('-') {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        })
+    })
+}
+
+/// A value read as `T`, or a 400 naming the field saying it must be `expected`.
+fn typed<'a, T: Deserialize<'a>>(
+    raw: Option<&'a RawValue>,
+    name: &str,
+    expected: &str,
+) -> Result<Option<T>, BodyError> {
+    raw.map(|raw| serde_json::from_str(raw.get()))
+        .transpose()
+        .map_err(|_| refuse(name, format!("`{name}` must be {expected}")))
+}
+
+fn of_kind(
+    raw: Option<&RawValue>,
+    name: &str,
+    kinds: &[Kind],
+    expected: &str,
+) -> Result<(), BodyError> {
+    match raw {
+        Some(raw) if !kinds.contains(&Kind::of(raw)) => {
+            Err(refuse(name, format!("`{name}` must be {expected}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A number within `low..=high`; `between` says so in words (no float formatting in the bundle).
+fn in_range(
+    raw: Option<&RawValue>,
+    name: &str,
+    (low, high): (f64, f64),
+    between: &str,
+) -> Result<(), BodyError> {
+    match raw.map(number) {
+        Some(None) => Err(refuse(name, format!("`{name}` must be a number"))),
+        Some(Some(v)) if !(low..=high).contains(&v) => {
+            Err(refuse(name, format!("`{name}` must be {between}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A whole number of at least 1 (by value: `1e3` is 1000).
+fn positive(raw: Option<&RawValue>, name: &'static str) -> Result<Option<f64>, BodyError> {
+    let Some(raw) = raw else { return Ok(None) };
+    match number(raw) {
+        Some(n) if n.fract() == 0.0 && n >= 1.0 => Ok(Some(n)),
+        Some(n) if n.fract() == 0.0 => Err(refuse(name, format!("`{name}` must be at least 1"))),
+        _ => Err(refuse(name, format!("`{name}` must be a positive integer"))),
+    }
+}
+
+/// An object with a non-empty string `type`: a content part, a tool, a `response_format`.
+fn has_type(raw: &RawValue) -> bool {
+    #[derive(Deserialize)]
+    struct Typed<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<Text<'a>>,
+    }
+    Kind::of(raw) == Kind::Object
+        && serde_json::from_str::<Typed>(raw.get())
+            .is_ok_and(|t| t.kind.is_some_and(|k| !k.0.is_empty()))
+}
+
+/// Absent and `null` read alike, as Groq reads them.
+fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
+    raw.filter(|v| Kind::of(v) != Kind::Null)
+}
+
+fn list(raw: &RawValue) -> Option<Vec<&RawValue>> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+impl<'a> ChatRequest<'a> {
+    /// Parses a chat body. `model_field_allowed` is false on `/v1/tasks/{task}`, where a caller
+    /// never names a model; the SDK routes read the task from `model`.
+    pub fn parse(body: &'a [u8], model_field_allowed: bool) -> Result<Self, BodyError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(BodyError::Json(
+                "the request body is empty; send a JSON object".into(),
+            ));
+        }
+        let text = std::str::from_utf8(body)
+            .map_err(|_| BodyError::Json("the request body is not valid UTF-8".into()))?;
+        let members: Members = serde_json::from_str(text).map_err(|e| {
+            BodyError::Json(if e.is_data() {
+                "the request body must be a JSON object".into()
+            } else {
+                format!("the request body is not valid JSON: {e}")
+            })
+        })?;
+        if let Some(key) = members.duplicate() {
+            let key = cut(key, 64);
+            return Err(refuse(
+                key,
+                format!("`{key}` appears more than once; send each field once"),
+            ));
+        }
+        let get = |name: &str| present(members.get(name));
+
+        if members.get("model").is_some() && !model_field_allowed {
+            return Err(refuse(
+                "model",
+                "`model` is not accepted: the router picks the model for the task in the URL",
+            ));
+        }
+        let model = typed::<Text>(get("model"), "model", "a task name string")?.map(|t| t.0);
+        check_messages(
+            get("messages").ok_or_else(|| refuse("messages", "`messages` is required"))?,
+        )?;
+        let mut limits = Vec::new();
+        for name in TOKEN_FIELDS {
+            if let Some(n) = positive(get(name), name)? {
+                limits.push((name, n));
+            }
+        }
+        for (name, range, between) in [
+            ("temperature", (0.0, 2.0), "between 0 and 2"),
+            ("top_p", (0.0, 1.0), "between 0 and 1"),
+            ("frequency_penalty", (-2.0, 2.0), "between -2 and 2"),
+            ("presence_penalty", (-2.0, 2.0), "between -2 and 2"),
+        ] {
+            in_range(get(name), name, range, between)?;
+        }
+        let stream = typed(get("stream"), "stream", "true or false")?.unwrap_or(false);
+        typed::<bool>(
+            get("parallel_tool_calls"),
+            "parallel_tool_calls",
+            "true or false",
+        )?;
+        of_kind(
+            get("stream_options"),
+            "stream_options",
+            &[Kind::Object],
+            "an object",
+        )?;
+        if get("seed").is_some_and(|s| number(s).is_none_or(|n| n.fract() != 0.0)) {
+            return Err(refuse("seed", "`seed` must be an integer"));
+        }
+        for name in [
+            "user",
+            "reasoning_effort",
+            "reasoning_format",
+            "service_tier",
+        ] {
+            of_kind(get(name), name, &[Kind::String], "a string")?;
+        }
+        if get("n").is_some_and(|n| number(n) != Some(1.0)) {
+            return Err(refuse(
+                "n",
+                "`n` must be 1: Groq returns one choice per request",
+            ));
+        }
+        if let Some(stop) = get("stop") {
+            let ok = match Kind::of(stop) {
+                Kind::String => true,
+                _ => {
+                    serde_json::from_str::<Vec<Text>>(stop.get()).is_ok_and(|s| s.len() <= MAX_STOP)
+                }
+            };
+            if !ok {
+                return Err(refuse(
+                    "stop",
+                    format!("`stop` must be a string or a list of at most {MAX_STOP} strings"),
+                ));
+            }
+        }
+        if let Some(tools) = get("tools") {
+            check_tools(tools)?;
+        }
+        if let Some(format) = get("response_format") {
+            of_kind(
+                Some(format),
+                "response_format",
+                &[Kind::Object],
+                "an object",
+            )?;
+            if !has_type(format) {
+                return Err(refuse(
+                    "response_format.type",
+                    "`response_format.type` must be a string",
+                ));
+            }
+        }
+        of_kind(
+            get("tool_choice"),
+            "tool_choice",
+            &[Kind::String, Kind::Object],
+            "a string or an object",
+        )?;
+        Ok(ChatRequest {
+            members,
+            stream,
+            model,
+            limits,
+            filled_cap: None,
+        })
+    }
+
+    /// Enforces a task's token cap on both `max_completion_tokens` and `max_tokens`: a larger
+    /// request is refused; one that asks for no limit gets the cap as `max_completion_tokens`.
+    pub fn apply_token_cap(&mut self, cap: u64, binding: &str) -> Result<(), BodyError> {
+        if let Some((name, _)) = self.limits.iter().find(|(_, asked)| *asked > cap as f64) {
+            return Err(refuse(
+                *name,
+                format!("`{name}` is above this task's cap of {cap} (`{binding}`)"),
+            ));
+        }
+        if self.limits.is_empty() {
+            self.filled_cap = Some(cap);
+        }
+        Ok(())
+    }
+
+    /// Groq's body for `model`: `model` first, then the caller's other fields as sent.
+    pub fn body_for(&self, model: &str) -> Vec<u8> {
+        serde_json::to_vec(&GroqBody {
+            model,
+            request: self,
+        })
+        .expect("strings and raw JSON always serialize")
+    }
+}
+
+struct GroqBody<'r, 'a> {
+    model: &'r str,
+    request: &'r ChatRequest<'a>,
+}
+
+impl Serialize for GroqBody<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("model", self.model)?;
+        for (key, value) in &self.request.members.0 {
+            if key != "model" {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        if let Some(cap) = self.request.filled_cap {
+            map.serialize_entry("max_completion_tokens", &cap)?;
+        }
+        map.end()
+    }
+}
+
+fn check_tools(raw: &RawValue) -> Result<(), BodyError> {
+    let tools =
+        list(raw).ok_or_else(|| refuse("tools", "`tools` must be a list of tool objects"))?;
+    if tools.len() > MAX_TOOLS {
+        return Err(refuse(
+            "tools",
+            format!("`tools` may hold at most {MAX_TOOLS} tools"),
+        ));
+    }
+    match tools.iter().position(|t| !has_type(t)) {
+        Some(i) => Err(refuse(
+            format!("tools[{i}]"),
+            format!("`tools[{i}]` must be an object with a string `type`"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks every message: an object with a known `role` and, where the role needs it, `content`
+/// that is a string or a list of parts each with a string `type`.
+fn check_messages(raw: &RawValue) -> Result<(), BodyError> {
+    let messages = list(raw)
+        .ok_or_else(|| refuse("messages", "`messages` must be a list of message objects"))?;
+    if messages.is_empty() {
+        return Err(refuse("messages", "`messages` must not be empty"));
+    }
+    messages
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, m)| check_message(i, m))
+}
+
+fn check_message(i: usize, raw: &RawValue) -> Result<(), BodyError> {
+    #[derive(Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        role: Option<&'a RawValue>,
+        #[serde(borrow)]
+        content: Option<&'a RawValue>,
+        #[serde(borrow)]
+        tool_calls: Option<&'a RawValue>,
+    }
+    let field = |name: &str| format!("messages[{i}].{name}");
+    let whole = format!("messages[{i}]");
+    let message: Message = match Kind::of(raw) {
+        Kind::Object => serde_json::from_str(raw.get())
+            .map_err(|e| refuse(&whole, format!("`{whole}` is not a valid message: {e}")))?,
+        _ => {
+            return Err(refuse(
+                &whole,
+                format!("`{whole}` must be an object with a string `role` and `content`"),
+            ))
+        }
+    };
+    let role = present(message.role)
+        .ok_or_else(|| refuse(field("role"), format!("`{}` is required", field("role"))))?;
+    let role = serde_json::from_str::<Text>(role.get())
+        .ok()
+        .filter(|r| ROLES.contains(&r.0.as_ref()))
+        .ok_or_else(|| {
+            let param = field("role");
+            refuse(
+                &param,
+                format!("`{param}` must be one of {}", ROLES.join(", ")),
+            )
+        })?;
+    let content_ok = |c: &RawValue| match Kind::of(c) {
+        Kind::String => true,
+        Kind::List => list(c).is_some_and(|parts| parts.iter().all(|p| has_type(p))),
+        _ => false,
+    };
+    match present(message.content) {
+        Some(content) if content_ok(content) => Ok(()),
+        Some(_) => Err(refuse(
+            field("content"),
+            format!(
+                "`{}` must be a string or a list of parts with a `type`",
+                field("content")
+            ),
+        )),
+        // An assistant turn that calls tools may have no content.
+        None if role.0 == "assistant" && present(message.tool_calls).is_some() => Ok(()),
+        None => Err(refuse(
+            field("content"),
+            format!("`{}` is required for role `{}`", field("content"), role.0),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HI: &str = r#""messages":[{"role":"user","content":"hi"}]"#;
+
+    fn parse(body: &str) -> Result<ChatRequest<'_>, BodyError> {
+        ChatRequest::parse(body.as_bytes(), true)
+    }
+
+    fn param(body: &str) -> String {
+        match parse(body) {
+            Err(BodyError::Field { param, .. }) => param,
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_sent_twice_is_refused_by_name() {
+        assert_eq!(
+            param(&format!(r#"{{{HI},"max_tokens":99999,"max_tokens":10}}"#)),
+            "max_tokens"
+        );
+        // Escapes do not hide a duplicate.
+        assert_eq!(
+            param(&format!(r#"{{{HI},"top_p":1,"top\u005fp":1}}"#)),
+            "top_p"
+        );
+        assert_eq!(
+            param(r#"{"messages":[{"role":"user","role":"user","content":"x"}]}"#),
+            "messages[0]"
+        );
+    }
+
+    #[test]
+    fn both_token_fields_are_capped() {
+        for body in [
+            format!(r#"{{{HI},"max_completion_tokens":10,"max_tokens":99999}}"#),
+            format!(r#"{{{HI},"max_tokens":1e5}}"#),
+        ] {
+            let mut r = parse(&body).unwrap();
+            let e = r.apply_token_cap(256, "MAX_FAST_TOKENS").unwrap_err();
+            assert!(
+                matches!(e, BodyError::Field { ref param, .. } if param == "max_tokens"),
+                "{e:?}"
+            );
+        }
+        let within = format!(r#"{{{HI},"max_tokens":256}}"#);
+        assert_eq!(parse(&within).unwrap().apply_token_cap(256, "B"), Ok(()));
+        let unasked = format!("{{{HI}}}");
+        let mut r = parse(&unasked).unwrap();
+        r.apply_token_cap(64, "B").unwrap();
+        let sent: serde_json::Value = serde_json::from_slice(&r.body_for("m")).unwrap();
+        assert_eq!(sent["max_completion_tokens"], 64);
+    }
+
+    #[test]
+    fn numbers_are_read_by_value() {
+        assert!(parse(&format!(r#"{{{HI},"temperature":1e-2147483648}}"#)).is_ok());
+        assert!(parse(&format!(r#"{{{HI},"temperature":0.02e2}}"#)).is_ok());
+        assert_eq!(
+            param(&format!(r#"{{{HI},"temperature":1e400}}"#)),
+            "temperature"
+        );
+        assert_eq!(
+            param(&format!(r#"{{{HI},"max_tokens":1e-2147483648}}"#)),
+            "max_tokens"
+        );
+        assert!(parse(&format!(r#"{{{HI},"n":1.0,"seed":1e3}}"#)).is_ok());
+    }
+
+    #[test]
+    fn body_for_sets_model_and_keeps_the_rest_as_sent() {
+        let body = format!(r#"{{"model":"fast",{HI},"x":{{"a" : [1, 2.50]}}}}"#);
+        let r = parse(&body).unwrap();
+        assert_eq!(r.model.as_deref(), Some("fast"));
+        assert_eq!(
+            String::from_utf8(r.body_for("m\"1")).unwrap(),
+            r#"{"model":"m\"1","messages":[{"role":"user","content":"hi"}],"x":{"a" : [1, 2.50]}}"#
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! `Completion`: the parts of Groq's chat completion the router reads, kept as the JSON Groq
+//! sent, and `Usage`, its token counts.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::text::{read, Text};
+
+/// Token counts from Groq's `usage` (a completion's, or a stream's final chunk's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Reads the counts from a `usage` object; anything else counts as none.
+    pub fn of(raw: Option<&RawValue>) -> Usage {
+        raw.and_then(|u| serde_json::from_str(u.get()).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// What the router reads of a chat completion: Groq's own JSON for each part, never decoded.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub content: Option<Box<RawValue>>,
+    pub tool_calls: Option<Box<RawValue>>,
+    pub reasoning: Option<Box<RawValue>>,
+    pub finish_reason: Option<Box<RawValue>>,
+    pub usage: Option<Box<RawValue>>,
+    pub tokens: Usage,
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    object: Option<Text<'a>>,
+    #[serde(borrow)]
+    choices: Vec<Choice<'a>>,
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow)]
+    message: Message<'a>,
+    #[serde(borrow)]
+    finish_reason: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tool_calls: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reasoning: Option<&'a RawValue>,
+}
+
+impl Completion {
+    /// `None` unless `body` is a chat completion with at least one choice: a 200 that is anything
+    /// else (an HTML portal page, a model list) is an upstream failure, not an answer.
+    pub fn parse(body: &[u8]) -> Option<Completion> {
+        let wire: Wire = read(body)?;
+        if wire.object.is_some_and(|o| o.0 != "chat.completion") {
+            return None;
+        }
+        let choice = wire.choices.into_iter().next()?;
+        let owned = |raw: Option<&RawValue>| raw.map(RawValue::to_owned);
+        Some(Completion {
+            content: owned(choice.message.content),
+            tool_calls: owned(choice.message.tool_calls),
+            reasoning: owned(choice.message.reasoning),
+            finish_reason: owned(choice.finish_reason),
+            tokens: Usage::of(wire.usage),
+            usage: owned(wire.usage),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_completion_and_refuses_what_is_not_one() {
+        let body = br#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi \"x\""},"finish_reason":"stop"}],"usage":{"queue_time":0.1,"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
+        let c = Completion::parse(body).unwrap();
+        assert_eq!(c.content.unwrap().get(), r#""hi \"x\"""#);
+        assert_eq!(c.tokens.total_tokens, Some(12));
+        assert!(c.tool_calls.is_none());
+        for not_one in [
+            &br#"{"object":"list","data":[]}"#[..],
+            br#"{"object":"chat.completion","choices":[]}"#,
+            b"<html>",
+        ] {
+            assert!(Completion::parse(not_one).is_none());
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! The caller-facing API as plain data: `HttpRequest` in, `Reply` out. Routes, auth, CORS,
+//! limits, answers and errors live here, so they are tested natively; the Worker shell only
+//! converts to and from the runtime's types, reading what this module tells it to.
+
+use std::cell::RefCell;
+
+use serde::Serialize;
+
+use crate::groq::cut;
+use crate::groq::provider::Provider;
+use crate::routing::chain::{ChainSource, ModelChain};
+use crate::routing::config::{AllowedOrigins, Config, ConfigError, DEFAULT_MAX_REQUEST_BYTES};
+use crate::routing::health::{HealthBook, HealthReport};
+use crate::routing::log::{write, Level, Log};
+
+pub mod auth;
+mod chat;
+pub mod cors;
+pub mod error;
+pub mod limit;
+pub mod relay;
+
+use auth::AuthError;
+use error::ApiError;
+use limit::RateLimiter;
+use relay::StreamRelay;
+
+pub use chat::attempts_header;
+
+pub const TASKS_PREFIX: &str = "/v1/tasks/";
+
+/// What `Config::load` made of this isolate's bindings.
+pub type Loaded = Result<Config, Vec<ConfigError>>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest<'a> {
+    pub method: &'a str,
+    /// Path without the query string.
+    pub path: &'a str,
+    pub authorization: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    /// The browser's `Origin`, for CORS.
+    pub origin: Option<&'a str>,
+    /// `CF-Connecting-IP`: the rate-limit key for anonymous callers.
+    pub client_ip: Option<&'a str>,
+    /// The body, or as much of it as was read when it proved larger than `body_limit`.
+    pub body: &'a [u8],
+    /// The shell stopped reading: `Content-Length` or the bytes read exceeded `body_limit`.
+    pub body_too_large: bool,
+}
+
+impl<'a> HttpRequest<'a> {
+    /// A request with only a method, path and body; tests fill in the rest.
+    pub fn new(method: &'a str, path: &'a str, body: &'a [u8]) -> Self {
+        HttpRequest {
+            method,
+            path,
+            authorization: None,
+            content_type: Some("application/json"),
+            origin: None,
+            client_ip: None,
+            body,
+            body_too_large: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn json(status: u16, body: &impl Serialize) -> Self {
+        Self::json_bytes(
+            status,
+            serde_json::to_vec(body).expect("answers always serialize"),
+        )
+    }
+
+    /// A JSON body already serialized (Groq's completion, an error).
+    fn json_bytes(status: u16, body: Vec<u8>) -> Self {
+        HttpResponse {
+            status,
+            headers: vec![("content-type", "application/json".to_string())],
+            body,
+        }
+    }
+
+    fn error(error: &ApiError) -> Self {
+        let mut response = Self::json_bytes(error.status(), error.body());
+        response.headers.extend(error.headers());
+        response
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A whole answer, or the head of a stream and the relay that will write its body.
+pub enum Reply<B> {
+    Full(HttpResponse),
+    Stream {
+        head: HttpResponse,
+        relay: Box<StreamRelay<B>>,
+    },
+}
+
+/// Per-request facilities the shell provides.
+pub struct RequestEnv<'a> {
+    pub request_id: &'a str,
+    /// Epoch milliseconds.
+    pub now_ms: &'a dyn Fn() -> u64,
+    /// Already filtered to `LOG_LEVEL` (see `log_level`).
+    pub log: &'a dyn Log,
+    /// This isolate's model health memory.
+    pub health: &'a RefCell<HealthBook>,
+}
+
+/// `LOG_LEVEL`, or every line while the configuration is broken.
+pub fn log_level(config: &Loaded) -> Level {
+    config.as_ref().map_or(Level::Info, |c| c.log_level)
+}
+
+/// How much of a request body the shell reads: nothing for methods without one, else up to
+/// `MAX_REQUEST_BYTES` (a body past it is refused with 413 without being read further).
+pub fn body_limit(method: &str, config: &Loaded) -> Option<u64> {
+    (!matches!(method, "GET" | "HEAD" | "OPTIONS")).then(|| {
+        config
+            .as_ref()
+            .map_or(DEFAULT_MAX_REQUEST_BYTES, |c| c.max_request_bytes)
+    })
+}
+
+/// The caller's `x-request-id` when it is a sane token, else a fresh one from `random`.
+pub fn request_id(incoming: Option<&str>, random: impl FnOnce() -> u64) -> String {
+    match incoming {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+        {
+            id.to_string()
+        }
+        _ => format!("req_{:016x}", random()),
+    }
+}
+
+/// Answers one request. `config` is the result of `Config::load` for this isolate's bindings.
+pub async fn handle<P: Provider, L: RateLimiter>(
+    req: HttpRequest<'_>,
+    config: &Loaded,
+    provider: &P,
+    limiter: &L,
+    env: &RequestEnv<'_>,
+) -> Reply<P::Body> {
+    let route = Route::of(req.path);
+    let allowed = route.methods();
+    let origins = config
+        .as_ref()
+        .map_or(&AllowedOrigins::None, |c| &c.allowed_origins);
+    let mut reply = if matches!(route, Route::NotFound) {
+        Reply::Full(HttpResponse::error(&ApiError::RouteNotFound {
+            method: cut(req.method, 16).to_string(),
+            path: cut(req.path, 200).to_string(),
+        }))
+    } else if req.method == "OPTIONS" {
+        Reply::Full(cors::preflight(req.origin, origins, allowed))
+    } else if !allowed.split(", ").any(|m| m == req.method) {
+        Reply::Full(HttpResponse::error(&ApiError::MethodNotAllowed {
+            allow: allowed,
+        }))
+    } else {
+        let full = |answer: Result<HttpResponse, ApiError>| {
+            Reply::Full(answer.unwrap_or_else(|e| HttpResponse::error(&e)))
+        };
+        match route {
+            Route::Healthz => Reply::Full(healthz(config)),
+            Route::Task(task) => chat::chat(req, Some(task), config, provider, limiter, env).await,
+            Route::ChatCompletions => chat::chat(req, None, config, provider, limiter, env).await,
+            Route::Models(one) => full(models(req, one, config, env)),
+            Route::Routes => full(routes(req, config, env)),
+            Route::NotFound => unreachable!("answered above"),
+        }
+    };
+    let (Reply::Full(head) | Reply::Stream { head, .. }) = &mut reply;
+    head.headers
+        .push(("x-request-id", env.request_id.to_string()));
+    cors::decorate(head, req.origin, origins);
+    reply
+}
+
+enum Route<'a> {
+    Healthz,
+    Task(&'a str),
+    ChatCompletions,
+    /// The task list, or one task.
+    Models(Option<&'a str>),
+    /// Each task's effective chain and each model's health.
+    Routes,
+    NotFound,
+}
+
+impl<'a> Route<'a> {
+    fn of(path: &'a str) -> Route<'a> {
+        // The Groq SDKs put `/openai/v1` in front of the OpenAI paths.
+        let sdk_path = path
+            .strip_prefix("/openai")
+            .filter(|p| p.starts_with("/v1/"))
+            .unwrap_or(path);
+        match (path, sdk_path) {
+            ("/healthz", _) => Route::Healthz,
+            (p, _) if p.starts_with(TASKS_PREFIX) => Route::Task(&p[TASKS_PREFIX.len()..]),
+            (_, "/v1/chat/completions") => Route::ChatCompletions,
+            ("/v1/routes", _) => Route::Routes,
+            (_, "/v1/models") => Route::Models(None),
+            (_, p) if p.starts_with("/v1/models/") => {
+                Route::Models(Some(&p["/v1/models/".len()..]))
+            }
+            _ => Route::NotFound,
+        }
+    }
+
+    /// The methods the route answers; `Allow` on a 405.
+    fn methods(&self) -> &'static str {
+        match self {
+            Route::Healthz | Route::Models(_) | Route::Routes => "GET, HEAD",
+            Route::Task(_) | Route::ChatCompletions => "POST",
+            Route::NotFound => "",
+        }
+    }
+}
+
+fn healthz(config: &Loaded) -> HttpResponse {
+    #[derive(Serialize)]
+    struct Health<'a> {
+        status: &'static str,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        problems: &'a [ConfigError],
+    }
+    let missing_key = [ConfigError::provider_key_missing()];
+    let problems = match config {
+        Err(errors) => errors,
+        Ok(c) if c.groq_api_key.is_none() => &missing_key[..],
+        Ok(_) => &[],
+    };
+    match problems {
+        [] => HttpResponse::json(
+            200,
+            &Health {
+                status: "ok",
+                problems,
+            },
+        ),
+        _ => HttpResponse::json(
+            503,
+            &Health {
+                status: "error",
+                problems,
+            },
+        ),
+    }
+}
+
+#[derive(Serialize)]
+struct ConfigInvalidLine<'a> {
+    level: Level,
+    event: &'static str,
+    request_id: &'a str,
+    problems: &'a [ConfigError],
+}
+
+/// Valid config and an authorized caller: what every routed endpoint checks first.
+fn admit<'c>(
+    req: &HttpRequest<'_>,
+    config: &'c Loaded,
+    env: &RequestEnv<'_>,
+) -> Result<(&'c Config, Option<&'c str>), ApiError> {
+    let config = config.as_ref().map_err(|errors| {
+        let line = ConfigInvalidLine {
+            level: Level::Error,
+            event: "config_invalid",
+            request_id: env.request_id,
+            problems: errors,
+        };
+        write(env.log, Level::Error, &line);
+        ApiError::ConfigInvalid(errors.clone())
+    })?;
+    let client = config
+        .client_auth
+        .check(req.authorization)
+        .map_err(|e| match e {
+            AuthError::NotConfigured => ApiError::AuthNotConfigured,
+            AuthError::MissingKey => ApiError::Unauthorized {
+                message: "missing client key; send `Authorization: Bearer <key>`",
+            },
+            AuthError::WrongKey => ApiError::Unauthorized {
+                message: "invalid client key",
+            },
+        })?;
+    Ok((config, client))
+}
+
+/// An OpenAI model object standing for a task.
+#[derive(Serialize)]
+struct TaskModel<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    owned_by: &'static str,
+}
+
+#[derive(Serialize)]
+struct List<T> {
+    object: &'static str,
+    data: Vec<T>,
+}
+
+/// `GET /v1/models[/{task}]`: the tasks, as OpenAI model objects.
+fn models(
+    req: HttpRequest<'_>,
+    one: Option<&str>,
+    config: &Loaded,
+    env: &RequestEnv<'_>,
+) -> Result<HttpResponse, ApiError> {
+    let (config, _) = admit(&req, config, env)?;
+    let model = |id| TaskModel {
+        id,
+        object: "model",
+        created: 0,
+        owned_by: "task-router",
+    };
+    Ok(match one {
+        None => HttpResponse::json(
+            200,
+            &List {
+                object: "list",
+                data: config.task_names().into_iter().map(model).collect(),
+            },
+        ),
+        Some(task) if config.registry.tasks.contains_key(task) => {
+            HttpResponse::json(200, &model(task))
+        }
+        Some(task) => return Err(unknown_task(config, task, true)),
+    })
+}
+
+/// `GET /v1/routes`: for each task, the chain after overrides, where each entry came from, and
+/// what this isolate knows of each model's health.
+fn routes(
+    req: HttpRequest<'_>,
+    config: &Loaded,
+    env: &RequestEnv<'_>,
+) -> Result<HttpResponse, ApiError> {
+    #[derive(Serialize)]
+    struct Routes<'a> {
+        object: &'static str,
+        force_model: Option<&'a str>,
+        request_timeout_ms: u64,
+        attempt_timeout_ms: u64,
+        data: Vec<TaskRoute<'a>>,
+    }
+    #[derive(Serialize)]
+    struct TaskRoute<'a> {
+        task: &'a str,
+        chain: Vec<Entry<'a>>,
+    }
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        model: &'a str,
+        source: ChainSource,
+        health: HealthReport<'a>,
+    }
+    let (config, _) = admit(&req, config, env)?;
+    let now = (env.now_ms)();
+    let health = env.health.borrow();
+    let chains: Vec<(&str, ModelChain)> = config
+        .task_names()
+        .into_iter()
+        .filter_map(|task| Some((task, ModelChain::for_task(config, task)?)))
+        .collect();
+    let data = chains
+        .iter()
+        .map(|(task, chain)| TaskRoute {
+            task,
+            chain: chain
+                .entries
+                .iter()
+                .map(|e| Entry {
+                    model: &e.model,
+                    source: e.source,
+                    health: health.report(&e.model, now),
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(HttpResponse::json(
+        200,
+        &Routes {
+            object: "list",
+            force_model: config.force_model.as_deref(),
+            request_timeout_ms: config.request_timeout_ms,
+            attempt_timeout_ms: config.attempt_timeout_ms,
+            data,
+        },
+    ))
+}
+
+fn unknown_task(config: &Config, task: &str, named_by_model: bool) -> ApiError {
+    ApiError::UnknownTask {
+        task: cut(task, 64).to_string(),
+        known: config
+            .task_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        named_by_model,
+    }
+}

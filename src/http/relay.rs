@@ -1,0 +1,238 @@
+//! `StreamRelay`: forwards a committed Groq stream to the caller as it arrives, byte for byte,
+//! and makes sure a stream that breaks after its first event never ends as if it were whole:
+//! the caller gets an OpenAI-shaped error event and no `data: [DONE]`, and the break counts
+//! against the model's health. Also the one request log line, for plain answers and streams.
+
+use serde::Serialize;
+
+use crate::groq::completion::Usage;
+use crate::groq::outcome::{classify_error, redact_org_ids, GroqError, Outcome};
+use crate::groq::provider::{TransportError, UpstreamBody};
+use crate::http::RequestEnv;
+use crate::routing::fallback::StreamStart;
+use crate::routing::log::{write, Level, Log};
+
+/// Where the relay writes: the response body stream in the Worker, a buffer in tests.
+#[allow(async_fn_in_trait)]
+pub trait ChunkSink {
+    /// `Err` when the caller has gone away (a sink that queues may learn it a write later).
+    async fn write(&mut self, bytes: Vec<u8>) -> Result<(), ()>;
+    async fn close(&mut self);
+}
+
+/// What the request line reports; filled in before the stream starts.
+#[derive(Debug, Clone)]
+pub struct RequestSummary {
+    pub request_id: String,
+    pub task: String,
+    pub client: Option<String>,
+    pub model: Option<String>,
+    pub attempts: usize,
+    pub started_ms: u64,
+}
+
+#[derive(Serialize)]
+struct RequestLine<'a> {
+    level: Level,
+    event: &'static str,
+    request_id: &'a str,
+    task: &'a str,
+    client: Option<&'a str>,
+    model: Option<&'a str>,
+    outcome: &'a str,
+    status: u16,
+    attempts: usize,
+    fallback_used: bool,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+    duration_ms: u64,
+}
+
+impl RequestSummary {
+    /// The one per-request log line.
+    pub fn log(&self, log: &dyn Log, now_ms: u64, outcome: &str, status: u16, usage: Usage) {
+        let level = match (status, outcome) {
+            (500.., _) => Level::Error,
+            (_, "ok") => Level::Info,
+            (200, _) => Level::Warn,
+            _ => Level::Info,
+        };
+        let line = RequestLine {
+            level,
+            event: "request",
+            request_id: &self.request_id,
+            task: &self.task,
+            client: self.client.as_deref(),
+            model: self.model.as_deref(),
+            outcome,
+            status,
+            attempts: self.attempts,
+            fallback_used: self.attempts > 1,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.total_tokens,
+            duration_ms: now_ms.saturating_sub(self.started_ms),
+        };
+        write(log, level, &line);
+    }
+}
+
+pub struct StreamRelay<B> {
+    pub start: StreamStart<B>,
+    /// A committed stream that goes quiet for this long is broken.
+    pub idle_timeout_ms: u64,
+    /// For the health book, should the stream report its model gone.
+    pub gone_ttl_ms: u64,
+    pub summary: RequestSummary,
+}
+
+impl<B: UpstreamBody> StreamRelay<B> {
+    /// Relays to the end, then records a break in the model's health and writes the request line.
+    pub async fn run<S: ChunkSink>(self, sink: &mut S, env: &RequestEnv<'_>) {
+        let StreamRelay {
+            start,
+            idle_timeout_ms,
+            gone_ttl_ms,
+            summary,
+        } = self;
+        let StreamStart {
+            first,
+            mut scanner,
+            mut body,
+            mut usage,
+            mut done,
+        } = start;
+
+        let mut broken: Option<StreamBreak> = None;
+        let mut client_gone = sink.write(first).await.is_err();
+        while !done && !client_gone && broken.is_none() {
+            match body.next_chunk(idle_timeout_ms).await {
+                Ok(Some(chunk)) => {
+                    let scanned = scanner.push(&chunk);
+                    usage = scanned.usage.or(usage);
+                    done = scanned.done;
+                    if !scanned.forward.is_empty() {
+                        client_gone = sink.write(scanned.forward).await.is_err();
+                    }
+                    broken = scanned.error.map(StreamBreak::Upstream);
+                }
+                Ok(None) => broken = Some(StreamBreak::EndedEarly),
+                Err(TransportError::Timeout) => {
+                    broken = Some(StreamBreak::Stalled(idle_timeout_ms))
+                }
+                Err(TransportError::Connection(_)) => broken = Some(StreamBreak::Dropped),
+            }
+        }
+        // The model's health learns how its stream ended (a caller who left says nothing of it).
+        let judged = match &broken {
+            _ if client_gone => None,
+            Some(b) => Some(b.outcome()),
+            None => Some(Outcome::Ok),
+        };
+        if let (Some(outcome), Some(model)) = (judged, &summary.model) {
+            let now = (env.now_ms)();
+            env.health
+                .borrow_mut()
+                .record(model, outcome, None, now, gone_ttl_ms);
+        }
+        let outcome = match &broken {
+            _ if client_gone => "client_disconnected",
+            Some(b) => {
+                // Best effort: if this write fails too, the caller has gone and there is no one to tell.
+                let _ = sink.write(b.event()).await;
+                b.code()
+            }
+            None => "ok",
+        };
+        sink.close().await;
+        summary.log(
+            env.log,
+            (env.now_ms)(),
+            outcome,
+            200,
+            usage.unwrap_or_default(),
+        );
+        if done {
+            // Read what follows `[DONE]` (normally just the end) after the caller has its answer:
+            // a body left unread keeps the runtime from reusing the connection to Groq, and
+            // every stream would then pay a new TLS handshake.
+            while let Ok(Some(_)) = body.next_chunk(idle_timeout_ms).await {}
+        }
+    }
+}
+
+/// Why a committed stream did not reach `[DONE]`.
+enum StreamBreak {
+    Upstream(GroqError),
+    EndedEarly,
+    Stalled(u64),
+    Dropped,
+}
+
+impl StreamBreak {
+    fn code(&self) -> &'static str {
+        match self {
+            StreamBreak::Upstream(_) => "upstream_stream_error",
+            StreamBreak::EndedEarly => "stream_incomplete",
+            StreamBreak::Stalled(_) => "stream_timeout",
+            StreamBreak::Dropped => "stream_interrupted",
+        }
+    }
+
+    /// What the break says of the model, as if the call had failed that way.
+    fn outcome(&self) -> Outcome {
+        match self {
+            StreamBreak::Upstream(e) => {
+                classify_error(e.status_code.unwrap_or(500), e.code.as_deref())
+            }
+            StreamBreak::EndedEarly => Outcome::UpstreamError,
+            StreamBreak::Stalled(_) => Outcome::Timeout,
+            StreamBreak::Dropped => Outcome::ConnectionError,
+        }
+    }
+
+    /// `data: {"error":{…}}` in OpenAI's shape: the SDKs raise `APIError` on it.
+    fn event(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Event<'a> {
+            error: Detail<'a>,
+        }
+        #[derive(Serialize)]
+        struct Detail<'a> {
+            message: String,
+            #[serde(rename = "type")]
+            kind: &'a str,
+            code: &'a str,
+        }
+        let truncated = "; the answer is truncated";
+        let error = match self {
+            StreamBreak::Upstream(e) => Detail {
+                message: redact_org_ids(
+                    e.message
+                        .as_deref()
+                        .unwrap_or("the model reported an error mid-stream"),
+                ),
+                kind: e.kind.as_deref().unwrap_or("api_error"),
+                code: e.code.as_deref().unwrap_or(self.code()),
+            },
+            _ => Detail {
+                message: match self {
+                    StreamBreak::Stalled(ms) => {
+                        format!("the model's stream stalled for {ms} ms{truncated}")
+                    }
+                    StreamBreak::Dropped => {
+                        format!("the connection to the model dropped mid-stream{truncated}")
+                    }
+                    _ => format!("the model's stream ended before it was complete{truncated}"),
+                },
+                kind: "api_error",
+                code: self.code(),
+            },
+        };
+        let mut event = b"data: ".to_vec();
+        serde_json::to_writer(&mut event, &Event { error }).expect("strings always serialize");
+        event.extend_from_slice(b"\n\n");
+        event
+    }
+}

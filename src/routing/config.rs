@@ -1,0 +1,464 @@
+//! `Config`: every binding the router reads, parsed and validated up front so that bad
+//! configuration is reported whole (naming the binding) instead of failing one request at a time.
+//! Messages say what is wrong and what is expected, never the value that was set: any binding
+//! may hold a secret pasted into the wrong place. Task names and model ids from
+//! `MODEL_REGISTRY` are the exception, cut short.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::groq::{cut, Kind, Members, Text};
+use crate::routing::log::Level;
+use crate::routing::task::{TaskType, FALLBACK_KEY};
+
+pub const DEFAULT_GROQ_BASE_URL: &str = "https://api.groq.com";
+pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 15_000;
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 45_000;
+pub const DEFAULT_MODEL_GONE_TTL_S: u64 = 3_600;
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1 << 20;
+
+/// A binding's value as the Worker runtime hands it over: `wrangler.toml` `[vars]` tables arrive
+/// as objects (given here as their JSON text), everything set with `--var`, the dashboard or
+/// `wrangler secret` as text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BindingValue {
+    Text(String),
+    Json(String),
+}
+
+/// Where bindings come from: the Worker `Env` in production, a map in tests.
+pub trait Bindings {
+    fn get(&self, name: &str) -> Option<BindingValue>;
+}
+
+impl Bindings for BTreeMap<&str, BindingValue> {
+    fn get(&self, name: &str) -> Option<BindingValue> {
+        BTreeMap::get(self, name).cloned()
+    }
+}
+
+/// One thing wrong with the configuration. `code` is what a routed request answers with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigError {
+    pub binding: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// What a missing `GROQ_API_KEY` says, in `/healthz`, config errors and routed answers alike.
+pub const PROVIDER_KEY_MISSING: &str =
+    "the `GROQ_API_KEY` secret is not set; run `npx wrangler secret put GROQ_API_KEY`";
+
+impl ConfigError {
+    pub fn provider_key_missing() -> Self {
+        Self {
+            code: "provider_key_missing",
+            binding: "GROQ_API_KEY".to_string(),
+            message: PROVIDER_KEY_MISSING.to_string(),
+        }
+    }
+
+    fn invalid(binding: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: "config_invalid",
+            binding: binding.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Task → models in priority order, plus the universal `fallback` list.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Registry {
+    pub tasks: BTreeMap<TaskType, Vec<String>>,
+    pub fallback: Vec<String>,
+}
+
+/// `ROUTER_API_KEYS` and `ALLOW_UNAUTHENTICATED`: who may spend the provider key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// `(name, key)`: logs and rate limits use the name, never the key.
+    pub keys: Vec<(String, String)>,
+    pub allow_unauthenticated: bool,
+}
+
+/// Which browser origins may call the router.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// No CORS: only same-origin and non-browser callers.
+    #[default]
+    None,
+    Any,
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub registry: Registry,
+    /// `FORCE_MODEL`: every task uses exactly this model.
+    pub force_model: Option<String>,
+    /// `DEFAULT_<TASK>_MODEL` values that are set, by task.
+    pub default_models: BTreeMap<TaskType, String>,
+    /// Host root, without a trailing `/`.
+    pub groq_base_url: String,
+    /// `{groq_base_url}/openai/v1/chat/completions`, built once rather than per request.
+    pub chat_url: String,
+    pub groq_api_key: Option<String>,
+    pub client_auth: ClientAuth,
+    /// `ATTEMPT_TIMEOUT_MS`: one model's answer (for streams: its first event, then each pause).
+    pub attempt_timeout_ms: u64,
+    /// `REQUEST_TIMEOUT_MS`: the whole request, every attempt included.
+    pub request_timeout_ms: u64,
+    /// `MODEL_GONE_TTL_S`, in ms: how long a gone model is skipped.
+    pub model_gone_ttl_ms: u64,
+    /// `MAX_REQUEST_BYTES`: larger bodies are refused with 413.
+    pub max_request_bytes: u64,
+    /// `MAX_<TASK>_TOKENS` values that are set, by task.
+    pub max_tokens: BTreeMap<TaskType, u64>,
+    /// `ALLOWED_ORIGINS`: browser origins that may call the router (CORS).
+    pub allowed_origins: AllowedOrigins,
+    /// `RATE_LIMIT_PERIOD_S`: the `CLIENT_RATE_LIMITER` period, sent as `Retry-After` on a 429.
+    pub rate_limit_period_s: u64,
+    /// `LOG_LEVEL`: the least severe log lines written.
+    pub log_level: Level,
+}
+
+/// Reads bindings, collecting every problem rather than stopping at the first.
+struct Reader<'b, B> {
+    bindings: &'b B,
+    errors: Vec<ConfigError>,
+}
+
+impl<B: Bindings> Reader<'_, B> {
+    /// The value, or `default` with the problem noted against `binding`.
+    fn ok<T>(&mut self, binding: &str, parsed: Result<T, String>, default: T) -> T {
+        parsed.unwrap_or_else(|e| {
+            self.errors.push(ConfigError::invalid(binding, e));
+            default
+        })
+    }
+
+    /// A text binding, trimmed; unset or blank is `None`. An object where text belongs is an error.
+    fn text(&mut self, name: &str) -> Option<String> {
+        match self.bindings.get(name)? {
+            BindingValue::Text(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+            BindingValue::Json(_) => self.ok(name, Err(format!("`{name}` must be a string")), None),
+        }
+    }
+
+    /// A whole number from 1 to `max`, or `default` when unset.
+    fn number(&mut self, name: &str, default: u64, max: u64, unit: &str) -> u64 {
+        let parsed = match self.text(name) {
+            None => Some(default),
+            Some(raw) => raw.parse().ok().filter(|n| (1..=max).contains(n)),
+        };
+        let message = format!("`{name}` must be a whole number of {unit} from 1 to {max}");
+        self.ok(name, parsed.ok_or(message), default)
+    }
+
+    /// One of `choices` (any case), or the first of them when unset.
+    fn one_of<T: Copy>(&mut self, name: &str, choices: &[(&str, T)], expected: &str) -> T {
+        let given = self.text(name);
+        let given = given.as_deref().unwrap_or(choices[0].0);
+        let found = choices
+            .iter()
+            .find(|(text, _)| text.eq_ignore_ascii_case(given));
+        let found = found.map(|(_, value)| *value);
+        self.ok(
+            name,
+            found.ok_or(format!("`{name}` must be {expected}")),
+            choices[0].1,
+        )
+    }
+
+    /// A value that `parse` reads, or `default` when unset.
+    fn parsed<T>(&mut self, name: &str, parse: fn(&str) -> Result<T, String>, default: T) -> T {
+        match self.text(name) {
+            None => default,
+            Some(text) => self.ok(
+                name,
+                parse(&text).map_err(|e| format!("`{name}` {e}")),
+                default,
+            ),
+        }
+    }
+
+    fn model(&mut self, name: &str) -> Option<String> {
+        let model = self.text(name)?;
+        let invalid = format!("`{name}` is not a valid model id ({MODEL_ID_RULE})");
+        self.ok(
+            name,
+            model_id_ok(&model).then_some(Some(model)).ok_or(invalid),
+            None,
+        )
+    }
+}
+
+const MODEL_ID_RULE: &str = "1 to 256 characters, no spaces, quotes or control characters";
+
+fn model_id_ok(model: &str) -> bool {
+    let bad = |c: char| c.is_ascii_whitespace() || c.is_ascii_control() || c == '"';
+    !model.is_empty() && model.len() <= 256 && !model.contains(bad)
+}
+
+impl Config {
+    /// Reads and validates every binding; on failure returns all problems found, not just the first.
+    pub fn load(bindings: &impl Bindings) -> Result<Config, Vec<ConfigError>> {
+        let mut r = Reader {
+            bindings,
+            errors: Vec::new(),
+        };
+        let registry = bindings.get("MODEL_REGISTRY").map_or(
+            Err("`MODEL_REGISTRY` is not set; define it in `wrangler.toml` `[vars]` as a table of task = [models]".into()),
+            parse_registry,
+        );
+        let registry = r.ok("MODEL_REGISTRY", registry, Registry::default());
+        let force_model = r.model("FORCE_MODEL");
+        let (mut default_models, mut max_tokens) = (BTreeMap::new(), BTreeMap::new());
+        let mut owners: BTreeMap<String, &TaskType> = BTreeMap::new();
+        for task in registry.tasks.keys() {
+            let binding = task.default_model_binding();
+            if let Some(other) = owners.insert(binding.clone(), task) {
+                let clash =
+                    format!("tasks `{other}` and `{task}` both map to `{binding}`; rename one");
+                r.ok("MODEL_REGISTRY", Err(clash), ());
+            }
+            if let Some(model) = r.model(&binding) {
+                default_models.insert(task.clone(), model);
+            }
+            let binding = task.max_tokens_binding();
+            if r.text(&binding).is_some() {
+                max_tokens.insert(task.clone(), r.number(&binding, 1, 10_000_000, "tokens"));
+            }
+        }
+        let groq_base_url = r.parsed(
+            "GROQ_BASE_URL",
+            parse_base_url,
+            DEFAULT_GROQ_BASE_URL.into(),
+        );
+        let groq_api_key = r.text("GROQ_API_KEY");
+        let keys = r.text("ROUTER_API_KEYS");
+        let client_auth = ClientAuth {
+            allow_unauthenticated: r.one_of(
+                "ALLOW_UNAUTHENTICATED",
+                &[("false", false), ("true", true)],
+                "\"true\" or \"false\"",
+            ),
+            keys: r.ok(
+                "ROUTER_API_KEYS",
+                parse_client_keys(keys.as_deref()),
+                Vec::new(),
+            ),
+        };
+        let config = Config {
+            chat_url: format!("{groq_base_url}/openai/v1/chat/completions"),
+            attempt_timeout_ms: r.number(
+                "ATTEMPT_TIMEOUT_MS",
+                DEFAULT_ATTEMPT_TIMEOUT_MS,
+                300_000,
+                "milliseconds",
+            ),
+            request_timeout_ms: r.number(
+                "REQUEST_TIMEOUT_MS",
+                DEFAULT_REQUEST_TIMEOUT_MS,
+                900_000,
+                "milliseconds",
+            ),
+            model_gone_ttl_ms: 1000
+                * r.number(
+                    "MODEL_GONE_TTL_S",
+                    DEFAULT_MODEL_GONE_TTL_S,
+                    30 * 86_400,
+                    "seconds",
+                ),
+            max_request_bytes: r.number(
+                "MAX_REQUEST_BYTES",
+                DEFAULT_MAX_REQUEST_BYTES,
+                100 << 20,
+                "bytes",
+            ),
+            rate_limit_period_s: r.one_of(
+                "RATE_LIMIT_PERIOD_S",
+                &[("60", 60), ("10", 10)],
+                "10 or 60, the periods the Workers rate limiter supports",
+            ),
+            log_level: r.one_of(
+                "LOG_LEVEL",
+                &[
+                    ("warn", Level::Warn),
+                    ("info", Level::Info),
+                    ("error", Level::Error),
+                ],
+                "\"info\", \"warn\" or \"error\"",
+            ),
+            allowed_origins: r.parsed("ALLOWED_ORIGINS", parse_origins, AllowedOrigins::None),
+            registry,
+            force_model,
+            default_models,
+            groq_base_url,
+            groq_api_key,
+            client_auth,
+            max_tokens,
+        };
+        let mut errors = r.errors;
+        if errors.is_empty() {
+            return Ok(config);
+        }
+        if config.groq_api_key.is_none() {
+            // Listed last: routed requests answer with the first problem, the config one;
+            // `/healthz` lists them all. (Valid config without a key is answered per request.)
+            errors.push(ConfigError::provider_key_missing());
+        }
+        Err(errors)
+    }
+
+    /// The tasks callers may ask for, in name order.
+    pub fn task_names(&self) -> Vec<&str> {
+        self.registry.tasks.keys().map(TaskType::as_str).collect()
+    }
+}
+
+/// Parses `MODEL_REGISTRY` from either form; the error names what is wrong and where.
+pub fn parse_registry(value: BindingValue) -> Result<Registry, String> {
+    let (BindingValue::Text(text) | BindingValue::Json(text)) = value;
+    let invalid = |e: serde_json::Error| format!("`MODEL_REGISTRY` is not valid JSON: {e}");
+    let mut raw: &RawValue = serde_json::from_str(&text).map_err(invalid)?;
+    // A JSON string holding the JSON (what some dashboards store): unwrapped once.
+    let inner: String;
+    if Kind::of(raw) == Kind::String {
+        inner = serde_json::from_str(raw.get()).map_err(invalid)?;
+        raw = serde_json::from_str(&inner).map_err(invalid)?;
+    }
+    if Kind::of(raw) != Kind::Object {
+        return Err(format!(
+            "`MODEL_REGISTRY` must be an object of task → [model ids], got {}",
+            Kind::of(raw).described()
+        ));
+    }
+    let members: Members = serde_json::from_str(raw.get()).map_err(invalid)?;
+    if let Some(key) = members.duplicate() {
+        return Err(format!("`MODEL_REGISTRY` names `{}` twice", cut(key, 64)));
+    }
+    let mut registry = Registry::default();
+    for (key, models) in &members.0 {
+        let models = parse_model_list(key, models)?;
+        if key == FALLBACK_KEY {
+            registry.fallback = models;
+        } else {
+            let task = TaskType::parse(key).map_err(|e| format!("`MODEL_REGISTRY`: {e}"))?;
+            registry.tasks.insert(task, models);
+        }
+    }
+    if registry.tasks.is_empty() {
+        return Err("`MODEL_REGISTRY` defines no task (only `fallback` or nothing)".to_string());
+    }
+    Ok(registry)
+}
+
+fn parse_model_list(key: &str, models: &RawValue) -> Result<Vec<String>, String> {
+    let key = cut(key, 64);
+    let items: Vec<&RawValue> = match Kind::of(models) {
+        Kind::List => serde_json::from_str(models.get()).map_err(|e| e.to_string())?,
+        kind => {
+            return Err(format!(
+                "`MODEL_REGISTRY.{key}` must be a list of model ids, got {}",
+                kind.described()
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(format!("`MODEL_REGISTRY.{key}` is an empty list"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let Ok(Text(model)) = serde_json::from_str(item.get()) else {
+            return Err(format!(
+                "`MODEL_REGISTRY.{key}[{i}]` must be a model id string, got {}",
+                Kind::of(item).described()
+            ));
+        };
+        let shown = cut(&model, 64);
+        if model.is_empty() {
+            return Err(format!("`MODEL_REGISTRY.{key}[{i}]`: a model id is empty"));
+        }
+        if !model_id_ok(&model) {
+            return Err(format!(
+                "`MODEL_REGISTRY.{key}[{i}]`: `{shown}` is not a valid model id ({MODEL_ID_RULE})"
+            ));
+        }
+        if out.iter().any(|m| *m == model) {
+            return Err(format!("`MODEL_REGISTRY.{key}`: duplicate entry `{shown}`"));
+        }
+        out.push(model.into_owned());
+    }
+    Ok(out)
+}
+
+/// `ROUTER_API_KEYS`: comma-separated, each `key` or `name:key`. Errors never echo a key.
+pub(crate) fn parse_client_keys(keys: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    let mut parsed: Vec<(String, String)> = Vec::new();
+    for (i, entry) in keys.unwrap_or("").split(',').map(str::trim).enumerate() {
+        if entry.is_empty() {
+            continue;
+        }
+        let (name, key) = match entry.split_once(':') {
+            Some((name, key)) => (name.trim().to_string(), key.trim().to_string()),
+            None => (format!("client-{}", i + 1), entry.to_string()),
+        };
+        if key.is_empty() || name.is_empty() {
+            return Err(format!(
+                "`ROUTER_API_KEYS` entry {} is `name:` with no key or `:key` with no name",
+                i + 1
+            ));
+        }
+        if parsed.iter().any(|(n, _)| *n == name) {
+            return Err(format!(
+                "`ROUTER_API_KEYS` entry {} reuses the name of an earlier one",
+                i + 1
+            ));
+        }
+        parsed.push((name, key));
+    }
+    Ok(parsed)
+}
+
+fn parse_origins(text: &str) -> Result<AllowedOrigins, String> {
+    if text == "*" {
+        return Ok(AllowedOrigins::Any);
+    }
+    let mut list = Vec::new();
+    for (i, origin) in text.split(',').map(str::trim).enumerate() {
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        match host {
+            _ if origin.is_empty() => {}
+            Some(host) if !host.is_empty() && !host.contains(['/', ' ', '*', '@']) => {
+                list.push(origin.to_string())
+            }
+            _ => return Err(format!("entry {} is not an origin: https:// or http://, a host and maybe a port, no path; or `*` alone", i + 1)),
+        }
+    }
+    Ok(match list.is_empty() {
+        true => AllowedOrigins::None,
+        false => AllowedOrigins::List(list),
+    })
+}
+
+fn parse_base_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let host = rest.and_then(|r| r.split('/').next()).unwrap_or_default();
+    if host.is_empty() || host.contains('@') || url.contains(char::is_whitespace) {
+        return Err("must start with https:// or http:// and name a host root such as https://api.groq.com (no host, credentials or spaces found in it)".into());
+    }
+    let trimmed = url.trim_end_matches('/');
+    // Accept the OpenAI-SDK spelling too: the router appends `/openai/v1` itself.
+    Ok(trimmed
+        .strip_suffix("/openai/v1")
+        .unwrap_or(trimmed)
+        .to_string())
+}

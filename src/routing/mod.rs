@@ -1,0 +1,11 @@
+//! The routing core: configuration, tasks and their model chains, model health, the fallback
+//! loop, the scheduled probe and the log events they write. Uses `groq`; returns routing results
+//! (who answered, every attempt, why a chain failed), never HTTP types.
+
+pub mod chain;
+pub mod config;
+pub mod fallback;
+pub mod health;
+pub mod log;
+pub mod probe;
+pub mod task;

@@ -1,0 +1,182 @@
+//! The scheduled probe: compare the models the configuration routes to with what Groq's
+//! `GET /openai/v1/models` lists, so a retired model is known before a user pays for it.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::routing::chain::ModelChain;
+use crate::routing::config::Config;
+use crate::routing::health::{GoneVerdict, HealthBook};
+use crate::routing::log::{write, Level, Log};
+
+/// Every model some task's chain can reach, with the tasks that reach it.
+pub fn models_in_use(config: &Config) -> BTreeMap<String, Vec<String>> {
+    let mut uses: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for task in config.task_names() {
+        for model in ModelChain::for_task(config, task)
+            .iter()
+            .flat_map(ModelChain::models)
+        {
+            uses.entry(model.to_string())
+                .or_default()
+                .push(task.to_string());
+        }
+    }
+    uses
+}
+
+/// The ids in Groq's model list; `Err` says why the answer is not one.
+pub fn listed_models(status: u16, body: &[u8]) -> Result<Vec<String>, String> {
+    if status != 200 {
+        return Err(format!("Groq answered {status}"));
+    }
+    crate::groq::listed_models(body).ok_or_else(|| "not a model list".to_string())
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// Models in use that Groq no longer lists, now marked gone, with their verdicts.
+    pub retired: Vec<(String, GoneVerdict)>,
+    /// Models in use that Groq lists: any gone verdict on them is cleared.
+    pub listed: Vec<String>,
+    /// Those of `listed` that were held gone until now: the verdicts to unshare.
+    pub cleared: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Retired<'a> {
+    level: Level,
+    event: &'static str,
+    model: &'a str,
+    tasks: &'a [String],
+    hint: String,
+}
+
+#[derive(Serialize)]
+struct Probed<'a> {
+    level: Level,
+    event: &'static str,
+    models_in_use: usize,
+    listed: usize,
+    retired: Vec<&'a str>,
+}
+
+/// Applies a successful probe to the health book and logs what operators must act on.
+pub fn apply(
+    config: &Config,
+    listed: &[String],
+    book: &mut HealthBook,
+    now_ms: u64,
+    log: &dyn Log,
+) -> ProbeResult {
+    let mut result = ProbeResult::default();
+    let in_use = models_in_use(config);
+    for (model, tasks) in &in_use {
+        if listed.iter().any(|id| id == model) {
+            if book.clear_gone(model) {
+                result.cleared.push(model.clone());
+            }
+            result.listed.push(model.clone());
+            continue;
+        }
+        let verdict = GoneVerdict {
+            since_ms: now_ms,
+            until_ms: now_ms + config.model_gone_ttl_ms,
+            reason: "not listed by Groq's GET /openai/v1/models".to_string(),
+        };
+        book.mark_gone(model, verdict.clone());
+        let hint = format!(
+            "Groq no longer lists `{model}`; replace it in `MODEL_REGISTRY` (or the `DEFAULT_*_MODEL` / `FORCE_MODEL` that names it)"
+        );
+        let line = Retired {
+            level: Level::Error,
+            event: "model_retired",
+            model,
+            tasks,
+            hint,
+        };
+        write(log, Level::Error, &line);
+        result.retired.push((model.clone(), verdict));
+    }
+    let line = Probed {
+        level: Level::Info,
+        event: "probe",
+        models_in_use: in_use.len(),
+        listed: result.listed.len(),
+        retired: result.retired.iter().map(|(m, _)| m.as_str()).collect(),
+    };
+    write(log, Level::Info, &line);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::groq::outcome::Outcome;
+    use crate::routing::config::BindingValue;
+    use crate::routing::health::SkipReason;
+    use crate::routing::log::MemoryLog;
+
+    fn config(extra: &[(&'static str, &str)]) -> Config {
+        let registry = r#"{"fast":["a","b"],"code-review":["c"],"fallback":["b"]}"#;
+        let b: BTreeMap<&str, BindingValue> = [("MODEL_REGISTRY", registry)]
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| (*k, BindingValue::Text(v.to_string())))
+            .collect();
+        Config::load(&b).unwrap()
+    }
+
+    #[test]
+    fn models_in_use_include_defaults_and_fallback() {
+        let uses = models_in_use(&config(&[("DEFAULT_CODE_REVIEW_MODEL", "d")]));
+        let uses = serde_json::to_value(uses).unwrap();
+        let want = json!({"a": ["fast"], "b": ["code-review", "fast"], "c": ["code-review"], "d": ["code-review"]});
+        assert_eq!(uses, want);
+        let forced = models_in_use(&config(&[("FORCE_MODEL", "x")]));
+        assert_eq!(forced.keys().collect::<Vec<_>>(), vec!["x"]);
+    }
+
+    #[test]
+    fn listed_models_reads_groqs_list_or_says_why_not() {
+        let body = br#"{"object":"list","data":[{"id":"a","object":"model","active":true},{"id":"b","object":"model"}]}"#;
+        assert_eq!(listed_models(200, body), Ok(vec!["a".into(), "b".into()]));
+        assert_eq!(listed_models(401, b"{}"), Err("Groq answered 401".into()));
+        assert_eq!(
+            listed_models(200, b"<html>"),
+            Err("not a model list".into())
+        );
+    }
+
+    #[test]
+    fn unlisted_models_are_retired_and_listed_ones_cleared() {
+        let mut book = HealthBook::default();
+        book.record("a", Outcome::ModelGone, None, 0, 3_600_000);
+        book.take_unshared();
+        let log = MemoryLog::default();
+        let listed = ["a".to_string(), "b".to_string()];
+        let result = apply(&config(&[]), &listed, &mut book, 10, &log);
+        assert_eq!(result.listed, vec!["a", "b"]);
+        assert_eq!(result.cleared, vec!["a"], "only `a` was held gone");
+        let retired: Vec<&str> = result.retired.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(retired, vec!["c"]);
+        assert_eq!(book.availability("a", 11), None, "listed again: cleared");
+        assert_eq!(book.availability("c", 11), Some(SkipReason::Gone));
+        let lines = log.0.borrow();
+        let (level, line) = lines
+            .iter()
+            .find(|(_, l)| l.contains("model_retired"))
+            .unwrap();
+        let line: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(*level, Level::Error);
+        assert_eq!(
+            (&line["model"], &line["tasks"]),
+            (&json!("c"), &json!(["code-review"]))
+        );
+    }
+}

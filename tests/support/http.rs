@@ -136,8 +136,8 @@ pub fn try_stream(
     }
     let agent = agent(timeout);
     let sent_at = Instant::now();
-    // ureq sends a body (and its `Content-Length`) for whatever it is given, `GET` included; a
-    // bodyless method with nothing to send goes without, as a browser would send it.
+    // ureq sends a body (and its `Content-Length`) for whatever it is given, `GET` included:
+    // as before, only `POST`, `PUT` and `PATCH` say `Content-Length: 0` for an empty body.
     let response = if body.is_empty() && !matches!(method, "POST" | "PUT" | "PATCH") {
         agent.run(request.body(()).map_err(invalid)?)
     } else {
@@ -339,9 +339,11 @@ impl Iterator for StreamResponse {
 
 /// [`send_raw`] with a chosen read timeout, returning I/O errors.
 ///
-/// The bytes go straight onto a `TcpStream` (no client would send a malformed request); the
-/// answer's head is parsed by `httparse`, and its body framed here, minimally: it is read whole,
-/// so a missing chunk trailer or `Connection: close` answer needs nothing more.
+/// The bytes go straight onto a `TcpStream`: ureq, like any client, will not send a malformed
+/// request. The answer's head is parsed by `httparse`, and so are chunk-size lines
+/// (`httparse::parse_chunk_size`); what is left here is picking the body's framing (chunked,
+/// `Content-Length`, or until EOF) and reading the body whole. Making ureq read an answer to
+/// bytes it did not write would take a custom transport from its unversioned API.
 pub fn try_send_raw(port: u16, bytes: &[u8], timeout: Duration) -> io::Result<Response> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let mut socket = TcpStream::connect_timeout(&address, timeout)?;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::fake_groq::FakeGroq;
+use support::fake_groq::{FakeGroq, LONG_PIECES};
 use support::http::{self, sse_events, StreamEnd};
 use support::worker::Worker;
 
@@ -381,6 +381,8 @@ fn ok_streams_sse_chunks_over_time_ending_in_done() {
     assert_eq!(response.status, 200);
     assert_eq!(response.header("content-type"), Some("text/event-stream"));
     assert_eq!(response.header("content-length"), None);
+    // Chunked, so a stream cut short shows as such (see `streamdrop`).
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
     assert_eq!(response.header("connection"), Some("close"));
     let request_id = response.header("x-request-id").unwrap().to_owned();
     let body = response.finish();
@@ -439,6 +441,8 @@ fn ok_stream_without_include_usage_has_no_usage_chunk() {
 fn streamdrop_stops_after_one_content_chunk_without_done() {
     let fake = FakeGroq::start(KEY);
     let body = stream_chat(&fake, &json!({"model": "streamdrop-a", "stream": true})).finish();
+    // The connection closes without the terminating chunk.
+    assert_eq!(body.end, StreamEnd::Truncated, "{}", body.text());
     let events = sse_events(&body.bytes());
     assert_eq!(events.len(), 2, "{events:#?}");
     assert_eq!(
@@ -456,6 +460,8 @@ fn streamdrop_stops_after_one_content_chunk_without_done() {
 fn streamerror_sends_an_error_event_after_content() {
     let fake = FakeGroq::start(KEY);
     let body = stream_chat(&fake, &json!({"model": "streamerror-a", "stream": true})).finish();
+    // After its error event the body ends properly.
+    assert_eq!(body.end, StreamEnd::Complete, "{}", body.text());
     let events = sse_events(&body.bytes());
     assert_eq!(events.len(), 3, "{events:#?}");
     assert_eq!(events[2].event.as_deref(), Some("error"));
@@ -474,7 +480,10 @@ fn streamempty_and_streamslow() {
     let empty = stream_chat(&fake, &json!({"model": "streamempty-a", "stream": true}));
     assert_eq!(empty.status, 200);
     assert_eq!(empty.header("content-type"), Some("text/event-stream"));
-    assert!(empty.finish().bytes().is_empty());
+    let empty = empty.finish();
+    assert!(empty.bytes().is_empty(), "{}", empty.text());
+    // An empty body, properly ended: the stream ends before its first event.
+    assert_eq!(empty.end, StreamEnd::Complete);
 
     fake.set_hang_for(Duration::from_millis(300));
     fake.set_chunk_delay(Duration::ZERO);
@@ -505,6 +514,111 @@ fn a_waiting_streamslow_does_not_stall_other_requests() {
         "a plain answer took {took:?} while `streamslow` waited"
     );
     drop(slow);
+}
+
+#[test]
+fn streamstall_goes_silent_after_one_content_chunk_then_drops_the_connection() {
+    let fake = FakeGroq::start(KEY);
+    fake.set_chunk_delay(Duration::ZERO);
+    fake.set_hang_for(Duration::from_millis(300));
+    let response = stream_chat(&fake, &json!({"model": "streamstall-a", "stream": true}));
+    let sent_at = response.sent_at;
+    let body = response.finish();
+    let ended_after = sent_at.elapsed();
+    assert_eq!(body.end, StreamEnd::Truncated, "{}", body.text());
+    let events = sse_events(&body.bytes());
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(
+        events[1].json().unwrap()["choices"][0]["delta"]["content"],
+        "hello"
+    );
+    let last_piece = body.pieces.last().unwrap().at - sent_at;
+    assert!(last_piece < Duration::from_millis(250), "{last_piece:?}");
+    assert!(
+        ended_after >= Duration::from_millis(300) && ended_after < Duration::from_secs(2),
+        "{ended_after:?}"
+    );
+}
+
+#[test]
+fn streamlong_sends_every_tick_chunk_delay_apart_ending_in_done() {
+    let fake = FakeGroq::start(KEY);
+    fake.set_chunk_delay(Duration::from_millis(5));
+    let body = stream_chat(&fake, &json!({"model": "streamlong-a", "stream": true})).finish();
+    assert_eq!(body.end, StreamEnd::Complete);
+    let events = sse_events(&body.bytes());
+    // Role chunk, the ticks, final chunk, `[DONE]`.
+    assert_eq!(events.len(), LONG_PIECES + 3, "{events:#?}");
+    assert_eq!(events.last().unwrap().data, "[DONE]");
+    let span = body.pieces.last().unwrap().at - body.pieces[0].at;
+    let least = Duration::from_millis(5) * (LONG_PIECES as u32 + 2);
+    assert!(span >= least, "events arrived within {span:?}");
+}
+
+#[test]
+fn bodyhang_sends_its_head_and_half_a_body_then_closes_after_hang_for() {
+    let fake = FakeGroq::start(KEY);
+    fake.set_hang_for(Duration::from_millis(300));
+    let response = stream_chat(&fake, &chat_body("bodyhang-a"));
+    let head_after = response.sent_at.elapsed();
+    assert!(head_after < Duration::from_millis(250), "{head_after:?}");
+    assert_eq!(response.status, 200);
+    // The head alone, as a whole answer's.
+    assert_groq_headers(&http::Response {
+        status: response.status,
+        headers: response.headers.clone(),
+        body: Vec::new(),
+    });
+    let announced: usize = response.header("content-length").unwrap().parse().unwrap();
+    let sent_at = response.sent_at;
+    let body = response.finish();
+    let ended_after = sent_at.elapsed();
+    assert_eq!(body.end, StreamEnd::Truncated);
+    let received = body.bytes();
+    assert_eq!(received.len(), announced - announced / 2, "{}", body.text());
+    assert!(body.text().starts_with('{'), "{}", body.text());
+    assert!(
+        ended_after >= Duration::from_millis(300) && ended_after < Duration::from_secs(2),
+        "{ended_after:?}"
+    );
+
+    // Whole answers are refused as cut short.
+    let outcome = http::try_send(
+        fake.port(),
+        "POST",
+        CHAT,
+        &[("authorization", &format!("Bearer {KEY}"))],
+        chat_body("bodyhang-b").to_string().as_bytes(),
+        Duration::from_secs(5),
+    );
+    assert_eq!(outcome.unwrap_err().kind(), ErrorKind::UnexpectedEof);
+}
+
+#[test]
+fn send_raw_reads_chunked_answers_and_refuses_cut_ones() {
+    let fake = FakeGroq::start(KEY);
+    fake.set_chunk_delay(Duration::ZERO);
+    let raw = |model: &str| {
+        let body = json!({"model": model, "stream": true}).to_string();
+        format!(
+            "POST {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let response = http::send_raw(fake.port(), raw("ok-raw").as_bytes());
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    let events = sse_events(&response.body);
+    assert_eq!(events.len(), 6, "{}", response.text());
+    assert_eq!(events[5].data, "[DONE]");
+
+    let cut = http::try_send_raw(
+        fake.port(),
+        raw("streamdrop-raw").as_bytes(),
+        Duration::from_secs(5),
+    );
+    assert_eq!(cut.unwrap_err().kind(), ErrorKind::UnexpectedEof);
 }
 
 #[test]

@@ -6,16 +6,34 @@
 //! to the first `-` (`ok-a`, `ok-b`, `gone-x`, `ratelimited-1`, ...), so one fake serves a whole
 //! fallback chain with distinct, countable models. Every request, authorised or not, is recorded
 //! as a [`Call`].
+//!
+//! HTTP is hyper's HTTP/1.1 server, on a tokio current-thread runtime in one thread of the fake's
+//! own. Streamed bodies (SSE, `bodyhang`) are chunked unless they carry a `Content-Length`; a
+//! stream that "drops" ends with the connection closed and no terminating chunk. A request that
+//! cannot be parsed gets hyper's own bare `400` (Groq's CDN would answer it, not Groq).
 #![allow(dead_code)]
 
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Bytes, Frame, Incoming};
+use hyper::ext::ReasonPhrase;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::runtime::Runtime;
+use tokio::sync::{mpsc, oneshot};
 
 /// Pause between two SSE events unless [`FakeGroq::set_chunk_delay`] says otherwise.
 pub const DEFAULT_CHUNK_DELAY: Duration = Duration::from_millis(20);
@@ -31,13 +49,11 @@ pub const RESET_REQUESTS: &str = "2m59.56s";
 /// `retry-after` on a 429, in whole seconds.
 pub const RETRY_AFTER_SECS: u64 = 8;
 
-/// Sleeping threads wake this often to notice that the fake was dropped.
-const SLEEP_STEP: Duration = Duration::from_millis(20);
-/// Bounds on what one request may send, so a malformed request cannot exhaust memory.
-const MAX_LINE: u64 = 64 * 1024;
-const MAX_HEADERS: usize = 200;
+/// Bound on one request body, so a runaway request cannot exhaust memory.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 const SYSTEM_FINGERPRINT: &str = "fp_fakegroq01";
+const CHAT_COMPLETIONS: &str = "/openai/v1/chat/completions";
+const MODELS: &str = "/openai/v1/models";
 
 /// One request the fake received.
 #[derive(Clone, Debug)]
@@ -51,7 +67,8 @@ pub struct Call {
     pub body: Value,
     /// `Authorization` was exactly `Bearer <api_key>`.
     pub authorized: bool,
-    /// Header names lowercased, in the order received.
+    /// Header names lowercased, in the order received (repeats of a name right after its first
+    /// one: hyper hands headers over as an `http::HeaderMap`).
     pub headers: Vec<(String, String)>,
 }
 
@@ -62,58 +79,65 @@ impl Call {
     }
 }
 
-/// A running fake Groq. Dropping it closes every connection and stops every thread it started.
+/// A running fake Groq. Dropping it closes the listener and every connection, and stops the
+/// thread and every task it started.
 pub struct FakeGroq {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
 }
 
 struct Shared {
     api_key: String,
-    shutdown: AtomicBool,
     calls: Mutex<Vec<Call>>,
     models: Mutex<Vec<String>>,
     models_status: Mutex<Option<u16>>,
     chunk_delay: Mutex<Duration>,
     hang_for: Mutex<Duration>,
-    /// Clones of the open connections, so `Drop` can unblock threads parked in `read`.
-    open: Mutex<HashMap<u64, TcpStream>>,
-    active: AtomicUsize,
-    next_id: AtomicU64,
 }
 
 impl FakeGroq {
     /// Binds `127.0.0.1:0` and starts serving; requests must carry `Bearer <api_key>`.
     pub fn start(api_key: &str) -> FakeGroq {
         let listener =
-            TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 for the fake Groq");
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 for the fake Groq");
         let addr = listener
             .local_addr()
             .expect("local_addr of a bound listener");
+        listener
+            .set_nonblocking(true)
+            .expect("make the fake Groq's listener non-blocking");
         let shared = Arc::new(Shared {
             api_key: api_key.to_owned(),
-            shutdown: AtomicBool::new(false),
             calls: Mutex::new(Vec::new()),
             models: Mutex::new(Vec::new()),
             models_status: Mutex::new(None),
             chunk_delay: Mutex::new(DEFAULT_CHUNK_DELAY),
             hang_for: Mutex::new(DEFAULT_HANG_FOR),
-            open: Mutex::new(HashMap::new()),
-            active: AtomicUsize::new(0),
-            next_id: AtomicU64::new(1),
         });
-        let acceptor = {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .expect("build the fake Groq's tokio runtime");
+        let listener = {
+            let _runtime = runtime.enter();
+            TcpListener::from_std(listener).expect("register the fake Groq's listener with tokio")
+        };
+        let (stop, stopped) = oneshot::channel();
+        let server = {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
-                .name(format!("fake-groq-accept-{}", addr.port()))
-                .spawn(move || accept_loop(listener, shared))
-                .expect("spawn the fake Groq accept thread")
+                .name(format!("fake-groq-{}", addr.port()))
+                .spawn(move || serve(runtime, listener, shared, stopped))
+                .expect("spawn the fake Groq thread")
         };
         FakeGroq {
             addr,
             shared,
-            acceptor: Some(acceptor),
+            stop: Some(stop),
+            server: Some(server),
         }
     }
 
@@ -184,25 +208,20 @@ impl FakeGroq {
 
 impl Drop for FakeGroq {
     fn drop(&mut self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        // Wake the blocking `accept`; it sees the flag and returns.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
+        // The server thread returns from its accept loop, closing the listener, then drops the
+        // runtime: that drops every connection task (closing its socket, hung or idle) and every
+        // stream task mid-sleep. Nothing waits for a timer.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
-        for stream in lock(&self.shared.open).values() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-        // Connection threads notice within one `SLEEP_STEP`; do not hang a test on a stuck one.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while self.shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(5));
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
         }
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking handler thread must not take every later assertion down with it.
+    // A panicking handler must not take every later assertion down with it.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -213,342 +232,133 @@ fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a st
         .map(|(_, value)| value.as_str())
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
-        if shared.shutdown.load(Ordering::SeqCst) {
-            return;
-        }
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(_) => {
-                thread::sleep(Duration::from_millis(5));
-                continue;
-            }
-        };
-        let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
-        match stream.try_clone() {
-            Ok(clone) => {
-                lock(&shared.open).insert(id, clone);
-            }
-            Err(_) => continue,
-        }
-        shared.active.fetch_add(1, Ordering::SeqCst);
-        let shared = Arc::clone(&shared);
-        let spawned = thread::Builder::new()
-            .name(format!("fake-groq-conn-{id}"))
-            .spawn({
-                let shared = Arc::clone(&shared);
-                move || {
-                    let _active = ActiveGuard(&shared);
-                    // The flag is read after the clone was registered, so `Drop` either shuts this
-                    // connection down or this thread sees the flag.
-                    if !shared.shutdown.load(Ordering::SeqCst) {
-                        let _ = stream.set_nodelay(true);
-                        let _ = serve_connection(&stream, &shared);
-                        let _ = stream.shutdown(Shutdown::Write);
+/// The server thread: accepts until told to stop (or the fake is gone), one task per connection.
+fn serve(
+    runtime: Runtime,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    runtime.block_on(async move {
+        loop {
+            let stream = tokio::select! {
+                _ = &mut stopped => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    // Out of file descriptors, say: try again shortly.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
                     }
-                    lock(&shared.open).remove(&id);
-                }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = Arc::clone(&shared);
+            let service = service_fn(move |request| handle(Arc::clone(&shared), request));
+            tokio::spawn(async move {
+                // An `Err` is a connection closed on purpose (`drop`, `hang`, a dropped stream)
+                // or by the client; either way there is nothing left to do.
+                let _ = http1::Builder::new()
+                    // Heads as Groq's are written down: no `date`.
+                    .auto_date_header(false)
+                    // Only the client or `Drop` closes a connection, however slow its head.
+                    .header_read_timeout(None)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
-        if spawned.is_err() {
-            lock(&shared.open).remove(&id);
-            shared.active.fetch_sub(1, Ordering::SeqCst);
         }
-    }
-}
-
-struct ActiveGuard<'a>(&'a Shared);
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Sleeps for `duration` in short steps; `false` when the fake was dropped meanwhile.
-fn sleep_unless_shutdown(shared: &Shared, duration: Duration) -> bool {
-    let deadline = Instant::now() + duration;
-    loop {
-        if shared.shutdown.load(Ordering::SeqCst) {
-            return false;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return true;
-        }
-        thread::sleep(SLEEP_STEP.min(deadline - now));
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// HTTP/1.1 request parsing
-
-struct Request {
-    method: String,
-    target: String,
-    version: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        find_header(&self.headers, name)
-    }
-
-    fn keep_alive(&self) -> bool {
-        let connection = self.header("connection").unwrap_or("").to_ascii_lowercase();
-        if self.version == "HTTP/1.0" {
-            connection.contains("keep-alive")
-        } else {
-            !connection.contains("close")
-        }
-    }
-
-    fn route(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
-    }
-}
-
-fn invalid(message: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message.into())
-}
-
-/// One CRLF- (or LF-) terminated line without its terminator; `None` at a clean EOF.
-fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
-    let mut raw = Vec::new();
-    let read = reader.by_ref().take(MAX_LINE).read_until(b'\n', &mut raw)?;
-    if read == 0 {
-        return Ok(None);
-    }
-    if raw.last() != Some(&b'\n') {
-        return Err(if read as u64 >= MAX_LINE {
-            invalid("line too long")
-        } else {
-            io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-line")
-        });
-    }
-    raw.pop();
-    if raw.last() == Some(&b'\r') {
-        raw.pop();
-    }
-    String::from_utf8(raw)
-        .map(Some)
-        .map_err(|_| invalid("line is not UTF-8"))
-}
-
-/// Reads one request; `Ok(None)` when the peer closed the connection between requests.
-fn read_request(
-    reader: &mut BufReader<&TcpStream>,
-    writer: &mut &TcpStream,
-) -> io::Result<Option<Request>> {
-    // RFC 9112 allows stray empty lines before a request line.
-    let request_line = loop {
-        match read_line(reader)? {
-            None => return Ok(None),
-            Some(line) if line.is_empty() => continue,
-            Some(line) => break line,
-        }
-    };
-    let mut parts = request_line.split_whitespace();
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid(format!("bad request line {request_line:?}")));
-    };
-    if !version.starts_with("HTTP/1.") {
-        return Err(invalid(format!("unsupported version {version:?}")));
-    }
-    let mut headers = Vec::new();
-    loop {
-        let line = read_line(reader)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in headers"))?;
-        if line.is_empty() {
-            break;
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(invalid(format!("bad header line {line:?}")));
-        };
-        if name.is_empty() || name.ends_with(char::is_whitespace) {
-            return Err(invalid(format!("bad header name {name:?}")));
-        }
-        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
-        if headers.len() > MAX_HEADERS {
-            return Err(invalid("too many headers"));
-        }
-    }
-    let mut request = Request {
-        method: method.to_owned(),
-        target: target.to_owned(),
-        version: version.to_owned(),
-        headers,
-        body: Vec::new(),
-    };
-    if request
-        .header("expect")
-        .is_some_and(|expect| expect.eq_ignore_ascii_case("100-continue"))
-    {
-        writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-    }
-    let chunked = request
-        .header("transfer-encoding")
-        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-    if chunked {
-        request.body = read_chunked_body(reader)?;
-    } else if let Some(length) = request.header("content-length") {
-        let length: usize = length
-            .parse()
-            .map_err(|_| invalid(format!("bad content-length {length:?}")))?;
-        if length > MAX_BODY {
-            return Err(invalid("body too large"));
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
-        request.body = body;
-    }
-    Ok(Some(request))
-}
-
-fn read_chunked_body(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line = read_line(reader)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in chunk size"))?;
-        let size_text = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| invalid(format!("bad chunk size {line:?}")))?;
-        if size == 0 {
-            // Trailer fields, then the empty line.
-            while let Some(trailer) = read_line(reader)? {
-                if trailer.is_empty() {
-                    break;
-                }
-            }
-            return Ok(body);
-        }
-        if body.len() + size > MAX_BODY {
-            return Err(invalid("body too large"));
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader.read_exact(&mut body[start..])?;
-        match read_line(reader)? {
-            Some(rest) if rest.is_empty() => {}
-            _ => return Err(invalid("chunk not followed by CRLF")),
-        }
-    }
+    });
+    // Cancels every task still running: connections close, sleeping streams stop.
+    drop(runtime);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Serving
 
-/// What happens to the connection once a request has been dealt with.
-#[derive(PartialEq, Eq)]
-enum Next {
-    KeepAlive,
-    Close,
+type ResponseBody = BoxBody<Bytes, io::Error>;
+/// `Err` closes the connection without a byte of answer (hyper drops it on a service error).
+type Answer = Result<Response<ResponseBody>, io::Error>;
+
+fn closed_on_purpose(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, why.to_owned())
 }
 
-fn serve_connection(stream: &TcpStream, shared: &Shared) -> io::Result<()> {
-    let mut reader = BufReader::new(stream);
-    let mut writer = stream;
-    loop {
-        if shared.shutdown.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let request = match read_request(&mut reader, &mut writer) {
-            Ok(Some(request)) => request,
-            Ok(None) => return Ok(()),
-            Err(error) if error.kind() == io::ErrorKind::InvalidData => {
-                let body = groq_error(
-                    &format!("Malformed HTTP request: {error}"),
-                    "invalid_request_error",
-                    None,
-                );
-                let reply = Reply::json(400, &body);
-                return write_reply(&mut writer, &reply, &new_request_id(), false);
-            }
-            Err(error) => return Err(error),
-        };
-        let keep_alive = request.keep_alive();
-        let next = handle(request, shared, &mut writer, keep_alive)?;
-        if next == Next::Close || !keep_alive {
-            return Ok(());
-        }
-    }
-}
-
-fn handle(
-    request: Request,
-    shared: &Shared,
-    writer: &mut &TcpStream,
-    keep_alive: bool,
-) -> io::Result<Next> {
+async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
+    let (parts, body) = request.into_parts();
+    // A body cut short, badly chunked or over `MAX_BODY` is no request to record or answer.
+    let body = Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?
+        .to_bytes();
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    let keep_alive = keep_alive(parts.version, find_header(&headers, "connection"));
     let expected = format!("Bearer {}", shared.api_key);
-    let authorized = request.header("authorization") == Some(expected.as_str());
-    let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+    let authorized = find_header(&headers, "authorization") == Some(expected.as_str());
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let model = body.get("model").and_then(Value::as_str).map(str::to_owned);
     lock(&shared.calls).push(Call {
-        method: request.method.clone(),
-        path: request.target.clone(),
+        method: parts.method.to_string(),
+        path: parts.uri.to_string(),
         model: model.clone(),
         body: body.clone(),
         authorized,
-        headers: request.headers.clone(),
+        headers,
     });
     let request_id = new_request_id();
 
     if !authorized {
-        return finish(writer, &invalid_api_key(), &request_id, keep_alive);
+        return Ok(invalid_api_key().into_response(&request_id, keep_alive));
     }
-    match (request.method.as_str(), request.route()) {
-        ("POST", "/openai/v1/chat/completions") => {
-            chat_completion(shared, writer, &body, model, &request_id, keep_alive)
+    let reply = match (parts.method.as_str(), parts.uri.path()) {
+        ("POST", CHAT_COMPLETIONS) => {
+            return chat_completion(&shared, &body, model, &request_id, keep_alive).await;
         }
-        ("GET", "/openai/v1/models") => {
-            let reply = match *lock(&shared.models_status) {
+        ("GET", MODELS) => {
+            let status = *lock(&shared.models_status);
+            match status {
                 Some(status) => error_for_status(status),
                 None => models_list(&lock(&shared.models)),
-            };
-            finish(writer, &reply, &request_id, keep_alive)
+            }
         }
-        (method, _) => {
+        (method, route) => {
             let message = format!(
-                "Unknown request URL: {method} {}. Please check the URL for typos, or see the \
-                 docs at https://console.groq.com/docs/",
-                request.route()
+                "Unknown request URL: {method} {route}. Please check the URL for typos, or see the \
+                 docs at https://console.groq.com/docs/"
             );
-            let reply = Reply::json(
+            Reply::json(
                 404,
                 &groq_error(&message, "invalid_request_error", Some("unknown_url")),
-            );
-            finish(writer, &reply, &request_id, keep_alive)
+            )
         }
+    };
+    Ok(reply.into_response(&request_id, keep_alive))
+}
+
+/// Whether the connection stays open after this request, by HTTP/1.x's rules.
+fn keep_alive(version: Version, connection: Option<&str>) -> bool {
+    let connection = connection.unwrap_or("").to_ascii_lowercase();
+    if version == Version::HTTP_10 {
+        connection.contains("keep-alive")
+    } else {
+        !connection.contains("close")
     }
 }
 
-fn finish(
-    writer: &mut &TcpStream,
-    reply: &Reply,
-    request_id: &str,
-    keep_alive: bool,
-) -> io::Result<Next> {
-    write_reply(writer, reply, request_id, keep_alive)?;
-    Ok(if keep_alive {
-        Next::KeepAlive
-    } else {
-        Next::Close
-    })
-}
-
-fn chat_completion(
+async fn chat_completion(
     shared: &Shared,
-    writer: &mut &TcpStream,
     body: &Value,
     model: Option<String>,
     request_id: &str,
     keep_alive: bool,
-) -> io::Result<Next> {
+) -> Answer {
     let Some(model) = model else {
         let message = if body.is_null() {
             "Failed to parse the request body as JSON."
@@ -556,7 +366,7 @@ fn chat_completion(
             "'model' : property 'model' is missing"
         };
         let reply = Reply::json(400, &groq_error(message, "invalid_request_error", None));
-        return finish(writer, &reply, request_id, keep_alive);
+        return Ok(reply.into_response(request_id, keep_alive));
     };
     let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
     let include_usage = body
@@ -578,32 +388,44 @@ fn chat_completion(
         _ => None,
     };
     if let Some(script) = script {
-        return stream_completion(shared, writer, &model, request_id, include_usage, script);
+        return Ok(stream_completion(
+            shared,
+            &model,
+            request_id,
+            include_usage,
+            script,
+        ));
     }
 
     let reply = match behaviour {
         "ok" => Reply::json(200, &completion(&model, request_id)),
         "streamslow" => {
-            if !sleep_unless_shutdown(shared, hang_for) {
-                return Ok(Next::Close);
-            }
+            tokio::time::sleep(hang_for).await;
             Reply::json(200, &completion(&model, request_id))
         }
         "hang" => {
-            sleep_unless_shutdown(shared, hang_for);
-            return Ok(Next::Close);
+            tokio::time::sleep(hang_for).await;
+            return Err(closed_on_purpose("`hang` closes without answering"));
         }
         "bodyhang" => {
             // The 200 head and half of a completion, then silence: an answer that stalls after
             // its head, which only a deadline on the whole answer (not just the head) catches.
+            // The head announces the whole length; the connection closes after `hang_for`.
             let reply = Reply::json(200, &completion(&model, request_id));
-            let bytes = reply_bytes(&reply, request_id, false);
-            writer.write_all(&bytes[..bytes.len() - reply.body.len() / 2])?;
-            writer.flush()?;
-            sleep_unless_shutdown(shared, hang_for);
-            return Ok(Next::Close);
+            let sent = reply.body.len() - reply.body.len() / 2;
+            let half = Bytes::copy_from_slice(&reply.body[..sent]);
+            let (parts, _) = reply.into_response(request_id, false).into_parts();
+            let (feed, body) = fed_body();
+            tokio::spawn(async move {
+                if feed.send(Ok(half)).await.is_ok() && pause(&feed, hang_for).await {
+                    let _ = feed
+                        .send(Err(closed_on_purpose("`bodyhang` gives up")))
+                        .await;
+                }
+            });
+            return Ok(Response::from_parts(parts, body.boxed()));
         }
-        "drop" => return Ok(Next::Close),
+        "drop" => return Err(closed_on_purpose("`drop` closes without answering")),
         "decommissioned" => Reply::json(
             400,
             &groq_error(
@@ -679,7 +501,7 @@ fn chat_completion(
         // `gone` and every unknown prefix: what Groq says for a model it does not serve.
         _ => model_not_found(&model),
     };
-    finish(writer, &reply, request_id, keep_alive)
+    Ok(reply.into_response(request_id, keep_alive))
 }
 
 /// Which SSE stream to play.
@@ -689,49 +511,78 @@ enum Script {
     Full,
     /// Like `Full`, after waiting `hang_for` behind the 200 headers.
     Slow,
-    /// Role chunk and one content chunk, then the socket closes without `[DONE]`.
+    /// Role chunk and one content chunk, then the connection closes without `[DONE]` and without
+    /// the terminating chunk.
     Drop,
-    /// Role chunk, one content chunk, then an `event: error` and close.
+    /// Role chunk, one content chunk, then an `event: error`; the body then ends properly.
     Error,
-    /// The 200 headers, then close before any chunk.
+    /// The 200 headers, then the body ends properly before any event.
     Empty,
     /// Like `Full` with `LONG_PIECES` content chunks, so it lasts `LONG_PIECES + 2` chunk delays (+3 with `include_usage`).
     Long,
-    /// Role chunk and one content chunk, then silence for `hang_for`, then close.
+    /// Role chunk and one content chunk, then silence for `hang_for`, then the connection closes
+    /// (no terminating chunk).
     Stall,
 }
 
 /// How many content chunks `streamlong-` sends.
 pub const LONG_PIECES: usize = 30;
 
+/// The 200 head at once; the events follow from a task, `chunk_delay` apart.
 fn stream_completion(
     shared: &Shared,
-    writer: &mut &TcpStream,
     model: &str,
     request_id: &str,
     include_usage: bool,
     script: Script,
-) -> io::Result<Next> {
-    let mut head = String::from("HTTP/1.1 200 OK\r\n");
-    head.push_str("content-type: text/event-stream\r\n");
-    head.push_str("cache-control: no-cache\r\n");
-    head.push_str("connection: close\r\n");
-    for (name, value) in groq_headers(request_id, false) {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    writer.write_all(head.as_bytes())?;
-    writer.flush()?;
-    if script == Script::Empty {
-        return Ok(Next::Close);
-    }
-    // Copied out first: a guard in the condition would hold the lock through the whole sleep and
-    // stall every other request, which reads `hang_for` too.
+) -> Response<ResponseBody> {
+    let events = sse_events(model, request_id, include_usage, script);
+    let chunk_delay = *lock(&shared.chunk_delay);
     let hang_for = *lock(&shared.hang_for);
-    if script == Script::Slow && !sleep_unless_shutdown(shared, hang_for) {
-        return Ok(Next::Close);
+    let (feed, body) = fed_body();
+    tokio::spawn(async move {
+        if script == Script::Slow && !pause(&feed, hang_for).await {
+            return;
+        }
+        for (index, event) in events.into_iter().enumerate() {
+            if index > 0 && !pause(&feed, chunk_delay).await {
+                return;
+            }
+            if feed.send(Ok(Bytes::from(event))).await.is_err() {
+                return;
+            }
+        }
+        let dropped = || Err(closed_on_purpose("the stream breaks off"));
+        match script {
+            Script::Drop => {
+                let _ = feed.send(dropped()).await;
+            }
+            Script::Stall => {
+                if pause(&feed, hang_for).await {
+                    let _ = feed.send(dropped()).await;
+                }
+            }
+            // Dropping `feed` ends the body with its terminating chunk.
+            Script::Full | Script::Slow | Script::Error | Script::Empty | Script::Long => {}
+        }
+    });
+    let mut response = Response::new(body.boxed());
+    response.extensions_mut().insert(reason_phrase(200));
+    let headers = response.headers_mut();
+    append(headers, "content-type", "text/event-stream");
+    append(headers, "cache-control", "no-cache");
+    append(headers, "connection", "close");
+    for (name, value) in groq_headers(request_id, false) {
+        append(headers, name, &value);
     }
+    response
+}
 
+/// Every SSE event `script` sends, framed.
+fn sse_events(model: &str, request_id: &str, include_usage: bool, script: Script) -> Vec<String> {
+    if script == Script::Empty {
+        return Vec::new();
+    }
     let chat_id = new_chat_id();
     let created = unix_now();
     let chunk = |choices: Value| {
@@ -788,23 +639,49 @@ fn stream_completion(
         }
         Script::Drop | Script::Empty | Script::Stall => {}
     }
-
-    let chunk_delay = *lock(&shared.chunk_delay);
-    for (index, event) in events.iter().enumerate() {
-        if index > 0 && !sleep_unless_shutdown(shared, chunk_delay) {
-            return Ok(Next::Close);
-        }
-        writer.write_all(event.as_bytes())?;
-        writer.flush()?;
-    }
-    if script == Script::Stall {
-        sleep_unless_shutdown(shared, hang_for);
-    }
-    Ok(Next::Close)
+    events
 }
 
 fn sse_data(value: &Value) -> String {
     format!("data: {value}\n\n")
+}
+
+type Feed = mpsc::Sender<io::Result<Bytes>>;
+
+/// A response body a task writes into: each `Ok` piece goes out as it is sent (a chunk of its
+/// own, or part of a `Content-Length` body); an `Err` makes hyper close the connection there,
+/// without the terminating chunk; dropping the sender ends the body properly.
+///
+/// With room for one piece only, a sender's `Err` waits until hyper has taken the piece before
+/// it; hyper writes that piece out before it polls the body again on this single-threaded
+/// runtime, so nothing sent before an `Err` is lost.
+fn fed_body() -> (Feed, FedBody) {
+    let (feed, pieces) = mpsc::channel(1);
+    (feed, FedBody(pieces))
+}
+
+struct FedBody(mpsc::Receiver<io::Result<Bytes>>);
+
+impl Body for FedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|piece| piece.map(|piece| piece.map(Frame::data)))
+    }
+}
+
+/// Sleeps for `duration`; `false` if the body's reader (the connection) went away meanwhile.
+async fn pause(feed: &Feed, duration: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => true,
+        _ = feed.closed() => false,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -829,38 +706,40 @@ impl Reply {
             rate_limited: false,
         }
     }
+
+    /// The whole answer: status (with the reason phrase below), headers, body.
+    fn into_response(self, request_id: &str, keep_alive: bool) -> Response<ResponseBody> {
+        let length = self.body.len().to_string();
+        let body = Full::new(Bytes::from(self.body)).map_err(|never| match never {});
+        let mut response = Response::new(body.boxed());
+        *response.status_mut() = StatusCode::from_u16(self.status).expect("a valid status");
+        response.extensions_mut().insert(reason_phrase(self.status));
+        let headers = response.headers_mut();
+        append(headers, "content-type", self.content_type);
+        append(headers, "content-length", &length);
+        let connection = if keep_alive { "keep-alive" } else { "close" };
+        append(headers, "connection", connection);
+        for (name, value) in groq_headers(request_id, self.rate_limited) {
+            append(headers, name, &value);
+        }
+        for (name, value) in &self.headers {
+            append(headers, name, value);
+        }
+        response
+    }
 }
 
-fn write_reply(
-    writer: &mut &TcpStream,
-    reply: &Reply,
-    request_id: &str,
-    keep_alive: bool,
-) -> io::Result<()> {
-    writer.write_all(&reply_bytes(reply, request_id, keep_alive))?;
-    writer.flush()
+fn append(headers: &mut hyper::HeaderMap, name: &str, value: &str) {
+    headers.append(
+        HeaderName::from_bytes(name.as_bytes()).expect("a valid header name"),
+        HeaderValue::from_str(value).expect("a valid header value"),
+    );
 }
 
-/// The whole HTTP/1.1 response: status line, headers, body.
-fn reply_bytes(reply: &Reply, request_id: &str, keep_alive: bool) -> Vec<u8> {
-    let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
-    head.push_str(&format!("content-type: {}\r\n", reply.content_type));
-    head.push_str(&format!("content-length: {}\r\n", reply.body.len()));
-    head.push_str(if keep_alive {
-        "connection: keep-alive\r\n"
-    } else {
-        "connection: close\r\n"
-    });
-    for (name, value) in groq_headers(request_id, reply.rate_limited) {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    for (name, value) in &reply.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(&reply.body);
-    bytes
+/// The reason phrase [`reason`] gives, written by hyper in place of its own (it has none for
+/// Groq's `498`).
+fn reason_phrase(status: u16) -> ReasonPhrase {
+    ReasonPhrase::from_static(reason(status).as_bytes())
 }
 
 /// The headers Groq puts on every response, errors included.

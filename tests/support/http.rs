@@ -1,13 +1,15 @@
-//! A tiny blocking HTTP/1.1 client over std `TcpStream` for the end-to-end tests: whole answers
-//! (`send`, `post_json`, `get`), hand-made request bytes (`send_raw`), bodies read piece by piece
-//! with their arrival times (`stream`), and an SSE parser (`sse_events`). Every request says
-//! `Connection: close`, so a response ends at its framing or at EOF.
+//! A blocking HTTP/1.1 client for the end-to-end tests, on `ureq`: whole answers (`send`,
+//! `post_json`, `get`), bodies read piece by piece with their arrival times (`stream`), hand-made
+//! request bytes (`send_raw`, the answer read with `httparse`), and an SSE parser (`sse_events`).
+//! Every request says `Connection: close` (unless the caller sends a `Connection` header), and no
+//! connection is reused.
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+use ureq::config::AutoHeaderValue;
 
 /// How long a read may block before the request fails, unless a `try_*` call says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -16,7 +18,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug)]
 pub struct Response {
     pub status: u16,
-    /// Names lowercased, in the order received.
+    /// Names lowercased, in the order received (repeats of a name right after its first one:
+    /// `ureq` hands headers over as an `http::HeaderMap`).
     pub headers: Vec<(String, String)>,
     /// The body with any chunked transfer-encoding removed.
     pub body: Vec<u8>,
@@ -57,8 +60,8 @@ pub fn send(
         .unwrap_or_else(|error| panic!("{method} {path} on port {port} failed: {error}"))
 }
 
-/// [`send`] with a chosen read timeout, returning I/O errors (a timeout is `WouldBlock` or
-/// `TimedOut`; a connection closed before a status line is `UnexpectedEof`).
+/// [`send`] with a chosen read timeout, returning I/O errors (a timeout is `TimedOut`; a
+/// connection closed before a status line is `UnexpectedEof`).
 pub fn try_send(
     port: u16,
     method: &str,
@@ -74,11 +77,6 @@ pub fn try_send(
 pub fn send_raw(port: u16, bytes: &[u8]) -> Response {
     try_send_raw(port, bytes, DEFAULT_TIMEOUT)
         .unwrap_or_else(|error| panic!("raw request to port {port} failed: {error}"))
-}
-
-/// [`send_raw`] with a chosen read timeout, returning I/O errors.
-pub fn try_send_raw(port: u16, bytes: &[u8], timeout: Duration) -> io::Result<Response> {
-    try_stream_raw(port, bytes, "", timeout)?.into_response()
 }
 
 /// `POST path` with a JSON body, `content-type: application/json` and, when `key` is given,
@@ -114,7 +112,8 @@ pub fn stream(
         .unwrap_or_else(|error| panic!("{method} {path} on port {port} failed: {error}"))
 }
 
-/// [`stream`] with a chosen read timeout (applied to every read), returning I/O errors.
+/// [`stream`] with a chosen timeout, applied to the connect and to every read and write,
+/// returning I/O errors.
 pub fn try_stream(
     port: u16,
     method: &str,
@@ -123,137 +122,91 @@ pub fn try_stream(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<StreamResponse> {
-    let request = build_request(port, method, path, headers, body);
-    try_stream_raw(port, &request, method, timeout)
-}
-
-/// The request bytes: the caller's headers, plus `Host`, `Connection: close` and
-/// `Content-Length` unless the caller already gave them.
-fn build_request(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Vec<u8> {
-    let has = |name: &str| {
-        headers
-            .iter()
-            .any(|(key, _)| key.eq_ignore_ascii_case(name))
-    };
-    let mut head = format!("{method} {path} HTTP/1.1\r\n");
-    if !has("host") {
-        head.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
-    }
-    if !has("connection") {
-        head.push_str("Connection: close\r\n");
-    }
-    let method_has_body = matches!(method, "POST" | "PUT" | "PATCH");
-    if !has("content-length") && !has("transfer-encoding") && (!body.is_empty() || method_has_body)
-    {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"));
     for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        request = request.header(*name, *value);
     }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
-}
-
-fn try_stream_raw(
-    port: u16,
-    request: &[u8],
-    method: &str,
-    timeout: Duration,
-) -> io::Result<StreamResponse> {
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut socket = TcpStream::connect_timeout(&address, timeout)?;
-    socket.set_read_timeout(Some(timeout))?;
-    socket.set_write_timeout(Some(timeout))?;
-    socket.set_nodelay(true)?;
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("connection"))
+    {
+        request = request.header("connection", "close");
+    }
+    let agent = agent(timeout);
     let sent_at = Instant::now();
-    socket.write_all(request)?;
-    socket.flush()?;
-    let mut reader = BufReader::new(socket);
-    let (status, headers) = read_head(&mut reader)?;
-    let framing = framing(method, status, &headers)?;
+    // ureq sends a body (and its `Content-Length`) for whatever it is given, `GET` included:
+    // as before, only `POST`, `PUT` and `PATCH` say `Content-Length: 0` for an empty body.
+    let response = if body.is_empty() && !matches!(method, "POST" | "PUT" | "PATCH") {
+        agent.run(request.body(()).map_err(invalid)?)
+    } else {
+        agent.run(request.body(body).map_err(invalid)?)
+    }
+    .map_err(ureq_error)?;
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
     Ok(StreamResponse {
         status,
         headers,
         sent_at,
-        reader,
-        framing,
+        reader: response.into_body().into_reader(),
         end: None,
     })
 }
 
-/// Status line and headers, skipping interim `1xx` responses.
-fn read_head(reader: &mut impl BufRead) -> io::Result<(u16, Vec<(String, String)>)> {
-    loop {
-        let status_line = read_line(reader)?.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before a status line",
-            )
-        })?;
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or("");
-        let status: u16 = parts
-            .next()
-            .and_then(|code| code.parse().ok())
-            .filter(|_| version.starts_with("HTTP/1."))
-            .ok_or_else(|| invalid(format!("bad status line {status_line:?}")))?;
-        let mut headers = Vec::new();
-        loop {
-            let line = read_line(reader)?.ok_or_else(|| {
-                io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in headers")
-            })?;
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line
-                .split_once(':')
-                .ok_or_else(|| invalid(format!("bad header line {line:?}")))?;
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-        }
-        if (100..200).contains(&status) && status != 101 {
-            continue;
-        }
-        return Ok((status, headers));
+/// One agent per request: no pool, every status an answer (no redirects followed, no 4xx/5xx
+/// turned into errors), no proxy from the environment, and no headers beyond the caller's but
+/// `Host`, `Connection` and `Content-Length`.
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
+        .allow_non_standard_methods(true)
+        .proxy(None)
+        .user_agent(AutoHeaderValue::None)
+        .accept(AutoHeaderValue::None)
+        .timeout_connect(Some(timeout))
+        .timeout_per_read(Some(timeout))
+        .timeout_per_write(Some(timeout))
+        .build()
+        .new_agent()
+}
+
+/// `ureq`'s error as the `io::Error` this module has always returned: timeouts are `TimedOut`,
+/// socket errors keep their kind (a connection closed early is `UnexpectedEof`), anything else
+/// (a malformed answer) is `InvalidData`.
+fn ureq_error(error: ureq::Error) -> io::Error {
+    match error {
+        ureq::Error::Io(error) => error,
+        ureq::Error::Timeout(_) => io::Error::new(io::ErrorKind::TimedOut, error),
+        other => invalid(other),
     }
 }
 
-fn framing(method: &str, status: u16, headers: &[(String, String)]) -> io::Result<Framing> {
-    if method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 {
-        return Ok(Framing::Length(0));
+/// [`ureq_error`] for errors from a body reader, which wraps `ureq::Error`s in `io::Error`s.
+fn body_error(error: io::Error) -> io::Error {
+    if error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<ureq::Error>())
+    {
+        let inner = error.into_inner().expect("checked just above");
+        match inner.downcast::<ureq::Error>() {
+            Ok(error) => ureq_error(*error),
+            Err(other) => io::Error::other(other),
+        }
+    } else {
+        error
     }
-    let chunked = find_header(headers, "transfer-encoding")
-        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-    if chunked {
-        return Ok(Framing::Chunked {
-            remaining: 0,
-            need_crlf: false,
-        });
-    }
-    match find_header(headers, "content-length") {
-        Some(length) => length
-            .parse()
-            .map(Framing::Length)
-            .map_err(|_| invalid(format!("bad content-length {length:?}"))),
-        None => Ok(Framing::UntilEof),
-    }
-}
-
-/// How the body's end is marked.
-enum Framing {
-    /// `remaining` bytes of the current chunk are unread; `need_crlf` after a chunk's data.
-    Chunked { remaining: usize, need_crlf: bool },
-    /// This many body bytes are still unread.
-    Length(usize),
-    /// Close-delimited.
-    UntilEof,
 }
 
 /// Why a streamed body stopped.
@@ -262,9 +215,9 @@ pub enum StreamEnd {
     /// The framing said the body was complete (final chunk, `Content-Length` reached, or EOF for a
     /// close-delimited body).
     Complete,
-    /// The connection closed before the framing said the body was complete.
+    /// The connection closed (or was reset) before the framing said the body was complete.
     Truncated,
-    /// A read failed: a timeout (`WouldBlock`/`TimedOut`), a reset, or malformed chunking.
+    /// A read failed: a timeout (`TimedOut`), or malformed framing (`InvalidData`).
     Error(io::ErrorKind),
 }
 
@@ -279,12 +232,11 @@ pub struct Piece {
 /// [`StreamResponse::end`] says whether the body ended cleanly.
 pub struct StreamResponse {
     pub status: u16,
-    /// Names lowercased, in the order received.
+    /// Names lowercased, in the order received (repeats of a name right after its first one).
     pub headers: Vec<(String, String)>,
-    /// When the request was written, to measure time to each piece.
+    /// When the request was sent, to measure time to each piece.
     pub sent_at: Instant,
-    reader: BufReader<TcpStream>,
-    framing: Framing,
+    reader: ureq::BodyReader<'static>,
     end: Option<StreamEnd>,
 }
 
@@ -354,129 +306,152 @@ impl StreamResponse {
             )),
         }
     }
-
-    fn stop(&mut self, end: StreamEnd) -> Option<Piece> {
-        self.end = Some(end);
-        None
-    }
-
-    /// At most `limit` bytes from whatever one read delivers; `None` at EOF.
-    fn read_some(&mut self, limit: usize) -> io::Result<Option<Piece>> {
-        let available = self.reader.fill_buf()?;
-        if available.is_empty() {
-            return Ok(None);
-        }
-        let at = Instant::now();
-        let take = available.len().min(limit);
-        let bytes = available[..take].to_vec();
-        self.reader.consume(take);
-        Ok(Some(Piece { bytes, at }))
-    }
-
-    fn next_piece(&mut self) -> io::Result<Option<Piece>> {
-        loop {
-            match &mut self.framing {
-                Framing::Length(0) => {
-                    self.end = Some(StreamEnd::Complete);
-                    return Ok(None);
-                }
-                Framing::Length(remaining) => {
-                    let limit = *remaining;
-                    return match self.read_some(limit)? {
-                        Some(piece) => {
-                            self.framing = Framing::Length(limit - piece.bytes.len());
-                            Ok(Some(piece))
-                        }
-                        None => {
-                            self.end = Some(StreamEnd::Truncated);
-                            Ok(None)
-                        }
-                    };
-                }
-                Framing::UntilEof => {
-                    let piece = self.read_some(usize::MAX)?;
-                    if piece.is_none() {
-                        self.end = Some(StreamEnd::Complete);
-                    }
-                    return Ok(piece);
-                }
-                Framing::Chunked {
-                    remaining,
-                    need_crlf,
-                } => {
-                    if *need_crlf {
-                        match read_line(&mut self.reader)? {
-                            Some(line) if line.is_empty() => *need_crlf = false,
-                            Some(line) => {
-                                return Err(invalid(format!("chunk followed by {line:?}")))
-                            }
-                            None => {
-                                self.end = Some(StreamEnd::Truncated);
-                                return Ok(None);
-                            }
-                        }
-                        continue;
-                    }
-                    if *remaining == 0 {
-                        let Some(line) = read_line(&mut self.reader)? else {
-                            self.end = Some(StreamEnd::Truncated);
-                            return Ok(None);
-                        };
-                        let size_text = line.split(';').next().unwrap_or("").trim();
-                        let size = usize::from_str_radix(size_text, 16)
-                            .map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
-                        if size == 0 {
-                            loop {
-                                match read_line(&mut self.reader)? {
-                                    Some(trailer) if !trailer.is_empty() => continue,
-                                    // EOF instead of the final CRLF still ends a complete body.
-                                    _ => break,
-                                }
-                            }
-                            self.end = Some(StreamEnd::Complete);
-                            return Ok(None);
-                        }
-                        self.framing = Framing::Chunked {
-                            remaining: size,
-                            need_crlf: false,
-                        };
-                        continue;
-                    }
-                    let limit = *remaining;
-                    return match self.read_some(limit)? {
-                        Some(piece) => {
-                            let left = limit - piece.bytes.len();
-                            self.framing = Framing::Chunked {
-                                remaining: left,
-                                need_crlf: left == 0,
-                            };
-                            Ok(Some(piece))
-                        }
-                        None => {
-                            self.end = Some(StreamEnd::Truncated);
-                            Ok(None)
-                        }
-                    };
-                }
-            }
-        }
-    }
 }
 
 impl Iterator for StreamResponse {
     type Item = Piece;
 
+    /// Whatever one read delivers: `ureq` returns what the socket has as soon as it has some.
     fn next(&mut self) -> Option<Piece> {
         if self.end.is_some() {
             return None;
         }
-        match self.next_piece() {
-            Ok(piece) => piece,
-            // EOF in the middle of a chunk-size line or CRLF is a truncation too.
-            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
-                self.stop(StreamEnd::Truncated)
+        let mut buffer = vec![0; 64 * 1024];
+        let end = match self.reader.read(&mut buffer) {
+            Ok(0) => StreamEnd::Complete,
+            Ok(read) => {
+                buffer.truncate(read);
+                return Some(Piece {
+                    bytes: buffer,
+                    at: Instant::now(),
+                });
             }
-            Err(error) => self.stop(StreamEnd::Error(error.kind())),
+            // ureq reports EOF, or a reset, before the framing's end as `UnexpectedEof`.
+            Err(error) => match body_error(error).kind() {
+                io::ErrorKind::UnexpectedEof => StreamEnd::Truncated,
+                kind => StreamEnd::Error(kind),
+            },
+        };
+        self.end = Some(end);
+        None
+    }
+}
+
+/// [`send_raw`] with a chosen read timeout, returning I/O errors.
+///
+/// The bytes go straight onto a `TcpStream`: ureq, like any client, will not send a malformed
+/// request. The answer's head is parsed by `httparse`, and so are chunk-size lines
+/// (`httparse::parse_chunk_size`); what is left here is picking the body's framing (chunked,
+/// `Content-Length`, or until EOF) and reading the body whole. Making ureq read an answer to
+/// bytes it did not write would take a custom transport from its unversioned API.
+pub fn try_send_raw(port: u16, bytes: &[u8], timeout: Duration) -> io::Result<Response> {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut socket = TcpStream::connect_timeout(&address, timeout)?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.set_write_timeout(Some(timeout))?;
+    socket.write_all(bytes)?;
+    let mut input = RawInput {
+        socket,
+        bytes: Vec::new(),
+    };
+    // Interim `1xx` answers (but `101`) come before the real one.
+    let (status, headers) = loop {
+        let (status, headers) = input.head()?;
+        if !(100..200).contains(&status) || status == 101 {
+            break (status, headers);
+        }
+    };
+    let chunked = find_header(&headers, "transfer-encoding")
+        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    let body = if status == 204 || status == 304 {
+        Vec::new()
+    } else if chunked {
+        input.chunked_body()?
+    } else if let Some(length) = find_header(&headers, "content-length") {
+        let length: usize = length.parse().map_err(invalid)?;
+        input.fill(length)?;
+        input.bytes[..length].to_vec()
+    } else {
+        input.socket.read_to_end(&mut input.bytes)?;
+        input.bytes
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A socket and what has been read from it but not yet consumed.
+struct RawInput {
+    socket: TcpStream,
+    bytes: Vec<u8>,
+}
+
+impl RawInput {
+    /// Reads more; `UnexpectedEof` if the peer has closed.
+    fn read_more(&mut self) -> io::Result<()> {
+        let mut buffer = [0; 16 * 1024];
+        let read = self.socket.read(&mut buffer)?;
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before the answer was complete",
+            ));
+        }
+        self.bytes.extend_from_slice(&buffer[..read]);
+        Ok(())
+    }
+
+    fn fill(&mut self, length: usize) -> io::Result<()> {
+        while self.bytes.len() < length {
+            self.read_more()?;
+        }
+        Ok(())
+    }
+
+    /// Status and headers (names lowercased), consumed.
+    fn head(&mut self) -> io::Result<(u16, Vec<(String, String)>)> {
+        loop {
+            let mut slots = [httparse::EMPTY_HEADER; 128];
+            let mut parsed = httparse::Response::new(&mut slots);
+            if let httparse::Status::Complete(length) =
+                parsed.parse(&self.bytes).map_err(invalid)?
+            {
+                let headers = parsed
+                    .headers
+                    .iter()
+                    .map(|header| {
+                        let value = String::from_utf8_lossy(header.value).trim().to_owned();
+                        (header.name.to_ascii_lowercase(), value)
+                    })
+                    .collect();
+                let status = parsed.code.unwrap_or_default();
+                self.bytes.drain(..length);
+                return Ok((status, headers));
+            }
+            self.read_more()?;
+        }
+    }
+
+    /// A chunked body, decoded; what follows the last chunk's size line (trailers) is not read.
+    fn chunked_body(&mut self) -> io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        let mut at = 0;
+        loop {
+            let size_line = httparse::parse_chunk_size(&self.bytes[at..]);
+            match size_line.map_err(|_| invalid("bad chunk size line"))? {
+                httparse::Status::Partial => self.read_more()?,
+                httparse::Status::Complete((_, 0)) => return Ok(body),
+                httparse::Status::Complete((line, size)) => {
+                    let size = usize::try_from(size).map_err(invalid)?;
+                    let data = at + line;
+                    // The chunk's data and the CRLF after it.
+                    self.fill(data + size + 2)?;
+                    body.extend_from_slice(&self.bytes[data..data + size]);
+                    at = data + size + 2;
+                }
+            }
         }
     }
 }
@@ -551,30 +526,6 @@ fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a st
         .map(|(_, value)| value.as_str())
 }
 
-fn invalid(message: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message)
-}
-
-/// One line without its CRLF (or LF); `None` at EOF before any byte.
-fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
-    let mut raw = Vec::new();
-    if reader
-        .by_ref()
-        .take(64 * 1024)
-        .read_until(b'\n', &mut raw)?
-        == 0
-    {
-        return Ok(None);
-    }
-    if raw.last() != Some(&b'\n') {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed mid-line",
-        ));
-    }
-    raw.pop();
-    if raw.last() == Some(&b'\r') {
-        raw.pop();
-    }
-    Ok(Some(String::from_utf8_lossy(&raw).into_owned()))
+fn invalid(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
 }

@@ -59,6 +59,7 @@ const TASKS: &[(&str, &[&str])] = &[
     ("stream-empty", &["streamempty-sempty", "ok-sempty"]),
     ("stream-slow", &["streamslow-sslow", "ok-sslow"]),
     ("stream-drop", &["streamdrop-sdrop", "ok-sdrop"]),
+    ("stream-nodone", &["streamnodone-snd", "ok-snd"]),
     ("stream-error", &["streamerror-serr", "ok-serr"]),
     ("stream-long", &["streamlong-slong", "ok-slong"]),
     ("stream-stall", &["streamstall-sstall", "ok-sstall"]),
@@ -74,8 +75,6 @@ const TASKS: &[(&str, &[&str])] = &[
 const PROMPT_TOKENS: u64 = 55;
 const COMPLETION_TOKENS: u64 = 12;
 const TOTAL_TOKENS: u64 = 67;
-/// The codes the router's error event carries when Groq's stream stops without an error of its own.
-const BROKEN_STREAM_CODES: &[&str] = &["stream_incomplete", "stream_interrupted"];
 
 fn chain(task: &str) -> &'static [&'static str] {
     TASKS
@@ -762,11 +761,17 @@ fn error_code_logged(error: &Value) -> &'static str {
 
 #[test]
 fn stream_dropped_after_its_first_chunk_ends_with_an_error_event_without_done_or_fallback() {
+    // The connection closes mid-body (no terminating chunk): the runtime's read fails.
     let error = assert_broken_stream_ends_with_an_error_event(&stack(), "stream-drop");
-    assert!(
-        BROKEN_STREAM_CODES.contains(&error["code"].as_str().unwrap_or("")),
-        "{error}"
-    );
+    assert_eq!(error["code"], "stream_interrupted", "{error}");
+    assert_eq!(error["type"], "api_error", "{error}");
+}
+
+#[test]
+fn stream_ending_without_done_ends_with_an_incomplete_event_without_fallback() {
+    // The body ends properly, but Groq never said `[DONE]`: the answer may be cut short.
+    let error = assert_broken_stream_ends_with_an_error_event(&stack(), "stream-nodone");
+    assert_eq!(error["code"], "stream_incomplete", "{error}");
     assert_eq!(error["type"], "api_error", "{error}");
 }
 

@@ -485,6 +485,18 @@ fn streamempty_and_streamslow() {
     // An empty body, properly ended: the stream ends before its first event.
     assert_eq!(empty.end, StreamEnd::Complete);
 
+    fake.set_chunk_delay(Duration::ZERO);
+    let no_done = stream_chat(&fake, &json!({"model": "streamnodone-a", "stream": true})).finish();
+    assert_eq!(no_done.end, StreamEnd::Complete, "ended properly");
+    let events = sse_events(&no_done.bytes());
+    assert_eq!(
+        events.len(),
+        2,
+        "a role chunk and one content chunk: {}",
+        no_done.text()
+    );
+    assert!(events.iter().all(|e| e.data != "[DONE]"));
+
     fake.set_hang_for(Duration::from_millis(300));
     fake.set_chunk_delay(Duration::ZERO);
     let slow = stream_chat(&fake, &json!({"model": "streamslow-a", "stream": true}));

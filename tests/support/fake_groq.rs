@@ -385,6 +385,7 @@ async fn chat_completion(
         "streamlong" => Some(Script::Long),
         "streamstall" => Some(Script::Stall),
         "streamempty" => Some(Script::Empty),
+        "streamnodone" => Some(Script::NoDone),
         _ => None,
     };
     if let Some(script) = script {
@@ -518,6 +519,8 @@ enum Script {
     Error,
     /// The 200 headers, then the body ends properly before any event.
     Empty,
+    /// Role chunk and one content chunk, then the body ends properly, without `[DONE]`.
+    NoDone,
     /// Like `Full` with `LONG_PIECES` content chunks, so it lasts `LONG_PIECES + 2` chunk delays (+3 with `include_usage`).
     Long,
     /// Role chunk and one content chunk, then silence for `hang_for`, then the connection closes
@@ -563,7 +566,12 @@ fn stream_completion(
                 }
             }
             // Dropping `feed` ends the body with its terminating chunk.
-            Script::Full | Script::Slow | Script::Error | Script::Empty | Script::Long => {}
+            Script::Full
+            | Script::Slow
+            | Script::Error
+            | Script::Empty
+            | Script::NoDone
+            | Script::Long => {}
         }
     });
     let mut response = Response::new(body.boxed());
@@ -607,7 +615,9 @@ fn sse_events(model: &str, request_id: &str, include_usage: bool, script: Script
     let pieces: Vec<&str> = match script {
         Script::Full | Script::Slow => vec!["hello", " from ", model],
         Script::Long => vec!["tick "; LONG_PIECES],
-        Script::Drop | Script::Error | Script::Empty | Script::Stall => vec!["hello"],
+        Script::Drop | Script::Error | Script::Empty | Script::NoDone | Script::Stall => {
+            vec!["hello"]
+        }
     };
     for piece in &pieces {
         events.push(sse_data(&chunk(delta(
@@ -637,7 +647,7 @@ fn sse_events(model: &str, request_id: &str, include_usage: bool, script: Script
             }});
             events.push(format!("event: error\ndata: {error}\n\n"));
         }
-        Script::Drop | Script::Empty | Script::Stall => {}
+        Script::Drop | Script::Empty | Script::NoDone | Script::Stall => {}
     }
     events
 }

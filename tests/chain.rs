@@ -1,12 +1,12 @@
 //! Native table tests of configuration parsing and chain building: every override and every
 //! way `MODEL_REGISTRY` and the other bindings can be wrong. Run: `cargo test --test chain`.
 
-mod scripted;
+mod support;
 
 use std::collections::BTreeMap;
 
-use scripted::{bindings, load};
 use serde_json::json;
+use support::scripted::{bindings, load};
 use task_router::routing::chain::{ChainSource, ModelChain};
 use task_router::routing::config::{BindingValue, Config};
 use task_router::routing::log::Level;

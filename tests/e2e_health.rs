@@ -5,11 +5,10 @@
 //!
 //! Run: `cargo test --test e2e_health` (needs node/npm; the first build installs tools).
 
-mod attempt_rows;
 mod support;
 
-use attempt_rows::{outcomes, pairs};
 use std::time::{Duration, Instant};
+use support::attempts::{outcomes, pairs};
 
 use serde_json::json;
 use support::fake_groq::FakeGroq;

@@ -2,12 +2,11 @@
 //! scenario, the answer, the models called in order, and how many calls were made.
 //! Run: `cargo test --test fallback`.
 
-mod attempt_rows;
-mod scripted;
+mod support;
 
-use attempt_rows::{outcomes, pairs};
-use scripted::*;
 use serde_json::{json, Value};
+use support::attempts::{outcomes, pairs};
+use support::scripted::*;
 use task_router::groq::provider::TransportError;
 use task_router::http::limit::Unlimited;
 use task_router::http::{HttpRequest, HttpResponse};

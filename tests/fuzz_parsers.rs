@@ -5,11 +5,11 @@
 //!
 //! Run: `cargo test --test fuzz_parsers`; more cases: `PROPTEST_CASES=100000 cargo test --release --test fuzz_parsers`.
 
-mod scripted;
+mod support;
 
 use proptest::prelude::*;
-use scripted::*;
 use serde_json::Value;
+use support::scripted::*;
 use task_router::groq::chat::{BodyError, ChatRequest};
 use task_router::http::error::ApiError;
 use task_router::http::limit::Unlimited;

@@ -2,14 +2,13 @@
 //! clock: a model that failed is not paid for again, skipped models are last resorts (gone ones
 //! never), and no request outlives `REQUEST_TIMEOUT_MS`. Run: `cargo test --test health`.
 
-mod attempt_rows;
-mod scripted;
+mod support;
 
-use attempt_rows::{row, rows};
 use std::cell::RefCell;
+use support::attempts::{row, rows};
 
-use scripted::*;
 use serde_json::Value;
+use support::scripted::*;
 use task_router::groq::provider::TransportError;
 use task_router::http::limit::Unlimited;
 use task_router::http::{HttpRequest, HttpResponse};

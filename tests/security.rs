@@ -1,12 +1,12 @@
 //! Native tests of the edge-security rules: CORS, per-client rate limits, body size and media
 //! type, parameter checks, token caps, and leaks. Run: `cargo test --test security`.
 
-mod scripted;
+mod support;
 
 use std::cell::{Cell, RefCell};
 
-use scripted::*;
 use serde_json::Value;
+use support::scripted::*;
 use task_router::http::limit::{RateLimiter, Unlimited};
 use task_router::http::{HttpRequest, HttpResponse};
 

@@ -2,10 +2,10 @@
 //! commitment after it, and honest failure (an error event, never `[DONE]`) when a committed
 //! stream breaks. Run: `cargo test --test streaming`.
 
-mod scripted;
+mod support;
 
-use scripted::*;
 use serde_json::{json, Value};
+use support::scripted::*;
 use task_router::groq::provider::TransportError;
 use task_router::http::limit::Unlimited;
 use task_router::http::{HttpRequest, HttpResponse};

@@ -1,7 +1,15 @@
-//! Support code for the end-to-end tests: a fake Groq upstream (`fake_groq`, a hyper server), a
-//! blocking HTTP/1.1 client (`http`, on ureq) and a harness that runs the real Worker under
-//! `wrangler dev` (`worker`). Integration test files include it with `mod support;`.
+//! The tests' one setup module; each test file includes it with `mod support;` and uses what it
+//! needs:
+//! - `scripted`: the native harness — a scripted fake `Provider`, bindings, and `exchange`, one
+//!   request through the router's HTTP API with a fake clock;
+//! - `attempts`: reading an answer's `attempts` list, natively and end to end alike;
+//! - `fake_groq`: a fake Groq upstream on 127.0.0.1 (a hyper server) speaking Groq's statuses,
+//!   bodies, headers and SSE;
+//! - `http`: a blocking HTTP/1.1 client (on ureq) that also reports a stream's pieces as they come;
+//! - `worker`: runs the real Worker under `wrangler dev`.
 
+pub mod attempts;
 pub mod fake_groq;
 pub mod http;
+pub mod scripted;
 pub mod worker;

@@ -202,23 +202,6 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: Detail<'a>,
-        }
-        #[derive(Serialize)]
-        struct Detail<'a> {
-            message: String,
-            #[serde(rename = "type")]
-            kind: &'a str,
-            code: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            param: Option<&'a str>,
-            #[serde(skip_serializing_if = "<[_]>::is_empty")]
-            attempts: &'a [Attempt],
-            #[serde(skip_serializing_if = "<[_]>::is_empty")]
-            problems: &'a [ConfigError],
-        }
         let param = match self {
             ApiError::InvalidField { param, .. } => Some(param.as_str()),
             ApiError::UnknownTask {
@@ -231,19 +214,63 @@ impl ApiError {
             }) => e.param.as_deref(),
             _ => None,
         };
-        let body = Body {
-            error: Detail {
-                message: self.message(),
-                kind: self.kind(),
-                code: self.code(),
-                param,
-                attempts: self.attempts(),
-                problems: match self {
-                    ApiError::ConfigInvalid(errors) => errors,
-                    _ => &[],
-                },
-            },
+        let problems = match self {
+            ApiError::ConfigInvalid(errors) => errors,
+            _ => &[][..],
         };
-        serde_json::to_vec(&body).expect("strings and numbers always serialize")
+        ErrorBody::new(self.message(), self.kind(), self.code())
+            .with(param, self.attempts(), problems)
+            .to_vec()
+    }
+}
+
+/// `{"error":{"message","type","code","param"?,"attempts"?,"problems"?}}`: OpenAI's error shape,
+/// for answers and for the error event that ends a broken stream alike.
+#[derive(Serialize)]
+pub struct ErrorBody<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    param: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    attempts: &'a [Attempt],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    problems: &'a [ConfigError],
+}
+
+impl<'a> ErrorBody<'a> {
+    pub fn new(message: String, kind: &'a str, code: &'a str) -> Self {
+        let (param, attempts, problems) = (None, &[][..], &[][..]);
+        ErrorBody {
+            error: Detail {
+                message,
+                kind,
+                code,
+                param,
+                attempts,
+                problems,
+            },
+        }
+    }
+
+    fn with(
+        mut self,
+        param: Option<&'a str>,
+        attempts: &'a [Attempt],
+        problems: &'a [ConfigError],
+    ) -> Self {
+        (self.error.param, self.error.attempts, self.error.problems) = (param, attempts, problems);
+        self
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("strings and numbers always serialize")
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::groq::completion::Usage;
 use crate::groq::outcome::{classify_error, redact_org_ids, GroqError, Outcome};
 use crate::groq::provider::{TransportError, UpstreamBody};
+use crate::http::error::ErrorBody;
 use crate::http::RequestEnv;
 use crate::routing::fallback::StreamStart;
 use crate::routing::log::{write, Level, Log};
@@ -194,45 +195,33 @@ impl StreamBreak {
 
     /// `data: {"error":{…}}` in OpenAI's shape: the SDKs raise `APIError` on it.
     fn event(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Event<'a> {
-            error: Detail<'a>,
-        }
-        #[derive(Serialize)]
-        struct Detail<'a> {
-            message: String,
-            #[serde(rename = "type")]
-            kind: &'a str,
-            code: &'a str,
-        }
         let truncated = "; the answer is truncated";
         let error = match self {
-            StreamBreak::Upstream(e) => Detail {
-                message: redact_org_ids(
+            StreamBreak::Upstream(e) => ErrorBody::new(
+                redact_org_ids(
                     e.message
                         .as_deref()
                         .unwrap_or("the model reported an error mid-stream"),
                 ),
-                kind: e.kind.as_deref().unwrap_or("api_error"),
-                code: e.code.as_deref().unwrap_or(self.code()),
-            },
-            _ => Detail {
-                message: match self {
-                    StreamBreak::Stalled(ms) => {
-                        format!("the model's stream stalled for {ms} ms{truncated}")
-                    }
-                    StreamBreak::Dropped => {
-                        format!("the connection to the model dropped mid-stream{truncated}")
-                    }
-                    _ => format!("the model's stream ended before it was complete{truncated}"),
-                },
-                kind: "api_error",
-                code: self.code(),
-            },
+                e.kind.as_deref().unwrap_or("api_error"),
+                e.code.as_deref().unwrap_or(self.code()),
+            ),
+            StreamBreak::Stalled(ms) => ErrorBody::new(
+                format!("the model's stream stalled for {ms} ms{truncated}"),
+                "api_error",
+                self.code(),
+            ),
+            StreamBreak::Dropped => ErrorBody::new(
+                format!("the connection to the model dropped mid-stream{truncated}"),
+                "api_error",
+                self.code(),
+            ),
+            StreamBreak::EndedEarly => ErrorBody::new(
+                format!("the model's stream ended before it was complete{truncated}"),
+                "api_error",
+                self.code(),
+            ),
         };
-        let mut event = b"data: ".to_vec();
-        serde_json::to_writer(&mut event, &Event { error }).expect("strings always serialize");
-        event.extend_from_slice(b"\n\n");
-        event
+        [&b"data: "[..], &error.to_vec(), b"\n\n"].concat()
     }
 }

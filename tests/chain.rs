@@ -183,7 +183,11 @@ fn defaults_when_optional_bindings_are_absent() {
     assert_eq!(c.force_model, None);
     assert_eq!(c.groq_api_key, None);
     assert!(!c.client_auth.is_configured());
-    assert_eq!(c.log_level, Level::Warn);
+    assert_eq!(
+        c.log_level,
+        Level::Info,
+        "every request accounted for by default"
+    );
 }
 
 #[test]

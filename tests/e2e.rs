@@ -117,6 +117,14 @@ impl Setup {
                 ("DEFAULT_SUMMARIZE_MODEL", "ok-sumdefault".into()),
                 ("DEFAULT_CODE_REVIEW_MODEL", "gone-crdefault".into()),
                 ("MAX_CAPPED_TOKENS", "256".into()),
+                (
+                    "MODEL_PRICES",
+                    json!({
+                        "ok-happy": {"input": 0.15, "output": 0.6},
+                        "ok-ord3": {"input": 1, "output": 2},
+                    })
+                    .to_string(),
+                ),
             ],
             Setup::Strict => vec![
                 ("MODEL_REGISTRY", strict_registry().to_string()),
@@ -489,13 +497,17 @@ fn happy_path_answers_from_the_first_model_and_logs_tokens() {
 
     // Answered by the first model called: the request line alone, no attempt line.
     let (_, request) = env.request_log(id, 0);
+    // At the default `LOG_LEVEL`, with its tokens and what they cost at `MODEL_PRICES`.
+    let cost = (55.0 * 0.15 + 12.0 * 0.6) / 1e6;
     assert_fields(
         &request,
         &json!({"event": "request", "level": "info", "request_id": id, "task": "happy",
                 "client": CLIENT_NAME, "model": "ok-happy", "outcome": "ok", "status": 200,
                 "attempts": 1, "fallback_used": false, "prompt_tokens": 55,
-                "completion_tokens": 12, "total_tokens": 67}),
+                "completion_tokens": 12, "total_tokens": 67, "cost_usd": cost,
+                "stream": false}),
     );
+    assert_eq!(body["usage"]["cost_usd"], cost);
     env.assert_logs_keep_secrets();
 }
 
@@ -560,10 +572,11 @@ fn falls_back_in_order_past_gone_and_decommissioned_models() {
         &attempts[2],
         &json!({"model": "ok-ord3", "attempt": 3, "outcome": "ok", "status": 200}),
     );
+    // The request line says the fallback was used, and what the answer cost (issue 14).
     assert_fields(
         &request,
         &json!({"model": "ok-ord3", "outcome": "ok", "status": 200, "attempts": 3,
-                "fallback_used": true, "total_tokens": 67}),
+                "fallback_used": true, "total_tokens": 67, "cost_usd": (55.0 + 24.0) / 1e6}),
     );
 }
 
@@ -1066,7 +1079,7 @@ fn unknown_routes_and_wrong_methods() {
     let env = env(Setup::Main);
     let health = env.send("GET", "/healthz", &[], b"");
     assert_eq!(health.status, 200);
-    assert_eq!(health.json(), json!({"status": "ok"}));
+    assert_eq!(health.json()["status"], "ok");
     let head = env.send("HEAD", "/healthz", &[("x-request-id", "e2e-head")], b"");
     assert_eq!(head.status, 200);
 
@@ -1263,6 +1276,32 @@ fn all_rate_limited_is_a_429_with_retry_after() {
         &request,
         &json!({"level": "info", "outcome": "rate_limit_exceeded", "status": 429}),
     );
+
+    // Inside Groq's window the chain is not called again (issue 13): 429 at once, every model
+    // skipped, and no later a `Retry-After` than Groq's.
+    let again = "e2e-ratelimits-again";
+    let response = env.ask("ratelimits", again);
+    assert_eq!(response.status, 429, "{}", response.text());
+    assert_eq!(
+        env.models_for(again),
+        Vec::<String>::new(),
+        "no call to Groq"
+    );
+    assert_routed_headers(
+        &response,
+        "ratelimits",
+        "ratelimited-rl1=skipped(rate_limited), toolarge-rl2=skipped(rate_limited), \
+         capacity-rl3=skipped(rate_limited), gone-rl4=skipped(gone)",
+        None,
+    );
+    let waited: u64 = response
+        .header("retry-after")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (1..=RETRY_AFTER_SECS).contains(&waited),
+        "retry-after {waited}"
+    );
 }
 
 #[test]
@@ -1347,7 +1386,17 @@ fn the_default_registry_from_wrangler_toml_loads() {
     let env = env(Setup::Forced);
     let health = env.send("GET", "/healthz", &[], b"");
     assert_eq!(health.status, 200, "{}", health.text());
-    assert_eq!(health.json(), json!({"status": "ok"}));
+    let health = health.json();
+    assert_eq!(health["status"], "ok");
+    // `[vars.MODEL_PRICES]` parses too: only the forced model, which it does not price, is
+    // worth a warning (issue 14).
+    let warnings = health["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{health}");
+    assert_eq!(warnings[0]["code"], "price_missing");
+    assert!(warnings[0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("error500-forced"));
     let response = env.ask("nope", "e2e-default-registry");
     assert_eq!(response.status, 404, "{}", response.text());
     assert_eq!(

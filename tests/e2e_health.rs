@@ -258,3 +258,35 @@ fn gone_verdicts_are_shared_between_workers_through_kv() {
     drop(second);
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// Issue 14: with a `USAGE` Analytics Engine dataset bound (which `wrangler dev` accepts and
+/// drops the writes of), the Worker answers as before, plain and streamed, and logs no failure
+/// to write; the data point's fields are checked natively (`tests/fallback.rs`).
+#[test]
+fn a_worker_with_a_usage_dataset_answers_normally() {
+    let fake = FakeGroq::start(GROQ_KEY);
+    let usage =
+        "[[analytics_engine_datasets]]\nbinding = \"USAGE\"\ndataset = \"task_router_usage\"\n";
+    let extras = Extras {
+        toml: Some(usage),
+        ..Extras::default()
+    };
+    let worker = start(&fake, r#"{"fast":["ok-u1"]}"#, &[], extras);
+    let plain = ask(&worker, "fast");
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    let streamed = json!({"stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let streamed = http::post_json(worker.port(), "/v1/tasks/fast", Some(CLIENT_KEY), &streamed);
+    assert_eq!(streamed.status, 200);
+    assert!(
+        streamed.text().ends_with("data: [DONE]\n\n"),
+        "{}",
+        streamed.text()
+    );
+    let lines = worker.wait_for_log_json(Duration::from_secs(5), |l| {
+        l["event"] == "request" && l["stream"] == true
+    });
+    assert!(lines.is_some(), "{}", worker.logs());
+    for bad in ["usage_write_failed", "Uncaught", "panicked"] {
+        assert!(!worker.logs().contains(bad), "{bad}:\n{}", worker.logs());
+    }
+}

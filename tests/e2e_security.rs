@@ -620,3 +620,97 @@ fn a_concurrent_burst_with_failing_models_loses_no_request() {
         "health memory stops paying for the gone model"
     );
 }
+
+/// Issue 13: an operator who pastes a key into the wrong binding publishes nothing. Whatever the
+/// configuration makes of it, no answer (`/healthz` included, which needs no key) and no log
+/// line holds the provider key or a client key.
+#[test]
+fn a_key_pasted_into_the_wrong_binding_reaches_no_answer_and_no_log() {
+    let fake = FakeGroq::start(GROQ_KEY);
+    let base = fake.base_url();
+    let credentials = format!(
+        "ftp://user:{GROQ_KEY}@{}",
+        base.trim_start_matches("http://")
+    );
+    let setups: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        // The two values swapped, as in the issue.
+        (
+            "swapped",
+            vec![("GROQ_BASE_URL", GROQ_KEY), ("GROQ_API_KEY", &base)],
+        ),
+        (
+            "credentials in the URL",
+            vec![("GROQ_BASE_URL", &credentials)],
+        ),
+        (
+            "a client key as a timeout",
+            vec![("REQUEST_TIMEOUT_MS", CLIENT_KEY)],
+        ),
+        (
+            "the provider key as a model",
+            vec![("FORCE_MODEL", GROQ_KEY)],
+        ),
+        (
+            "a client key as a default model",
+            vec![("DEFAULT_FAST_MODEL", CLIENT_KEY)],
+        ),
+    ];
+    let workers: Vec<(&str, Worker)> = thread::scope(|scope| {
+        let started: Vec<_> = setups
+            .iter()
+            .map(|(name, vars)| scope.spawn(|| (*name, start(&fake, vars, Extras::default()))))
+            .collect();
+        started
+            .into_iter()
+            .map(|s| s.join().expect("started"))
+            .collect()
+    });
+    let bearer = format!("Bearer {CLIENT_KEY}");
+    for (name, worker) in &workers {
+        let port = worker.port();
+        let json = [("content-type", "application/json")];
+        let keyed = [json[0], ("authorization", bearer.as_str())];
+        let answers = [
+            http::get(port, "/healthz", None),
+            http::send(port, "POST", "/v1/tasks/fast", &keyed, &valid()),
+            http::send(port, "POST", "/v1/tasks/fast", &json, &valid()),
+            http::get(port, "/v1/models", Some(CLIENT_KEY)),
+            http::get(port, "/v1/routes", Some(CLIENT_KEY)),
+        ];
+        assert_eq!(answers[0].status, 503, "{name}: {}", answers[0].text());
+        for answer in &answers {
+            let headers: String = answer
+                .headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\n"))
+                .collect();
+            for secret in [GROQ_KEY, CLIENT_KEY] {
+                assert!(
+                    !answer.text().contains(secret),
+                    "{name}: {secret} in {}",
+                    answer.text()
+                );
+                assert!(
+                    !headers.contains(secret),
+                    "{name}: {secret} in the headers:\n{headers}"
+                );
+            }
+        }
+        // Log lines can trail their answers.
+        let logged = worker.wait_for_log_json(std::time::Duration::from_secs(5), |l| {
+            l["event"] == "config_invalid"
+        });
+        assert!(
+            logged.is_some(),
+            "{name}: no config_invalid line:\n{}",
+            worker.logs()
+        );
+        for secret in [GROQ_KEY, CLIENT_KEY] {
+            assert!(
+                !worker.logs().contains(secret),
+                "{name}: {secret} in the logs:\n{}",
+                worker.logs()
+            );
+        }
+    }
+}

@@ -9,6 +9,7 @@ use support::attempts::{outcomes, pairs};
 use support::scripted::*;
 use task_router::groq::provider::TransportError;
 use task_router::http::limit::Unlimited;
+use task_router::http::relay::UsagePoint;
 use task_router::http::{HttpRequest, HttpResponse};
 use task_router::routing::log::Level;
 
@@ -492,32 +493,112 @@ fn a_first_try_answer_logs_one_line() {
     }
 }
 
+/// Issue 14: without `LOG_LEVEL` every routed request writes its one line, with what it spent:
+/// its tokens and, at `MODEL_PRICES`, its cost; a model without a price costs null, never a guess.
 #[test]
-fn without_log_level_a_success_writes_no_line_and_a_failure_does() {
-    // `warn` is the default (and what `wrangler.toml` ships): Cloudflare's invocation log already
-    // records every request, so only what went wrong adds a line.
-    let b: Vec<_> = base_bindings()
+fn by_default_every_request_is_accounted_for_in_its_line() {
+    let prices = r#"{"m2":{"input":0.15,"output":0.6},"f1":{"input":0,"output":0}}"#;
+    let mut b: Vec<_> = base_bindings()
         .into_iter()
         .filter(|(name, _)| *name != "LOG_LEVEL")
         .collect();
-    let r = fast_with(&b, ScriptedProvider::new().on("m1", completion("m1"), 5));
+    b.push(("MODEL_PRICES", prices));
+    let fallback =
+        ScriptedProvider::new()
+            .on("m1", gone_404("m1"), 5)
+            .on("m2", completion("m2"), 5);
+    let r = fast_with(&b, fallback);
     assert_eq!(r.response.status, 200);
-    assert!(r.log.is_empty(), "{:?}", r.log);
+    let [(Level::Warn, attempt), _, (Level::Info, line)] = &r.log[..] else {
+        panic!(
+            "an attempt line for m1, m2's, and the request line: {:?}",
+            r.log
+        )
+    };
+    assert_eq!(
+        (&attempt["model"], &attempt["outcome"]),
+        (&json!("m1"), &json!("model_gone"))
+    );
+    let want = json!({
+        "level": "info", "event": "request", "request_id": REQUEST_ID, "task": "fast",
+        "client": "web", "model": "m2", "outcome": "ok", "status": 200, "attempts": 2,
+        "fallback_used": true, "prompt_tokens": 55, "completion_tokens": 12, "total_tokens": 67,
+        "cached_tokens": null, "cost_usd": (55.0 * 0.15 + 12.0 * 0.6) / 1e6, "duration_ms": 10,
+        "stream": false,
+    });
+    assert_eq!(line, &want);
+    // The task answer's `usage` is Groq's, with the cost added.
+    assert_eq!(r.body["usage"]["queue_time"], 0.01);
+    assert_eq!(r.body["usage"]["cost_usd"], want["cost_usd"]);
 
-    let failing = ScriptedProvider::new()
-        .on("m1", gone_404("m1"), 5)
-        .on("m2", completion("m2"), 5);
-    let r = fast_with(&b, failing);
-    assert_eq!(r.response.status, 200);
-    let lines: Vec<(Level, &str, &str)> = r
-        .log
-        .iter()
-        .map(|(level, l)| {
-            let field = |name: &str| l[name].as_str().unwrap_or_default();
-            (*level, field("model"), field("outcome"))
-        })
-        .collect();
-    assert_eq!(lines, [(Level::Warn, "m1", "model_gone")]);
+    // Priced at zero: 0, not null. Unpriced: null. A failure: no tokens, no cost.
+    let free = fast_with(
+        &b,
+        ScriptedProvider::new()
+            .on("m1", gone_404("m1"), 1)
+            .on("m2", reply(500, "{}"), 1)
+            .on("f1", completion("f1"), 1),
+    );
+    assert_eq!(free.log.last().unwrap().1["cost_usd"], 0.0);
+    let unpriced = fast_with(&b, ScriptedProvider::new().on("m1", completion("m1"), 1));
+    let line = &unpriced.log.last().unwrap().1;
+    assert_eq!(
+        (&line["prompt_tokens"], &line["cost_usd"]),
+        (&json!(55), &Value::Null)
+    );
+    assert_eq!(unpriced.body["usage"]["cost_usd"], Value::Null);
+    let mut failing = ScriptedProvider::new();
+    for model in ["m1", "m2", "f1", "f2"] {
+        failing = failing.on(model, reply(500, "{}"), 1);
+    }
+    let failed = fast_with(&b, failing);
+    let line = &failed.log.last().unwrap();
+    assert_eq!(line.0, Level::Error);
+    assert_eq!(
+        (
+            &line.1["model"],
+            &line.1["total_tokens"],
+            &line.1["cost_usd"]
+        ),
+        (&Value::Null, &Value::Null, &Value::Null)
+    );
+}
+
+/// Issue 14: with `USAGE` bound, one Analytics Engine point per routed request, the same facts
+/// as the request line.
+#[test]
+fn every_routed_request_records_one_usage_point() {
+    let mut b = base_bindings();
+    b.push(("MODEL_PRICES", r#"{"m2":{"input":1,"output":2}}"#));
+    let provider =
+        ScriptedProvider::new()
+            .on("m1", reply(503, "{}"), 5)
+            .on("m2", completion("m2"), 5);
+    let req = HttpRequest {
+        authorization: Some("Bearer client-secret-1"),
+        ..HttpRequest::new(
+            "POST",
+            "/v1/tasks/fast",
+            br#"{"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+    };
+    let ex = exchange(&load(&b), &provider, &Unlimited, &Default::default(), req);
+    let want = UsagePoint {
+        index: "web".into(),
+        blobs: ["fast", "m2", "ok", "web", REQUEST_ID].map(String::from),
+        doubles: [55.0, 12.0, 67.0, (55.0 + 24.0) / 1e6, 10.0, 2.0, 1.0],
+    };
+    assert_eq!(ex.usage, vec![want]);
+    // A refused request is accounted for too: no model, nothing spent.
+    let req = HttpRequest::new("POST", "/v1/tasks/fast", b"{}");
+    let ex = exchange(&load(&b), &provider, &Unlimited, &Default::default(), req);
+    assert_eq!(ex.response.status, 401);
+    let point = &ex.usage[0];
+    assert_eq!(
+        (point.index.as_str(), &point.blobs[1], &point.blobs[2]),
+        ("anonymous", &String::new(), &"invalid_api_key".to_string())
+    );
+    assert_eq!(point.doubles[..4], [0.0; 4]);
 }
 
 #[test]
@@ -975,16 +1056,30 @@ fn config_problems_answer_500_and_healthz_503() {
     assert_eq!(r.response.status, 503);
     assert_eq!(r.body["problems"][0]["code"], "provider_key_missing");
 
+    let mut priced = base_bindings();
+    let prices = r#"{"m1":{"input":1,"output":1},"m2":{"input":1,"output":1},"m3":{"input":1,"output":1},"f1":{"input":1,"output":1}}"#;
+    priced.push(("MODEL_PRICES", prices));
     let r = run_with(
-        &base_bindings(),
+        &priced,
         ScriptedProvider::new(),
         "GET",
         "/healthz",
         None,
         "",
     );
-    assert_eq!(
-        (r.response.status, r.body.clone()),
-        (200, json!({"status":"ok"}))
+    // Every model in a chain has a price but `f2`: a warning, not an error (issue 14).
+    let warning = "`MODEL_PRICES` has no price for `f2`: its cost logs as null";
+    let want = json!({"status": "ok", "warnings": [{"binding": "MODEL_PRICES", "code": "price_missing", "message": warning}]});
+    assert_eq!((r.response.status, r.body.clone()), (200, want));
+    priced.push(("MODEL_PRICES", r#"{"m1":{"input":-1,"output":1}}"#));
+    let r = run_with(
+        &priced,
+        ScriptedProvider::new(),
+        "GET",
+        "/healthz",
+        None,
+        "",
     );
+    assert_eq!(r.response.status, 503);
+    assert_eq!(r.body["problems"][0]["binding"], "MODEL_PRICES");
 }

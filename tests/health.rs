@@ -142,7 +142,7 @@ fn a_gone_model_is_never_a_last_resort() {
 }
 
 #[test]
-fn a_rate_limited_model_cools_for_retry_after_and_is_a_last_resort() {
+fn a_rate_limited_model_cools_for_retry_after() {
     let router = Router::new(ScriptedProvider::new().on("m1", rate_limited("8"), 0).on(
         "m2",
         completion("m2"),
@@ -166,31 +166,66 @@ fn a_rate_limited_model_cools_for_retry_after_and_is_a_last_resort() {
 }
 
 #[test]
-fn skipped_models_are_tried_last_when_everything_else_failed() {
+fn open_circuits_are_tried_last_cooling_models_not_before_retry_after() {
     let router = Router::new(
         ScriptedProvider::new()
-            .on("m1", rate_limited("30"), 0)
-            .on("m2", reply(500, "{}"), 0)
-            .on(
-                "f1",
-                Script::Fail(TransportError::Connection("reset".into())),
-                0,
-            ),
+            .on("m1", reply(503, "{}"), 0)
+            .on("m2", rate_limited("30"), 0)
+            .on("f1", gone_404("f1"), 0),
     );
-    router.fast();
+    for _ in 0..3 {
+        router.fast();
+    }
+    // m1's circuit is open, m2 cools for 30 s, f1 is gone: m1 is skipped, then tried as the
+    // last resort; m2 is not called again before Groq said it may be, f1 not at all.
     let (r, body, calls) = router.fast();
-    assert_eq!(
-        calls,
-        vec!["m2", "f1", "m1"],
-        "m1 skipped first, then tried as the last resort"
-    );
+    assert_eq!(calls, vec!["m1"]);
     assert_eq!(r.status, 502);
-    let rows = rows(&body);
+    let want = [
+        row("m1", "skipped", Some("circuit_open")),
+        row("m2", "skipped", Some("rate_limited")),
+        row("f1", "skipped", Some("gone")),
+        row("m1", "upstream_error", None),
+    ];
+    assert_eq!(rows(&body), want);
+}
+
+/// Groq's `retry-after` is honoured: once every model of the chain is rate-limited, a request
+/// inside the window makes no call and answers 429 with the moment the first model frees up.
+#[test]
+fn an_all_rate_limited_chain_answers_429_at_once_until_retry_after() {
+    let router = Router::new(ScriptedProvider::new().on("s1", rate_limited("8"), 0).on(
+        "f1",
+        rate_limited("20"),
+        0,
+    ));
+    let (r, _, calls) = router.ask("POST", "/v1/tasks/solo");
+    assert_eq!((r.status, calls.len()), (429, 2));
+    assert_eq!(r.header("retry-after"), Some("8"));
+    router.advance(3_000);
+    let (r, body, calls) = router.ask("POST", "/v1/tasks/solo");
+    assert_eq!(r.status, 429);
+    assert!(calls.is_empty(), "no call inside the window: {calls:?}");
     assert_eq!(
-        rows.first().unwrap(),
-        &row("m1", "skipped", Some("rate_limited"))
+        r.header("retry-after"),
+        Some("5"),
+        "the first model frees up in 5 s"
     );
-    assert_eq!(rows.last().unwrap(), &row("m1", "rate_limited", None));
+    let want = [
+        row("s1", "skipped", Some("rate_limited")),
+        row("f1", "skipped", Some("rate_limited")),
+    ];
+    assert_eq!(rows(&body), want);
+    assert_eq!(
+        r.header("x-attempts"),
+        Some("s1=skipped(rate_limited), f1=skipped(rate_limited)")
+    );
+    router.advance(5_000);
+    assert_eq!(
+        router.ask("POST", "/v1/tasks/solo").2,
+        vec!["s1"],
+        "s1 cooled down"
+    );
 }
 
 #[test]

@@ -400,3 +400,86 @@ fn a_tasks_token_cap_refuses_more_and_fills_in_a_missing_limit() {
         256
     );
 }
+
+/// Issue 13: a key pasted into any other binding — as it is, inside a URL, as a task name or as
+/// a model id — is never shown: not by `/healthz` (which needs no key), routed or anonymous
+/// answers, `/v1/routes`, `/v1/models`, their headers, nor any log line. Both where the key also
+/// sits where it belongs, and (for the provider key, known by its `gsk_` shape) where it moved.
+#[test]
+fn a_key_pasted_into_any_other_binding_is_never_shown() {
+    const PROVIDER: &str = "gsk_provider_secret_0123";
+    const CLIENT: &str = "ck_web_secret_0123";
+    let places = [
+        "GROQ_BASE_URL",
+        "ATTEMPT_TIMEOUT_MS",
+        "REQUEST_TIMEOUT_MS",
+        "MODEL_GONE_TTL_S",
+        "MAX_REQUEST_BYTES",
+        "RATE_LIMIT_PERIOD_S",
+        "LOG_LEVEL",
+        "ALLOW_UNAUTHENTICATED",
+        "ALLOWED_ORIGINS",
+        "FORCE_MODEL",
+        "DEFAULT_FAST_MODEL",
+        "MAX_FAST_TOKENS",
+        "MODEL_REGISTRY",
+    ];
+    let keyed = format!("Bearer {CLIENT}");
+    let mut checked = 0;
+    for (secret, also_where_it_belongs) in [(PROVIDER, true), (PROVIDER, false), (CLIENT, true)] {
+        let provider_key = if also_where_it_belongs {
+            PROVIDER
+        } else {
+            "not-a-key"
+        };
+        for place in places {
+            for value in [
+                secret.to_string(),
+                format!("https://user:{secret}@host.example"),
+                format!(r#"{{"{secret}":["m1"]}}"#),
+                format!(r#"{{"fast":["{secret}"]}}"#),
+            ] {
+                let registry = if place == "MODEL_REGISTRY" {
+                    &value
+                } else {
+                    REGISTRY
+                };
+                let bindings = [
+                    ("MODEL_REGISTRY", registry),
+                    ("GROQ_API_KEY", provider_key),
+                    ("ROUTER_API_KEYS", &format!("web:{CLIENT}")),
+                    ("LOG_LEVEL", "info"),
+                    (place, &value),
+                ];
+                let config = load(&bindings);
+                let provider = ScriptedProvider::new().on("m1", completion("m1"), 1);
+                let requests = [
+                    HttpRequest::new("GET", "/healthz", b""),
+                    HttpRequest::new("POST", "/v1/tasks/fast", OK_BODY.as_bytes()),
+                    HttpRequest {
+                        authorization: Some(&keyed),
+                        ..post(OK_BODY)
+                    },
+                    HttpRequest {
+                        authorization: Some(&keyed),
+                        ..HttpRequest::new("GET", "/v1/routes", b"")
+                    },
+                    HttpRequest {
+                        authorization: Some(&keyed),
+                        ..HttpRequest::new("GET", "/v1/models", b"")
+                    },
+                ];
+                for req in requests {
+                    let ex = exchange(&config, &provider, &Unlimited, &Default::default(), req);
+                    let headers = format!("{:?}", ex.response.headers);
+                    let logged = format!("{:?}", ex.log);
+                    for shown in [&ex.text, &headers, &logged] {
+                        assert!(!shown.contains(secret), "{place} = {value}: {shown}");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 13 * 4 * 5);
+}

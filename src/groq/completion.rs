@@ -12,9 +12,20 @@ pub struct Usage {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub total_tokens: Option<u64>,
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+struct PromptDetails {
+    cached_tokens: Option<u64>,
 }
 
 impl Usage {
+    /// Prompt tokens served from Groq's prompt cache, where Groq reports them.
+    pub fn cached_tokens(&self) -> Option<u64> {
+        self.prompt_tokens_details?.cached_tokens
+    }
+
     /// Reads the counts from a `usage` object; anything else counts as none.
     pub fn of(raw: Option<&RawValue>) -> Usage {
         raw.and_then(|u| serde_json::from_str(u.get()).ok())
@@ -88,10 +99,11 @@ mod tests {
 
     #[test]
     fn reads_a_completion_and_refuses_what_is_not_one() {
-        let body = br#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi \"x\""},"finish_reason":"stop"}],"usage":{"queue_time":0.1,"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
+        let body = br#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi \"x\""},"finish_reason":"stop"}],"usage":{"queue_time":0.1,"prompt_tokens":5,"completion_tokens":7,"total_tokens":12,"prompt_tokens_details":{"cached_tokens":4}}}"#;
         let c = Completion::parse(body).unwrap();
         assert_eq!(c.content.unwrap().get(), r#""hi \"x\"""#);
         assert_eq!(c.tokens.total_tokens, Some(12));
+        assert_eq!(c.tokens.cached_tokens(), Some(4));
         assert!(c.tool_calls.is_none());
         for not_one in [
             &br#"{"object":"list","data":[]}"#[..],

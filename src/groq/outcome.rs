@@ -120,6 +120,13 @@ pub fn parse_groq_duration(text: &str) -> Option<f64> {
     Some(total)
 }
 
+/// `text` with each of `secrets` (the provider key, Groq's address) replaced, for the runtime's
+/// own error text, which can quote the URL it failed to reach.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    let secrets = secrets.iter().filter(|s| !s.is_empty());
+    secrets.fold(text.to_string(), |text, s| text.replace(s, "[redacted]"))
+}
+
 /// Replaces Groq organisation ids (`org_…`) so a caller never learns the company's account id.
 pub fn redact_org_ids(message: &str) -> String {
     let mut out = String::with_capacity(message.len());

@@ -2,13 +2,14 @@
 //! OpenAI/Groq SDK routes `POST [/openai]/v1/chat/completions`, where `model` names the task and
 //! Groq's completion is passed through as Groq sent it.
 
+use serde::ser::{Error, SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::groq::chat::ChatRequest;
 use crate::groq::completion::Usage;
-use crate::groq::cut;
 use crate::groq::provider::Provider;
+use crate::groq::{cut, Members};
 use crate::http::error::ApiError;
 use crate::http::limit::{key_for, RateLimiter};
 use crate::http::relay::{RequestSummary, StreamRelay};
@@ -27,10 +28,28 @@ struct TaskAnswer<'a> {
     reasoning: Option<&'a RawValue>,
     model_used: &'a str,
     finish_reason: Option<&'a RawValue>,
-    usage: Option<&'a RawValue>,
+    usage: Option<WithCost<'a>>,
     task: &'a str,
     request_id: &'a str,
     attempts: &'a [Attempt],
+}
+
+/// Groq's `usage` as Groq sent it, with `cost_usd` added (null without a price).
+struct WithCost<'a> {
+    usage: &'a RawValue,
+    cost: Option<f64>,
+}
+
+impl Serialize for WithCost<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let members: Members = serde_json::from_str(self.usage.get()).map_err(S::Error::custom)?;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in members.0.iter().filter(|(k, _)| k != "cost_usd") {
+            map.serialize_entry(key, value)?;
+        }
+        map.serialize_entry("cost_usd", &self.cost)?;
+        map.end()
+    }
 }
 
 /// Answers a chat route: `task` is the one in the path, `None` on the SDK routes.
@@ -49,11 +68,12 @@ pub(super) async fn chat<P: Provider, L: RateLimiter>(
         task: cut(task.unwrap_or_default(), 64).to_string(),
         client: None,
         model: None,
+        price: None,
         attempts: 0,
+        stream: false,
         started_ms: (env.now_ms)(),
     };
     let routed = route_chat(req, task, config, provider, limiter, env, &mut summary).await;
-    let now = (env.now_ms)();
     let (config, routed) = match routed {
         Ok(routed) => routed,
         Err(error) => {
@@ -70,13 +90,7 @@ pub(super) async fn chat<P: Provider, L: RateLimiter>(
                     .push(("x-attempts", attempts_header(error.attempts())));
             }
             summary.attempts = error.attempts().len();
-            summary.log(
-                env.log,
-                now,
-                error.code(),
-                response.status,
-                Usage::default(),
-            );
+            summary.close(env, error.code(), response.status, Usage::default());
             return Reply::Full(response);
         }
     };
@@ -85,6 +99,7 @@ pub(super) async fn chat<P: Provider, L: RateLimiter>(
         answer,
         attempts,
     } = routed;
+    summary.price = config.prices.get(&model).copied();
     summary.model = Some(model.clone());
     summary.attempts = attempts.len();
     let routing_headers = [
@@ -93,7 +108,8 @@ pub(super) async fn chat<P: Provider, L: RateLimiter>(
     ];
     match answer {
         Answer::Complete { body, completion } => {
-            summary.log(env.log, now, "ok", 200, completion.tokens);
+            summary.close(env, "ok", 200, completion.tokens);
+            let cost = summary.price.and_then(|p| p.cost(&completion.tokens));
             let mut response = match task {
                 Some(task) => HttpResponse::json(
                     200,
@@ -103,7 +119,10 @@ pub(super) async fn chat<P: Provider, L: RateLimiter>(
                         reasoning: completion.reasoning.as_deref(),
                         model_used: &model,
                         finish_reason: completion.finish_reason.as_deref(),
-                        usage: completion.usage.as_deref(),
+                        usage: completion
+                            .usage
+                            .as_deref()
+                            .map(|usage| WithCost { usage, cost }),
                         task,
                         request_id: env.request_id,
                         attempts: &attempts,
@@ -126,6 +145,7 @@ pub(super) async fn chat<P: Provider, L: RateLimiter>(
                 body: Vec::new(),
             };
             head.headers.extend(routing_headers);
+            summary.stream = true;
             let relay = StreamRelay {
                 start,
                 idle_timeout_ms: config.attempt_timeout_ms,

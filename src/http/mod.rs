@@ -23,7 +23,7 @@ pub mod relay;
 use auth::AuthError;
 use error::ApiError;
 use limit::RateLimiter;
-use relay::StreamRelay;
+use relay::{StreamRelay, UsageSink};
 
 pub use chat::attempts_header;
 
@@ -121,6 +121,8 @@ pub struct RequestEnv<'a> {
     pub log: &'a dyn Log,
     /// This isolate's model health memory.
     pub health: &'a RefCell<HealthBook>,
+    /// Where each routed request's usage point goes (`USAGE`, Analytics Engine).
+    pub usage: &'a dyn UsageSink,
 }
 
 /// `LOG_LEVEL`, or every line while the configuration is broken.
@@ -245,29 +247,26 @@ fn healthz(config: &Loaded) -> HttpResponse {
         status: &'static str,
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         problems: &'a [ConfigError],
+        /// What works but is worth knowing: models without a price.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        warnings: &'a [ConfigError],
     }
     let missing_key = [ConfigError::provider_key_missing()];
-    let problems = match config {
-        Err(errors) => errors,
-        Ok(c) if c.groq_api_key.is_none() => &missing_key[..],
-        Ok(_) => &[],
+    let (problems, warnings) = match config {
+        Err(errors) => (&errors[..], Vec::new()),
+        Ok(c) if c.groq_api_key.is_none() => (&missing_key[..], c.unpriced()),
+        Ok(c) => (&[][..], c.unpriced()),
     };
-    match problems {
-        [] => HttpResponse::json(
-            200,
-            &Health {
-                status: "ok",
-                problems,
-            },
-        ),
-        _ => HttpResponse::json(
-            503,
-            &Health {
-                status: "error",
-                problems,
-            },
-        ),
-    }
+    let (status, text) = match problems {
+        [] => (200, "ok"),
+        _ => (503, "error"),
+    };
+    let health = Health {
+        status: text,
+        problems,
+        warnings: &warnings,
+    };
+    HttpResponse::json(status, &health)
 }
 
 #[derive(Serialize)]

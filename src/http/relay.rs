@@ -6,12 +6,14 @@
 use serde::Serialize;
 
 use crate::groq::completion::Usage;
+use crate::groq::cut;
 use crate::groq::outcome::{classify_error, redact_org_ids, GroqError, Outcome};
 use crate::groq::provider::{TransportError, UpstreamBody};
 use crate::http::error::ErrorBody;
 use crate::http::RequestEnv;
+use crate::routing::config::Price;
 use crate::routing::fallback::StreamStart;
-use crate::routing::log::{write, Level, Log};
+use crate::routing::log::{write, Level};
 
 /// Where the relay writes: the response body stream in the Worker, a buffer in tests.
 #[allow(async_fn_in_trait)]
@@ -28,7 +30,10 @@ pub struct RequestSummary {
     pub task: String,
     pub client: Option<String>,
     pub model: Option<String>,
+    /// The answering model's `MODEL_PRICES` entry.
+    pub price: Option<Price>,
     pub attempts: usize,
+    pub stream: bool,
     pub started_ms: u64,
 }
 
@@ -47,18 +52,46 @@ struct RequestLine<'a> {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     total_tokens: Option<u64>,
+    cached_tokens: Option<u64>,
+    cost_usd: Option<f64>,
     duration_ms: u64,
+    stream: bool,
+}
+
+/// One routed request as Workers Analytics Engine keeps it, for months (`USAGE`): indexed by
+/// client; blobs task, model, outcome, client, request id; doubles prompt, completion and total
+/// tokens, cost in USD, duration in ms, attempts, fallback used (0 or 1). A count or a cost
+/// Groq did not report (or no price gave) is 0 here; the log line says null.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsagePoint {
+    pub index: String,
+    pub blobs: [String; 5],
+    pub doubles: [f64; 7],
+}
+
+/// Where usage points go: the `USAGE` dataset in the Worker, a list in tests.
+pub trait UsageSink {
+    fn record(&self, point: UsagePoint);
+}
+
+/// No `USAGE` binding.
+pub struct NoUsage;
+
+impl UsageSink for NoUsage {
+    fn record(&self, _point: UsagePoint) {}
 }
 
 impl RequestSummary {
-    /// The one per-request log line.
-    pub fn log(&self, log: &dyn Log, now_ms: u64, outcome: &str, status: u16, usage: Usage) {
+    /// Accounts for the request: its one log line, and its usage point.
+    pub fn close(&self, env: &RequestEnv<'_>, outcome: &str, status: u16, usage: Usage) {
         let level = match (status, outcome) {
             (500.., _) => Level::Error,
             (_, "ok") => Level::Info,
             (200, _) => Level::Warn,
             _ => Level::Info,
         };
+        let cost = self.price.and_then(|p| p.cost(&usage));
+        let duration_ms = (env.now_ms)().saturating_sub(self.started_ms);
         let line = RequestLine {
             level,
             event: "request",
@@ -73,9 +106,35 @@ impl RequestSummary {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             total_tokens: usage.total_tokens,
-            duration_ms: now_ms.saturating_sub(self.started_ms),
+            cached_tokens: usage.cached_tokens(),
+            cost_usd: cost,
+            duration_ms,
+            stream: self.stream,
         };
-        write(log, level, &line);
+        write(env.log, level, &line);
+        let client = self.client.as_deref().unwrap_or("anonymous");
+        let count = |n: Option<u64>| n.unwrap_or(0) as f64;
+        env.usage.record(UsagePoint {
+            // Analytics Engine keeps an index of at most 96 bytes.
+            index: cut(client, 24).to_string(),
+            blobs: [
+                &self.task,
+                self.model.as_deref().unwrap_or(""),
+                outcome,
+                client,
+                &self.request_id,
+            ]
+            .map(str::to_string),
+            doubles: [
+                count(usage.prompt_tokens),
+                count(usage.completion_tokens),
+                count(usage.total_tokens),
+                cost.unwrap_or(0.0),
+                duration_ms as f64,
+                self.attempts as f64,
+                f64::from(u8::from(self.attempts > 1)),
+            ],
+        });
     }
 }
 
@@ -147,13 +206,7 @@ impl<B: UpstreamBody> StreamRelay<B> {
             None => "ok",
         };
         sink.close().await;
-        summary.log(
-            env.log,
-            (env.now_ms)(),
-            outcome,
-            200,
-            usage.unwrap_or_default(),
-        );
+        summary.close(env, outcome, 200, usage.unwrap_or_default());
         if done {
             // Read what follows `[DONE]` (normally just the end) after the caller has its answer:
             // a body left unread keeps the runtime from reusing the connection to Groq, and

@@ -4,12 +4,14 @@
 //! may hold a secret pasted into the wrong place. Task names and model ids from
 //! `MODEL_REGISTRY` are the exception, cut short.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::groq::completion::Usage;
 use crate::groq::{cut, Kind, Members, Text};
+use crate::routing::chain::ModelChain;
 use crate::routing::log::Level;
 use crate::routing::task::{TaskType, FALLBACK_KEY};
 
@@ -18,6 +20,8 @@ pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 15_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 45_000;
 pub const DEFAULT_MODEL_GONE_TTL_S: u64 = 3_600;
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1 << 20;
+/// Groq's chat endpoint, below `GROQ_BASE_URL`.
+pub const CHAT_PATH: &str = "/openai/v1/chat/completions";
 
 /// A binding's value as the Worker runtime hands it over: `wrangler.toml` `[vars]` tables arrive
 /// as objects (given here as their JSON text), everything set with `--var`, the dashboard or
@@ -76,6 +80,23 @@ pub struct Registry {
     pub fallback: Vec<String>,
 }
 
+/// A model's price in USD per million tokens (`MODEL_PRICES`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+}
+
+impl Price {
+    /// What `usage` cost: prompt tokens at `input`, completion tokens at `output`. `None` unless
+    /// Groq reported both counts.
+    pub fn cost(&self, usage: &Usage) -> Option<f64> {
+        let (prompt, completion) = (usage.prompt_tokens?, usage.completion_tokens?);
+        Some((prompt as f64 * self.input + completion as f64 * self.output) / 1e6)
+    }
+}
+
 /// `ROUTER_API_KEYS` and `ALLOW_UNAUTHENTICATED`: who may spend the provider key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientAuth {
@@ -123,6 +144,8 @@ pub struct Config {
     pub rate_limit_period_s: u64,
     /// `LOG_LEVEL`: the least severe log lines written.
     pub log_level: Level,
+    /// `MODEL_PRICES`: model → price, for `cost_usd`.
+    pub prices: BTreeMap<String, Price>,
 }
 
 /// Reads bindings, collecting every problem rather than stopping at the first.
@@ -253,7 +276,7 @@ impl Config {
             ),
         };
         let config = Config {
-            chat_url: format!("{groq_base_url}/openai/v1/chat/completions"),
+            chat_url: format!("{groq_base_url}{CHAT_PATH}"),
             attempt_timeout_ms: r.number(
                 "ATTEMPT_TIMEOUT_MS",
                 DEFAULT_ATTEMPT_TIMEOUT_MS,
@@ -287,13 +310,17 @@ impl Config {
             log_level: r.one_of(
                 "LOG_LEVEL",
                 &[
-                    ("warn", Level::Warn),
                     ("info", Level::Info),
+                    ("warn", Level::Warn),
                     ("error", Level::Error),
                 ],
                 "\"info\", \"warn\" or \"error\"",
             ),
             allowed_origins: r.parsed("ALLOWED_ORIGINS", parse_origins, AllowedOrigins::None),
+            prices: match bindings.get("MODEL_PRICES") {
+                None => BTreeMap::new(),
+                Some(value) => r.ok("MODEL_PRICES", parse_prices(value), BTreeMap::new()),
+            },
             registry,
             force_model,
             default_models,
@@ -302,6 +329,7 @@ impl Config {
             client_auth,
             max_tokens,
         };
+        r.errors.extend(config.echoed_secrets());
         let mut errors = r.errors;
         if errors.is_empty() {
             return Ok(config);
@@ -314,47 +342,139 @@ impl Config {
         Err(errors)
     }
 
+    /// Values that answers and log lines show (model ids, task names, client names) and that
+    /// hold a secret: the provider key, a client key, or anything shaped like a Groq key
+    /// (`gsk_…`), as when values are pasted into the wrong binding. Named, never shown.
+    fn echoed_secrets(&self) -> Vec<ConfigError> {
+        let keys = self.client_auth.keys.iter().map(|(_, key)| key);
+        let keys: Vec<&str> = keys.chain(&self.groq_api_key).map(String::as_str).collect();
+        // Real keys are long; a short one (as tests use) would match half the model ids.
+        let holds_key =
+            |v: &str| v.contains("gsk_") || keys.iter().any(|k| k.len() >= 8 && v.contains(k));
+        let registry = self.registry.tasks.iter();
+        let registry = registry.flat_map(|(task, models)| {
+            std::iter::once(task.as_str()).chain(models.iter().map(String::as_str))
+        });
+        let names = self.client_auth.keys.iter().map(|(name, _)| name.as_str());
+        let mut shown: Vec<(String, Vec<&str>)> = vec![
+            (
+                "MODEL_REGISTRY".into(),
+                registry
+                    .chain(self.registry.fallback.iter().map(String::as_str))
+                    .collect(),
+            ),
+            (
+                "FORCE_MODEL".into(),
+                self.force_model.iter().map(String::as_str).collect(),
+            ),
+            ("ROUTER_API_KEYS".into(), names.collect()),
+        ];
+        for (task, model) in &self.default_models {
+            shown.push((task.default_model_binding(), vec![model.as_str()]));
+        }
+        shown
+            .into_iter()
+            .filter(|(_, values)| values.iter().any(|v| holds_key(v)))
+            .map(|(binding, _)| {
+                let message = format!("`{binding}` holds what looks like an API key where a model id, task or client name belongs; keys go in `GROQ_API_KEY` and `ROUTER_API_KEYS` only");
+                ConfigError::invalid(binding, message)
+            })
+            .collect()
+    }
+
+    /// The models some chain can reach that `MODEL_PRICES` has no price for: their cost logs as
+    /// null. A warning on `/healthz`, not an error.
+    pub fn unpriced(&self) -> Vec<ConfigError> {
+        let chains = self
+            .task_names()
+            .into_iter()
+            .filter_map(|t| ModelChain::for_task(self, t));
+        let chains: Vec<ModelChain> = chains.collect();
+        let models: BTreeSet<&str> = chains.iter().flat_map(ModelChain::models).collect();
+        let unpriced = models.into_iter().filter(|m| !self.prices.contains_key(*m));
+        let warning = |m: &str| ConfigError {
+            binding: "MODEL_PRICES".into(),
+            code: "price_missing",
+            message: format!(
+                "`MODEL_PRICES` has no price for `{}`: its cost logs as null",
+                cut(m, 64)
+            ),
+        };
+        unpriced.map(warning).collect()
+    }
+
     /// The tasks callers may ask for, in name order.
     pub fn task_names(&self) -> Vec<&str> {
         self.registry.tasks.keys().map(TaskType::as_str).collect()
     }
 }
 
-/// Parses `MODEL_REGISTRY` from either form; the error names what is wrong and where.
-pub fn parse_registry(value: BindingValue) -> Result<Registry, String> {
+/// A table binding (`[vars.NAME]` in `wrangler.toml`, or its JSON as text, even a JSON string
+/// holding it, as some dashboards store it): its members, each key once, handed to `read`.
+fn table<T>(
+    name: &str,
+    value: BindingValue,
+    holds: &str,
+    read: impl FnOnce(&Members) -> Result<T, String>,
+) -> Result<T, String> {
     let (BindingValue::Text(text) | BindingValue::Json(text)) = value;
-    let invalid = |e: serde_json::Error| format!("`MODEL_REGISTRY` is not valid JSON: {e}");
+    let invalid = |e: serde_json::Error| format!("`{name}` is not valid JSON: {e}");
     let mut raw: &RawValue = serde_json::from_str(&text).map_err(invalid)?;
-    // A JSON string holding the JSON (what some dashboards store): unwrapped once.
     let inner: String;
     if Kind::of(raw) == Kind::String {
         inner = serde_json::from_str(raw.get()).map_err(invalid)?;
         raw = serde_json::from_str(&inner).map_err(invalid)?;
     }
     if Kind::of(raw) != Kind::Object {
-        return Err(format!(
-            "`MODEL_REGISTRY` must be an object of task → [model ids], got {}",
-            Kind::of(raw).described()
-        ));
+        let got = Kind::of(raw).described();
+        return Err(format!("`{name}` must be an object of {holds}, got {got}"));
     }
     let members: Members = serde_json::from_str(raw.get()).map_err(invalid)?;
-    if let Some(key) = members.duplicate() {
-        return Err(format!("`MODEL_REGISTRY` names `{}` twice", cut(key, 64)));
+    match members.duplicate() {
+        Some(key) => Err(format!("`{name}` names `{}` twice", cut(key, 64))),
+        None => read(&members),
     }
-    let mut registry = Registry::default();
-    for (key, models) in &members.0 {
-        let models = parse_model_list(key, models)?;
-        if key == FALLBACK_KEY {
-            registry.fallback = models;
-        } else {
-            let task = TaskType::parse(key).map_err(|e| format!("`MODEL_REGISTRY`: {e}"))?;
-            registry.tasks.insert(task, models);
+}
+
+/// Parses `MODEL_REGISTRY` from either form; the error names what is wrong and where.
+pub fn parse_registry(value: BindingValue) -> Result<Registry, String> {
+    table("MODEL_REGISTRY", value, "task → [model ids]", |members| {
+        let mut registry = Registry::default();
+        for (key, models) in &members.0 {
+            let models = parse_model_list(key, models)?;
+            if key == FALLBACK_KEY {
+                registry.fallback = models;
+            } else {
+                let task = TaskType::parse(key).map_err(|e| format!("`MODEL_REGISTRY`: {e}"))?;
+                registry.tasks.insert(task, models);
+            }
         }
-    }
-    if registry.tasks.is_empty() {
-        return Err("`MODEL_REGISTRY` defines no task (only `fallback` or nothing)".to_string());
-    }
-    Ok(registry)
+        match registry.tasks.is_empty() {
+            true => Err("`MODEL_REGISTRY` defines no task (only `fallback` or nothing)".into()),
+            false => Ok(registry),
+        }
+    })
+}
+
+/// Parses `MODEL_PRICES`: model id → `{"input": …, "output": …}`, USD per million tokens.
+pub fn parse_prices(value: BindingValue) -> Result<BTreeMap<String, Price>, String> {
+    let holds = "model id → {\"input\": USD per 1M prompt tokens, \"output\": USD per 1M completion tokens}";
+    table("MODEL_PRICES", value, holds, |members| {
+        let mut prices = BTreeMap::new();
+        for (model, raw) in &members.0 {
+            let at = format!("`MODEL_PRICES.{}`", cut(model, 64));
+            if !model_id_ok(model) {
+                return Err(format!("{at} is not a valid model id ({MODEL_ID_RULE})"));
+            }
+            match serde_json::from_str::<Price>(raw.get()) {
+                Ok(p) if [p.input, p.output].iter().all(|v| v.is_finite() && *v >= 0.0) => {
+                    prices.insert(model.to_string(), p);
+                }
+                _ => return Err(format!("{at} must be {{\"input\": n, \"output\": n}}, USD per million tokens, 0 or more")),
+            }
+        }
+        Ok(prices)
+    })
 }
 
 fn parse_model_list(key: &str, models: &RawValue) -> Result<Vec<String>, String> {

@@ -10,11 +10,12 @@ use serde::Serialize;
 use crate::groq::chat::ChatRequest;
 use crate::groq::completion::{Completion, Usage};
 use crate::groq::cut;
-use crate::groq::outcome::{classify_error, retry_after_secs, GroqError, Outcome};
+use crate::groq::outcome::{classify_error, redact, retry_after_secs, GroqError, Outcome};
 use crate::groq::provider::{Provider, TransportError, UpstreamBody, UpstreamCall};
 use crate::groq::sse::SseScanner;
 use crate::routing::chain::ModelChain;
-use crate::routing::health::{HealthBook, SkipReason};
+use crate::routing::config::CHAT_PATH;
+use crate::routing::health::{HealthBook, HealthReport, SkipReason};
 use crate::routing::log::{write, Level, Log};
 
 /// One model tried for one request; shown to callers in `attempts` and in logs.
@@ -129,7 +130,7 @@ impl<B> Tried<B> {
         match e {
             TransportError::Timeout => Tried::status(Outcome::Timeout, None),
             TransportError::Connection(why) => Tried {
-                transport: Some(cut(&why, 200).to_string()),
+                transport: Some(why),
                 ..Tried::status(Outcome::ConnectionError, None)
             },
         }
@@ -143,12 +144,11 @@ pub async fn route<P: Provider>(
     provider: &P,
 ) -> Result<Routed<P::Body>, Failed> {
     let mut attempts: Vec<Attempt> = Vec::with_capacity(chain.entries.len());
-    // The earliest `Retry-After` of the rate-limited models, and Groq's reason from the last
-    // model that could not serve the request: what the verdict on a failed chain needs.
-    let mut retry_after: Option<u64> = None;
+    // Groq's reason from the last model that could not serve the request, for the verdict.
     let mut cannot_serve: Option<GroqError> = None;
     let failed = |why, attempts| Err(Failed { why, attempts });
-    // The chain, then the models health memory skipped (but not gone ones), as a last resort.
+    // The chain, then the models whose circuit is open, as a last resort. Gone models are never
+    // called, nor rate-limited ones before Groq's `retry-after` has passed.
     let mut order: Vec<(&str, bool)> = chain.models().map(|m| (m, false)).collect();
 
     let mut i = 0;
@@ -160,7 +160,7 @@ pub async fn route<P: Provider>(
         }
         let skip = ctx.health.borrow_mut().availability(model, started);
         if let Some(reason) = skip.filter(|_| !last_resort) {
-            if reason != SkipReason::Gone {
+            if reason == SkipReason::CircuitOpen {
                 order.push((model, true));
             }
             attempts.push(Attempt {
@@ -184,9 +184,15 @@ pub async fn route<P: Provider>(
                 ctx.gone_ttl_ms,
             );
         }
+        // The runtime's words, bounded, without the key or Groq's address (a proxy's URL may
+        // carry a key of its own).
+        let base = ctx.url.trim_end_matches(CHAT_PATH);
+        let error = tried
+            .transport
+            .map(|e| cut(&redact(&e, &[ctx.api_key, base]), 200).into());
         let attempt = Attempt {
             code: tried.error.as_ref().and_then(|e| e.code.clone()),
-            error: tried.transport,
+            error,
             ..attempt(
                 model,
                 tried.outcome,
@@ -218,32 +224,45 @@ pub async fn route<P: Provider>(
             }
             Outcome::ProviderAuthFailed => return failed(Why::ProviderAuth, attempts),
             Outcome::Timeout if ended >= ctx.deadline_ms => return failed(Why::Deadline, attempts),
-            Outcome::RateLimited => {
-                retry_after = match (retry_after, tried.retry_after_secs) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
-            }
             Outcome::CannotServe if tried.error.is_some() => cannot_serve = tried.error,
             _ => {}
         }
     }
 
     // A gone model is the operator's problem, not a reason the caller should stop retrying: when
-    // every model that still exists was rate-limited, the caller gets 429 and when to come back.
-    // Skipped entries made no call; a skipped model that was retried has its own attempt.
-    let mut live = attempts
+    // every model that still exists is rate-limited, called or cooling, the caller gets 429 and
+    // the moment the first of them frees up. A skipped open circuit was retried: its own attempt
+    // stands for it.
+    let rate_limited = |a: &Attempt| {
+        a.outcome == Outcome::RateLimited || a.reason == Some(SkipReason::RateLimited)
+    };
+    let live: Vec<&Attempt> = attempts
         .iter()
-        .map(|a| a.outcome)
-        .filter(|o| !matches!(o, Outcome::ModelGone | Outcome::Skipped));
-    let why = match live.next().filter(|&first| live.all(|o| o == first)) {
-        Some(Outcome::RateLimited) => Why::RateLimited {
-            retry_after_secs: retry_after.unwrap_or(1),
-        },
+        .filter(|a| {
+            a.outcome != Outcome::ModelGone
+                && !matches!(a.reason, Some(SkipReason::Gone | SkipReason::CircuitOpen))
+        })
+        .collect();
+    let all = |pass: &dyn Fn(&Attempt) -> bool| !live.is_empty() && live.iter().all(|a| pass(a));
+    let why = if all(&rate_limited) {
+        let now = (ctx.now_ms)();
+        let health = ctx.health.borrow();
+        let frees_up = live
+            .iter()
+            .filter_map(|a| match health.report(&a.model, now) {
+                HealthReport::Cooling { until_ms, .. } => Some(until_ms),
+                _ => None,
+            });
+        let wait_ms = frees_up.min().map_or(0, |t| t.saturating_sub(now));
+        Why::RateLimited {
+            retry_after_secs: wait_ms.div_ceil(1000).max(1),
+        }
+    } else if all(&|a| a.outcome == Outcome::CannotServe) {
         // No model could take this request (too long for every context window, say): that is
         // the caller's to fix, with Groq's own reason.
-        Some(Outcome::CannotServe) => Why::Rejected(Box::new(cannot_serve.unwrap_or_default())),
-        _ => Why::AllFailed,
+        Why::Rejected(Box::new(cannot_serve.unwrap_or_default()))
+    } else {
+        Why::AllFailed
     };
     failed(why, attempts)
 }

@@ -12,6 +12,7 @@ use worker::{
     ScheduleContext, ScheduledEvent,
 };
 
+use crate::groq::outcome::redact;
 use crate::http::{self, body_limit, handle, HttpRequest, HttpResponse, Loaded, Reply, RequestEnv};
 use crate::routing::config::{BindingValue, Bindings, Config};
 use crate::routing::health::{HealthBook, SharedSync};
@@ -22,10 +23,12 @@ mod groq;
 mod kv;
 mod limiter;
 mod stream;
+mod usage;
 
 use groq::GroqFetch;
 use kv::HealthKv;
 use limiter::BindingLimiter;
+use usage::UsageQueue;
 
 thread_local! {
     /// Model health memory for the life of this isolate (Workers run one thread per isolate).
@@ -87,6 +90,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         Some(limit) => read_body(&mut req, length.as_deref(), limit).await,
     };
 
+    let usage = UsageQueue::new(&env);
     let reply = handle(
         HttpRequest {
             method: &method,
@@ -106,6 +110,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
             now_ms: &now_ms,
             log: &log,
             health: &health,
+            usage: &usage,
         },
     )
     .await;
@@ -119,6 +124,9 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         );
     }
 
+    if usage.pending() {
+        background(&ctx, async move { usage.flush(log) });
+    }
     match reply {
         Reply::Full(response) if response.body.is_empty() => Ok(builder(&response)?.empty()),
         Reply::Full(response) => {
@@ -128,14 +136,17 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         Reply::Stream { head, relay } => {
             let (readable, mut sink) = stream::pipe()?;
             // `wait_until` keeps the relay running after the handler has returned the response.
+            let usage = UsageQueue::new(&env);
             background(&ctx, async move {
-                let env = RequestEnv {
+                let request = RequestEnv {
                     request_id: &request_id,
                     now_ms: &now_ms,
                     log: &log,
                     health: &health,
+                    usage: &usage,
                 };
-                relay.run(&mut sink, &env).await;
+                relay.run(&mut sink, &request).await;
+                usage.flush(log);
             });
             Ok(builder(&head)?.stream(readable))
         }
@@ -160,7 +171,11 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Err(_) => Err("configuration is invalid; see /healthz".to_string()),
         Ok(c) => match c.groq_api_key.as_deref() {
             None => Err("the `GROQ_API_KEY` secret is not set".to_string()),
-            Some(key) => groq::list_models(c, key).await.map(|listed| (c, listed)),
+            Some(key) => match groq::list_models(c, key).await {
+                Ok(listed) => Ok((c, listed)),
+                // The runtime's words may quote the URL, or a proxy's key within it.
+                Err(why) => Err(redact(&why, &[key, &c.groq_base_url])),
+            },
         },
     };
     let (config, listed) = match probed {

@@ -17,7 +17,7 @@ use task_router::groq::provider::{
     Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead,
 };
 use task_router::http::limit::RateLimiter;
-use task_router::http::relay::ChunkSink;
+use task_router::http::relay::{ChunkSink, UsagePoint, UsageSink};
 use task_router::http::{handle, log_level, HttpRequest, HttpResponse, Loaded, Reply, RequestEnv};
 use task_router::routing::config::{BindingValue, Config, ConfigError};
 use task_router::routing::health::HealthBook;
@@ -269,7 +269,7 @@ pub fn parsed(log: MemoryLog) -> Vec<(Level, Value)> {
         .collect()
 }
 
-/// Every log line (`LOG_LEVEL` is `warn` when unset): for harnesses that read request lines.
+/// Every log line (the default, said where a harness reads request lines).
 pub const EVERY_LINE: (&str, &str) = ("LOG_LEVEL", "info");
 
 /// Bindings as a test writes them: text values, except `MODEL_REGISTRY` given as JSON. A name
@@ -298,12 +298,24 @@ pub struct Exchange {
     /// A stream's sink was closed by the relay.
     pub closed: bool,
     pub log: Vec<(Level, Value)>,
+    /// The Analytics Engine data points the request recorded.
+    pub usage: Vec<UsagePoint>,
 }
 
 impl Exchange {
     /// The body as JSON; panics with the text when it is not JSON.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.text).unwrap_or_else(|_| panic!("not JSON: {}", self.text))
+    }
+}
+
+/// Keeps the usage points a request records.
+#[derive(Default)]
+pub struct RecordedUsage(pub RefCell<Vec<UsagePoint>>);
+
+impl UsageSink for RecordedUsage {
+    fn record(&self, point: UsagePoint) {
+        self.0.borrow_mut().push(point);
     }
 }
 
@@ -323,11 +335,13 @@ pub fn exchange<L: RateLimiter>(
     };
     let clock = provider.clock.clone();
     let now = move || clock.get();
+    let usage = RecordedUsage::default();
     let env = RequestEnv {
         request_id: REQUEST_ID,
         now_ms: &now,
         log: &log,
         health,
+        usage: &usage,
     };
     let (response, text, streamed, closed) =
         match block_on(handle(req, config, provider, limiter, &env)) {
@@ -347,5 +361,6 @@ pub fn exchange<L: RateLimiter>(
         streamed,
         closed,
         log: parsed(memory),
+        usage: usage.0.into_inner(),
     }
 }

@@ -29,8 +29,6 @@ pub const BASELINE_VARS: &[(&str, &str)] = &[
     ("ALLOW_UNAUTHENTICATED", "false"),
     ("ROUTER_API_KEYS", ""),
     ("ATTEMPT_TIMEOUT_MS", "15000"),
-    // Every line (`wrangler.toml` ships `warn`): the suites read the request lines.
-    ("LOG_LEVEL", "info"),
 ];
 
 pub fn manifest_dir() -> &'static Path {

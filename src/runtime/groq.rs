@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
+use worker::js_sys::futures::JsFuture;
 use worker::{
     js_sys, web_sys, AbortController, AbortSignal, ByteStream, Delay, Fetch, Headers, Method,
-    Request, Response,
+    Request, Response, ResponseBody,
 };
 
 use crate::groq::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
@@ -163,9 +164,20 @@ impl UpstreamBody for FetchBody {
 
     async fn read_all(mut self, timeout_ms: u64) -> Result<Vec<u8>, TransportError> {
         self.deadline
-            .within(self.response.bytes(), timeout_ms)
+            .within(whole_body(&self.response), timeout_ms)
             .await
     }
+}
+
+/// A fetched body in one `arrayBuffer()` call: `worker`'s `bytes()` reads it chunk by chunk
+/// through wasm, a promise and a copy each (a fifth of a small request's CPU, in a profile).
+async fn whole_body(response: &Response) -> worker::Result<Vec<u8>> {
+    let ResponseBody::Stream(stream) = response.body() else {
+        return Ok(Vec::new());
+    };
+    let whole = web_sys::Response::new_with_opt_readable_stream(Some(stream))?;
+    let buffer = JsFuture::from(whole.array_buffer()?).await?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }
 
 /// Groq's model list for the scheduled probe: the ids, or why there are none.
@@ -173,9 +185,9 @@ pub async fn list_models(config: &Config, api_key: &str) -> Result<Vec<String>, 
     let url = format!("{}/openai/v1/models", config.groq_base_url);
     let timeout_ms = config.attempt_timeout_ms;
     let fetched = async {
-        let (mut response, mut deadline) =
+        let (response, mut deadline) =
             fetch_groq(&url, Method::Get, api_key, None, timeout_ms, false).await?;
-        let body = deadline.within(response.bytes(), timeout_ms).await?;
+        let body = deadline.within(whole_body(&response), timeout_ms).await?;
         Ok::<_, TransportError>((response.status_code(), body))
     };
     match fetched.await {

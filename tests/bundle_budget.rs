@@ -1,12 +1,14 @@
 //! The Worker bundle budget: what `wrangler deploy --dry-run` would upload, gzip. Bundle size is
 //! startup time and upload limits for every isolate, so it must not grow unnoticed.
 //!
-//! Issue 12 set 160 KiB for the router on serde and the `worker` crate. As built it weighs
+//! Issue 12 set 160 KiB for the router on serde and the `worker` crate. As built it weighed
 //! 162.4 KiB: the crate's KV `put` (its options go through `serde_wasm_bindgen` and
 //! `serde_json::Value`) and `RateLimiter` (through `serde_wasm_bindgen`) cost about 3 and 2 KiB
 //! more than the hand-written calls they replaced, and this project does not hand-write what the
-//! crate provides to meet a size budget. The limit below is the measured size with 1.5% of room,
-//! until the team moves the budget (see README, Performance).
+//! crate provides to meet a size budget. Features since added to it: prices, cost, Analytics
+//! Engine usage and redaction (issues 13, 14: 175.7 KiB), the mock provider (issue 15: 181.9 KiB).
+//! The limit below is the measured size with about 1.5% of room, a guard against growth nobody
+//! noticed, until the team moves the budget (see `docs/performance.md`).
 //!
 //! Run: `cargo test --test bundle_budget` (builds the bundle like the end-to-end suites).
 
@@ -14,7 +16,7 @@ mod support;
 
 use std::process::Command;
 
-const BUDGET_KIB: f64 = 180.0;
+const BUDGET_KIB: f64 = 185.0;
 
 #[test]
 fn the_deployable_bundle_stays_within_its_gzip_budget() {

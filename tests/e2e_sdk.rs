@@ -19,15 +19,15 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::io::Read;
-use std::process::{Command, ExitStatus, Stdio};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::fake_groq::{FakeGroq, LONG_PIECES, ORG_ID};
 use support::http::{self, sse_events, SseEvent, StreamBody, StreamEnd};
-use support::worker::{manifest_dir, Worker};
+use support::process::{self, python, run_with_timeout};
+use support::worker::Worker;
 
 const GROQ_KEY: &str = "gsk_e2e_sdk_fake_groq_key_5d0c";
 const CLIENT_NAME: &str = "sdk-e2e";
@@ -924,116 +924,9 @@ fn time_to_first_byte_through_the_router_vs_straight_from_the_fake() {
 // ---------------------------------------------------------------------------------------------
 // Tests: the official Python SDKs
 
-/// What a finished (or killed) child process left.
-struct Ran {
-    /// `None` when it was killed at the deadline.
-    status: Option<ExitStatus>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn succeeded(&self) -> bool {
-        self.status.is_some_and(|status| status.success())
-    }
-
-    fn output(&self) -> String {
-        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
-    }
-}
-
-/// Runs `command` to the end, or kills it at `timeout`.
-fn run_with_timeout(command: &mut Command, timeout: Duration) -> Ran {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("could not spawn {command:?}: {error}"));
-    // Drained on their own threads so a full pipe cannot stall the child.
-    let drain = |source: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut source) = source {
-                let _ = source.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    Ran {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
-}
-
-/// `python3` for the SDK script: no proxy may stand between it and 127.0.0.1, and no `.pyc` is
-/// written into the tree.
-fn python() -> Command {
-    let mut command = Command::new("python3");
-    for proxy in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
-        command.env_remove(proxy);
-    }
-    command
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .current_dir(manifest_dir());
-    command
-}
-
 #[test]
 fn official_python_sdks_drive_the_router() {
-    let import = run_with_timeout(
-        python().args([
-            "-c",
-            "import openai, groq; print('openai', openai.__version__, 'groq', groq.__version__)",
-        ]),
-        Duration::from_secs(60),
-    );
-    assert!(
-        import.succeeded(),
-        "the official Python SDKs are not importable by `python3`; run \
-         `pip install -r tests/sdk/requirements.txt`\n{}",
-        import.output()
-    );
-    let pinned = "openai 3.57.0 groq 1.7.0";
-    if import.stdout.trim() != pinned {
-        eprintln!(
-            "e2e_sdk: found {:?}, tests/sdk/requirements.txt pins {pinned:?}",
-            import.stdout.trim()
-        );
-    }
+    process::require_python_sdks();
 
     let stack = stack();
     let script = run_with_timeout(

@@ -4,10 +4,14 @@
 
 use std::borrow::Cow;
 
+use std::fmt;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::mock::{Mock, MockFailure};
 use super::text::{cut, Kind, Members, Text};
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
@@ -42,6 +46,10 @@ pub struct ChatRequest<'a> {
     limits: Vec<(&'static str, f64)>,
     /// A task's cap, sent as `max_completion_tokens` when the caller asked for no limit.
     filled_cap: Option<u64>,
+    /// `mock_response` / `mock_failures`: answered by the mock provider, never by Groq.
+    pub mock: Option<Mock>,
+    /// The size of `messages`, for a mock answer's token estimate.
+    pub prompt_bytes: usize,
 }
 
 /// A number read by its value, whatever its spelling: `1e-2147483648` is 0, and a number beyond
@@ -162,9 +170,9 @@ impl<'a> ChatRequest<'a> {
             ));
         }
         let model = typed::<Text>(get("model"), "model", "a task name string")?.map(|t| t.0);
-        check_messages(
-            get("messages").ok_or_else(|| refuse("messages", "`messages` is required"))?,
-        )?;
+        let messages =
+            get("messages").ok_or_else(|| refuse("messages", "`messages` is required"))?;
+        check_messages(messages)?;
         let mut limits = Vec::new();
         for name in TOKEN_FIELDS {
             if let Some(n) = positive(get(name), name)? {
@@ -245,13 +253,21 @@ impl<'a> ChatRequest<'a> {
             &[Kind::String, Kind::Object],
             "a string or an object",
         )?;
+        let mock = read_mock(get("mock_response"), get("mock_failures"), stream)?;
         Ok(ChatRequest {
+            prompt_bytes: messages.get().len(),
             members,
             stream,
             model,
             limits,
             filled_cap: None,
+            mock,
         })
+    }
+
+    /// Whether the caller sent `name` (`null` included).
+    pub fn has(&self, name: &str) -> bool {
+        self.members.get(name).is_some()
     }
 
     /// Enforces a task's token cap on both `max_completion_tokens` and `max_tokens`: a larger
@@ -277,6 +293,42 @@ impl<'a> ChatRequest<'a> {
         })
         .expect("strings and raw JSON always serialize")
     }
+}
+
+/// What a mock answer says when the caller gave no `mock_response`.
+const MOCK_TEXT: &str = "This is a mock answer.";
+
+/// `mock_response` (a string) and `mock_failures` (outcome names), when either is there.
+fn read_mock(
+    response: Option<&RawValue>,
+    failures: Option<&RawValue>,
+    stream: bool,
+) -> Result<Option<Mock>, BodyError> {
+    let response = typed::<Text>(response, "mock_response", "a string")?;
+    let names = MockFailure::ALL.map(MockFailure::as_str).join(", ");
+    let expected = format!("a list of outcome names: {names}");
+    let failures = typed::<Vec<Text>>(failures, "mock_failures", &expected)?;
+    if response.is_none() && failures.is_none() {
+        return Ok(None);
+    }
+    let failures = failures.unwrap_or_default().into_iter().map(|Text(name)| {
+        let known = MockFailure::ALL.into_iter().find(|f| f.as_str() == name);
+        known.ok_or_else(|| {
+            refuse(
+                "mock_failures",
+                format!("`mock_failures` must be {expected}"),
+            )
+        })
+    });
+    let failures = failures.collect::<Result<Vec<_>, _>>()?;
+    if failures.contains(&MockFailure::StreamBreak) && !stream {
+        let message = "`mock_failures`: `stream_break` breaks a stream; send `\"stream\": true`";
+        return Err(refuse("mock_failures", message));
+    }
+    Ok(Some(Mock {
+        response: response.map_or(MOCK_TEXT.into(), |t| t.0.into_owned()),
+        failures,
+    }))
 }
 
 struct GroqBody<'r, 'a> {
@@ -318,10 +370,84 @@ fn check_tools(raw: &RawValue) -> Result<(), BodyError> {
     }
 }
 
-/// Checks every message: an object with a known `role` and, where the role needs it, `content`
-/// that is a string or a list of parts each with a string `type`.
+/// One entry of `messages`, read in the same pass as the list: the fields the router checks
+/// when it is an object, or what it is instead.
+enum Entry<'a> {
+    Message {
+        role: Option<&'a RawValue>,
+        content: Option<&'a RawValue>,
+        tool_calls: Option<&'a RawValue>,
+        /// A field sent twice.
+        twice: Option<&'static str>,
+    },
+    Not(Kind),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Any;
+        impl<'de> Visitor<'de> for Any {
+            type Value = Entry<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a message")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Entry<'de>, M::Error> {
+                let (mut role, mut content, mut tool_calls, mut twice) = (None, None, None, None);
+                while let Some(Text(key)) = map.next_key()? {
+                    let (slot, name) = match key.as_ref() {
+                        "role" => (&mut role, "role"),
+                        "content" => (&mut content, "content"),
+                        "tool_calls" => (&mut tool_calls, "tool_calls"),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.replace(map.next_value()?).is_some() {
+                        twice = Some(name);
+                    }
+                }
+                let present = |v: Option<&'de RawValue>| present(v);
+                Ok(Entry::Message {
+                    role: present(role),
+                    content: present(content),
+                    tool_calls: present(tool_calls),
+                    twice,
+                })
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Entry<'de>, S::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Entry::Not(Kind::List))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Entry<'de>, E> {
+                Ok(Entry::Not(Kind::String))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Entry<'de>, E> {
+                Ok(Entry::Not(Kind::Bool))
+            }
+            fn visit_unit<E>(self) -> Result<Entry<'de>, E> {
+                Ok(Entry::Not(Kind::Null))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Entry<'de>, E> {
+                Ok(Entry::Not(Kind::Number))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Entry<'de>, E> {
+                Ok(Entry::Not(Kind::Number))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Entry<'de>, E> {
+                Ok(Entry::Not(Kind::Number))
+            }
+        }
+        deserializer.deserialize_any(Any)
+    }
+}
+
+/// Checks every message, in one pass over the list: an object with a known `role` and, where
+/// the role needs it, `content` that is a string or a list of parts each with a string `type`.
 fn check_messages(raw: &RawValue) -> Result<(), BodyError> {
-    let messages = list(raw)
+    let messages: Vec<Entry> = serde_json::from_str(raw.get())
+        .ok()
+        .filter(|_| Kind::of(raw) == Kind::List)
         .ok_or_else(|| refuse("messages", "`messages` must be a list of message objects"))?;
     if messages.is_empty() {
         return Err(refuse("messages", "`messages` must not be empty"));
@@ -332,30 +458,32 @@ fn check_messages(raw: &RawValue) -> Result<(), BodyError> {
         .try_for_each(|(i, m)| check_message(i, m))
 }
 
-fn check_message(i: usize, raw: &RawValue) -> Result<(), BodyError> {
-    #[derive(Deserialize)]
-    struct Message<'a> {
-        #[serde(borrow)]
-        role: Option<&'a RawValue>,
-        #[serde(borrow)]
-        content: Option<&'a RawValue>,
-        #[serde(borrow)]
-        tool_calls: Option<&'a RawValue>,
-    }
+fn check_message(i: usize, message: &Entry) -> Result<(), BodyError> {
     let field = |name: &str| format!("messages[{i}].{name}");
     let whole = format!("messages[{i}]");
-    let message: Message = match Kind::of(raw) {
-        Kind::Object => serde_json::from_str(raw.get())
-            .map_err(|e| refuse(&whole, format!("`{whole}` is not a valid message: {e}")))?,
-        _ => {
-            return Err(refuse(
-                &whole,
-                format!("`{whole}` must be an object with a string `role` and `content`"),
-            ))
+    let (role, content, tool_calls) = match message {
+        Entry::Message {
+            twice: Some(name), ..
+        } => {
+            let message = format!("`{whole}` sends `{name}` more than once; send each field once");
+            return Err(refuse(whole, message));
+        }
+        Entry::Message {
+            role,
+            content,
+            tool_calls,
+            twice: None,
+        } => (role, content, tool_calls),
+        Entry::Not(kind) => {
+            let got = kind.described();
+            let message = format!(
+                "`{whole}` must be an object with a string `role` and `content`, got {got}"
+            );
+            return Err(refuse(whole, message));
         }
     };
-    let role = present(message.role)
-        .ok_or_else(|| refuse(field("role"), format!("`{}` is required", field("role"))))?;
+    let role =
+        role.ok_or_else(|| refuse(field("role"), format!("`{}` is required", field("role"))))?;
     let role = serde_json::from_str::<Text>(role.get())
         .ok()
         .filter(|r| ROLES.contains(&r.0.as_ref()))
@@ -371,21 +499,22 @@ fn check_message(i: usize, raw: &RawValue) -> Result<(), BodyError> {
         Kind::List => list(c).is_some_and(|parts| parts.iter().all(|p| has_type(p))),
         _ => false,
     };
-    match present(message.content) {
+    match content {
         Some(content) if content_ok(content) => Ok(()),
-        Some(_) => Err(refuse(
-            field("content"),
-            format!(
-                "`{}` must be a string or a list of parts with a `type`",
-                field("content")
-            ),
-        )),
+        Some(_) => {
+            let param = field("content");
+            let message = format!("`{param}` must be a string or a list of parts with a `type`");
+            Err(refuse(param, message))
+        }
         // An assistant turn that calls tools may have no content.
-        None if role.0 == "assistant" && present(message.tool_calls).is_some() => Ok(()),
-        None => Err(refuse(
-            field("content"),
-            format!("`{}` is required for role `{}`", field("content"), role.0),
-        )),
+        None if role.0 == "assistant" && tool_calls.is_some() => Ok(()),
+        None => {
+            let param = field("content");
+            Err(refuse(
+                &param,
+                format!("`{param}` is required for role `{}`", role.0),
+            ))
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod completion;
+pub mod mock;
 pub mod outcome;
 pub mod provider;
 pub mod sse;

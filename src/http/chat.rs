@@ -2,18 +2,23 @@
 //! OpenAI/Groq SDK routes `POST [/openai]/v1/chat/completions`, where `model` names the task and
 //! Groq's completion is passed through as Groq sent it.
 
+use std::cell::RefCell;
+
 use serde::ser::{Error, SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::groq::chat::ChatRequest;
 use crate::groq::completion::Usage;
+use crate::groq::mock::{MockProvider, Upstream};
 use crate::groq::provider::Provider;
 use crate::groq::{cut, Members};
 use crate::http::error::ApiError;
 use crate::http::limit::{key_for, RateLimiter};
 use crate::http::relay::{RequestSummary, StreamRelay};
-use crate::http::{admit, unknown_task, HttpRequest, HttpResponse, Loaded, Reply, RequestEnv};
+use crate::http::{
+    admit, unknown_task, Body, HttpRequest, HttpResponse, Loaded, Reply, RequestEnv,
+};
 use crate::routing::chain::ModelChain;
 use crate::routing::config::Config;
 use crate::routing::fallback::{route, Answer, Attempt, RouteContext, Routed};
@@ -60,7 +65,7 @@ pub(super) async fn chat<P: Provider, L: RateLimiter>(
     provider: &P,
     limiter: &L,
     env: &RequestEnv<'_>,
-) -> Reply<P::Body> {
+) -> Reply<Body<P>> {
     // On the task route the URL names the task, so even a refused request (bad key, bad body)
     // says which task it was for; on the SDK routes the task is known once the body is read.
     let mut summary = RequestSummary {
@@ -71,6 +76,7 @@ pub(super) async fn chat<P: Provider, L: RateLimiter>(
         price: None,
         attempts: 0,
         stream: false,
+        mock: false,
         started_ms: (env.now_ms)(),
     };
     let routed = route_chat(req, task, config, provider, limiter, env, &mut summary).await;
@@ -169,7 +175,7 @@ async fn route_chat<'c, P: Provider, L: RateLimiter>(
     limiter: &L,
     env: &RequestEnv<'_>,
     summary: &mut RequestSummary,
-) -> Result<(&'c Config, Routed<P::Body>), ApiError> {
+) -> Result<(&'c Config, Routed<Body<P>>), ApiError> {
     let (config, client) = admit(&req, config, env)?;
     summary.client = client.map(str::to_string);
     if !limiter.allow(&key_for(client, req.client_ip)).await {
@@ -177,10 +183,10 @@ async fn route_chat<'c, P: Provider, L: RateLimiter>(
             retry_after_secs: config.rate_limit_period_s,
         });
     }
-    let api_key = config
-        .groq_api_key
-        .as_deref()
-        .ok_or(ApiError::ProviderKeyMissing)?;
+    // Without a key only a mock request can be answered, and only where mocks are allowed.
+    if config.groq_api_key.is_none() && !config.allow_mock {
+        return Err(ApiError::ProviderKeyMissing);
+    }
     if req.body_too_large || req.body.len() as u64 > config.max_request_bytes {
         return Err(ApiError::PayloadTooLarge {
             limit: config.max_request_bytes,
@@ -209,6 +215,26 @@ async fn route_chat<'c, P: Provider, L: RateLimiter>(
     }
     let chain =
         ModelChain::for_task(config, &task).ok_or_else(|| unknown_task(config, &task, true))?;
+    // A mock request runs the real chain against the mock provider, on a health book of its
+    // own: it teaches the router nothing about the real models.
+    let scratch = RefCell::default();
+    let (upstream, health, api_key) = match (&request.mock, config.groq_api_key.as_deref()) {
+        (Some(_), _) if !config.allow_mock => {
+            let param = match request.has("mock_response") {
+                true => "mock_response",
+                false => "mock_failures",
+            };
+            return Err(ApiError::MockNotAllowed { param });
+        }
+        (Some(mock), _) => (
+            Upstream::Mock(MockProvider::new(mock, request.prompt_bytes)),
+            &scratch,
+            "",
+        ),
+        (None, Some(key)) => (Upstream::Real(provider), env.health, key),
+        (None, None) => return Err(ApiError::ProviderKeyMissing),
+    };
+    summary.mock = request.mock.is_some();
     let ctx = RouteContext {
         request_id: env.request_id,
         task: &task,
@@ -219,9 +245,10 @@ async fn route_chat<'c, P: Provider, L: RateLimiter>(
         gone_ttl_ms: config.model_gone_ttl_ms,
         now_ms: env.now_ms,
         log: env.log,
-        health: env.health,
+        health,
+        mock: summary.mock,
     };
-    Ok((config, route(&ctx, &chain, &request, provider).await?))
+    Ok((config, route(&ctx, &chain, &request, &upstream).await?))
 }
 
 /// `application/json`, with or without parameters (`; charset=utf-8`).

@@ -43,6 +43,8 @@ pub enum ApiError {
     OriginNotAllowed,
     /// 429: this client exceeded `CLIENT_RATE_LIMITER`.
     ClientRateLimited { retry_after_secs: u64 },
+    /// 400: `mock_response` / `mock_failures` (`param`, the first) without `ALLOW_MOCK`.
+    MockNotAllowed { param: &'static str },
 }
 
 impl From<BodyError> for ApiError {
@@ -70,7 +72,9 @@ impl ApiError {
 
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::BadJson(_) | ApiError::InvalidField { .. } => 400,
+            ApiError::BadJson(_)
+            | ApiError::InvalidField { .. }
+            | ApiError::MockNotAllowed { .. } => 400,
             ApiError::AuthNotConfigured | ApiError::Unauthorized { .. } => 401,
             ApiError::OriginNotAllowed => 403,
             ApiError::UnknownTask { .. } | ApiError::RouteNotFound { .. } => 404,
@@ -108,6 +112,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::ClientRateLimited { .. } => "client_rate_limited",
+            ApiError::MockNotAllowed { .. } => "mock_not_allowed",
             ApiError::Chain(failed) => match &failed.why {
                 Why::Rejected(e) => e.code.as_deref().unwrap_or("invalid_request"),
                 Why::ProviderAuth => "provider_auth_failed",
@@ -158,6 +163,7 @@ impl ApiError {
             ApiError::ClientRateLimited { retry_after_secs } => {
                 format!("too many requests from this client; retry after {retry_after_secs} s")
             }
+            ApiError::MockNotAllowed { .. } => "`mock_response` and `mock_failures` are answered only where `ALLOW_MOCK` is \"true\" (a test deployment); this router never sends them to Groq".to_string(),
             ApiError::Chain(failed) => match &failed.why {
                 Why::Rejected(e) => redact_org_ids(e.message.as_deref().unwrap_or("Groq refused the request")),
                 Why::ProviderAuth => "Groq rejected the router's provider key; the operator must update the `GROQ_API_KEY` secret".to_string(),
@@ -204,6 +210,7 @@ impl ApiError {
     pub fn body(&self) -> Vec<u8> {
         let param = match self {
             ApiError::InvalidField { param, .. } => Some(param.as_str()),
+            ApiError::MockNotAllowed { param } => Some(*param),
             ApiError::UnknownTask {
                 named_by_model: true,
                 ..

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use serde::Serialize;
 
 use crate::groq::cut;
+use crate::groq::mock::EitherBody;
 use crate::groq::provider::Provider;
 use crate::routing::chain::{ChainSource, ModelChain};
 use crate::routing::config::{AllowedOrigins, Config, ConfigError, DEFAULT_MAX_REQUEST_BYTES};
@@ -28,6 +29,9 @@ use relay::{StreamRelay, UsageSink};
 pub use chat::attempts_header;
 
 pub const TASKS_PREFIX: &str = "/v1/tasks/";
+
+/// The body of an upstream answer: Groq's, or the mock provider's.
+pub type Body<P> = EitherBody<<P as Provider>::Body>;
 
 /// What `Config::load` made of this isolate's bindings.
 pub type Loaded = Result<Config, Vec<ConfigError>>;
@@ -163,7 +167,7 @@ pub async fn handle<P: Provider, L: RateLimiter>(
     provider: &P,
     limiter: &L,
     env: &RequestEnv<'_>,
-) -> Reply<P::Body> {
+) -> Reply<Body<P>> {
     let route = Route::of(req.path);
     let allowed = route.methods();
     let origins = config
@@ -254,6 +258,14 @@ fn healthz(config: &Loaded) -> HttpResponse {
     let missing_key = [ConfigError::provider_key_missing()];
     let (problems, warnings) = match config {
         Err(errors) => (&errors[..], Vec::new()),
+        Ok(c) if c.groq_api_key.is_none() && c.allow_mock => {
+            let mock_only = ConfigError {
+                code: "mock_only",
+                message: "the `GROQ_API_KEY` secret is not set: only mock requests (`mock_response`, `mock_failures`) can be answered".into(),
+                ..ConfigError::provider_key_missing()
+            };
+            (&[][..], [vec![mock_only], c.unpriced()].concat())
+        }
         Ok(c) if c.groq_api_key.is_none() => (&missing_key[..], c.unpriced()),
         Ok(c) => (&[][..], c.unpriced()),
     };

@@ -34,6 +34,8 @@ pub struct RequestSummary {
     pub price: Option<Price>,
     pub attempts: usize,
     pub stream: bool,
+    /// Answered by the mock provider: logged with `"mock": true`, no usage point, no health.
+    pub mock: bool,
     pub started_ms: u64,
 }
 
@@ -56,6 +58,8 @@ struct RequestLine<'a> {
     cost_usd: Option<f64>,
     duration_ms: u64,
     stream: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    mock: bool,
 }
 
 /// One routed request as Workers Analytics Engine keeps it, for months (`USAGE`): indexed by
@@ -110,8 +114,12 @@ impl RequestSummary {
             cost_usd: cost,
             duration_ms,
             stream: self.stream,
+            mock: self.mock,
         };
         write(env.log, level, &line);
+        if self.mock {
+            return;
+        }
         let client = self.client.as_deref().unwrap_or("anonymous");
         let count = |n: Option<u64>| n.unwrap_or(0) as f64;
         env.usage.record(UsagePoint {
@@ -190,7 +198,7 @@ impl<B: UpstreamBody> StreamRelay<B> {
             Some(b) => Some(b.outcome()),
             None => Some(Outcome::Ok),
         };
-        if let (Some(outcome), Some(model)) = (judged, &summary.model) {
+        if let (Some(outcome), Some(model), false) = (judged, &summary.model, summary.mock) {
             let now = (env.now_ms)();
             env.health
                 .borrow_mut()

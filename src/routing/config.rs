@@ -146,6 +146,8 @@ pub struct Config {
     pub log_level: Level,
     /// `MODEL_PRICES`: model → price, for `cost_usd`.
     pub prices: BTreeMap<String, Price>,
+    /// `ALLOW_MOCK`: requests may carry `mock_response` / `mock_failures`.
+    pub allow_mock: bool,
 }
 
 /// Reads bindings, collecting every problem rather than stopping at the first.
@@ -317,6 +319,11 @@ impl Config {
                 "\"info\", \"warn\" or \"error\"",
             ),
             allowed_origins: r.parsed("ALLOWED_ORIGINS", parse_origins, AllowedOrigins::None),
+            allow_mock: r.one_of(
+                "ALLOW_MOCK",
+                &[("false", false), ("true", true)],
+                "\"true\" or \"false\"",
+            ),
             prices: match bindings.get("MODEL_PRICES") {
                 None => BTreeMap::new(),
                 Some(value) => r.ok("MODEL_PRICES", parse_prices(value), BTreeMap::new()),

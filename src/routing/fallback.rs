@@ -54,6 +54,8 @@ pub struct RouteContext<'a> {
     pub log: &'a dyn Log,
     /// This isolate's memory of model health; borrowed briefly, never across an `await`.
     pub health: &'a RefCell<HealthBook>,
+    /// The request is answered by the mock provider: its log lines say so.
+    pub mock: bool,
 }
 
 /// A chain that produced an answer.
@@ -383,6 +385,8 @@ struct AttemptLine<'a> {
     duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     hint: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    mock: bool,
 }
 
 fn log_attempt(ctx: &RouteContext<'_>, number: usize, attempt: &Attempt) {
@@ -415,6 +419,7 @@ fn log_attempt(ctx: &RouteContext<'_>, number: usize, attempt: &Attempt) {
         error: attempt.error.as_deref(),
         duration_ms: attempt.duration_ms,
         hint,
+        mock: ctx.mock,
     };
     write(ctx.log, level, &line);
 }

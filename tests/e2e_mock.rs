@@ -1,0 +1,284 @@
+//! End-to-end tests of mock answers (issue 15) against the real Worker under `wrangler dev`,
+//! started as `npm start` starts it: the registry and prices of `wrangler.toml`, no
+//! `GROQ_API_KEY`, `ALLOW_MOCK` and `ALLOW_UNAUTHENTICATED` on. `GROQ_BASE_URL` points at a fake
+//! Groq that only counts: a mock request that reached it fails the test.
+//!
+//! - The README's "Try it" snippets run as printed (curl and the OpenAI SDK, only the port
+//!   changed) and print what their `# →` lines say (`…` stands for any text).
+//! - `tests/sdk/mock_clients.py` drives the mock through the official OpenAI and Groq SDKs.
+//! - With `ALLOW_MOCK` off (`wrangler.toml`'s default) the fields are refused.
+//!
+//! Run: `cargo test --test e2e_mock -- --nocapture`. Needs what `e2e_sdk` needs, and `curl`.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Duration;
+use support::fake_groq::FakeGroq;
+use support::http;
+use support::process::{self, python, run_with_timeout};
+use support::worker::{manifest_dir, Worker};
+
+/// Where the README's snippets call the router.
+const README_BASE: &str = "http://127.0.0.1:8787";
+/// The only key the fake Groq accepts; the Worker is never given it.
+const FAKE_KEY: &str = "gsk_e2e_mock_never_given_to_the_worker";
+/// `npm start`'s `--var`s (`package.json`), with an empty `GROQ_API_KEY` so a developer's
+/// `.dev.vars` cannot give it one.
+fn npm_start_vars(fake: &FakeGroq) -> Vec<(&'static str, String)> {
+    vec![
+        ("ALLOW_MOCK", "true".into()),
+        ("ALLOW_UNAUTHENTICATED", "true".into()),
+        ("GROQ_API_KEY", String::new()),
+        ("GROQ_BASE_URL", fake.base_url()),
+    ]
+}
+
+fn start(vars: &[(&'static str, String)]) -> Worker {
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Worker::start(&vars)
+}
+
+/// A README snippet that says what it prints.
+struct Snippet {
+    language: String,
+    /// One command (curl, with its continuation lines) or the whole Python block.
+    code: String,
+    /// The `# →` line's text.
+    expect: String,
+}
+
+/// The fenced blocks of README's "Try it" section that carry `# →` lines: in a `sh` block each
+/// command is followed by its own; a `python` block runs whole, its `# →` lines joined.
+fn readme_snippets() -> Vec<Snippet> {
+    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).expect("read README.md");
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Try it"))
+        .expect("README has a \"## Try it\" section");
+    let mut snippets = Vec::new();
+    let mut blocks = section.split("```").skip(1).step_by(2);
+    for block in blocks.by_ref() {
+        let (language, body) = block.split_once('\n').unwrap_or((block, ""));
+        if !body.contains("# →") {
+            continue;
+        }
+        let arrow = |line: &str| {
+            line.trim()
+                .strip_prefix("# →")
+                .map(|e| e.trim().to_string())
+        };
+        if language == "python" {
+            let expect: Vec<String> = body.lines().filter_map(arrow).collect();
+            snippets.push(Snippet {
+                language: language.into(),
+                code: body.into(),
+                expect: expect.join("\n"),
+            });
+            continue;
+        }
+        assert_eq!(language, "sh", "README \"Try it\" block in {language:?}");
+        let mut code = String::new();
+        for line in body.lines() {
+            if let Some(expect) = arrow(line) {
+                assert!(
+                    !code.is_empty(),
+                    "`# →` without a command before it: {line}"
+                );
+                snippets.push(Snippet {
+                    language: language.into(),
+                    code: std::mem::take(&mut code),
+                    expect,
+                });
+            } else if !line.trim().is_empty() && !line.trim_start().starts_with('#') {
+                code.push_str(line);
+                code.push('\n');
+            }
+        }
+        assert!(
+            code.is_empty(),
+            "a README command without a `# →` line: {code}"
+        );
+    }
+    snippets
+}
+
+/// `text` holds each `…`-separated part of `expect`, in order.
+fn matches(text: &str, expect: &str) -> bool {
+    let mut rest = text;
+    for part in expect.split('…').map(str::trim).filter(|p| !p.is_empty()) {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn readme_try_it_snippets_print_what_they_say_without_a_key() {
+    let fake = FakeGroq::start(FAKE_KEY);
+    let worker = start(&npm_start_vars(&fake));
+    let snippets = readme_snippets();
+    let count = |language: &str| snippets.iter().filter(|s| s.language == language).count();
+    assert!(
+        count("sh") >= 3 && count("python") >= 1,
+        "README snippets found: {}",
+        snippets.len()
+    );
+    process::require_python_sdks();
+    for snippet in &snippets {
+        let code = snippet.code.replace(README_BASE, &worker.base_url());
+        let mut command = match snippet.language.as_str() {
+            "sh" => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &code]).env("NO_PROXY", "127.0.0.1");
+                sh
+            }
+            _ => {
+                let mut py = python();
+                py.args(["-c", &code]);
+                py
+            }
+        };
+        let ran = run_with_timeout(&mut command, Duration::from_secs(60));
+        eprintln!("$ {}{}", code.trim_end(), ran.output());
+        assert!(
+            ran.succeeded(),
+            "README snippet failed:\n{code}\n{}",
+            ran.output()
+        );
+        assert!(
+            matches(&ran.stdout, &snippet.expect),
+            "README snippet printed something else than `# → {}`:\n{code}\n{}\n--- worker logs\n{}",
+            snippet.expect,
+            ran.output(),
+            worker.logs()
+        );
+    }
+    assert!(
+        fake.calls().is_empty(),
+        "a mock request reached Groq: {:?}",
+        fake.models_called()
+    );
+
+    // No key, mocks on: healthy, with a warning saying only mocks can be answered; a real request
+    // is refused saying why, and still never reaches Groq.
+    let health = http::get(worker.port(), "/healthz", None);
+    assert_eq!(health.status, 200, "{}", health.text());
+    let warnings = health.json()["warnings"].clone();
+    assert!(
+        warnings
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w["code"] == "mock_only")),
+        "{warnings}"
+    );
+    let body = json!({"messages": [{"role": "user", "content": "Say hi"}]});
+    let real = http::post_json(worker.port(), "/v1/tasks/fast", None, &body);
+    assert_eq!(
+        (real.status, real.json()["error"]["code"].clone()),
+        (500, json!("provider_key_missing"))
+    );
+    assert!(fake.calls().is_empty());
+}
+
+#[test]
+fn official_sdks_drive_the_mock() {
+    process::require_python_sdks();
+    let fake = FakeGroq::start(FAKE_KEY);
+    let worker = start(&npm_start_vars(&fake));
+    let script = run_with_timeout(
+        python()
+            .arg("tests/sdk/mock_clients.py")
+            .arg(worker.base_url())
+            .arg("any-key-is-fine-here"),
+        Duration::from_secs(180),
+    );
+    eprintln!("tests/sdk/mock_clients.py:\n{}", script.output());
+    assert!(
+        script.succeeded(),
+        "tests/sdk/mock_clients.py failed:\n{}\n--- worker logs\n{}",
+        script.output(),
+        worker.logs()
+    );
+    assert_eq!(
+        script.stdout.matches("ok   ").count(),
+        10,
+        "5 checks per SDK"
+    );
+    assert!(
+        fake.calls().is_empty(),
+        "a mock request reached Groq: {:?}",
+        fake.models_called()
+    );
+
+    // Every mock request's line says so, with its tokens and cost, and changed no model's health.
+    let lines: Vec<Value> = worker.log_lines_json();
+    let requests: Vec<&Value> = lines.iter().filter(|l| l["event"] == "request").collect();
+    assert!(requests.len() >= 10, "{} request lines", requests.len());
+    assert!(requests.iter().all(|l| l["mock"] == true), "{requests:?}");
+    assert!(
+        requests.iter().any(|l| l["cost_usd"].is_f64()),
+        "{requests:?}"
+    );
+    let routes = http::get(worker.port(), "/v1/routes", None).json();
+    let states: Vec<&Value> = routes["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|task| task["chain"].as_array().into_iter().flatten())
+        .map(|entry| &entry["health"]["state"])
+        .collect();
+    assert!(!states.is_empty(), "{routes}");
+    assert!(
+        states.iter().all(|s| *s == "healthy"),
+        "a mock failure changed health: {routes}"
+    );
+}
+
+#[test]
+fn with_allow_mock_off_mock_fields_are_refused_and_groq_is_not_called() {
+    let fake = FakeGroq::start(FAKE_KEY);
+    // `npm start` without `ALLOW_MOCK` (so `wrangler.toml`'s "false"), and with a Groq key.
+    let vars: Vec<_> = npm_start_vars(&fake)
+        .into_iter()
+        .filter(|(k, _)| *k != "ALLOW_MOCK")
+        .map(|(k, v)| {
+            (
+                k,
+                if k == "GROQ_API_KEY" {
+                    FAKE_KEY.into()
+                } else {
+                    v
+                },
+            )
+        })
+        .collect();
+    let worker = start(&vars);
+    for (field, value) in [
+        ("mock_response", json!("hi")),
+        ("mock_failures", json!(["model_gone"])),
+    ] {
+        let body = json!({"messages": [{"role": "user", "content": "Say hi"}], field: value});
+        let refused = http::post_json(worker.port(), "/v1/tasks/fast", None, &body);
+        assert_eq!(refused.status, 400, "{}", refused.text());
+        let error = &refused.json()["error"];
+        assert_eq!(
+            (&error["code"], &error["param"]),
+            (&json!("mock_not_allowed"), &json!(field))
+        );
+    }
+    assert!(fake.calls().is_empty(), "a refused request reached Groq");
+    // Same router, a real request: it reaches the fake Groq with the key, which serves none of
+    // `wrangler.toml`'s models, so each answers 404 `model_not_found` and the chain runs out.
+    let body = json!({"messages": [{"role": "user", "content": "Say hi"}]});
+    let real = http::post_json(worker.port(), "/v1/tasks/fast", None, &body);
+    assert_eq!(
+        real.json()["error"]["code"],
+        "all_models_failed",
+        "{}",
+        real.text()
+    );
+    assert!(!fake.calls().is_empty());
+}

@@ -1,0 +1,292 @@
+//! Native tests of mock answers (issue 15): `mock_response` and `mock_failures` run through the
+//! real chain, checks and answer shaping with the mock provider instead of Groq, and touch no
+//! shared state. Run: `cargo test --test mock`.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::attempts::outcomes;
+use support::scripted::*;
+use task_router::http::limit::Unlimited;
+use task_router::http::HttpRequest;
+use task_router::routing::health::{HealthBook, HealthReport};
+
+const REGISTRY: &str = r#"{"fast":["m1","m2"],"fallback":["f1"]}"#;
+
+fn bindings(allow: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("MODEL_REGISTRY", REGISTRY),
+        ("GROQ_API_KEY", "gsk_mock_test"),
+        ("ROUTER_API_KEYS", "web:k"),
+        ("ALLOW_MOCK", allow),
+        (
+            "MODEL_PRICES",
+            r#"{"m1":{"input":1,"output":2},"m2":{"input":1,"output":2}}"#,
+        ),
+    ]
+}
+
+/// A mock request on `path` with `extra` fields; the scripted provider answers nothing, so a
+/// call to it (the real Groq) fails the test.
+fn ask(pairs: &[(&'static str, &str)], path: &str, extra: Value) -> (Exchange, HealthBook) {
+    let mut body = json!({"messages": [{"role": "user", "content": "Say hi to the tests"}]});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let body = body.to_string();
+    let health = Default::default();
+    let provider = ScriptedProvider::new();
+    let req = HttpRequest {
+        authorization: Some("Bearer k"),
+        ..HttpRequest::new("POST", path, body.as_bytes())
+    };
+    let ex = exchange(&load(pairs), &provider, &Unlimited, &health, req);
+    assert!(
+        provider.calls.borrow().is_empty(),
+        "a mock request reached Groq"
+    );
+    (ex, health.into_inner())
+}
+
+#[test]
+fn a_mock_answer_is_shaped_like_groqs_through_the_real_chain() {
+    let (ex, _) = ask(
+        &bindings("true"),
+        "/v1/tasks/fast",
+        json!({"mock_response": "Hi tests"}),
+    );
+    assert_eq!(ex.response.status, 200, "{}", ex.text);
+    assert_eq!(ex.response.header("x-model-used"), Some("m1"));
+    assert_eq!(ex.response.header("x-attempts"), Some("m1=ok(200)"));
+    let body = ex.json();
+    assert_eq!(
+        (&body["content"], &body["finish_reason"]),
+        (&json!("Hi tests"), &json!("stop"))
+    );
+    // Tokens: bytes ÷ 4, rounded up — the `messages` sent, and the answer's text.
+    let messages = r#"[{"content":"Say hi to the tests","role":"user"}]"#.len() as u64;
+    let (prompt, completion) = (messages.div_ceil(4), 2);
+    assert_eq!(body["usage"]["prompt_tokens"], prompt);
+    assert_eq!(body["usage"]["completion_tokens"], completion);
+    assert_eq!(body["usage"]["total_tokens"], prompt + completion);
+    assert_eq!(
+        body["usage"]["cost_usd"],
+        (prompt as f64 + 2.0 * completion as f64) / 1e6
+    );
+    let line = &ex.log.last().unwrap().1;
+    assert_eq!(
+        (&line["mock"], &line["model"]),
+        (&json!(true), &json!("m1"))
+    );
+    assert!(ex.usage.is_empty(), "no Analytics Engine point for a mock");
+
+    // The SDK route passes the completion through as Groq's would be.
+    let (ex, _) = ask(
+        &bindings("true"),
+        "/v1/chat/completions",
+        json!({"model": "fast", "mock_response": "Hi"}),
+    );
+    let body = ex.json();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "m1");
+    assert_eq!(body["choices"][0]["message"]["content"], "Hi");
+}
+
+/// Every outcome `mock_failures` names goes through the real fallback loop as the real failure
+/// would: the next model answers, or the chain ends as it would.
+#[test]
+fn each_mock_failure_is_classified_like_the_real_one() {
+    for (failure, outcome, status) in [
+        ("model_gone", "model_gone", Some(404)),
+        ("rate_limited", "rate_limited", Some(429)),
+        ("upstream_error", "upstream_error", Some(500)),
+        ("timeout", "timeout", None),
+        ("cannot_serve", "cannot_serve", Some(400)),
+    ] {
+        let (ex, _) = ask(
+            &bindings("true"),
+            "/v1/tasks/fast",
+            json!({"mock_failures": [failure]}),
+        );
+        assert_eq!(ex.response.status, 200, "{failure}: {}", ex.text);
+        let body = ex.json();
+        assert_eq!(
+            outcomes(&body),
+            vec![
+                (String::from("m1"), outcome.into()),
+                ("m2".into(), "ok".into())
+            ],
+            "{failure}"
+        );
+        assert_eq!(body["attempts"][0]["status"], json!(status), "{failure}");
+        assert_eq!(body["content"], "This is a mock answer.");
+        let attempt = ex
+            .log
+            .iter()
+            .find(|(_, l)| l["event"] == "attempt")
+            .expect("an attempt line");
+        assert_eq!(attempt.1["mock"], true);
+    }
+    // Stop at once, as Groq's refusals do.
+    let (ex, _) = ask(
+        &bindings("true"),
+        "/v1/tasks/fast",
+        json!({"mock_failures": ["invalid_request"]}),
+    );
+    assert_eq!(
+        (ex.response.status, ex.json()["error"]["code"].clone()),
+        (400, json!("invalid_request"))
+    );
+    let (ex, _) = ask(
+        &bindings("true"),
+        "/v1/tasks/fast",
+        json!({"mock_failures": ["provider_auth_failed"]}),
+    );
+    assert_eq!(
+        (ex.response.status, ex.json()["error"]["code"].clone()),
+        (502, json!("provider_auth_failed"))
+    );
+}
+
+#[test]
+fn as_many_failures_as_models_give_the_real_exhausted_answers() {
+    let (ex, health) = ask(
+        &bindings("true"),
+        "/v1/tasks/fast",
+        json!({"mock_failures": ["model_gone", "upstream_error", "timeout"]}),
+    );
+    assert_eq!(ex.response.status, 502, "{}", ex.text);
+    let error = &ex.json()["error"];
+    assert_eq!(error["code"], "all_models_failed");
+    let want = [
+        ("m1", "model_gone"),
+        ("m2", "upstream_error"),
+        ("f1", "timeout"),
+    ];
+    assert_eq!(
+        outcomes(error),
+        want.map(|(m, o)| (m.to_string(), o.to_string()))
+    );
+    // The shared health book learned nothing: m1 is not gone for real requests.
+    assert_eq!(health.report("m1", 0), HealthReport::Healthy);
+
+    let (ex, _) = ask(
+        &bindings("true"),
+        "/v1/tasks/fast",
+        json!({"mock_failures": ["rate_limited", "rate_limited", "rate_limited"]}),
+    );
+    assert_eq!(ex.response.status, 429);
+    assert_eq!(ex.response.header("retry-after"), Some("2"));
+}
+
+#[test]
+fn a_mock_stream_is_groqs_sse_and_stream_break_breaks_it() {
+    let (ex, _) = ask(
+        &bindings("true"),
+        "/v1/tasks/fast",
+        json!({"stream": true, "mock_response": "Hello from the mock"}),
+    );
+    assert!(ex.streamed);
+    let events: Vec<&str> = ex.text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.last(), Some(&"data: [DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello from the mock");
+    assert!(
+        chunks.len() >= 5,
+        "a role chunk, content chunks, a final chunk: {chunks:?}"
+    );
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert!(last["x_groq"]["usage"]["total_tokens"].is_u64());
+    assert_eq!(ex.log.last().unwrap().1["completion_tokens"], 5);
+
+    let (ex, health) = ask(
+        &bindings("true"),
+        "/v1/tasks/fast",
+        json!({"stream": true, "mock_failures": ["stream_break"]}),
+    );
+    assert!(ex.streamed);
+    assert!(!ex.text.contains("[DONE]"), "{}", ex.text);
+    let events: Vec<&str> = ex.text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(
+        events.len(),
+        3,
+        "role chunk, first content chunk, error event: {}",
+        ex.text
+    );
+    let error: Value = serde_json::from_str(events[2].strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(error["error"]["code"], "stream_interrupted");
+    assert_eq!(
+        health.report("m1", 0),
+        HealthReport::Healthy,
+        "no health learned from a mock"
+    );
+}
+
+#[test]
+fn without_allow_mock_the_fields_are_refused_and_bad_fields_are_named() {
+    for (field, value) in [
+        ("mock_response", json!("hi")),
+        ("mock_failures", json!(["model_gone"])),
+    ] {
+        let (ex, _) = ask(
+            &bindings("false"),
+            "/v1/tasks/fast",
+            json!({ field: value }),
+        );
+        assert_eq!(ex.response.status, 400, "{}", ex.text);
+        let error = &ex.json()["error"];
+        assert_eq!(
+            (&error["code"], &error["param"]),
+            (&json!("mock_not_allowed"), &json!(field))
+        );
+        assert!(error["message"].as_str().unwrap().contains("ALLOW_MOCK"));
+    }
+    for (extra, param) in [
+        (json!({"mock_response": 7}), "mock_response"),
+        (json!({"mock_failures": "model_gone"}), "mock_failures"),
+        (json!({"mock_failures": ["gone"]}), "mock_failures"),
+        (json!({"mock_failures": ["stream_break"]}), "mock_failures"),
+    ] {
+        let (ex, _) = ask(&bindings("true"), "/v1/tasks/fast", extra.clone());
+        assert_eq!(ex.response.status, 400, "{extra}");
+        assert_eq!(ex.json()["error"]["param"], param, "{extra}");
+    }
+}
+
+#[test]
+fn without_a_provider_key_only_mocks_are_answered() {
+    let no_key: Vec<_> = bindings("true")
+        .into_iter()
+        .filter(|(k, _)| *k != "GROQ_API_KEY")
+        .collect();
+    let (ex, _) = ask(&no_key, "/v1/tasks/fast", json!({"mock_response": "hi"}));
+    assert_eq!(ex.response.status, 200, "{}", ex.text);
+    let (ex, _) = ask(&no_key, "/v1/tasks/fast", json!({}));
+    assert_eq!(
+        (ex.response.status, ex.json()["error"]["code"].clone()),
+        (500, json!("provider_key_missing"))
+    );
+    let provider = ScriptedProvider::new();
+    let health = exchange(
+        &load(&no_key),
+        &provider,
+        &Unlimited,
+        &Default::default(),
+        HttpRequest::new("GET", "/healthz", b""),
+    );
+    assert_eq!(health.response.status, 200);
+    let warning = &health.json()["warnings"][0];
+    assert_eq!(
+        (&warning["binding"], &warning["code"]),
+        (&json!("GROQ_API_KEY"), &json!("mock_only"))
+    );
+}

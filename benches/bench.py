@@ -48,6 +48,22 @@ against the code before it in the same run.
 inspector, on a build that keeps wasm function names) and writes `.cpuprofile` files plus a
 summary of self and inclusive time per function (`benches/profile_worker.mjs`).
 
+`--streams` measures long streams instead (a few minutes):
+
+    python3 benches/bench.py --streams [--profile DIR] [--no-inspector] [--stream-experiments]
+
+1,000 SSE chunks 1 ms apart from the upstream (`long1000-a`, a 1,000-token answer), one stream at
+a time, through `benches/streams/native.mjs` (a JavaScript Worker returning `upstream.body`
+untouched: the runtime pipes it natively), `benches/streams/rwloop.mjs` (a JavaScript `read()` /
+`write()` loop) and the router (each `STREAM_RELAY` mode, or `--relays`); each writes one log line
+per request, as the router does. Blocks of sequential streams per Worker (`--stream-blocks`,
+`--stream-requests`), Workers interleaved in an order shuffled every block, fresh dev servers
+every block; every answer is checked whole. It reports each Worker's own workerd CPU per HTTP
+chunk (its threads' schedstat) and, per block, its ratio to the native pipe's in the same block.
+With `--profile DIR`, each Worker's streams run under the V8 profiler instead, and the report
+gives JavaScript, wasm and runtime-call self time per chunk. `--stream-experiments` adds the
+JavaScript relays tried on the way (`benches/streams/experiments`).
+
 Every process it starts runs in its own process group and is stopped (TERM, then KILL) on exit,
 on failure and on Ctrl-C. Only 127.0.0.1 is used. Needs Python 3.11+ (stdlib only), node/npm,
 the Rust toolchain and `wrk` (installed with apt-get when missing and running as root).
@@ -88,7 +104,7 @@ TERM_GRACE_S = 3.0
 
 PROVIDER_KEY = "gsk_bench_provider_key"
 CLIENT_KEY = "ck_bench_client_key"
-MODEL_REGISTRY = '{"fast":["ok-a"],"gonefirst":["gone-a","ok-a"],"long":["long-a"]}'
+MODEL_REGISTRY = '{"fast":["ok-a"],"gonefirst":["gone-a","ok-a"],"long":["long-a"],"long1k":["long1000-a"]}'
 MAX_REQUEST_BYTES = 4 << 20
 BIG_BODY_BYTES = 1 << 20
 # Content chunks in the upstream's `long-` streams (`LONG_EVENTS` in benches/upstream.py); with
@@ -415,6 +431,7 @@ class Answer:
     body: bytes
     first_byte_s: float  # request sent → first body byte
     total_s: float  # request sent → whole answer
+    half_s: float = 0.0  # request sent → half the bytes received (head included)
 
 
 class HttpConnection:
@@ -423,6 +440,8 @@ class HttpConnection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.port = port
         self.buf = b""
+        self.arrivals: list = []  # (time, bytes received so far) of each `recv`
+        self.received = 0
 
     def __enter__(self):
         return self
@@ -435,6 +454,8 @@ class HttpConnection:
         if not data:
             raise HttpError("connection closed")
         self.buf += data
+        self.received += len(data)
+        self.arrivals.append((time.perf_counter(), self.received))
 
     def request(self, method: str, path: str, headers: dict, body: bytes) -> Answer:
         head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
@@ -444,6 +465,7 @@ class HttpConnection:
             head += f"Content-Length: {len(body)}\r\n"
         self.sock.sendall(head.encode() + b"\r\n" + body)
         sent = time.perf_counter()
+        self.arrivals, self.received = [], len(self.buf)
         while b"\r\n\r\n" not in self.buf:
             self._recv()
         end = self.buf.index(b"\r\n\r\n")
@@ -480,7 +502,8 @@ class HttpConnection:
             while len(self.buf) < length:
                 self._recv()
             data, self.buf = self.buf[:length], self.buf[length:]
-        return Answer(status, hdrs, data, first - sent, time.perf_counter() - sent)
+        half = next((at for at, n in self.arrivals if n >= self.received / 2), sent)
+        return Answer(status, hdrs, data, first - sent, time.perf_counter() - sent, half - sent)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1090,6 +1113,301 @@ def report(args, info: dict, all_scenarios: list, sizes: dict, samples: dict, n_
 
 
 # ---------------------------------------------------------------------------------------------
+# `--streams`: long streams, one at a time, through JavaScript Workers and the router
+
+
+# Content chunks in a `--streams` answer (the upstream's `long1000-a`), 1 ms apart: a 1,000-token
+# answer. With the role, final and `[DONE]` events a stream is STREAM_CHUNKS + 3 HTTP chunks, the
+# count every per-chunk figure divides by.
+STREAM_CHUNKS = 1000
+STREAM_HTTP_CHUNKS = STREAM_CHUNKS + 3
+STREAMS_DIR = BENCHES / "streams"
+# The Free plan's CPU limit per request.
+FREE_PLAN_CPU_US = 10_000
+# JavaScript Workers: the two baselines, and (`--stream-experiments`) the relays tried for issue 17.
+JS_STREAM_WORKERS = [
+    ("native", "JS Worker returning `upstream.body` untouched (native pipe)", "native.mjs"),
+    ("rwloop", "JS Worker with a `read()` / `write()` loop", "rwloop.mjs"),
+]
+JS_STREAM_EXPERIMENTS = [
+    ("js-transform", "JS `TransformStream`, synchronous scan per chunk", "experiments/transform.mjs"),
+    ("js-pipe", "JS `pipeTo` into an `IdentityTransformStream` (`preventClose`), bytes unseen",
+     "experiments/pipe.mjs"),
+    ("js-tee", "JS `tee()`: one branch piped natively, the other read every 100 ms",
+     "experiments/tee.mjs"),
+    ("js-batch20", "JS `tee()` into a `DigestStream`, the other branch relayed every 20 ms",
+     "experiments/batch.mjs", {"BATCH_MS": "20"}),
+    ("js-batch50", "JS `tee()` into a `DigestStream`, the other branch relayed every 50 ms",
+     "experiments/batch.mjs", {"BATCH_MS": "50"}),
+    ("js-batchbuf", "JS `tee()` into `arrayBuffer()`, the other branch relayed every 50 ms",
+     "experiments/batch.mjs", {"BATCH_MS": "50", "DRAIN": "buffer"}),
+    ("js-batchz", "JS `tee()` into a `CompressionStream`'s `arrayBuffer()`, the other branch relayed every 50 ms",
+     "experiments/batch.mjs", {"BATCH_MS": "50", "DRAIN": "deflate"}),
+]
+# The router's `STREAM_RELAY` modes, the default first; `--relays` picks some (`""`: the router as
+# configured in wrangler.toml).
+ROUTER_RELAYS: list = []
+
+
+@dataclass
+class StreamScenario:
+    key: str
+    label: str
+    worker: str
+    path: str
+    auth: str
+    body: bytes
+    blocks: list = field(default_factory=list)  # per block: role → µs of CPU per chunk, "wall_ms"
+    profile: dict = field(default_factory=dict)  # category → µs per chunk
+
+
+def js_config(tmp: Path, name: str, module: Path) -> Path:
+    """A `wrangler.toml` for a JavaScript Worker in `tmp`, at the router's compatibility date."""
+    date = re.search(r'^compatibility_date = "([^"]+)"$', (ROOT / "wrangler.toml").read_text(), re.M)
+    if not date:
+        raise SystemExit("bench: no `compatibility_date` in wrangler.toml")
+    folder = tmp / name
+    folder.mkdir()
+    path = folder / "wrangler.toml"
+    path.write_text(f'name = "{name}"\nmain = "{module}"\ncompatibility_date = "{date.group(1)}"\n')
+    return path
+
+
+def stream_body(model: str) -> bytes:
+    return ('{"model":"' + model + '","messages":[{"role":"user","content":"Count to 1000."}],'
+            '"stream":true}').encode()
+
+
+def stream_specs(tmp: Path, upstream_url: str, router_vars: dict, args) -> tuple:
+    """(dev server specs, scenarios) for `--streams`."""
+    specs, chosen = [], []
+    js = JS_STREAM_WORKERS + (JS_STREAM_EXPERIMENTS if args.stream_experiments else [])
+    for key, label, module, *extra in js:
+        vars_ = dict({"UPSTREAM": upstream_url}, **(extra[0] if extra else {}))
+        specs.append((key, js_config(tmp, key, STREAMS_DIR / module), vars_, "/"))
+        chosen.append(StreamScenario(key, label, key, "/", f"Bearer {PROVIDER_KEY}",
+                                     stream_body(f"long{STREAM_CHUNKS}-a")))
+    for relay in args.relays:
+        key = f"router-{relay}" if relay else "router"
+        vars_ = dict(router_vars, STREAM_RELAY=relay) if relay else router_vars
+        specs.append((key, dev_config(ROOT / "wrangler.toml", tmp, key, RAISED_LIMIT), vars_, "/healthz"))
+        label = (f"the router, `STREAM_RELAY={relay}`" + (" (the default)" if relay == ROUTER_RELAYS[0] else "")
+                 if relay else "the router (as configured)")
+        chosen.append(StreamScenario(key, label, key, "/v1/chat/completions", f"Bearer {CLIENT_KEY}",
+                                     stream_body("long1k")))
+    return specs, chosen
+
+
+def check_stream(s: StreamScenario, answer: Answer) -> None:
+    problems = []
+    if answer.status != 200:
+        problems.append(f"status {answer.status}")
+    if not answer.body.endswith(b"data: [DONE]\n\n"):
+        problems.append("the stream does not end with `data: [DONE]`")
+    ticks = answer.body.count(b'"content":" tick"')
+    if ticks != STREAM_CHUNKS:
+        problems.append(f"{ticks} content chunks, not {STREAM_CHUNKS}")
+    if problems:
+        raise SystemExit(f"bench: {s.key} streamed wrongly: {'; '.join(problems)}\n{answer.body[-600:]!r}")
+
+
+def role_pids(worker: Worker) -> dict:
+    """The Worker's own workerd, wrangler's proxy workerd and wrangler's node, by pid."""
+    roles = {"worker": [], "proxy": [], "node": []}
+    for pid, comm, rest in proc_stats():
+        if int(rest[2]) != worker.child.pid:
+            continue
+        role = "node" if comm != "workerd" else "proxy" if is_proxy(worker, pid) else "worker"
+        roles[role].append(pid)
+    return roles
+
+
+def run_streams_block(workers: dict, s: StreamScenario, requests: int) -> dict:
+    """`requests` streams one after another on one connection; each role's CPU per chunk."""
+    worker = workers[s.worker]
+    pids = role_pids(worker)
+    headers = {"Content-Type": "application/json", "Authorization": s.auth}
+    with HttpConnection(worker.target_port, timeout=60) as conn:
+        before = {role: cpu_ns(p) for role, p in pids.items()}
+        started = time.perf_counter()
+        spreads = []
+        for _ in range(requests):
+            answer = conn.request("POST", s.path, headers, s.body)
+            check_stream(s, answer)
+            # Paced 1 ms apart, half the bytes arrive about half-way through a stream relayed as
+            # it arrives; a relay that holds the answer back delivers them at the end (the dev
+            # server's proxies sometimes do too, so this is reported, not checked).
+            spreads.append((answer.half_s - answer.first_byte_s) / max(answer.total_s - answer.first_byte_s, 1e-9))
+        wall = time.perf_counter() - started
+        # What a Worker does after the last byte (its log line, reading past `[DONE]`).
+        time.sleep(0.1)
+        after = {role: cpu_ns(p) for role, p in pids.items()}
+    chunks = requests * STREAM_HTTP_CHUNKS
+    result = {role: (after[role] - before[role]) / 1e3 / chunks for role in pids}
+    result["wall_ms"] = wall * 1e3 / requests
+    result["half"] = statistics.median(spreads)
+    return result
+
+
+def profile_streams(procs: Processes, chosen: list, workers: dict, tmp: Path, args) -> None:
+    """Each scenario's streams under the V8 sampling profiler; self time per chunk by category."""
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    for s in chosen:
+        worker = workers[s.worker]
+        path = out / f"streams-{s.key}.cpuprofile"
+        profiler = procs.start(["node", str(BENCHES / "profile_worker.mjs"), "--inspector",
+                                str(worker.inspector_port), "--out", str(path), "--interval-us",
+                                str(args.profile_interval)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        ready = profiler.stdout.readline().strip()
+        if ready != "PROFILING":
+            raise SystemExit(f"bench: the profiler did not start for {s.key}: {ready}{profiler.stdout.read()}")
+        block = run_streams_block(workers, s, args.profile_streams)
+        profiler.send_signal(signal.SIGTERM)
+        summary, _ = profiler.communicate(timeout=120)
+        procs.children.remove(profiler)
+        found = re.search(r"^CATEGORIES (\{.*\})$", summary, re.M)
+        if not found:
+            raise SystemExit(f"bench: no category line in the profile of {s.key}:\n{summary}")
+        samples = json.loads(found.group(1))
+        chunks = args.profile_streams * STREAM_HTTP_CHUNKS
+        s.profile = {k: v * args.profile_interval / chunks for k, v in samples.items()}
+        s.profile["summary"] = summary
+        s.profile["workerd"] = block["worker"]
+        log(f"bench: profiled {s.key}: JS {s.profile['js']:.1f}, wasm {s.profile['wasm']:.1f}, runtime "
+            f"{s.profile['runtime']:.1f}, GC {s.profile['gc']:.1f} µs/chunk → {path}")
+
+
+def streams_report(args, info: dict, chosen: list, started: float, command: str) -> str:
+    base = next((s for s in chosen if s.key == "native"), None)
+    lines = [
+        f"# task-router benchmark: streams of {STREAM_CHUNKS:,} chunks 1 ms apart, one at a time",
+        "",
+        f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- machine: `nproc` = {info['nproc']}, CPU {info['cpu']}, Linux {info['kernel']}",
+        f"- versions: commit {info['commit']}, wrangler {info['wrangler']}, {info['workerd']}, "
+        f"Python {info['python']}",
+        f"- command: `{command}`",
+        "- dev server: " + ("wrangler's dev server **without its DevTools inspector** (`--no-inspector`)"
+                            if args.no_inspector else "`wrangler dev` (CLI, with its DevTools inspector)"),
+        f"- each stream: {STREAM_CHUNKS} content events + role, final (usage) and `[DONE]` = "
+        f"{STREAM_HTTP_CHUNKS} HTTP chunks from `benches/upstream.py`; every answer checked whole",
+        "",
+    ]
+    if any(s.blocks for s in chosen):
+        lines += [
+            f"## Worker CPU per chunk ({args.stream_blocks} blocks of {args.stream_requests} sequential "
+            "streams per Worker, Workers interleaved in a shuffled order per block"
+            + ("" if args.same_servers else ", fresh dev servers every block") + ")",
+            "",
+            "workerd CPU: the Worker's own workerd threads (`/proc/PID/task/*/schedstat`) per HTTP chunk, "
+            "runtime and dev-server work included; ÷ native: each block's figure over the native pipe's "
+            "in the same block; wrangler: its proxy workerd and node per chunk.",
+            "",
+            "| Worker | workerd CPU µs/chunk: median (min–max) | ÷ native pipe: median (min–max) | "
+            "wrangler µs/chunk | stream ms | half the bytes at |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for s in chosen:
+            cpu = [b["worker"] for b in s.blocks]
+            ratios = ([a["worker"] / b["worker"] for a, b in zip(s.blocks, base.blocks)]
+                      if base and base.blocks and s is not base else [])
+            cell = (f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})" if ratios
+                    else "1" if s is base else "")
+            wrangler = statistics.median(b["proxy"] + b["node"] for b in s.blocks)
+            lines.append(f"| {s.label} | {statistics.median(cpu):.0f} ({min(cpu):.0f}–{max(cpu):.0f}) | {cell} | "
+                         f"{wrangler:.0f} | {statistics.median(b['wall_ms'] for b in s.blocks):.0f} | "
+                         f"{statistics.median(b['half'] for b in s.blocks):.0%} |")
+    if any(s.profile for s in chosen):
+        lines += [
+            "",
+            f"## V8 profile per chunk ({args.profile_streams} streams per Worker, sampled every "
+            f"{args.profile_interval} µs)",
+            "",
+            "Self time by the sampled frame: JavaScript (the Worker's and wasm-bindgen's glue), wasm, "
+            "runtime calls (functions the runtime provides, e.g. `read`, `write`, `enqueue`), garbage "
+            "collection. Chunks in 10 ms: how many chunks 10 ms of CPU (the Free plan's limit) would "
+            "relay at the JS + wasm + runtime figure.",
+            "",
+            "| Worker | JS + wasm + runtime µs/chunk | JS | wasm | runtime calls | GC | chunks in 10 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for s in (s for s in chosen if s.profile):
+            p = s.profile
+            total = p["js"] + p["wasm"] + p["runtime"]
+            fits = f"{FREE_PLAN_CPU_US / total:,.0f}" if total > 0 else "all"
+            lines.append(f"| {s.label} | {total:.1f} | {p['js']:.1f} | {p['wasm']:.1f} | {p['runtime']:.1f} | "
+                         f"{p['gc']:.1f} | {fits} |")
+        for s in (s for s in chosen if s.profile):
+            lines += ["", f"### {s.label}", "", s.profile["summary"].strip()]
+    lines += ["", f"Whole run: {time.monotonic() - started:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def run_streams(procs: Processes, tmp: Path, args, started: float, command: str) -> int:
+    if not args.skip_build:
+        env = wrangler_env(prebuilt=False)
+        run_checked(["sh", "scripts/build.sh"], ROOT, keep_names_env(env) if args.profile else env,
+                    "scripts/build.sh")
+    upstream = procs.start([sys.executable, str(BENCHES / "upstream.py"), "--port", "0", "--api-key",
+                            PROVIDER_KEY], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ready = upstream.stdout.readline().split()
+    if len(ready) != 2 or ready[0] != "READY":
+        raise SystemExit(f"bench: the upstream did not start: {ready}")
+    upstream_url = f"http://127.0.0.1:{ready[1]}"
+    router_vars = {
+        "GROQ_BASE_URL": upstream_url,
+        "GROQ_API_KEY": PROVIDER_KEY,
+        "ROUTER_API_KEYS": f"bench:{CLIENT_KEY}",
+        "MODEL_REGISTRY": MODEL_REGISTRY,
+        "FORCE_MODEL": "",
+        "ALLOW_UNAUTHENTICATED": "false",
+    }
+    specs, chosen = stream_specs(tmp, upstream_url, router_vars, args)
+    if args.only:
+        keep = set(args.only.split(","))
+        specs = [spec for spec in specs if spec[0] in keep]
+        chosen = [s for s in chosen if s.key in keep]
+    ports = {int(ready[1])}
+
+    def fresh() -> dict:
+        workers = start_all(procs, specs, ports, tmp, args)
+        # Dev servers keep busy for a while after they answer; streams then arrive in bursts.
+        settle(workers, upstream.pid)
+        for s in chosen:  # checked, and warmed up
+            for _ in range(2):
+                with HttpConnection(workers[s.worker].target_port, timeout=60) as conn:
+                    check_stream(s, conn.request("POST", s.path, {"Content-Type": "application/json",
+                                                                   "Authorization": s.auth}, s.body))
+        settle(workers, upstream.pid)
+        return workers
+
+    workers = fresh()
+    log("bench: stream Workers ready: " + ", ".join(f"{n} :{w.target_port}" for n, w in workers.items()))
+    if args.profile:
+        profile_streams(procs, chosen, workers, tmp, args)
+    else:
+        for b in range(args.stream_blocks):
+            if b > 0 and not args.same_servers:
+                stop_all(procs, workers)
+                workers = fresh()
+            order = list(chosen)
+            random.Random(ROUND_ORDER_SEED + b).shuffle(order)
+            for s in order:
+                block = run_streams_block(workers, s, args.stream_requests)
+                s.blocks.append(block)
+                log(f"[block {b + 1}/{args.stream_blocks}] {s.key:14} workerd {block['worker']:6.1f} µs/chunk  "
+                    f"proxy {block['proxy']:6.1f}  node {block['node']:6.1f}  stream {block['wall_ms']:6.0f} ms  "
+                    f"half the bytes at {block['half']:.0%}")
+    text = streams_report(args, machine(), chosen, started, command)
+    print(text)
+    Path(args.out).write_text(text)
+    log(f"bench: report written to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main() -> int:
@@ -1124,7 +1442,26 @@ def main() -> int:
                         help="instead of the rounds, run each measured scenario once under the V8 sampling "
                              "profiler (through `wrangler dev`'s inspector, on a build that keeps wasm function "
                              "names) and write DIR/<scenario>.cpuprofile and DIR/profile.md")
+    parser.add_argument("--streams", action="store_true",
+                        help=f"instead of the rest: streams of {STREAM_CHUNKS:,} chunks 1 ms apart, one at a time, "
+                             "through a native-pipe JS Worker, a read/write-loop JS Worker and the router; "
+                             "Worker CPU per chunk (with --profile: V8 time per chunk)")
+    parser.add_argument("--stream-blocks", type=int, default=5,
+                        help="--streams: blocks per Worker (default 5)")
+    parser.add_argument("--stream-requests", type=int, default=3,
+                        help="--streams: sequential streams per block (default 3)")
+    parser.add_argument("--stream-experiments", action="store_true",
+                        help="--streams: also the experimental JS relays in benches/streams/experiments")
+    parser.add_argument("--relays",
+                        help="--streams: comma-separated `STREAM_RELAY` modes to run the router with, each "
+                             "its own dev server; an empty item is the router as configured "
+                             "(default: every mode, or the router as configured)")
+    parser.add_argument("--profile-streams", type=int, default=5,
+                        help="--streams --profile: streams per Worker under the profiler (default 5)")
+    parser.add_argument("--profile-interval", type=int, default=100,
+                        help="--streams --profile: sampling interval in µs (default 100)")
     args = parser.parse_args()
+    args.relays = (ROUTER_RELAYS or [""]) if args.relays is None else args.relays.split(",")
     quick = args.quick
     args.rounds = args.rounds or (3 if quick else 5)
     args.cpu_blocks = (3 if quick else 5) if args.cpu_blocks is None else args.cpu_blocks
@@ -1135,9 +1472,9 @@ def main() -> int:
         parser.error("--direct finds the Worker's socket through the inspector's log; drop one of them")
     if args.profile and args.no_inspector:
         parser.error("--profile reads the CPU profile through the inspector; drop --no-inspector")
-    if args.profile and args.skip_build:
+    if args.profile and args.skip_build and not args.streams:
         parser.error("--profile needs its own build (wasm names kept); drop --skip-build")
-    if args.only:
+    if args.only and not args.streams:
         # Checked before anything is built or started: an unknown key would measure nothing.
         known = [s.key for s in scenarios(collections.defaultdict(bytes), compare=bool(args.compare))]
         unknown = sorted(set(args.only.split(",")) - set(known))
@@ -1151,6 +1488,10 @@ def main() -> int:
     signal.signal(signal.SIGHUP, on_signal)
     tmp = Path(tempfile.mkdtemp(prefix="task-router-bench-"))
     try:
+        if args.streams:
+            if not WRANGLER.exists():
+                run_checked(["npm", "ci", "--no-audit", "--no-fund"], ROOT, None, "npm ci")
+            return run_streams(procs, tmp, args, started, command)
         ensure_tools()
         sizes = build_all(tmp, args.skip_build, keep_names=bool(args.profile))
         compare = Path(args.compare).resolve() if args.compare else None

@@ -6,7 +6,8 @@
 //   Prints `PROFILING` once the profiler runs; on SIGTERM / SIGINT it stops
 //   the profiler, writes the `.cpuprofile` (open it in Chrome DevTools' Performance panel) to FILE
 //   and a summary to stdout: the functions with the most self time, and the share of samples that
-//   fall in each top-level entry (wasm exports, JS glue, runtime).
+//   fall in each top-level entry (wasm exports, JS glue, runtime). Its last line,
+//   `CATEGORIES {json}`, counts the samples by the kind of frame they landed in (see `category`).
 
 import { writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -90,6 +91,8 @@ function summarize(profile) {
   };
   const counts = new Map();
   for (const id of profile.samples) counts.set(id, (counts.get(id) ?? 0) + 1);
+  const categories = { js: 0, wasm: 0, runtime: 0, gc: 0, program: 0, idle: 0 };
+  for (const [id, count] of counts) categories[category(byId.get(id).callFrame)] += count;
   const self = new Map();
   const inclusive = new Map();
   let total = 0;
@@ -131,5 +134,25 @@ function summarize(profile) {
     "| share of busy | samples | function |",
     "|---:|---:|---|",
     ...rows(inclusive),
+    "",
+    `CATEGORIES ${JSON.stringify(categories)}`,
   ].join("\n");
+}
+
+// The kind of code a sample landed in: V8's own pseudo-frames (idle, `(program)`: native code
+// outside any JavaScript or wasm frame, the garbage collector), wasm (its frames' URL is
+// `wasm://…`), JavaScript (any other URL: the Worker's module, wasm-bindgen's glue), or a call
+// into the runtime (no URL: functions the runtime implements natively, e.g. `read`, `write`).
+function category(frame) {
+  switch (frame.functionName) {
+    case "(idle)":
+      return "idle";
+    case "(program)":
+    case "(root)":
+      return "program";
+    case "(garbage collector)":
+      return "gc";
+  }
+  if (frame.url.startsWith("wasm://")) return "wasm";
+  return frame.url ? "js" : "runtime";
 }

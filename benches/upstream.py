@@ -6,7 +6,8 @@
 - a body with `"stream": true`: a Groq-shaped SSE stream (role chunk, 3 content chunks, final
   chunk with `x_groq.usage`, `data: [DONE]`), each event one HTTP chunk, all in one write;
   for a model id starting `long-`, 100 content chunks written one by one, 1 ms apart, as a
-  model generating tokens would (so the Worker gets each as a separate chunk);
+  model generating tokens would (so the Worker gets each as a separate chunk); `longN-` (say
+  `long1000-a`), N content chunks the same way;
 - otherwise: a Groq-shaped `chat.completion`.
 `GET /_stats` returns how many chat calls each model got and how many connections were opened,
 so the bench can check that the router skips a model it learned is gone, and see whether workerd
@@ -99,6 +100,9 @@ def completion(model: str, n: int) -> bytes:
 
 LONG_EVENTS = 100
 LONG_GAP_S = 0.001
+# `long<N>-`: N content chunks (the stream bench's 1,000-chunk answers); bounded, so a typo in a
+# model id cannot make the upstream write for hours.
+LONG_RE = re.compile(r"long(\d{1,5})?-")
 
 
 def stream_events(model: str, n: int, words=("Hi!", " How can I", " help?")) -> list:
@@ -176,9 +180,11 @@ def answer(method: bytes, path: bytes, body: bytes, close: bool, api_key: bytes,
     counter += 1
     if model.startswith("gone-"):
         return response(404, b"application/json", gone_body(model), close)
-    if wants_stream(body) and model.startswith("long-"):
+    paced = LONG_RE.match(model)
+    if wants_stream(body) and paced:
         # A list: written part by part, LONG_GAP_S apart (see `Http11.write_paced`).
-        return stream_parts(stream_events(model, counter, words=[" tick"] * LONG_EVENTS), close)
+        events = int(paced.group(1) or LONG_EVENTS)
+        return stream_parts(stream_events(model, counter, words=[" tick"] * events), close)
     if wants_stream(body):
         return stream_response(stream_events(model, counter), close)
     return response(200, b"application/json", completion(model, counter), close)

@@ -1146,7 +1146,7 @@ JS_STREAM_EXPERIMENTS = [
 ]
 # The router's `STREAM_RELAY` modes, the default first; `--relays` picks some (`""`: the router as
 # configured in wrangler.toml).
-ROUTER_RELAYS: list = []
+ROUTER_RELAYS = ["pipe", "filter"]
 
 
 @dataclass
@@ -1455,13 +1455,13 @@ def main() -> int:
     parser.add_argument("--relays",
                         help="--streams: comma-separated `STREAM_RELAY` modes to run the router with, each "
                              "its own dev server; an empty item is the router as configured "
-                             "(default: every mode, or the router as configured)")
+                             f"(default: {','.join(ROUTER_RELAYS)})")
     parser.add_argument("--profile-streams", type=int, default=5,
                         help="--streams --profile: streams per Worker under the profiler (default 5)")
     parser.add_argument("--profile-interval", type=int, default=100,
                         help="--streams --profile: sampling interval in µs (default 100)")
     args = parser.parse_args()
-    args.relays = (ROUTER_RELAYS or [""]) if args.relays is None else args.relays.split(",")
+    args.relays = ROUTER_RELAYS if args.relays is None else args.relays.split(",")
     quick = args.quick
     args.rounds = args.rounds or (3 if quick else 5)
     args.cpu_blocks = (3 if quick else 5) if args.cpu_blocks is None else args.cpu_blocks

@@ -1,14 +1,19 @@
 //! Native tests of the OpenAI/Groq-SDK endpoints and of streaming: fallback until the first event,
 //! commitment after it, and honest failure (an error event, never `[DONE]`) when a committed
-//! stream breaks. Run: `cargo test --test streaming`.
+//! stream breaks, in both `STREAM_RELAY` modes (`pipe` through the harness's stand-in for the
+//! runtime's pipe). Run: `cargo test --test streaming`.
 
 mod support;
+
+use std::cell::RefCell;
 
 use serde_json::{json, Value};
 use support::scripted::*;
 use task_router::groq::provider::TransportError;
 use task_router::http::limit::Unlimited;
 use task_router::http::{HttpRequest, HttpResponse};
+use task_router::routing::config::RelayMode;
+use task_router::routing::health::{HealthBook, HealthReport};
 use task_router::routing::log::Level;
 
 const REGISTRY: &str = r#"{"fast":["m1","m2"],"reasoning":["m3"],"fallback":["f1"]}"#;
@@ -18,6 +23,8 @@ const HELLO: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\
 const FINAL: &str = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"M\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"x_groq\":{\"id\":\"req_1\",\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12}}}\n\n";
 const DONE: &str = "data: [DONE]\n\n";
 const TOOL_ERROR: &str = "event: error\ndata: {\"error\":{\"message\":\"Tool call validation failed for org_01secret\",\"type\":\"invalid_request_error\",\"code\":\"tool_use_failed\",\"status_code\":400}}\n\n";
+/// `STREAM_RELAY`'s modes; stream tests run in each.
+const MODES: [&str; 2] = ["filter", "pipe"];
 
 struct Run {
     head: HttpResponse,
@@ -29,6 +36,8 @@ struct Run {
     log: Vec<(Level, Value)>,
     /// The last upstream body was read to its end (so the connection can be reused).
     drained: bool,
+    /// The relay stopped the piped body.
+    stopped: bool,
 }
 
 fn run(provider: ScriptedProvider, method: &str, path: &str, body: &str) -> Run {
@@ -36,6 +45,34 @@ fn run(provider: ScriptedProvider, method: &str, path: &str, body: &str) -> Run 
 }
 
 fn run_with(
+    extra: &[(&'static str, &'static str)],
+    provider: ScriptedProvider,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Run {
+    run_into(SinkBuffer::default(), extra, provider, method, path, body)
+}
+
+/// A stream in `mode` (`STREAM_RELAY`) on the SDK route.
+fn stream_in(mode: &'static str, provider: ScriptedProvider) -> Run {
+    stream_into(mode, SinkBuffer::default(), provider)
+}
+
+/// `stream_in`, relayed into `sink`.
+fn stream_into(mode: &'static str, sink: SinkBuffer, provider: ScriptedProvider) -> Run {
+    run_into(
+        sink,
+        &[("STREAM_RELAY", mode)],
+        provider,
+        "POST",
+        "/v1/chat/completions",
+        &stream_body("fast"),
+    )
+}
+
+fn run_into(
+    sink: SinkBuffer,
     extra: &[(&'static str, &'static str)],
     provider: ScriptedProvider,
     method: &str,
@@ -54,12 +91,13 @@ fn run_with(
         authorization: Some("Bearer k"),
         ..HttpRequest::new(method, path, body.as_bytes())
     };
-    let ex = exchange(
+    let ex = exchange_into(
         &load(&pairs),
         &provider,
         &Unlimited,
         &Default::default(),
         request,
+        sink,
     );
     Run {
         head: ex.response,
@@ -69,6 +107,7 @@ fn run_with(
         calls: provider.models_called(),
         log: ex.log,
         drained: provider.last_body_read_to_end.get(),
+        stopped: ex.stopped,
     }
 }
 
@@ -87,63 +126,116 @@ fn request_line(r: &Run) -> &Value {
 }
 
 #[test]
+fn stream_relay_is_pipe_unless_set_to_filter_and_nothing_else() {
+    let base = [("MODEL_REGISTRY", REGISTRY), ("GROQ_API_KEY", "g")];
+    let relay = |value: Option<&'static str>| {
+        let mut pairs = base.to_vec();
+        pairs.extend(value.map(|v| ("STREAM_RELAY", v)));
+        load(&pairs).map(|c| c.stream_relay)
+    };
+    assert_eq!(relay(None), Ok(RelayMode::Pipe));
+    assert_eq!(relay(Some("pipe")), Ok(RelayMode::Pipe));
+    assert_eq!(relay(Some(" Filter ")), Ok(RelayMode::Filter));
+    let errors = relay(Some("tee")).expect_err("an unknown mode is refused");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].binding, "STREAM_RELAY");
+    assert_eq!(
+        errors[0].message,
+        "`STREAM_RELAY` must be \"pipe\" or \"filter\""
+    );
+}
+
+#[test]
 fn a_stream_is_relayed_byte_for_byte_with_usage_logged() {
+    for mode in MODES {
+        let steps = vec![
+            bytes(ROLE, 100),
+            bytes(HELLO, 10),
+            bytes(&format!("{FINAL}{DONE}"), 10),
+            // Bytes after `[DONE]` (here a trailing comment): read in both modes; relayed only
+            // by the pipe, which passes on everything Groq sends.
+            bytes(": end\n\n", 1),
+        ];
+        let r = stream_in(
+            mode,
+            ScriptedProvider::new().on("m1", Script::Stream(steps), 50),
+        );
+        assert!(r.streamed, "{mode}");
+        assert_eq!(r.head.status, 200);
+        assert_eq!(r.head.header("content-type"), Some("text/event-stream"));
+        assert_eq!(r.head.header("x-model-used"), Some("m1"));
+        assert_eq!(r.head.header("x-task-type"), Some("fast"));
+        let (trailer, duration) = match mode {
+            "pipe" => (": end\n\n", 171),
+            _ => ("", 170),
+        };
+        assert_eq!(
+            r.body,
+            format!("{ROLE}{HELLO}{FINAL}{DONE}{trailer}"),
+            "{mode}"
+        );
+        assert!(r.closed, "{mode}");
+        assert!(!r.stopped, "{mode}");
+        assert!(
+            r.drained,
+            "{mode}: the upstream body is read to its end so its connection can be reused"
+        );
+        assert_eq!(r.calls, vec!["m1"]);
+        let line = request_line(&r);
+        assert_eq!(line["outcome"], "ok", "{mode}");
+        assert_eq!(line["prompt_tokens"], 9, "{mode}");
+        assert_eq!(line["total_tokens"], 12, "{mode}");
+        assert_eq!(line["duration_ms"], duration, "{mode}");
+    }
+}
+
+#[test]
+fn a_piped_stream_goes_on_from_where_the_first_read_stopped_mid_event() {
+    // The first read ends inside the second event: the pipe relays the rest of it, so the caller
+    // gets Groq's bytes whole and in order.
+    let (hello_start, hello_rest) = HELLO.split_at(30);
     let steps = vec![
-        bytes(ROLE, 100),
-        bytes(HELLO, 10),
-        bytes(&format!("{FINAL}{DONE}"), 10),
-        // Bytes after `[DONE]` (here a trailing comment) are read but never relayed.
-        bytes(": end\n\n", 1),
+        bytes(&format!("{ROLE}{hello_start}"), 5),
+        bytes(&format!("{hello_rest}{FINAL}"), 5),
+        bytes(DONE, 5),
     ];
-    let r = run(
-        ScriptedProvider::new().on("m1", Script::Stream(steps), 50),
-        "POST",
-        "/v1/chat/completions",
-        &stream_body("fast"),
-    );
-    assert!(r.streamed);
-    assert_eq!(r.head.status, 200);
-    assert_eq!(r.head.header("content-type"), Some("text/event-stream"));
-    assert_eq!(r.head.header("x-model-used"), Some("m1"));
-    assert_eq!(r.head.header("x-task-type"), Some("fast"));
-    assert_eq!(r.body, format!("{ROLE}{HELLO}{FINAL}{DONE}"));
-    assert!(r.closed);
-    assert!(
-        r.drained,
-        "the upstream body is read to its end so its connection can be reused"
-    );
-    assert_eq!(r.calls, vec!["m1"]);
-    let line = request_line(&r);
-    assert_eq!(line["outcome"], "ok");
-    assert_eq!(line["prompt_tokens"], 9);
-    assert_eq!(line["total_tokens"], 12);
-    assert_eq!(line["duration_ms"], 170);
+    for mode in MODES {
+        let r = stream_in(
+            mode,
+            ScriptedProvider::new().on("m1", Script::Stream(steps.clone()), 5),
+        );
+        assert_eq!(r.body, format!("{ROLE}{HELLO}{FINAL}{DONE}"), "{mode}");
+        assert_eq!(request_line(&r)["outcome"], "ok", "{mode}");
+        assert_eq!(request_line(&r)["total_tokens"], 12, "{mode}");
+    }
 }
 
 #[test]
 fn log_level_warn_logs_a_broken_stream_but_not_a_whole_one() {
-    let stream_at_warn = |steps| {
-        run_with(
-            &[("LOG_LEVEL", "warn")],
-            ScriptedProvider::new().on("m1", Script::Stream(steps), 5),
-            "POST",
-            "/v1/chat/completions",
-            &stream_body("fast"),
-        )
-    };
-    let whole = vec![bytes(ROLE, 10), bytes(&format!("{HELLO}{FINAL}{DONE}"), 10)];
-    let r = stream_at_warn(whole);
-    assert!(r.streamed && r.closed);
-    assert!(r.log.is_empty(), "{:?}", r.log);
+    for mode in MODES {
+        let stream_at_warn = |steps| {
+            run_with(
+                &[("LOG_LEVEL", "warn"), ("STREAM_RELAY", mode)],
+                ScriptedProvider::new().on("m1", Script::Stream(steps), 5),
+                "POST",
+                "/v1/chat/completions",
+                &stream_body("fast"),
+            )
+        };
+        let whole = vec![bytes(ROLE, 10), bytes(&format!("{HELLO}{FINAL}{DONE}"), 10)];
+        let r = stream_at_warn(whole);
+        assert!(r.streamed && r.closed, "{mode}");
+        assert!(r.log.is_empty(), "{mode}: {:?}", r.log);
 
-    let broken = vec![
-        bytes(ROLE, 10),
-        Step::Fail(TransportError::Connection("reset".into())),
-    ];
-    let r = stream_at_warn(broken);
-    assert_eq!(r.log.len(), 1, "{:?}", r.log);
-    assert_eq!(r.log[0].0, Level::Warn);
-    assert_eq!(r.log[0].1["outcome"], "stream_interrupted");
+        let broken = vec![
+            bytes(ROLE, 10),
+            Step::Fail(TransportError::Connection("reset".into())),
+        ];
+        let r = stream_at_warn(broken);
+        assert_eq!(r.log.len(), 1, "{mode}: {:?}", r.log);
+        assert_eq!(r.log[0].0, Level::Warn, "{mode}");
+        assert_eq!(r.log[0].1["outcome"], "stream_interrupted", "{mode}");
+    }
 }
 
 #[test]
@@ -181,16 +273,18 @@ fn before_the_first_event_a_failing_stream_falls_back() {
             "connection_error",
         ),
     ];
-    for (name, script, outcome) in cases {
+    for ((name, script, outcome), mode) in cases
+        .into_iter()
+        .flat_map(|case| MODES.map(|mode| (case.clone(), mode)))
+    {
+        let name = format!("{name} ({mode})");
         let ok = Script::Stream(vec![
             bytes(ROLE, 5),
             bytes(&format!("{HELLO}{FINAL}{DONE}"), 5),
         ]);
-        let r = run(
+        let r = stream_in(
+            mode,
             ScriptedProvider::new().on("m1", script, 5).on("m2", ok, 5),
-            "POST",
-            "/v1/chat/completions",
-            &stream_body("fast"),
         );
         assert!(r.streamed, "{name}: {}", r.body);
         assert_eq!(r.calls, vec!["m1", "m2"], "{name}");
@@ -239,8 +333,13 @@ fn after_the_first_event_a_broken_stream_ends_with_an_error_event_and_no_done() 
             "stream_timeout",
         ),
     ];
-    for (name, steps, code) in cases {
-        let r = run(
+    for ((name, steps, code), mode) in cases
+        .into_iter()
+        .flat_map(|case| MODES.map(|mode| (case.clone(), mode)))
+    {
+        let name = format!("{name} ({mode})");
+        let r = run_with(
+            &[("STREAM_RELAY", mode)],
             ScriptedProvider::new()
                 .on("m1", Script::Stream(steps), 5)
                 .on("m2", completion("m2"), 5),
@@ -268,9 +367,105 @@ fn after_the_first_event_a_broken_stream_ends_with_an_error_event_and_no_done() 
             .as_str()
             .is_some_and(|m| !m.is_empty()));
         assert!(error["error"]["type"].is_string());
-        assert!(!r.body.contains("01secret"), "{name}: org ids are redacted");
+        assert!(!last.contains("01secret"), "{name}: org ids are redacted");
+        // Groq's own error event: the filter holds it back; the pipe has already relayed it as
+        // Groq sent it when the relay reads its copy.
+        let groqs_event = code == "tool_use_failed" && mode == "pipe";
+        assert_eq!(
+            r.body.contains(TOOL_ERROR),
+            groqs_event,
+            "{name}: {}",
+            r.body
+        );
+        assert_eq!(r.body.contains("01secret"), groqs_event, "{name}");
         assert!(r.closed);
         assert_ne!(request_line(&r)["outcome"], "ok", "{name}");
+        assert_eq!(request_line(&r)["outcome"], code_logged(code), "{name}");
+    }
+}
+
+#[test]
+fn a_stream_cut_mid_event_never_relays_half_an_event_as_whole() {
+    let (hello_start, _) = HELLO.split_at(30);
+    let steps = vec![
+        bytes(ROLE, 5),
+        bytes(hello_start, 5),
+        Step::Fail(TransportError::Connection("reset".into())),
+    ];
+    for mode in MODES {
+        let r = stream_in(
+            mode,
+            ScriptedProvider::new().on("m1", Script::Stream(steps.clone()), 5),
+        );
+        let error = "data: {\"error\":{\"message\":\"the connection to the model dropped mid-stream; the answer is truncated\",\"type\":\"api_error\",\"code\":\"stream_interrupted\"}}\n\n";
+        // The filter holds the half event back; the pipe has relayed it, so the router ends it
+        // before its own event, which a client then reads whole.
+        let expected = match mode {
+            "pipe" => format!("{ROLE}{hello_start}\n\n{error}"),
+            _ => format!("{ROLE}{error}"),
+        };
+        assert_eq!(r.body, expected, "{mode}");
+        assert_eq!(request_line(&r)["outcome"], "stream_interrupted", "{mode}");
+    }
+}
+
+/// The request line's `outcome` for a stream broken with this error code.
+fn code_logged(code: &str) -> &str {
+    match code {
+        "stream_interrupted" | "stream_incomplete" | "stream_timeout" => code,
+        _ => "upstream_stream_error",
+    }
+}
+
+#[test]
+fn a_caller_who_leaves_mid_stream_stops_the_relay_and_says_nothing_of_the_model() {
+    // Groq goes on for a while after the caller has left.
+    let steps = || {
+        let mut steps = vec![bytes(ROLE, 5), bytes(HELLO, 5)];
+        steps.extend((0..10).map(|_| bytes(HELLO, 40)));
+        steps.push(bytes(&format!("{FINAL}{DONE}"), 5));
+        steps
+    };
+    for mode in MODES {
+        let health = RefCell::new(HealthBook::default());
+        let config = load(&[
+            ("MODEL_REGISTRY", REGISTRY),
+            ("GROQ_API_KEY", "g"),
+            ("ROUTER_API_KEYS", "k"),
+            ("STREAM_RELAY", mode),
+            EVERY_LINE,
+        ]);
+        let body = stream_body("fast");
+        // Three times: were a caller leaving a failure of the model, its circuit would open.
+        for _ in 0..3 {
+            let provider = ScriptedProvider::new().on("m1", Script::Stream(steps()), 5);
+            let req = HttpRequest {
+                authorization: Some("Bearer k"),
+                ..HttpRequest::new("POST", "/v1/chat/completions", body.as_bytes())
+            };
+            // The caller takes the first event and the first `hello`, then leaves.
+            let sink = SinkBuffer::leaving_after(2);
+            let r = exchange_into(&config, &provider, &Unlimited, &health, req, sink);
+            assert_eq!(r.text, format!("{ROLE}{HELLO}"), "{mode}");
+            let line = r
+                .log
+                .iter()
+                .find(|(_, l)| l["event"] == "request")
+                .expect("a request line");
+            assert_eq!(line.1["outcome"], "client_disconnected", "{mode}");
+            // The pipe stops Groq's body (once its copy has shown that Groq is still sending);
+            // the filter drops it at its next write.
+            assert_eq!(r.stopped, mode == "pipe", "{mode}");
+            assert!(
+                !provider.last_body_read_to_end.get(),
+                "{mode}: Groq's body is not read on"
+            );
+        }
+        assert_eq!(
+            health.borrow().report("m1", 1_000),
+            HealthReport::Healthy,
+            "{mode}: a caller who left says nothing of the model"
+        );
     }
 }
 

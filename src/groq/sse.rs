@@ -70,6 +70,11 @@ impl SseScanner {
         scanned
     }
 
+    /// The bytes of an event still incomplete, held until its end arrives.
+    pub fn partial(&self) -> &[u8] {
+        &self.partial
+    }
+
     /// Bytes of an event that never ended.
     pub fn has_partial(&self) -> bool {
         self.partial.iter().any(|b| !b.is_ascii_whitespace())

@@ -157,6 +157,7 @@ pub(super) async fn chat<P: Provider, L: RateLimiter>(
                 idle_timeout_ms: config.attempt_timeout_ms,
                 gone_ttl_ms: config.model_gone_ttl_ms,
                 summary,
+                mode: config.stream_relay,
             };
             Reply::Stream {
                 head,

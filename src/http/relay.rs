@@ -1,7 +1,10 @@
 //! `StreamRelay`: forwards a committed Groq stream to the caller as it arrives, byte for byte,
 //! and makes sure a stream that breaks after its first event never ends as if it were whole:
 //! the caller gets an OpenAI-shaped error event and no `data: [DONE]`, and the break counts
-//! against the model's health. Also the one request log line, for plain answers and streams.
+//! against the model's health. Two ways (`STREAM_RELAY`): `filter` reads every chunk and writes
+//! on its whole events; `pipe` has the runtime pipe Groq's bytes to the caller and reads a copy
+//! in batches, to learn how the stream ends and what it used. Also the one request log line, for
+//! plain answers and streams.
 
 use serde::Serialize;
 
@@ -9,9 +12,10 @@ use crate::groq::completion::Usage;
 use crate::groq::cut;
 use crate::groq::outcome::{classify_error, redact_org_ids, GroqError, Outcome};
 use crate::groq::provider::{TransportError, UpstreamBody};
+use crate::groq::sse::SseScanner;
 use crate::http::error::ErrorBody;
 use crate::http::RequestEnv;
-use crate::routing::config::Price;
+use crate::routing::config::{Price, RelayMode};
 use crate::routing::fallback::StreamStart;
 use crate::routing::log::{write, Level};
 
@@ -146,6 +150,42 @@ impl RequestSummary {
     }
 }
 
+/// How long a piped stream's copy is left to fill before the relay reads it (`STREAM_RELAY=pipe`):
+/// a few reads a second, whatever the pace of the stream, and about as much of it buffered by
+/// the runtime meanwhile. The idle deadline is kept to within this much too.
+pub const PIPE_BATCH_MS: u64 = 100;
+
+/// What a piped stream's copy says next (`PipeSink::relayed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piped {
+    /// Bytes the pipe has relayed since the last call, as Groq sent them.
+    Bytes(Vec<u8>),
+    /// Groq's body ended, and with it the pipe.
+    End,
+    /// The pipe to the caller failed: the caller went away, or Groq's connection broke (the copy
+    /// then fails too). Said once; the copy can still be read to its end.
+    PipeFailed,
+    /// The copy broke off (`Timeout`: nothing arrived within the idle limit).
+    Failed(TransportError),
+}
+
+/// A response body the runtime can pipe an upstream body into itself (`STREAM_RELAY=pipe`), so
+/// Groq's bytes reach the caller without passing through the relay one chunk at a time.
+#[allow(async_fn_in_trait)]
+pub trait PipeSink<B>: ChunkSink {
+    /// Takes `body` over: after what has been written, the rest of it goes to the caller through
+    /// the runtime's pipe. `Err(body)` when this body cannot be piped (the mock's); the relay
+    /// then writes it on itself. `write` and `close` after a pipe wait until it has ended.
+    fn pipe(&mut self, body: B) -> Result<(), B>;
+
+    /// What the pipe relayed since the last call, read from a copy of it: after `batch_ms` (at
+    /// once when 0, or once the pipe has ended), then waiting at most `idle_ms` for any bytes.
+    async fn relayed(&mut self, batch_ms: u64, idle_ms: u64) -> Piped;
+
+    /// Stops Groq's body: the pipe fails, and the copy ends once what it holds is read.
+    fn stop(&mut self);
+}
+
 pub struct StreamRelay<B> {
     pub start: StreamStart<B>,
     /// A committed stream that goes quiet for this long is broken.
@@ -153,48 +193,102 @@ pub struct StreamRelay<B> {
     /// For the health book, should the stream report its model gone.
     pub gone_ttl_ms: u64,
     pub summary: RequestSummary,
+    /// `STREAM_RELAY`.
+    pub mode: RelayMode,
+}
+
+/// How a committed stream went, as far as the relay has seen.
+struct Progress {
+    scanner: SseScanner,
+    usage: Option<Usage>,
+    /// `[DONE]` has been seen.
+    done: bool,
+    broken: Option<StreamBreak>,
+    client_gone: bool,
+}
+
+impl Progress {
+    /// Reads the next bytes of the stream; returns the whole events among them to pass on (none
+    /// after `[DONE]`, none from an error event on).
+    fn scan(&mut self, bytes: &[u8]) -> Vec<u8> {
+        if self.done {
+            return Vec::new();
+        }
+        let scanned = self.scanner.push(bytes);
+        self.usage = scanned.usage.or(self.usage.take());
+        self.done = scanned.done;
+        if let Some(error) = scanned.error {
+            self.broken = Some(StreamBreak::Upstream(error));
+        }
+        scanned.forward
+    }
 }
 
 impl<B: UpstreamBody> StreamRelay<B> {
     /// Relays to the end, then records a break in the model's health and writes the request line.
-    pub async fn run<S: ChunkSink>(self, sink: &mut S, env: &RequestEnv<'_>) {
+    pub async fn run<S: PipeSink<B>>(self, sink: &mut S, env: &RequestEnv<'_>) {
         let StreamRelay {
             start,
             idle_timeout_ms,
             gone_ttl_ms,
             summary,
+            mode,
         } = self;
         let StreamStart {
             first,
-            mut scanner,
-            mut body,
-            mut usage,
-            mut done,
+            scanner,
+            body,
+            usage,
+            done,
         } = start;
+        let mut progress = Progress {
+            scanner,
+            usage,
+            done,
+            broken: None,
+            client_gone: false,
+        };
 
-        let mut broken: Option<StreamBreak> = None;
-        let mut client_gone = sink.write(first).await.is_err();
-        while !done && !client_gone && broken.is_none() {
-            match body.next_chunk(idle_timeout_ms).await {
-                Ok(Some(chunk)) => {
-                    let scanned = scanner.push(&chunk);
-                    usage = scanned.usage.or(usage);
-                    done = scanned.done;
-                    if !scanned.forward.is_empty() {
-                        client_gone = sink.write(scanned.forward).await.is_err();
-                    }
-                    broken = scanned.error.map(StreamBreak::Upstream);
+        // A stream already at `[DONE]` has nothing left to pipe.
+        let unpiped = match mode {
+            RelayMode::Pipe if !done => sink.pipe(body).err(),
+            _ => Some(body),
+        };
+        let body = match unpiped {
+            None => {
+                // The pipe goes on from where the first reads stopped, maybe mid-event.
+                let head = [first.as_slice(), progress.scanner.partial()].concat();
+                progress.client_gone = sink.write(head).await.is_err();
+                if !progress.client_gone {
+                    watch(sink, &mut progress, idle_timeout_ms, env.now_ms).await;
                 }
-                Ok(None) => broken = Some(StreamBreak::EndedEarly),
-                Err(TransportError::Timeout) => {
-                    broken = Some(StreamBreak::Stalled(idle_timeout_ms))
-                }
-                Err(TransportError::Connection(_)) => broken = Some(StreamBreak::Dropped),
+                None
             }
-        }
+            Some(mut body) => {
+                progress.client_gone = sink.write(first).await.is_err();
+                filter(sink, &mut body, &mut progress, idle_timeout_ms).await;
+                Some(body)
+            }
+        };
+
+        let outcome = match &progress.broken {
+            _ if progress.client_gone => "client_disconnected",
+            Some(b) => {
+                let mut event = b.event();
+                if body.is_none() && progress.scanner.has_partial() {
+                    // The pipe relayed half an event: end it, so the router's stands on its own.
+                    event.splice(..0, *b"\n\n");
+                }
+                // Best effort: if this write fails too, the caller has gone and there is no one
+                // to tell.
+                let _ = sink.write(event).await;
+                b.code()
+            }
+            None => "ok",
+        };
         // The model's health learns how its stream ended (a caller who left says nothing of it).
-        let judged = match &broken {
-            _ if client_gone => None,
+        let judged = match &progress.broken {
+            _ if progress.client_gone => None,
             Some(b) => Some(b.outcome()),
             None => Some(Outcome::Ok),
         };
@@ -204,23 +298,102 @@ impl<B: UpstreamBody> StreamRelay<B> {
                 .borrow_mut()
                 .record(model, outcome, None, now, gone_ttl_ms);
         }
-        let outcome = match &broken {
-            _ if client_gone => "client_disconnected",
-            Some(b) => {
-                // Best effort: if this write fails too, the caller has gone and there is no one to tell.
-                let _ = sink.write(b.event()).await;
-                b.code()
-            }
-            None => "ok",
-        };
         sink.close().await;
-        summary.close(env, outcome, 200, usage.unwrap_or_default());
-        if done {
+        summary.close(env, outcome, 200, progress.usage.unwrap_or_default());
+        if let (Some(mut body), true) = (body, progress.done) {
             // Read what follows `[DONE]` (normally just the end) after the caller has its answer:
             // a body left unread keeps the runtime from reusing the connection to Groq, and
             // every stream would then pay a new TLS handshake.
             while let Ok(Some(_)) = body.next_chunk(idle_timeout_ms).await {}
         }
+    }
+}
+
+/// `STREAM_RELAY=filter`: every chunk is read here and only its whole events before any error
+/// are written on, so the caller never sees Groq's error event or half an event.
+async fn filter<B: UpstreamBody, S: ChunkSink>(
+    sink: &mut S,
+    body: &mut B,
+    progress: &mut Progress,
+    idle_timeout_ms: u64,
+) {
+    while !progress.done && !progress.client_gone && progress.broken.is_none() {
+        match body.next_chunk(idle_timeout_ms).await {
+            Ok(Some(chunk)) => {
+                let forward = progress.scan(&chunk);
+                if !forward.is_empty() {
+                    progress.client_gone = sink.write(forward).await.is_err();
+                }
+            }
+            Ok(None) => progress.broken = Some(StreamBreak::EndedEarly),
+            Err(TransportError::Timeout) => {
+                progress.broken = Some(StreamBreak::Stalled(idle_timeout_ms))
+            }
+            Err(TransportError::Connection(_)) => progress.broken = Some(StreamBreak::Dropped),
+        }
+    }
+}
+
+/// `STREAM_RELAY=pipe`: the runtime relays Groq's bytes; this reads a copy to learn how the
+/// stream ends.
+async fn watch<B, S: PipeSink<B>>(
+    sink: &mut S,
+    progress: &mut Progress,
+    idle_timeout_ms: u64,
+    now_ms: &dyn Fn() -> u64,
+) {
+    // Once the pipe has failed, at Groq's end or at the caller's: Groq's connection breaking
+    // fails the copy too, at once, after the bytes it holds; the caller leaving does not. So the
+    // copy is read for one batch more, without waiting between reads.
+    let mut failed_until: Option<u64> = None;
+    loop {
+        let next = match failed_until.map(|until| until.saturating_sub(now_ms())) {
+            None => sink.relayed(PIPE_BATCH_MS, idle_timeout_ms).await,
+            Some(0) => Piped::Failed(TransportError::Timeout),
+            Some(left) => sink.relayed(0, left).await,
+        };
+        let pipe_failed = failed_until.is_some();
+        let ended = next == Piped::End;
+        match next {
+            // After Groq's error event the rest is only waited out: Groq ends the stream there,
+            // and a pipe that ends cleanly leaves the response open for the router's event.
+            Piped::Bytes(bytes) => {
+                if progress.broken.is_none() {
+                    progress.scan(&bytes);
+                }
+                continue;
+            }
+            Piped::PipeFailed => {
+                failed_until = Some(now_ms() + PIPE_BATCH_MS);
+                continue;
+            }
+            // Groq's body whole, or still coming, yet the pipe failed: the caller left.
+            Piped::End | Piped::Failed(TransportError::Timeout) if pipe_failed => {
+                progress.client_gone = true
+            }
+            Piped::Failed(TransportError::Connection(_)) if pipe_failed && progress.done => {
+                progress.client_gone = true
+            }
+            Piped::End if progress.done => {}
+            Piped::End => {
+                progress.broken.get_or_insert(StreamBreak::EndedEarly);
+            }
+            Piped::Failed(TransportError::Timeout) if progress.done => {}
+            Piped::Failed(TransportError::Timeout) => {
+                progress
+                    .broken
+                    .get_or_insert(StreamBreak::Stalled(idle_timeout_ms));
+            }
+            Piped::Failed(TransportError::Connection(_)) if progress.done => {}
+            Piped::Failed(TransportError::Connection(_)) => {
+                progress.broken.get_or_insert(StreamBreak::Dropped);
+            }
+        }
+        if !ended {
+            // Nothing more of Groq's is wanted.
+            sink.stop();
+        }
+        return;
     }
 }
 

@@ -115,6 +115,15 @@ pub enum AllowedOrigins {
     List(Vec<String>),
 }
 
+/// `STREAM_RELAY`: how a committed stream's bytes reach the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// The runtime pipes Groq's bytes to the caller natively; the relay reads a copy in batches.
+    Pipe,
+    /// Every chunk passes through the relay before the caller sees it.
+    Filter,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub registry: Registry,
@@ -148,6 +157,8 @@ pub struct Config {
     pub prices: BTreeMap<String, Price>,
     /// `ALLOW_MOCK`: requests may carry `mock_response` / `mock_failures`.
     pub allow_mock: bool,
+    /// `STREAM_RELAY`: how committed streams are relayed.
+    pub stream_relay: RelayMode,
 }
 
 /// Reads bindings, collecting every problem rather than stopping at the first.
@@ -323,6 +334,11 @@ impl Config {
                 "ALLOW_MOCK",
                 &[("false", false), ("true", true)],
                 "\"true\" or \"false\"",
+            ),
+            stream_relay: r.one_of(
+                "STREAM_RELAY",
+                &[("pipe", RelayMode::Pipe), ("filter", RelayMode::Filter)],
+                "\"pipe\" or \"filter\"",
             ),
             prices: match bindings.get("MODEL_PRICES") {
                 None => BTreeMap::new(),

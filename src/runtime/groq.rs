@@ -7,11 +7,11 @@ use std::pin::pin;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use futures_util::StreamExt;
+use wasm_bindgen::JsCast;
 use worker::js_sys::futures::JsFuture;
 use worker::{
-    js_sys, web_sys, AbortController, AbortSignal, ByteStream, Delay, Fetch, Headers, Method,
-    Request, Response, ResponseBody,
+    js_sys, web_sys, AbortController, AbortSignal, Delay, Fetch, Headers, Method, Request,
+    Response, ResponseBody,
 };
 
 use crate::groq::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
@@ -137,7 +137,7 @@ impl Provider for GroqFetch {
             head,
             FetchBody {
                 response,
-                chunks: None,
+                reader: None,
                 deadline,
             },
         ))
@@ -146,20 +146,56 @@ impl Provider for GroqFetch {
 
 pub struct FetchBody {
     response: Response,
-    chunks: Option<ByteStream>,
+    /// The body's reader, once read from: held here rather than in `worker`'s `ByteStream`,
+    /// which cancels the body when dropped, so that it can be let go for a pipe.
+    reader: Option<web_sys::ReadableStreamDefaultReader>,
     deadline: Deadline,
+}
+
+impl FetchBody {
+    /// The body, unlocked, and the switch that aborts the call, for `STREAM_RELAY=pipe`; `None`
+    /// for a body that is not a stream.
+    pub fn into_pipe(self) -> Option<(web_sys::ReadableStream, Option<AbortController>)> {
+        if let Some(reader) = self.reader {
+            reader.release_lock();
+        }
+        let ResponseBody::Stream(stream) = self.response.body() else {
+            return None;
+        };
+        let controller = match self.deadline {
+            Deadline::Moving(controller) => controller,
+            Deadline::Fixed(_) => None,
+        };
+        Some((stream.clone(), controller))
+    }
+}
+
+/// The bytes of one `read()` of a stream; `None` at its end.
+pub async fn read_chunk(promise: js_sys::Promise) -> worker::Result<Option<Vec<u8>>> {
+    let result: web_sys::ReadableStreamReadResult = JsFuture::from(promise).await?.unchecked_into();
+    if result.get_done().unwrap_or_default() {
+        return Ok(None);
+    }
+    // A fetched body's chunks are bytes.
+    let chunk: js_sys::Uint8Array = result.get_value().unchecked_into();
+    Ok(Some(chunk.to_vec()))
 }
 
 impl UpstreamBody for FetchBody {
     async fn next_chunk(&mut self, timeout_ms: u64) -> Result<Option<Vec<u8>>, TransportError> {
-        let chunks = match &mut self.chunks {
-            Some(chunks) => chunks,
-            None => self
-                .chunks
-                .insert(self.response.stream().map_err(connection_error)?),
+        let reader = match &self.reader {
+            Some(reader) => reader,
+            None => {
+                let ResponseBody::Stream(stream) = self.response.body() else {
+                    return Ok(None);
+                };
+                let reader = stream.get_reader().unchecked_into();
+                self.reader.insert(reader)
+            }
         };
-        let next = async { chunks.next().await.transpose() };
-        self.deadline.within(next, timeout_ms).await
+        self.deadline
+            .within(read_chunk(reader.read()), timeout_ms)
+            .await
     }
 
     async fn read_all(mut self, timeout_ms: u64) -> Result<Vec<u8>, TransportError> {

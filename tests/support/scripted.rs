@@ -13,11 +13,12 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use serde_json::{json, Value};
+use task_router::groq::mock::EitherBody;
 use task_router::groq::provider::{
     Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead,
 };
 use task_router::http::limit::RateLimiter;
-use task_router::http::relay::{ChunkSink, UsagePoint, UsageSink};
+use task_router::http::relay::{ChunkSink, PipeSink, Piped, UsagePoint, UsageSink};
 use task_router::http::{handle, log_level, HttpRequest, HttpResponse, Loaded, Reply, RequestEnv};
 use task_router::routing::config::{BindingValue, Config, ConfigError};
 use task_router::routing::health::HealthBook;
@@ -226,27 +227,101 @@ impl UpstreamBody for ScriptedBody {
     }
 }
 
-/// Collects what a relay writes.
+/// Collects what a relay writes. With `STREAM_RELAY=pipe` it plays the runtime's pipe too: each
+/// `relayed` moves the piped body's next step to the caller, as the pipe would, and gives the
+/// relay a copy of it.
 #[derive(Default)]
 pub struct SinkBuffer {
     pub written: Vec<Vec<u8>>,
     pub closed: bool,
+    /// The body handed to the pipe.
+    piped: Option<ScriptedBody>,
+    /// The relay stopped Groq's body.
+    pub stopped: bool,
+    /// The caller leaves once this many writes (or piped steps) have reached it: later ones fail.
+    pub gone_after: Option<usize>,
+    /// The pipe's failure was reported.
+    pipe_failed: bool,
 }
 
 impl SinkBuffer {
+    /// A sink whose caller leaves once `n` writes (or piped steps) have reached it.
+    pub fn leaving_after(n: usize) -> SinkBuffer {
+        SinkBuffer {
+            gone_after: Some(n),
+            ..SinkBuffer::default()
+        }
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8(self.written.concat()).unwrap()
+    }
+
+    fn caller_gone(&self) -> bool {
+        self.gone_after.is_some_and(|n| self.written.len() >= n)
     }
 }
 
 impl ChunkSink for SinkBuffer {
     async fn write(&mut self, bytes: Vec<u8>) -> Result<(), ()> {
+        if self.caller_gone() {
+            return Err(());
+        }
         self.written.push(bytes);
         Ok(())
     }
 
     async fn close(&mut self) {
         self.closed = true;
+    }
+}
+
+impl PipeSink<EitherBody<ScriptedBody>> for SinkBuffer {
+    fn pipe(&mut self, body: EitherBody<ScriptedBody>) -> Result<(), EitherBody<ScriptedBody>> {
+        match body {
+            EitherBody::Real(body) => {
+                self.piped = Some(body);
+                Ok(())
+            }
+            mock => Err(mock),
+        }
+    }
+
+    async fn relayed(&mut self, _batch_ms: u64, idle_ms: u64) -> Piped {
+        let gone = self.caller_gone();
+        let Some(body) = self.piped.as_mut() else {
+            return Piped::End;
+        };
+        if self.stopped {
+            // A stopped body's copy ends as the runtime's does: with an error.
+            return Piped::Failed(TransportError::Connection("stopped".into()));
+        }
+        match body.next_chunk(idle_ms).await {
+            Ok(Some(bytes)) if gone && !self.pipe_failed => {
+                // The pipe fails writing these; the copy still holds them.
+                self.pipe_failed = true;
+                body.steps.push_front(Step::Bytes(bytes, 0));
+                Piped::PipeFailed
+            }
+            Ok(Some(bytes)) if gone => Piped::Bytes(bytes),
+            Ok(Some(bytes)) => {
+                self.written.push(bytes.clone());
+                Piped::Bytes(bytes)
+            }
+            Ok(None) => Piped::End,
+            Err(TransportError::Connection(why)) if !self.pipe_failed => {
+                // Groq's connection broke: the pipe fails with it, and so does the copy.
+                self.pipe_failed = true;
+                body.steps
+                    .push_front(Step::Fail(TransportError::Connection(why)));
+                Piped::PipeFailed
+            }
+            Err(e) => Piped::Failed(e),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stopped = true;
     }
 }
 
@@ -297,6 +372,8 @@ pub struct Exchange {
     pub streamed: bool,
     /// A stream's sink was closed by the relay.
     pub closed: bool,
+    /// The relay stopped Groq's piped body (`STREAM_RELAY=pipe`).
+    pub stopped: bool,
     pub log: Vec<(Level, Value)>,
     /// The Analytics Engine data points the request recorded.
     pub usage: Vec<UsagePoint>,
@@ -328,6 +405,25 @@ pub fn exchange<L: RateLimiter>(
     health: &RefCell<HealthBook>,
     req: HttpRequest<'_>,
 ) -> Exchange {
+    exchange_into(
+        config,
+        provider,
+        limiter,
+        health,
+        req,
+        SinkBuffer::default(),
+    )
+}
+
+/// `exchange`, a stream's relay writing into `sink` (say, one whose caller leaves).
+pub fn exchange_into<L: RateLimiter>(
+    config: &Loaded,
+    provider: &ScriptedProvider,
+    limiter: &L,
+    health: &RefCell<HealthBook>,
+    req: HttpRequest<'_>,
+    mut sink: SinkBuffer,
+) -> Exchange {
     let memory = MemoryLog::default();
     let log = Filtered {
         inner: &memory,
@@ -343,23 +439,22 @@ pub fn exchange<L: RateLimiter>(
         health,
         usage: &usage,
     };
-    let (response, text, streamed, closed) =
-        match block_on(handle(req, config, provider, limiter, &env)) {
-            Reply::Full(r) => {
-                let text = String::from_utf8(r.body.clone()).expect("answers are UTF-8");
-                (r, text, false, false)
-            }
-            Reply::Stream { head, relay } => {
-                let mut sink = SinkBuffer::default();
-                block_on(relay.run(&mut sink, &env));
-                (head, sink.text(), true, sink.closed)
-            }
-        };
+    let (response, text, streamed) = match block_on(handle(req, config, provider, limiter, &env)) {
+        Reply::Full(r) => {
+            let text = String::from_utf8(r.body.clone()).expect("answers are UTF-8");
+            (r, text, false)
+        }
+        Reply::Stream { head, relay } => {
+            block_on(relay.run(&mut sink, &env));
+            (head, sink.text(), true)
+        }
+    };
     Exchange {
         response,
         text,
         streamed,
-        closed,
+        closed: sink.closed,
+        stopped: sink.stopped,
         log: parsed(memory),
         usage: usage.0.into_inner(),
     }

@@ -62,7 +62,8 @@ every block; every answer is checked whole. It reports each Worker's own workerd
 chunk (its threads' schedstat) and, per block, its ratio to the native pipe's in the same block.
 With `--profile DIR`, each Worker's streams run under the V8 profiler instead, and the report
 gives JavaScript, wasm and runtime-call self time per chunk. `--stream-experiments` adds the
-JavaScript relays tried on the way (`benches/streams/experiments`).
+JavaScript relays tried on the way (`benches/streams/experiments`); `--compare DIR` adds the
+router of another checkout in each mode.
 
 Every process it starts runs in its own process group and is stopped (TERM, then KILL) on exit,
 on failure and on Ctrl-C. Only 127.0.0.1 is used. Needs Python 3.11+ (stdlib only), node/npm,
@@ -1187,12 +1188,15 @@ def stream_specs(tmp: Path, upstream_url: str, router_vars: dict, args) -> tuple
         specs.append((key, js_config(tmp, key, STREAMS_DIR / module), vars_, "/"))
         chosen.append(StreamScenario(key, label, key, "/", f"Bearer {PROVIDER_KEY}",
                                      stream_body(f"long{STREAM_CHUNKS}-a")))
-    for relay in args.relays:
-        key = f"router-{relay}" if relay else "router"
+    routers = [("router", ROOT, "the router")]
+    if args.compare:
+        routers.append(("prev", Path(args.compare).resolve(), "the `--compare` router"))
+    for (prefix, checkout, name), relay in ((r, relay) for r in routers for relay in args.relays):
+        key = f"{prefix}-{relay}" if relay else prefix
         vars_ = dict(router_vars, STREAM_RELAY=relay) if relay else router_vars
-        specs.append((key, dev_config(ROOT / "wrangler.toml", tmp, key, RAISED_LIMIT), vars_, "/healthz"))
-        label = (f"the router, `STREAM_RELAY={relay}`" + (" (the default)" if relay == ROUTER_RELAYS[0] else "")
-                 if relay else "the router (as configured)")
+        specs.append((key, dev_config(checkout / "wrangler.toml", tmp, key, RAISED_LIMIT), vars_, "/healthz"))
+        label = (f"{name}, `STREAM_RELAY={relay}`" + (" (the default)" if relay == ROUTER_RELAYS[0] else "")
+                 if relay else f"{name} (as configured)")
         chosen.append(StreamScenario(key, label, key, "/v1/chat/completions", f"Bearer {CLIENT_KEY}",
                                      stream_body("long1k")))
     return specs, chosen
@@ -1348,8 +1352,9 @@ def streams_report(args, info: dict, chosen: list, started: float, command: str)
 def run_streams(procs: Processes, tmp: Path, args, started: float, command: str) -> int:
     if not args.skip_build:
         env = wrangler_env(prebuilt=False)
-        run_checked(["sh", "scripts/build.sh"], ROOT, keep_names_env(env) if args.profile else env,
-                    "scripts/build.sh")
+        for checkout in [ROOT] + ([Path(args.compare).resolve()] if args.compare else []):
+            run_checked(["sh", "scripts/build.sh"], checkout, keep_names_env(env) if args.profile else env,
+                        f"scripts/build.sh in {checkout}")
     upstream = procs.start([sys.executable, str(BENCHES / "upstream.py"), "--port", "0", "--api-key",
                             PROVIDER_KEY], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ready = upstream.stdout.readline().split()

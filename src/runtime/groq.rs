@@ -4,14 +4,13 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use wasm_bindgen::JsCast;
 use worker::js_sys::futures::JsFuture;
 use worker::{
-    js_sys, web_sys, AbortController, AbortSignal, Delay, Fetch, Headers, Method, Request,
-    Response, ResponseBody,
+    js_sys, web_sys, AbortController, AbortSignal, Fetch, Headers, Method, Request, Response,
+    ResponseBody,
 };
 
 use crate::groq::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
@@ -24,7 +23,44 @@ enum Deadline {
     /// One for the whole answer, head and body, kept by the runtime.
     Fixed(AbortSignal),
     /// A stream's: each step gets its own, aborting the call when one passes.
-    Moving(Option<AbortController>),
+    Moving(Option<AbortController>, IdleTimer),
+}
+
+/// The timer behind a moving deadline: one for the call, not one per chunk (a `setTimeout`, its
+/// callback and its `clearTimeout` for every chunk showed in profiles of long streams). Each step
+/// moves the deadline on; a timer armed for an earlier one fires early and is re-armed then.
+#[derive(Default)]
+struct IdleTimer(Option<Timer>);
+
+/// A `setTimeout` as a promise, cleared when dropped. Awaited as a `JsFuture`, it wakes whichever
+/// task polled it last: a stream's timer is armed in the handler's task and then serves the
+/// relay's, which `worker::Delay` (it keeps the first poller's waker) would never wake.
+struct Timer {
+    fired: JsFuture,
+    id: i32,
+    /// When it fires (epoch ms).
+    at: f64,
+}
+
+impl Timer {
+    fn new(at: f64) -> Timer {
+        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        let wait = (at - js_sys::Date::now()).max(0.0) as i32;
+        let mut id = 0;
+        let fired = JsFuture::from(js_sys::Promise::new(&mut |resolve, _| {
+            id = global
+                .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, wait)
+                .unwrap_or_default();
+        }));
+        Timer { fired, id, at }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        global.clear_timeout_with_handle(self.id);
+    }
 }
 
 impl Deadline {
@@ -40,15 +76,23 @@ impl Deadline {
                 true => TransportError::Timeout,
                 false => connection_error(e),
             }),
-            Deadline::Moving(controller) => {
-                let timer = Delay::from(Duration::from_millis(timeout_ms));
-                match select(pin!(step), timer).await {
-                    Either::Left((result, _)) => result.map_err(connection_error),
-                    Either::Right(_) => {
+            Deadline::Moving(controller, IdleTimer(timer)) => {
+                let due = js_sys::Date::now() + timeout_ms as f64;
+                let mut step = pin!(step);
+                loop {
+                    if timer.as_ref().is_none_or(|t| t.at > due) {
+                        *timer = Some(Timer::new(due));
+                    }
+                    let armed = timer.as_mut().expect("armed just above");
+                    match select(step.as_mut(), &mut armed.fired).await {
+                        Either::Left((result, _)) => return result.map_err(connection_error),
+                        Either::Right(_) => *timer = None,
+                    }
+                    if js_sys::Date::now() >= due {
                         if let Some(controller) = controller.take() {
                             controller.abort();
                         }
-                        Err(TransportError::Timeout)
+                        return Err(TransportError::Timeout);
                     }
                 }
             }
@@ -90,7 +134,10 @@ async fn fetch_groq(
         .map_err(|e| connection_error(e.into()))?;
     let (signal, mut deadline) = if streamed {
         let controller = AbortController::default();
-        (controller.signal(), Deadline::Moving(Some(controller)))
+        (
+            controller.signal(),
+            Deadline::Moving(Some(controller), IdleTimer::default()),
+        )
     } else {
         // `AbortSignal.timeout`, which `worker` does not wrap: one deadline for head and body.
         let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_f64(timeout_ms as f64));
@@ -163,7 +210,7 @@ impl FetchBody {
             return None;
         };
         let controller = match self.deadline {
-            Deadline::Moving(controller) => controller,
+            Deadline::Moving(controller, _) => controller,
             Deadline::Fixed(_) => None,
         };
         Some((stream.clone(), controller))

@@ -1195,8 +1195,8 @@ def stream_specs(tmp: Path, upstream_url: str, router_vars: dict, args) -> tuple
         key = f"{prefix}-{relay}" if relay else prefix
         vars_ = dict(router_vars, STREAM_RELAY=relay) if relay else router_vars
         specs.append((key, dev_config(checkout / "wrangler.toml", tmp, key, RAISED_LIMIT), vars_, "/healthz"))
-        label = (f"{name}, `STREAM_RELAY={relay}`" + (" (the default)" if relay == ROUTER_RELAYS[0] else "")
-                 if relay else f"{name} (as configured)")
+        default = " (the default)" if relay == ROUTER_RELAYS[0] and prefix == "router" else ""
+        label = f"{name}, `STREAM_RELAY={relay}`{default}" if relay else f"{name} (as configured)"
         chosen.append(StreamScenario(key, label, key, "/v1/chat/completions", f"Bearer {CLIENT_KEY}",
                                      stream_body("long1k")))
     return specs, chosen
@@ -1406,8 +1406,8 @@ def run_streams(procs: Processes, tmp: Path, args, started: float, command: str)
                     f"proxy {block['proxy']:6.1f}  node {block['node']:6.1f}  stream {block['wall_ms']:6.0f} ms  "
                     f"half the bytes at {block['half']:.0%}")
     text = streams_report(args, machine(), chosen, started, command)
-    print(text)
     Path(args.out).write_text(text)
+    print(text)
     log(f"bench: report written to {args.out}")
     return 0
 

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use task_router::groq::provider::{
     Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead,
 };
+use task_router::http::jwt::{KeySet, NoTokens, TokenCrypto};
 use task_router::http::limit::RateLimiter;
 use task_router::http::relay::{ChunkSink, UsagePoint, UsageSink};
 use task_router::http::{handle, log_level, HttpRequest, HttpResponse, Loaded, Reply, RequestEnv};
@@ -328,6 +329,29 @@ pub fn exchange<L: RateLimiter>(
     health: &RefCell<HealthBook>,
     req: HttpRequest<'_>,
 ) -> Exchange {
+    let tokens = Tokens {
+        crypto: &NoTokens,
+        jwks: &RefCell::default(),
+    };
+    exchange_with(config, provider, limiter, health, tokens, req)
+}
+
+/// What verifies users' JWTs in [`exchange_with`]: a fake `TokenCrypto` and the isolate's
+/// JWKS cache.
+pub struct Tokens<'a, C> {
+    pub crypto: &'a C,
+    pub jwks: &'a RefCell<KeySet>,
+}
+
+/// [`exchange`] with users' tokens checked by `tokens`.
+pub fn exchange_with<L: RateLimiter, C: TokenCrypto>(
+    config: &Loaded,
+    provider: &ScriptedProvider,
+    limiter: &L,
+    health: &RefCell<HealthBook>,
+    tokens: Tokens<'_, C>,
+    req: HttpRequest<'_>,
+) -> Exchange {
     let memory = MemoryLog::default();
     let log = Filtered {
         inner: &memory,
@@ -341,10 +365,11 @@ pub fn exchange<L: RateLimiter>(
         now_ms: &now,
         log: &log,
         health,
+        jwks: tokens.jwks,
         usage: &usage,
     };
     let (response, text, streamed, closed) =
-        match block_on(handle(req, config, provider, limiter, &env)) {
+        match block_on(handle(req, config, provider, limiter, tokens.crypto, &env)) {
             Reply::Full(r) => {
                 let text = String::from_utf8(r.body.clone()).expect("answers are UTF-8");
                 (r, text, false, false)

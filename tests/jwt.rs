@@ -562,16 +562,20 @@ fn the_user_names_the_request_keys_the_limit_and_tasks_claim_narrows_the_tasks()
     let sign = |extra: Value| token(header.clone(), with(extra), &material(&key));
     let limiter = RecordingLimiter::default();
     let provider = provider();
+    let ask = |path: &str, authorization: Option<&str>, access_jwt: Option<&str>| {
+        let tokens = (&crypto, &jwks);
+        call(
+            &bindings,
+            tokens,
+            &provider,
+            &limiter,
+            path,
+            authorization,
+            access_jwt,
+        )
+    };
     let user = sign(json!({"email": "ada@example.com", "https://example.com/tasks": ["fast"]}));
-    let ex = call(
-        &bindings,
-        (&crypto, &jwks),
-        &provider,
-        &limiter,
-        "/v1/tasks/fast",
-        Some(&format!("Bearer {user}")),
-        None,
-    );
+    let ex = ask("/v1/tasks/fast", Some(&format!("Bearer {user}")), None);
     assert_eq!(ex.response.status, 200, "{}", ex.text);
     let line = &ex.log.last().unwrap().1;
     assert_eq!(line["client"], "ada@example.com");
@@ -580,26 +584,10 @@ fn the_user_names_the_request_keys_the_limit_and_tasks_claim_narrows_the_tasks()
         Some("user:ada@example.com")
     );
 
-    let ex = call(
-        &bindings,
-        (&crypto, &jwks),
-        &provider,
-        &limiter,
-        "/v1/tasks/deep",
-        Some(&format!("Bearer {user}")),
-        None,
-    );
+    let ex = ask("/v1/tasks/deep", Some(&format!("Bearer {user}")), None);
     assert_eq!(ex.response.status, 403, "{}", ex.text);
     assert_eq!(ex.json()["error"]["code"], "task_not_allowed");
-    let models = call(
-        &bindings,
-        (&crypto, &jwks),
-        &provider,
-        &limiter,
-        "/v1/models",
-        Some(&format!("Bearer {user}")),
-        None,
-    );
+    let models = ask("/v1/models", Some(&format!("Bearer {user}")), None);
     assert_eq!(
         models.json()["data"].as_array().map(Vec::len),
         Some(1),
@@ -609,25 +597,9 @@ fn the_user_names_the_request_keys_the_limit_and_tasks_claim_narrows_the_tasks()
 
     // No tasks claim: no task. A key client next to JWT users keeps working, as `client:`.
     let none = sign(json!({"email": "bob@example.com"}));
-    let ex = call(
-        &bindings,
-        (&crypto, &jwks),
-        &provider,
-        &limiter,
-        "/v1/tasks/fast",
-        Some(&format!("Bearer {none}")),
-        None,
-    );
+    let ex = ask("/v1/tasks/fast", Some(&format!("Bearer {none}")), None);
     assert_eq!(ex.response.status, 403);
-    let ex = call(
-        &bindings,
-        (&crypto, &jwks),
-        &provider,
-        &limiter,
-        "/v1/tasks/fast",
-        Some("Bearer k-web-0123456"),
-        None,
-    );
+    let ex = ask("/v1/tasks/fast", Some("Bearer k-web-0123456"), None);
     assert_eq!(ex.response.status, 200, "{}", ex.text);
     assert_eq!(
         limiter.keys.borrow().last().map(String::as_str),
@@ -635,15 +607,7 @@ fn the_user_names_the_request_keys_the_limit_and_tasks_claim_narrows_the_tasks()
     );
 
     // Cloudflare Access's header, when no `Authorization` is sent; `/v1/routes` takes a JWT too.
-    let ex = call(
-        &bindings,
-        (&crypto, &jwks),
-        &provider,
-        &limiter,
-        "/v1/routes",
-        None,
-        Some(&user),
-    );
+    let ex = ask("/v1/routes", None, Some(&user));
     assert_eq!(ex.response.status, 200, "{}", ex.text);
 }
 

@@ -1,24 +1,126 @@
-//! Client auth: who may spend the provider key. Closed unless configured otherwise.
+//! Client auth: who may spend the provider key. Closed unless configured otherwise. A caller
+//! proves itself with a client key from `ROUTER_API_KEYS`, or (with `JWT_*` set) with their
+//! sign-in provider's token, verified in `jwt`.
 
+use std::cell::RefCell;
+
+use crate::http::jwt::{self, AuthFailure, KeySet, TokenCrypto};
 use crate::routing::config::ClientAuth;
+use crate::routing::log::Log;
 
 /// Why a caller was refused; the message tells them (or the operator) what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
-    /// Neither `ROUTER_API_KEYS` nor `ALLOW_UNAUTHENTICATED` is set: the router refuses to be an
-    /// open proxy for the company's Groq key.
+    /// Neither `ROUTER_API_KEYS`, `JWT_*` nor `ALLOW_UNAUTHENTICATED` is set: the router refuses
+    /// to be an open proxy for the company's Groq key.
     NotConfigured,
     MissingKey,
     WrongKey,
+    /// A JWT that fails verification, or no keys to verify it with.
+    Token(AuthFailure),
+}
+
+/// Who is calling: a client key's name, a verified user, or nobody (where that is allowed).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Caller {
+    pub name: Option<String>,
+    /// Verified by a JWT: the name is the user's, and `tasks` may narrow what they call.
+    pub user: bool,
+    /// The tasks a user may call (`JWT_TASKS_CLAIM`); `None`: any.
+    pub tasks: Option<Vec<String>>,
+}
+
+impl Caller {
+    fn client(name: &str) -> Caller {
+        Caller {
+            name: Some(name.to_string()),
+            ..Caller::default()
+        }
+    }
+
+    /// Whether this caller may call `task`.
+    pub fn may_call(&self, task: &str) -> bool {
+        self.tasks
+            .as_ref()
+            .is_none_or(|tasks| tasks.iter().any(|t| t == task))
+    }
+
+    /// The rate-limit key: users and client keys apart, so a user named like a client does not
+    /// share its limit; an anonymous caller's IP.
+    pub fn limit_key(&self, ip: Option<&str>) -> String {
+        match (&self.name, self.user) {
+            (Some(name), true) => format!("user:{name}"),
+            (Some(name), false) => format!("client:{name}"),
+            (None, _) => format!("ip:{}", ip.unwrap_or("unknown")),
+        }
+    }
+}
+
+/// The credentials a request carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// The `Authorization` header.
+    pub authorization: Option<&'a str>,
+    /// Cloudflare Access's `Cf-Access-Jwt-Assertion` header.
+    pub access_jwt: Option<&'a str>,
+}
+
+/// This isolate's and request's means to verify tokens.
+pub struct TokenCheck<'a, C> {
+    pub crypto: &'a C,
+    pub keys: &'a RefCell<KeySet>,
+    pub now_ms: u64,
+    pub log: &'a dyn Log,
 }
 
 impl ClientAuth {
     pub fn is_configured(&self) -> bool {
-        self.allow_unauthenticated || !self.keys.is_empty()
+        self.allow_unauthenticated || !self.keys.is_empty() || self.jwt.is_some()
     }
 
-    /// Checks an `Authorization` header. `Ok(Some(name))` for a known client, `Ok(None)` for an
-    /// anonymous caller when unauthenticated access is allowed.
+    /// Checks a request's credentials: a bearer token of three base64url parts is a JWT when
+    /// `JWT_*` is set, anything else a client key; without an `Authorization` header, Cloudflare
+    /// Access's assertion is the JWT.
+    pub async fn authenticate(
+        &self,
+        credentials: Credentials<'_>,
+        tokens: &TokenCheck<'_, impl TokenCrypto>,
+    ) -> Result<Caller, AuthError> {
+        if !self.is_configured() {
+            return Err(AuthError::NotConfigured);
+        }
+        let bearer = credentials.authorization.and_then(bearer_token);
+        let jwt = match (&self.jwt, bearer) {
+            (Some(jwt), Some(token)) if jwt::looks_like_jwt(token) => Some((jwt, token)),
+            (Some(jwt), None) => credentials.access_jwt.map(|token| (jwt, token.trim())),
+            _ => None,
+        };
+        if let Some((config, token)) = jwt {
+            let user = jwt::verify_token(
+                token,
+                config,
+                tokens.keys,
+                tokens.crypto,
+                tokens.now_ms,
+                tokens.log,
+            )
+            .await
+            .map_err(AuthError::Token)?;
+            return Ok(Caller {
+                name: Some(user.name),
+                user: true,
+                tasks: user.tasks,
+            });
+        }
+        self.check(credentials.authorization)
+            .map(|name| match name {
+                Some(name) => Caller::client(name),
+                None => Caller::default(),
+            })
+    }
+
+    /// Checks an `Authorization` header against the client keys. `Ok(Some(name))` for a known
+    /// client, `Ok(None)` for an anonymous caller when unauthenticated access is allowed.
     pub fn check(&self, authorization: Option<&str>) -> Result<Option<&str>, AuthError> {
         if !self.is_configured() {
             return Err(AuthError::NotConfigured);
@@ -35,7 +137,7 @@ impl ClientAuth {
                 }
                 match found {
                     Some(name) => Ok(Some(name)),
-                    None if self.keys.is_empty() => Ok(None),
+                    None if self.keys.is_empty() && self.allow_unauthenticated => Ok(None),
                     None => Err(AuthError::WrongKey),
                 }
             }
@@ -69,6 +171,7 @@ mod tests {
         ClientAuth {
             keys: parse_client_keys(keys).unwrap(),
             allow_unauthenticated,
+            jwt: None,
         }
     }
 

@@ -14,7 +14,8 @@ use crate::groq::mock::{MockProvider, Upstream};
 use crate::groq::provider::Provider;
 use crate::groq::{cut, Members};
 use crate::http::error::ApiError;
-use crate::http::limit::{key_for, RateLimiter};
+use crate::http::jwt::TokenCrypto;
+use crate::http::limit::RateLimiter;
 use crate::http::relay::{RequestSummary, StreamRelay};
 use crate::http::{
     admit, unknown_task, Body, HttpRequest, HttpResponse, Loaded, Reply, RequestEnv,
@@ -58,12 +59,11 @@ impl Serialize for WithCost<'_> {
 }
 
 /// Answers a chat route: `task` is the one in the path, `None` on the SDK routes.
-pub(super) async fn chat<P: Provider, L: RateLimiter>(
+pub(super) async fn chat<P: Provider, L: RateLimiter, C: TokenCrypto>(
     req: HttpRequest<'_>,
     task: Option<&str>,
     config: &Loaded,
-    provider: &P,
-    limiter: &L,
+    seams: (&P, &L, &C),
     env: &RequestEnv<'_>,
 ) -> Reply<Body<P>> {
     // On the task route the URL names the task, so even a refused request (bad key, bad body)
@@ -79,7 +79,7 @@ pub(super) async fn chat<P: Provider, L: RateLimiter>(
         mock: false,
         started_ms: (env.now_ms)(),
     };
-    let routed = route_chat(req, task, config, provider, limiter, env, &mut summary).await;
+    let routed = route_chat(req, task, config, seams, env, &mut summary).await;
     let (config, routed) = match routed {
         Ok(routed) => routed,
         Err(error) => {
@@ -168,18 +168,17 @@ pub(super) async fn chat<P: Provider, L: RateLimiter>(
 }
 
 /// Admits the caller, reads the body and the task, and walks the task's chain.
-async fn route_chat<'c, P: Provider, L: RateLimiter>(
+async fn route_chat<'c, P: Provider, L: RateLimiter, C: TokenCrypto>(
     req: HttpRequest<'_>,
     task: Option<&str>,
     config: &'c Loaded,
-    provider: &P,
-    limiter: &L,
+    (provider, limiter, crypto): (&P, &L, &C),
     env: &RequestEnv<'_>,
     summary: &mut RequestSummary,
 ) -> Result<(&'c Config, Routed<Body<P>>), ApiError> {
-    let (config, client) = admit(&req, config, env)?;
-    summary.client = client.map(str::to_string);
-    if !limiter.allow(&key_for(client, req.client_ip)).await {
+    let (config, caller) = admit(&req, config, crypto, env).await?;
+    summary.client = caller.name.clone();
+    if !limiter.allow(&caller.limit_key(req.client_ip)).await {
         return Err(ApiError::ClientRateLimited {
             retry_after_secs: config.rate_limit_period_s,
         });
@@ -211,6 +210,11 @@ async fn route_chat<'c, P: Provider, L: RateLimiter>(
         }
     };
     summary.task = cut(&task, 64).to_string();
+    if !caller.may_call(&task) {
+        return Err(ApiError::TaskNotAllowed {
+            task: summary.task.clone(),
+        });
+    }
     if let Some((task, cap)) = config.max_tokens.get_key_value(task.as_str()) {
         request.apply_token_cap(*cap, &task.max_tokens_binding())?;
     }

@@ -8,6 +8,9 @@ use crate::groq::outcome::redact_org_ids;
 use crate::routing::config::{ConfigError, PROVIDER_KEY_MISSING};
 use crate::routing::fallback::{Attempt, Failed, Why};
 
+/// `Retry-After` on a 503 `auth_unavailable`: when a failed JWKS fetch is next tried.
+const AUTH_RETRY_AFTER_S: u64 = crate::http::jwt::JWKS_RETRY_MS / 1000;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
     /// 400: the body is not the JSON object we need.
@@ -18,6 +21,12 @@ pub enum ApiError {
     AuthNotConfigured,
     /// 401: no or a wrong client key.
     Unauthorized { message: &'static str },
+    /// 401: a user's JWT failed a check; the message says which (never the token).
+    InvalidToken(String),
+    /// 403: the user's `JWT_TASKS_CLAIM` does not list this task.
+    TaskNotAllowed { task: String },
+    /// 503: no keys to verify users' tokens with (the JWKS could not be fetched).
+    AuthUnavailable,
     /// 404: the task is not in the registry. `named_by_model`: the SDK routes, where the task is
     /// the `model` field, answer like OpenAI does for an unknown model so SDKs raise `NotFoundError`.
     UnknownTask {
@@ -75,14 +84,17 @@ impl ApiError {
             ApiError::BadJson(_)
             | ApiError::InvalidField { .. }
             | ApiError::MockNotAllowed { .. } => 400,
-            ApiError::AuthNotConfigured | ApiError::Unauthorized { .. } => 401,
-            ApiError::OriginNotAllowed => 403,
+            ApiError::AuthNotConfigured
+            | ApiError::Unauthorized { .. }
+            | ApiError::InvalidToken(_) => 401,
+            ApiError::OriginNotAllowed | ApiError::TaskNotAllowed { .. } => 403,
             ApiError::UnknownTask { .. } | ApiError::RouteNotFound { .. } => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::UnsupportedMediaType => 415,
             ApiError::ClientRateLimited { .. } => 429,
             ApiError::ConfigInvalid(_) | ApiError::ProviderKeyMissing => 500,
+            ApiError::AuthUnavailable => 503,
             ApiError::Chain(failed) => match failed.why {
                 Why::Rejected(_) => 400,
                 Why::RateLimited { .. } => 429,
@@ -99,6 +111,9 @@ impl ApiError {
             ApiError::InvalidField { .. } => "invalid_parameter",
             ApiError::AuthNotConfigured => "auth_not_configured",
             ApiError::Unauthorized { .. } => "invalid_api_key",
+            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::TaskNotAllowed { .. } => "task_not_allowed",
+            ApiError::AuthUnavailable => "auth_unavailable",
             ApiError::UnknownTask {
                 named_by_model: true,
                 ..
@@ -126,6 +141,7 @@ impl ApiError {
     fn kind(&self) -> &'static str {
         match self.status() {
             401 => "authentication_error",
+            403 => "permission_error",
             429 => "rate_limit_error",
             400..=499 => "invalid_request_error",
             _ => "api_error",
@@ -136,10 +152,14 @@ impl ApiError {
         match self {
             ApiError::BadJson(m) | ApiError::InvalidField { message: m, .. } => m.clone(),
             ApiError::AuthNotConfigured => "client authentication is not configured: set the `ROUTER_API_KEYS` secret \
-                (`npx wrangler secret put ROUTER_API_KEYS`) and send `Authorization: Bearer <key>`, or set \
+                (`npx wrangler secret put ROUTER_API_KEYS`) and send `Authorization: Bearer <key>`, point \
+                `JWT_JWKS_URL` at your sign-in provider so users send their own tokens, or set \
                 `ALLOW_UNAUTHENTICATED = \"true\"` for a private deployment"
                 .to_string(),
             ApiError::Unauthorized { message } => (*message).to_string(),
+            ApiError::InvalidToken(message) => message.clone(),
+            ApiError::TaskNotAllowed { task } => format!("this user may not call the task `{task}` (the token's `JWT_TASKS_CLAIM` claim does not list it)"),
+            ApiError::AuthUnavailable => format!("users' tokens cannot be verified right now: the sign-in provider's keys (`JWT_JWKS_URL`) could not be fetched; retry in {AUTH_RETRY_AFTER_S} s"),
             ApiError::UnknownTask { task, known, .. } => format!(
                 "unknown task `{task}`; known tasks: {}",
                 known.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
@@ -196,6 +216,14 @@ impl ApiError {
             ApiError::Unauthorized { .. } | ApiError::AuthNotConfigured => {
                 vec![("www-authenticate", "Bearer".to_string())]
             }
+            // RFC 6750: the token was presented and is no good.
+            ApiError::InvalidToken(_) => {
+                vec![(
+                    "www-authenticate",
+                    "Bearer error=\"invalid_token\"".to_string(),
+                )]
+            }
+            ApiError::AuthUnavailable => vec![("retry-after", AUTH_RETRY_AFTER_S.to_string())],
             _ => Vec::new(),
         }
     }

@@ -1,5 +1,5 @@
 //! `RateLimiter`: the seam to the Workers Rate Limiting binding (`CLIENT_RATE_LIMITER`), keyed by
-//! client name, or by IP for anonymous callers. Absent binding: no limit.
+//! client name or user (`auth::Caller::limit_key`), or by IP for anonymous callers. Absent binding: no limit.
 
 #[allow(async_fn_in_trait)]
 pub trait RateLimiter {
@@ -13,14 +13,5 @@ pub struct Unlimited;
 impl RateLimiter for Unlimited {
     async fn allow(&self, _key: &str) -> bool {
         true
-    }
-}
-
-/// The limiter key for a caller: its client name, else its IP.
-pub fn key_for(client: Option<&str>, ip: Option<&str>) -> String {
-    match (client, ip) {
-        (Some(name), _) => format!("client:{name}"),
-        (None, Some(ip)) => format!("ip:{ip}"),
-        (None, None) => "ip:unknown".to_string(),
     }
 }

@@ -18,11 +18,13 @@ pub mod auth;
 mod chat;
 pub mod cors;
 pub mod error;
+pub mod jwt;
 pub mod limit;
 pub mod relay;
 
-use auth::AuthError;
+use auth::{AuthError, Caller, Credentials, TokenCheck};
 use error::ApiError;
+use jwt::{AuthFailure, KeySet, TokenCrypto};
 use limit::RateLimiter;
 use relay::{StreamRelay, UsageSink};
 
@@ -42,6 +44,8 @@ pub struct HttpRequest<'a> {
     /// Path without the query string.
     pub path: &'a str,
     pub authorization: Option<&'a str>,
+    /// Cloudflare Access's `Cf-Access-Jwt-Assertion`: a user's JWT when `JWT_*` is set.
+    pub access_jwt: Option<&'a str>,
     pub content_type: Option<&'a str>,
     /// The browser's `Origin`, for CORS.
     pub origin: Option<&'a str>,
@@ -60,6 +64,7 @@ impl<'a> HttpRequest<'a> {
             method,
             path,
             authorization: None,
+            access_jwt: None,
             content_type: Some("application/json"),
             origin: None,
             client_ip: None,
@@ -125,6 +130,8 @@ pub struct RequestEnv<'a> {
     pub log: &'a dyn Log,
     /// This isolate's model health memory.
     pub health: &'a RefCell<HealthBook>,
+    /// This isolate's copy of the sign-in provider's keys (`JWT_JWKS_URL`).
+    pub jwks: &'a RefCell<KeySet>,
     /// Where each routed request's usage point goes (`USAGE`, Analytics Engine).
     pub usage: &'a dyn UsageSink,
 }
@@ -161,11 +168,12 @@ pub fn request_id(incoming: Option<&str>, random: impl FnOnce() -> u64) -> Strin
 }
 
 /// Answers one request. `config` is the result of `Config::load` for this isolate's bindings.
-pub async fn handle<P: Provider, L: RateLimiter>(
+pub async fn handle<P: Provider, L: RateLimiter, C: TokenCrypto>(
     req: HttpRequest<'_>,
     config: &Loaded,
     provider: &P,
     limiter: &L,
+    crypto: &C,
     env: &RequestEnv<'_>,
 ) -> Reply<Body<P>> {
     let route = Route::of(req.path);
@@ -190,10 +198,15 @@ pub async fn handle<P: Provider, L: RateLimiter>(
         };
         match route {
             Route::Healthz => Reply::Full(healthz(config)),
-            Route::Task(task) => chat::chat(req, Some(task), config, provider, limiter, env).await,
-            Route::ChatCompletions => chat::chat(req, None, config, provider, limiter, env).await,
-            Route::Models(one) => full(models(req, one, config, env)),
-            Route::Routes => full(routes(req, config, env)),
+            Route::Task(task) => {
+                let seams = (provider, limiter, crypto);
+                chat::chat(req, Some(task), config, seams, env).await
+            }
+            Route::ChatCompletions => {
+                chat::chat(req, None, config, (provider, limiter, crypto), env).await
+            }
+            Route::Models(one) => full(models(req, one, config, crypto, env).await),
+            Route::Routes => full(routes(req, config, crypto, env).await),
             Route::NotFound => unreachable!("answered above"),
         }
     };
@@ -290,11 +303,12 @@ struct ConfigInvalidLine<'a> {
 }
 
 /// Valid config and an authorized caller: what every routed endpoint checks first.
-fn admit<'c>(
+async fn admit<'c>(
     req: &HttpRequest<'_>,
     config: &'c Loaded,
+    crypto: &impl TokenCrypto,
     env: &RequestEnv<'_>,
-) -> Result<(&'c Config, Option<&'c str>), ApiError> {
+) -> Result<(&'c Config, Caller), ApiError> {
     let config = config.as_ref().map_err(|errors| {
         let line = ConfigInvalidLine {
             level: Level::Error,
@@ -305,19 +319,35 @@ fn admit<'c>(
         write(env.log, Level::Error, &line);
         ApiError::ConfigInvalid(errors.clone())
     })?;
-    let client = config
-        .client_auth
-        .check(req.authorization)
-        .map_err(|e| match e {
-            AuthError::NotConfigured => ApiError::AuthNotConfigured,
-            AuthError::MissingKey => ApiError::Unauthorized {
-                message: "missing client key; send `Authorization: Bearer <key>`",
-            },
-            AuthError::WrongKey => ApiError::Unauthorized {
-                message: "invalid client key",
-            },
-        })?;
-    Ok((config, client))
+    let credentials = Credentials {
+        authorization: req.authorization,
+        access_jwt: req.access_jwt,
+    };
+    let tokens = TokenCheck {
+        crypto,
+        keys: env.jwks,
+        now_ms: (env.now_ms)(),
+        log: env.log,
+    };
+    let auth = &config.client_auth;
+    let caller = auth.authenticate(credentials, &tokens).await;
+    let missing = match auth.jwt {
+        Some(_) => "missing credentials; send `Authorization: Bearer <token>` with your sign-in provider's token",
+        None => "missing client key; send `Authorization: Bearer <key>`",
+    };
+    let caller = caller.map_err(|e| match e {
+        AuthError::NotConfigured => ApiError::AuthNotConfigured,
+        AuthError::MissingKey => ApiError::Unauthorized { message: missing },
+        AuthError::WrongKey => ApiError::Unauthorized {
+            message: "invalid client key",
+        },
+        AuthError::Token(AuthFailure::Unavailable) => ApiError::AuthUnavailable,
+        AuthError::Token(AuthFailure::Invalid(why)) => {
+            let message = auth.jwt.as_ref().map(|jwt| why.message(jwt));
+            ApiError::InvalidToken(message.unwrap_or_else(|| "invalid token".into()))
+        }
+    })?;
+    Ok((config, caller))
 }
 
 /// An OpenAI model object standing for a task.
@@ -336,13 +366,14 @@ struct List<T> {
 }
 
 /// `GET /v1/models[/{task}]`: the tasks, as OpenAI model objects.
-fn models(
+async fn models(
     req: HttpRequest<'_>,
     one: Option<&str>,
     config: &Loaded,
+    crypto: &impl TokenCrypto,
     env: &RequestEnv<'_>,
 ) -> Result<HttpResponse, ApiError> {
-    let (config, _) = admit(&req, config, env)?;
+    let (config, caller) = admit(&req, config, crypto, env).await?;
     let model = |id| TaskModel {
         id,
         object: "model",
@@ -354,7 +385,13 @@ fn models(
             200,
             &List {
                 object: "list",
-                data: config.task_names().into_iter().map(model).collect(),
+                // A user limited by `JWT_TASKS_CLAIM` sees the tasks they may call.
+                data: config
+                    .task_names()
+                    .into_iter()
+                    .filter(|task| caller.may_call(task))
+                    .map(model)
+                    .collect(),
             },
         ),
         Some(task) if config.registry.tasks.contains_key(task) => {
@@ -366,9 +403,10 @@ fn models(
 
 /// `GET /v1/routes`: for each task, the chain after overrides, where each entry came from, and
 /// what this isolate knows of each model's health.
-fn routes(
+async fn routes(
     req: HttpRequest<'_>,
     config: &Loaded,
+    crypto: &impl TokenCrypto,
     env: &RequestEnv<'_>,
 ) -> Result<HttpResponse, ApiError> {
     #[derive(Serialize)]
@@ -390,7 +428,7 @@ fn routes(
         source: ChainSource,
         health: HealthReport<'a>,
     }
-    let (config, _) = admit(&req, config, env)?;
+    let (config, _) = admit(&req, config, crypto, env).await?;
     let now = (env.now_ms)();
     let health = env.health.borrow();
     let chains: Vec<(&str, ModelChain)> = config

@@ -103,7 +103,44 @@ pub struct ClientAuth {
     /// `(name, key)`: logs and rate limits use the name, never the key.
     pub keys: Vec<(String, String)>,
     pub allow_unauthenticated: bool,
+    /// `JWT_*`: end users' tokens from a sign-in provider.
+    pub jwt: Option<JwtConfig>,
 }
+
+/// How end users' JWTs are verified (`JWT_*` bindings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    pub keys: JwtKeys,
+    /// `JWT_ISSUER`: the exact `iss` accepted.
+    pub issuer: String,
+    /// `JWT_AUDIENCE`: an `aud` must be one of these; empty with `JWT_ALLOW_ANY_AUDIENCE`.
+    pub audiences: Vec<String>,
+    /// `JWT_CLIENT_CLAIM`: the claim naming the user (default `sub`).
+    pub client_claim: String,
+    /// `JWT_TASKS_CLAIM`: the claim listing the tasks a user may call, if set.
+    pub tasks_claim: Option<String>,
+}
+
+/// Where the keys that sign users' tokens come from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum JwtKeys {
+    /// `JWT_JWKS_URL`: the provider's RS256 / ES256 public keys.
+    Jwks(String),
+    /// `JWT_SECRET`: a shared HS256 key.
+    Secret(Vec<u8>),
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtKeys::Jwks(url) => f.debug_tuple("Jwks").field(url).finish(),
+            JwtKeys::Secret(_) => f.write_str("Secret(..)"),
+        }
+    }
+}
+
+/// The shortest `JWT_SECRET` accepted: HS256's key should be as long as its hash.
+pub const JWT_SECRET_MIN_BYTES: usize = 32;
 
 /// Which browser origins may call the router.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -287,6 +324,7 @@ impl Config {
                 parse_client_keys(keys.as_deref()),
                 Vec::new(),
             ),
+            jwt: jwt_config(&mut r),
         };
         let config = Config {
             chat_url: format!("{groq_base_url}{CHAT_PATH}"),
@@ -370,7 +408,10 @@ impl Config {
     /// (`gsk_…`), as when values are pasted into the wrong binding. Named, never shown.
     fn echoed_secrets(&self) -> Vec<ConfigError> {
         let keys = self.client_auth.keys.iter().map(|(_, key)| key);
-        let keys: Vec<&str> = keys.chain(&self.groq_api_key).map(String::as_str).collect();
+        let mut keys: Vec<&str> = keys.chain(&self.groq_api_key).map(String::as_str).collect();
+        if let Some(JwtKeys::Secret(secret)) = self.client_auth.jwt.as_ref().map(|j| &j.keys) {
+            keys.extend(std::str::from_utf8(secret).ok());
+        }
         // Real keys are long; a short one (as tests use) would match half the model ids.
         let holds_key =
             |v: &str| v.contains("gsk_") || keys.iter().any(|k| k.len() >= 8 && v.contains(k));
@@ -588,6 +629,95 @@ fn parse_origins(text: &str) -> Result<AllowedOrigins, String> {
         true => AllowedOrigins::None,
         false => AllowedOrigins::List(list),
     })
+}
+
+/// The `JWT_*` bindings: `None` when none of the key sources is set. Half a configuration is an
+/// error naming the binding, never an open door.
+fn jwt_config<B: Bindings>(r: &mut Reader<'_, B>) -> Option<JwtConfig> {
+    let url = r.text("JWT_JWKS_URL");
+    let secret = r.text("JWT_SECRET");
+    let issuer = r.text("JWT_ISSUER");
+    let audience = r.text("JWT_AUDIENCE");
+    let any_audience = r.one_of(
+        "JWT_ALLOW_ANY_AUDIENCE",
+        &[("false", false), ("true", true)],
+        "\"true\" or \"false\"",
+    );
+    let client_claim = r.text("JWT_CLIENT_CLAIM");
+    let tasks_claim = r.text("JWT_TASKS_CLAIM");
+    let keys = match (url, secret) {
+        (Some(_), Some(_)) => {
+            let both = "set `JWT_JWKS_URL` (RS256/ES256 keys) or `JWT_SECRET` (HS256), not both";
+            return r.ok("JWT_SECRET", Err(both.into()), None);
+        }
+        (Some(url), None) => JwtKeys::Jwks(r.ok("JWT_JWKS_URL", parse_jwks_url(&url), url)),
+        (None, Some(secret)) if secret.len() < JWT_SECRET_MIN_BYTES => {
+            let short = format!("`JWT_SECRET` must be at least {JWT_SECRET_MIN_BYTES} bytes");
+            return r.ok("JWT_SECRET", Err(short), None);
+        }
+        (None, Some(secret)) => JwtKeys::Secret(secret.into_bytes()),
+        (None, None) => {
+            let set = [
+                ("JWT_ISSUER", issuer.is_some()),
+                ("JWT_AUDIENCE", audience.is_some()),
+                ("JWT_ALLOW_ANY_AUDIENCE", any_audience),
+                ("JWT_CLIENT_CLAIM", client_claim.is_some()),
+                ("JWT_TASKS_CLAIM", tasks_claim.is_some()),
+            ];
+            if let Some((binding, _)) = set.iter().find(|(_, set)| *set) {
+                let half = format!("`{binding}` is set but neither `JWT_JWKS_URL` nor `JWT_SECRET` is: tokens cannot be verified without keys");
+                r.ok(binding, Err(half), ());
+            }
+            return None;
+        }
+    };
+    let Some(issuer) = issuer else {
+        let missing = "`JWT_ISSUER` is required with `JWT_JWKS_URL` or `JWT_SECRET`: the exact `iss` to accept";
+        return r.ok("JWT_ISSUER", Err(missing.into()), None);
+    };
+    let audiences: Vec<String> = audience
+        .iter()
+        .flat_map(|a| a.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    if audiences.is_empty() && !any_audience {
+        let missing = "`JWT_AUDIENCE` is required (the `aud` to accept, comma-separated), unless `JWT_ALLOW_ANY_AUDIENCE = \"true\"`";
+        return r.ok("JWT_AUDIENCE", Err(missing.into()), None);
+    }
+    Some(JwtConfig {
+        keys,
+        issuer,
+        audiences,
+        client_claim: client_claim.unwrap_or_else(|| "sub".into()),
+        tasks_claim,
+    })
+}
+
+/// `JWT_JWKS_URL`: https, or http to this machine only (a local test provider); keys fetched in
+/// the clear could be swapped on the way.
+fn parse_jwks_url(url: &str) -> Result<String, String> {
+    let host = |rest: &str| {
+        rest.split(['/', '?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let host = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => host(rest),
+        (_, Some(rest)) => Some(host(rest))
+            .filter(|h| {
+                ["127.0.0.1", "localhost", "[::1]"]
+                    .contains(&h.rsplit_once(':').map_or(h.as_str(), |(h, _)| h))
+            })
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    if host.is_empty() || host.contains('@') || url.contains(char::is_whitespace) {
+        return Err("`JWT_JWKS_URL` must be an https:// URL of your sign-in provider's JWKS (http:// only to 127.0.0.1 or localhost), without credentials".into());
+    }
+    Ok(url.to_string())
 }
 
 fn parse_base_url(url: &str) -> Result<String, String> {

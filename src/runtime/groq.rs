@@ -254,7 +254,7 @@ impl UpstreamBody for FetchBody {
 
 /// A fetched body in one `arrayBuffer()` call: `worker`'s `bytes()` reads it chunk by chunk
 /// through wasm, a promise and a copy each (a fifth of a small request's CPU, in a profile).
-async fn whole_body(response: &Response) -> worker::Result<Vec<u8>> {
+pub(super) async fn whole_body(response: &Response) -> worker::Result<Vec<u8>> {
     let ResponseBody::Stream(stream) = response.body() else {
         return Ok(Vec::new());
     };

@@ -13,18 +13,21 @@ use worker::{
 };
 
 use crate::groq::outcome::redact;
+use crate::http::jwt::KeySet;
 use crate::http::{self, body_limit, handle, HttpRequest, HttpResponse, Loaded, Reply, RequestEnv};
 use crate::routing::config::{BindingValue, Bindings, Config};
 use crate::routing::health::{HealthBook, SharedSync};
 use crate::routing::log::{write, Filtered, Level, Log};
 use crate::routing::probe;
 
+mod crypto;
 mod groq;
 mod kv;
 mod limiter;
 mod stream;
 mod usage;
 
+use crypto::WebCrypto;
 use groq::GroqFetch;
 use kv::HealthKv;
 use limiter::BindingLimiter;
@@ -33,6 +36,8 @@ use usage::UsageQueue;
 thread_local! {
     /// Model health memory for the life of this isolate (Workers run one thread per isolate).
     static HEALTH: Rc<RefCell<HealthBook>> = Rc::default();
+    /// The sign-in provider's keys (`JWT_JWKS_URL`), as last fetched by this isolate.
+    static JWKS: Rc<RefCell<KeySet>> = Rc::default();
     /// The parsed configuration: bindings are fixed for an isolate's life (changing a var or a
     /// secret deploys a new version, served by new isolates), so they are read and validated once.
     static CONFIG: OnceCell<Rc<Loaded>> = const { OnceCell::new() };
@@ -42,6 +47,7 @@ thread_local! {
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     console_error_panic_hook::set_once();
     let health = HEALTH.with(Rc::clone);
+    let jwks = JWKS.with(Rc::clone);
     let config_rc = config_of(&env);
     let config: &Loaded = &config_rc;
     let log = console(config);
@@ -78,6 +84,8 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         .as_ref()
         .is_ok_and(|c| c.allowed_origins.is_configured());
     let origin = cors.then(|| header("origin")).flatten();
+    let jwt = config.as_ref().is_ok_and(|c| c.client_auth.jwt.is_some());
+    let access_jwt = jwt.then(|| header("cf-access-jwt-assertion")).flatten();
     let client_ip = limiter
         .is_bound()
         .then(|| header("cf-connecting-ip"))
@@ -96,6 +104,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
             method: &method,
             path: &path,
             authorization: authorization.as_deref(),
+            access_jwt: access_jwt.as_deref(),
             content_type: content_type.as_deref(),
             origin: origin.as_deref(),
             client_ip: client_ip.as_deref(),
@@ -105,11 +114,13 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         config,
         &GroqFetch,
         &limiter,
+        &WebCrypto,
         &RequestEnv {
             request_id: &request_id,
             now_ms: &now_ms,
             log: &log,
             health: &health,
+            jwks: &jwks,
             usage: &usage,
         },
     )
@@ -143,6 +154,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
                     now_ms: &now_ms,
                     log: &log,
                     health: &health,
+                    jwks: &jwks,
                     usage: &usage,
                 };
                 relay.run(&mut sink, &request).await;

@@ -7,6 +7,9 @@
 //! fallback chain with distinct, countable models. Every request, authorised or not, is recorded
 //! as a [`Call`].
 //!
+//! It also plays a sign-in provider's JWKS endpoint, `GET /.well-known/jwks.json` (no key
+//! needed), answering what [`FakeGroq::set_jwks`] says, for the JWT tests.
+//!
 //! HTTP is hyper's HTTP/1.1 server, on a tokio current-thread runtime in one thread of the fake's
 //! own. Streamed bodies (SSE, `bodyhang`) are chunked unless they carry a `Content-Length`; a
 //! stream that "drops" ends with the connection closed and no terminating chunk. A request that
@@ -54,6 +57,8 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 const SYSTEM_FINGERPRINT: &str = "fp_fakegroq01";
 const CHAT_COMPLETIONS: &str = "/openai/v1/chat/completions";
 const MODELS: &str = "/openai/v1/models";
+/// Where the fake serves its JWKS.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// One request the fake received.
 #[derive(Clone, Debug)]
@@ -95,6 +100,8 @@ struct Shared {
     models_status: Mutex<Option<u16>>,
     chunk_delay: Mutex<Duration>,
     hang_for: Mutex<Duration>,
+    /// `GET /.well-known/jwks.json`: status, `cache-control`, body.
+    jwks: Mutex<(u16, Option<String>, Value)>,
 }
 
 impl FakeGroq {
@@ -115,6 +122,7 @@ impl FakeGroq {
             models_status: Mutex::new(None),
             chunk_delay: Mutex::new(DEFAULT_CHUNK_DELAY),
             hang_for: Mutex::new(DEFAULT_HANG_FOR),
+            jwks: Mutex::new((404, None, json!({"error": "no JWKS set"}))),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -173,6 +181,19 @@ impl FakeGroq {
             .iter()
             .filter_map(|call| call.model.clone())
             .collect()
+    }
+
+    /// What `GET /.well-known/jwks.json` answers from now on.
+    pub fn set_jwks(&self, status: u16, cache_control: Option<&str>, body: Value) {
+        *lock(&self.shared.jwks) = (status, cache_control.map(str::to_owned), body);
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        lock(&self.shared.calls)
+            .iter()
+            .filter(|call| call.path == JWKS_PATH)
+            .count()
     }
 
     pub fn reset_calls(&self) {
@@ -314,6 +335,14 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
     });
     let request_id = new_request_id();
 
+    if parts.method == "GET" && parts.uri.path() == JWKS_PATH {
+        let (status, cache_control, body) = lock(&shared.jwks).clone();
+        let mut reply = Reply::json(status, &body);
+        reply
+            .headers
+            .extend(cache_control.map(|v| ("cache-control".to_owned(), v)));
+        return Ok(reply.into_response(&request_id, keep_alive));
+    }
     if !authorized {
         return Ok(invalid_api_key().into_response(&request_id, keep_alive));
     }

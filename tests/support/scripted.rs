@@ -17,6 +17,7 @@ use task_router::groq::mock::EitherBody;
 use task_router::groq::provider::{
     Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead,
 };
+use task_router::http::jwt::{KeySet, NoTokens, TokenCrypto};
 use task_router::http::limit::RateLimiter;
 use task_router::http::relay::{ChunkSink, PipeSink, Piped, UsagePoint, UsageSink};
 use task_router::http::{handle, log_level, HttpRequest, HttpResponse, Loaded, Reply, RequestEnv};
@@ -422,6 +423,42 @@ pub fn exchange_into<L: RateLimiter>(
     limiter: &L,
     health: &RefCell<HealthBook>,
     req: HttpRequest<'_>,
+    sink: SinkBuffer,
+) -> Exchange {
+    let tokens = Tokens {
+        crypto: &NoTokens,
+        jwks: &RefCell::default(),
+    };
+    exchange_full(config, provider, limiter, health, tokens, req, sink)
+}
+
+/// What verifies users' JWTs in [`exchange_with`]: a fake `TokenCrypto` and the isolate's
+/// JWKS cache.
+pub struct Tokens<'a, C> {
+    pub crypto: &'a C,
+    pub jwks: &'a RefCell<KeySet>,
+}
+
+/// [`exchange`] with users' tokens checked by `tokens`.
+pub fn exchange_with<L: RateLimiter, C: TokenCrypto>(
+    config: &Loaded,
+    provider: &ScriptedProvider,
+    limiter: &L,
+    health: &RefCell<HealthBook>,
+    tokens: Tokens<'_, C>,
+    req: HttpRequest<'_>,
+) -> Exchange {
+    let sink = SinkBuffer::default();
+    exchange_full(config, provider, limiter, health, tokens, req, sink)
+}
+
+fn exchange_full<L: RateLimiter, C: TokenCrypto>(
+    config: &Loaded,
+    provider: &ScriptedProvider,
+    limiter: &L,
+    health: &RefCell<HealthBook>,
+    tokens: Tokens<'_, C>,
+    req: HttpRequest<'_>,
     mut sink: SinkBuffer,
 ) -> Exchange {
     let memory = MemoryLog::default();
@@ -437,9 +474,11 @@ pub fn exchange_into<L: RateLimiter>(
         now_ms: &now,
         log: &log,
         health,
+        jwks: tokens.jwks,
         usage: &usage,
     };
-    let (response, text, streamed) = match block_on(handle(req, config, provider, limiter, &env)) {
+    let reply = block_on(handle(req, config, provider, limiter, tokens.crypto, &env));
+    let (response, text, streamed) = match reply {
         Reply::Full(r) => {
             let text = String::from_utf8(r.body.clone()).expect("answers are UTF-8");
             (r, text, false)

@@ -10,8 +10,8 @@
 //! end users' JWTs (issue 16: 202.5 KiB: token, claim and JWKS checks and the WebCrypto binding,
 //! about 20 KiB; `worker::Url` would have added 90 KiB more of IDNA tables, so the JWKS request
 //! is built from the URL string), `STREAM_RELAY=pipe`, the runtime piping a committed stream
-//! while the relay reads a copy (issue 17: about 3.6 KiB, most of it the copy's reader and the
-//! pipe's set-up in the relay's task; SIZE_AFTER_MERGE).
+//! while the relay reads a copy (issue 17: 207.2 KiB, 4.7 KiB more, most of it the copy's reader
+//! and the pipe's set-up in the relay's task).
 //! The limit below is the measured size with about 1.5% of room, a guard against growth nobody
 //! noticed, until the team moves the budget (see `docs/performance.md`).
 //!
@@ -21,7 +21,7 @@ mod support;
 
 use std::process::Command;
 
-const BUDGET_KIB: f64 = 205.0;
+const BUDGET_KIB: f64 = 210.0;
 
 #[test]
 fn the_deployable_bundle_stays_within_its_gzip_budget() {

@@ -3,23 +3,13 @@
 // workerd pumps it natively, no JavaScript runs per chunk). It writes one JSON line per request
 // with `console.info`, as the router does at `LOG_LEVEL=info`, so both do the same observable work.
 
+import { callUpstream, line, headers } from "./common.mjs";
+
 export default {
   async fetch(request, env) {
     const started = Date.now();
-    const upstream = await fetch(`${env.UPSTREAM}/openai/v1/chat/completions`, {
-      method: "POST",
-      headers: {
-        "content-type": "application/json",
-        authorization: request.headers.get("authorization") ?? "",
-      },
-      body: await request.arrayBuffer(),
-    });
-    console.info(JSON.stringify({
-      level: "info", event: "request", status: upstream.status, duration_ms: Date.now() - started,
-    }));
-    return new Response(upstream.body, {
-      status: upstream.status,
-      headers: { "content-type": upstream.headers.get("content-type") ?? "", "cache-control": "no-cache" },
-    });
+    const upstream = await callUpstream(request, env);
+    line(started, upstream);
+    return new Response(upstream.body, { status: upstream.status, headers: headers(upstream) });
   },
 };

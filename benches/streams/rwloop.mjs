@@ -3,17 +3,12 @@
 // JavaScript on its way: what any relay that looks at every chunk through the stream API pays.
 // Like the router, it writes its one JSON line per request when the stream has ended.
 
+import { callUpstream, line, headers } from "./common.mjs";
+
 export default {
   async fetch(request, env, ctx) {
     const started = Date.now();
-    const upstream = await fetch(`${env.UPSTREAM}/openai/v1/chat/completions`, {
-      method: "POST",
-      headers: {
-        "content-type": "application/json",
-        authorization: request.headers.get("authorization") ?? "",
-      },
-      body: await request.arrayBuffer(),
-    });
+    const upstream = await callUpstream(request, env);
     const { readable, writable } = new IdentityTransformStream();
     ctx.waitUntil((async () => {
       const reader = upstream.body.getReader();
@@ -26,13 +21,8 @@ export default {
         await writer.write(value);
       }
       await writer.close();
-      console.info(JSON.stringify({
-        level: "info", event: "request", status: upstream.status, bytes, duration_ms: Date.now() - started,
-      }));
+      line(started, upstream, { bytes });
     })());
-    return new Response(readable, {
-      status: upstream.status,
-      headers: { "content-type": upstream.headers.get("content-type") ?? "", "cache-control": "no-cache" },
-    });
+    return new Response(readable, { status: upstream.status, headers: headers(upstream) });
   },
 };

@@ -3,7 +3,7 @@
 // writable the runtime implements, used as a sink that keeps nothing) so the runtime keeps pulling
 // and buffering the other branch, which the relay reads every BATCH_MS ms, scans, and writes to
 // the response (an `IdentityTransformStream`).
-import { callUpstream, scan, line, headers } from "./common.mjs";
+import { callUpstream, scan, line, headers } from "../common.mjs";
 
 export default {
   async fetch(request, env, ctx) {

@@ -1,7 +1,7 @@
 // Experiment: the upstream body piped natively (`pipeTo`, kj to kj) into an
 // `IdentityTransformStream` with `preventClose`, so the relay could still write a last event
 // after the pipe ends; the end is awaited, nothing looks at the bytes.
-import { callUpstream, line, headers } from "./common.mjs";
+import { callUpstream, line, headers } from "../common.mjs";
 
 export default {
   async fetch(request, env, ctx) {

@@ -1,7 +1,7 @@
 // Experiment: the upstream body `tee()`d; one branch piped natively into the response (an
 // `IdentityTransformStream`, `preventClose`), the other read in batches every PERIOD ms (the
 // runtime buffers it meanwhile) and scanned, so the relay sees every byte, later.
-import { callUpstream, scan, line, headers } from "./common.mjs";
+import { callUpstream, scan, line, headers } from "../common.mjs";
 
 const PERIOD_MS = 100;
 

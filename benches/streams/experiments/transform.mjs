@@ -1,6 +1,6 @@
 // Experiment: a standard `TransformStream` whose `transform` is one synchronous call per chunk
 // (scan, enqueue the same chunk), the upstream body piped through it.
-import { callUpstream, scan, line, headers } from "./common.mjs";
+import { callUpstream, scan, line, headers } from "../common.mjs";
 
 export default {
   async fetch(request, env, ctx) {

@@ -1,5 +1,5 @@
-// Shared by the experimental relays: the upstream call, and a byte scan for what a relay must
-// notice (`[DONE]`, `"error"`, `"usage"`), in plain JavaScript.
+// Shared by the `--streams` Workers: the upstream call, the request line, the answer's headers,
+// and (for the experimental relays) a byte scan for `[DONE]`, `"error"`, `"usage"` in plain JS.
 
 export async function callUpstream(request, env) {
   return fetch(`${env.UPSTREAM}/openai/v1/chat/completions`, {

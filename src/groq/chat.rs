@@ -50,6 +50,8 @@ pub struct ChatRequest<'a> {
     pub mock: Option<Mock>,
     /// The size of `messages`, for a mock answer's token estimate.
     pub prompt_bytes: usize,
+    /// The size of the caller's body: Groq's is about as large.
+    body_bytes: usize,
 }
 
 /// A number read by its value, whatever its spelling: `1e-2147483648` is 0, and a number beyond
@@ -256,6 +258,7 @@ impl<'a> ChatRequest<'a> {
         let mock = read_mock(get("mock_response"), get("mock_failures"), stream)?;
         Ok(ChatRequest {
             prompt_bytes: messages.get().len(),
+            body_bytes: body.len(),
             members,
             stream,
             model,
@@ -287,11 +290,18 @@ impl<'a> ChatRequest<'a> {
 
     /// Groq's body for `model`: `model` first, then the caller's other fields as sent.
     pub fn body_for(&self, model: &str) -> Vec<u8> {
-        serde_json::to_vec(&GroqBody {
-            model,
-            request: self,
-        })
-        .expect("strings and raw JSON always serialize")
+        // Sized once: grown from serde_json's default by doubling, a 1 MiB body was copied
+        // about twice more, into wasm memory that had to grow for it.
+        let mut out = Vec::with_capacity(self.body_bytes + model.len() + 64);
+        serde_json::to_writer(
+            &mut out,
+            &GroqBody {
+                model,
+                request: self,
+            },
+        )
+        .expect("strings and raw JSON always serialize");
+        out
     }
 }
 

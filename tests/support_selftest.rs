@@ -835,3 +835,31 @@ fn worker_serves_healthz_and_drop_stops_it() {
         .success();
     assert!(!group_alive, "process group {pid} survived the drop");
 }
+
+#[test]
+fn worker_started_on_a_port_another_server_holds_moves_to_another() {
+    // The race `free_port` leaves open, made certain: the fake Groq holds the port wrangler is
+    // told to use. It answers `/healthz` too (404), which must not pass for the router's answer.
+    let fake = FakeGroq::start(KEY);
+    let worker = Worker::start_trying_port(
+        fake.port(),
+        &[
+            ("GROQ_BASE_URL", &fake.base_url()),
+            ("GROQ_API_KEY", KEY),
+            ("ROUTER_API_KEYS", "selftest:ck_selftest"),
+        ],
+    );
+    assert_ne!(worker.port(), fake.port());
+    let health = http::get(worker.port(), "/healthz", None);
+    assert_eq!(health.status, 200, "{}\n{}", health.text(), worker.logs());
+    // The readiness probe asked the fake while wrangler tried its port, and did not take its
+    // 404 for the router's answer.
+    let calls = fake.calls();
+    assert!(!calls.is_empty());
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.method == "GET" && c.path == "/healthz"),
+        "{calls:?}"
+    );
+}

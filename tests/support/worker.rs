@@ -133,7 +133,8 @@ pub struct Extras<'a> {
 
 impl Worker {
     /// Builds if needed, starts `wrangler dev` with `vars` overriding `wrangler.toml`'s `[vars]`
-    /// (on top of [`BASELINE_VARS`]), and waits until `GET /healthz` answers with any status.
+    /// (on top of [`BASELINE_VARS`]), and waits until the router answers `GET /healthz` with any
+    /// status.
     /// Panics with the captured output if it does not within [`STARTUP_TIMEOUT`].
     pub fn start(vars: &[(&str, &str)]) -> Worker {
         Worker::start_with(vars, Extras::default())
@@ -141,8 +142,39 @@ impl Worker {
 
     /// [`Worker::start`] with extra configuration and arguments.
     pub fn start_with(vars: &[(&str, &str)], extras: Extras<'_>) -> Worker {
+        Worker::start_trying(vars, extras, None)
+    }
+
+    /// [`Worker::start`], trying `port` first (for the self-test of a port taken meanwhile).
+    pub fn start_trying_port(port: u16, vars: &[(&str, &str)]) -> Worker {
+        Worker::start_trying(vars, Extras::default(), Some(port))
+    }
+
+    fn start_trying(vars: &[(&str, &str)], extras: Extras<'_>, first: Option<u16>) -> Worker {
         ensure_built();
-        let port = free_port();
+        const TRIES: usize = 3;
+        for attempt in 1..=TRIES {
+            let port = first.filter(|_| attempt == 1).unwrap_or_else(free_port);
+            let mut worker = Worker::spawn(port, vars, &extras);
+            match worker.wait_until_ready() {
+                Ok(()) => return worker,
+                // `free_port` released the port, and another server of a test running in
+                // parallel took it before wrangler could: start again on other ports.
+                Err(_) if attempt < TRIES && worker.logs().contains("Address already in use") => {
+                    eprintln!(
+                        "wrangler dev: port {} was taken before it could listen; trying others",
+                        worker.port
+                    );
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the last try returns or panics")
+    }
+
+    /// Starts `wrangler dev` on `port` (its inspector on a port just found free), without
+    /// waiting for it.
+    fn spawn(port: u16, vars: &[(&str, &str)], extras: &Extras<'_>) -> Worker {
         let inspector_port = loop {
             let candidate = free_port();
             if candidate != port {
@@ -223,27 +255,28 @@ impl Worker {
         if let Some(stderr) = child.stderr.take() {
             capture(stderr, Arc::clone(&log));
         }
-        // Constructed before waiting, so a panic below still kills the process group.
-        let mut worker = Worker {
+        // Returned before waiting, so a panic while waiting still kills the process group.
+        Worker {
             child,
             port,
             log,
             config_file,
             state_dir,
-        };
-        worker.wait_until_ready();
-        worker
+        }
     }
 
-    fn wait_until_ready(&mut self) {
+    /// Waits until the router answers `GET /healthz` on `port`, with any status. An answer
+    /// must be the router's (`{"status":…}`): another test's fake Groq on a port wrangler then
+    /// fails to take would answer too.
+    fn wait_until_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
+                return Err(format!(
                     "wrangler dev exited with {status} before answering on port {}; output:\n{}",
                     self.port,
                     self.logs()
-                );
+                ));
             }
             let attempt = http::try_send(
                 self.port,
@@ -253,16 +286,16 @@ impl Worker {
                 b"",
                 Duration::from_secs(10),
             );
-            if attempt.is_ok() {
-                return;
+            if attempt.is_ok_and(|answer| answer.text().starts_with(r#"{"status":"#)) {
+                return Ok(());
             }
             if Instant::now() >= deadline {
-                panic!(
+                return Err(format!(
                     "wrangler dev did not answer GET /healthz on port {} within {:?}; output:\n{}",
                     self.port,
                     STARTUP_TIMEOUT,
                     self.logs()
-                );
+                ));
             }
             thread::sleep(Duration::from_millis(200));
         }

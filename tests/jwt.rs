@@ -199,19 +199,27 @@ fn call(
     )
 }
 
-/// A plain call with a bearer token: its status and error code.
-fn status(crypto: &FakeCrypto, jwks: &RefCell<KeySet>, bearer: &str) -> (u16, String) {
-    let provider = provider();
-    let auth = format!("Bearer {bearer}");
-    let ex = call(
+/// A plain call to `/v1/tasks/fast` with the JWKS bindings and, when given, a bearer token.
+fn fast(
+    (crypto, jwks): (&FakeCrypto, &RefCell<KeySet>),
+    provider: &ScriptedProvider,
+    bearer: Option<&str>,
+) -> Exchange {
+    let auth = bearer.map(|bearer| format!("Bearer {bearer}"));
+    call(
         &jwks_bindings(&[]),
         (crypto, jwks),
-        &provider,
+        provider,
         &Unlimited,
         "/v1/tasks/fast",
-        Some(&auth),
+        auth.as_deref(),
         None,
-    );
+    )
+}
+
+/// [`fast`] with a bearer token: its status and error code.
+fn status(crypto: &FakeCrypto, jwks: &RefCell<KeySet>, bearer: &str) -> (u16, String) {
+    let ex = fast((crypto, jwks), &provider(), Some(bearer));
     let code = ex.json()["error"]["code"]
         .as_str()
         .unwrap_or("")
@@ -422,16 +430,7 @@ fn algorithms_and_keys_match_or_the_token_is_refused() {
     ];
     for (bearer, says) in refused {
         let provider = provider();
-        let auth = format!("Bearer {bearer}");
-        let ex = call(
-            &jwks_bindings(&[]),
-            (&crypto, &jwks),
-            &provider,
-            &Unlimited,
-            "/v1/tasks/fast",
-            Some(&auth),
-            None,
-        );
+        let ex = fast((&crypto, &jwks), &provider, Some(&bearer));
         assert_eq!(ex.response.status, 401, "{says}: {}", ex.text);
         let error = &ex.json()["error"];
         assert_eq!(error["code"], "invalid_token", "{says}");
@@ -509,26 +508,9 @@ fn claims_are_checked_against_the_clock_issuer_and_audience() {
         (json!({"sub": {"id": 1}}), "`sub` claim must name the user"),
     ];
     for (extra, says) in cases {
-        let (code, _) = status(
-            &crypto,
-            &jwks,
-            &token(header.clone(), with(extra.clone()), &material(&key)),
-        );
-        assert_eq!(code, 401, "{extra}");
-        let provider = provider();
-        let auth = format!(
-            "Bearer {}",
-            token(header.clone(), with(extra.clone()), &material(&key))
-        );
-        let ex = call(
-            &jwks_bindings(&[]),
-            (&crypto, &jwks),
-            &provider,
-            &Unlimited,
-            "/v1/tasks/fast",
-            Some(&auth),
-            None,
-        );
+        let bearer = token(header.clone(), with(extra.clone()), &material(&key));
+        let ex = fast((&crypto, &jwks), &provider(), Some(&bearer));
+        assert_eq!(ex.response.status, 401, "{extra}");
         let message = ex.json()["error"]["message"].as_str().unwrap().to_string();
         assert!(message.contains(says), "{extra}: {message}");
     }
@@ -620,16 +602,7 @@ fn a_non_jwt_bearer_is_a_client_key_and_never_lets_anyone_in() {
         status(&crypto, &jwks, "not-a-jwt"),
         (401, "invalid_api_key".into())
     );
-    let provider = provider();
-    let ex = call(
-        &jwks_bindings(&[]),
-        (&crypto, &jwks),
-        &provider,
-        &Unlimited,
-        "/v1/tasks/fast",
-        None,
-        None,
-    );
+    let ex = fast((&crypto, &jwks), &provider(), None);
     assert_eq!(ex.response.status, 401);
     assert!(ex.json()["error"]["message"]
         .as_str()
@@ -654,18 +627,9 @@ fn the_jwks_is_cached_for_its_max_age_and_refetched_for_an_unknown_kid_once_a_mi
     let header = |kid: &str| json!({"alg": "RS256", "kid": kid});
     let provider = provider();
     let send = |bearer: String| {
-        let auth = format!("Bearer {bearer}");
-        call(
-            &jwks_bindings(&[]),
-            (&crypto, &jwks),
-            &provider,
-            &Unlimited,
-            "/v1/tasks/fast",
-            Some(&auth),
-            None,
-        )
-        .response
-        .status
+        fast((&crypto, &jwks), &provider, Some(&bearer))
+            .response
+            .status
     };
     let signed_a = || {
         token(
@@ -720,16 +684,7 @@ fn without_any_key_set_a_token_gets_503_auth_unavailable() {
         "whatever",
     );
     let provider = provider();
-    let auth = format!("Bearer {bearer}");
-    let ex = call(
-        &jwks_bindings(&[]),
-        (&crypto, &jwks),
-        &provider,
-        &Unlimited,
-        "/v1/tasks/fast",
-        Some(&auth),
-        None,
-    );
+    let ex = fast((&crypto, &jwks), &provider, Some(&bearer));
     assert_eq!(ex.response.status, 503, "{}", ex.text);
     assert_eq!(ex.json()["error"]["code"], "auth_unavailable");
     assert_eq!(ex.response.header("retry-after"), Some("5"));
@@ -740,15 +695,7 @@ fn without_any_key_set_a_token_gets_503_auth_unavailable() {
         .expect("a warning");
     assert_eq!(warn.1["cached_keys"], 0);
     // Retried at most every 5 s meanwhile.
-    let _ = call(
-        &jwks_bindings(&[]),
-        (&crypto, &jwks),
-        &provider,
-        &Unlimited,
-        "/v1/tasks/fast",
-        Some(&auth),
-        None,
-    );
+    let _ = fast((&crypto, &jwks), &provider, Some(&bearer));
     assert_eq!(crypto.fetches.get(), 1);
 }
 

@@ -35,6 +35,11 @@ struct Run {
     log: Vec<(Level, Value)>,
 }
 
+/// `GET /healthz` with `pairs` as bindings.
+fn healthz(pairs: &[(&'static str, &str)]) -> Run {
+    run_with(pairs, ScriptedProvider::new(), "GET", "/healthz", None, "")
+}
+
 fn run_with(
     pairs: &[(&'static str, &str)],
     provider: ScriptedProvider,
@@ -1016,14 +1021,7 @@ fn config_problems_answer_500_and_healthz_503() {
         .iter()
         .any(|(level, l)| *level == Level::Error && l["event"] == "config_invalid"));
 
-    let r = run_with(
-        &broken,
-        ScriptedProvider::new(),
-        "GET",
-        "/healthz",
-        None,
-        "",
-    );
+    let r = healthz(&broken);
     assert_eq!(r.response.status, 503);
     assert_eq!(r.body["problems"][0]["binding"], "MODEL_REGISTRY");
     assert_eq!(
@@ -1045,41 +1043,20 @@ fn config_problems_answer_500_and_healthz_503() {
     );
     assert_eq!(r.response.status, 500);
     assert_eq!(r.body["error"]["code"], "provider_key_missing");
-    let r = run_with(
-        &no_key,
-        ScriptedProvider::new(),
-        "GET",
-        "/healthz",
-        None,
-        "",
-    );
+    let r = healthz(&no_key);
     assert_eq!(r.response.status, 503);
     assert_eq!(r.body["problems"][0]["code"], "provider_key_missing");
 
     let mut priced = base_bindings();
     let prices = r#"{"m1":{"input":1,"output":1},"m2":{"input":1,"output":1},"m3":{"input":1,"output":1},"f1":{"input":1,"output":1}}"#;
     priced.push(("MODEL_PRICES", prices));
-    let r = run_with(
-        &priced,
-        ScriptedProvider::new(),
-        "GET",
-        "/healthz",
-        None,
-        "",
-    );
+    let r = healthz(&priced);
     // Every model in a chain has a price but `f2`: a warning, not an error (issue 14).
     let warning = "`MODEL_PRICES` has no price for `f2`: its cost logs as null";
     let want = json!({"status": "ok", "warnings": [{"binding": "MODEL_PRICES", "code": "price_missing", "message": warning}]});
     assert_eq!((r.response.status, r.body.clone()), (200, want));
     priced.push(("MODEL_PRICES", r#"{"m1":{"input":-1,"output":1}}"#));
-    let r = run_with(
-        &priced,
-        ScriptedProvider::new(),
-        "GET",
-        "/healthz",
-        None,
-        "",
-    );
+    let r = healthz(&priced);
     assert_eq!(r.response.status, 503);
     assert_eq!(r.body["problems"][0]["binding"], "MODEL_PRICES");
 }

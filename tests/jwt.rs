@@ -196,6 +196,7 @@ fn call(
         &health,
         Tokens { crypto, jwks },
         req,
+        SinkBuffer::default(),
     )
 }
 

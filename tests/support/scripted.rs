@@ -429,7 +429,7 @@ pub fn exchange_into<L: RateLimiter>(
         crypto: &NoTokens,
         jwks: &RefCell::default(),
     };
-    exchange_full(config, provider, limiter, health, tokens, req, sink)
+    exchange_with(config, provider, limiter, health, tokens, req, sink)
 }
 
 /// What verifies users' JWTs in [`exchange_with`]: a fake `TokenCrypto` and the isolate's
@@ -439,20 +439,8 @@ pub struct Tokens<'a, C> {
     pub jwks: &'a RefCell<KeySet>,
 }
 
-/// [`exchange`] with users' tokens checked by `tokens`.
+/// [`exchange_into`] with users' tokens checked by `tokens`.
 pub fn exchange_with<L: RateLimiter, C: TokenCrypto>(
-    config: &Loaded,
-    provider: &ScriptedProvider,
-    limiter: &L,
-    health: &RefCell<HealthBook>,
-    tokens: Tokens<'_, C>,
-    req: HttpRequest<'_>,
-) -> Exchange {
-    let sink = SinkBuffer::default();
-    exchange_full(config, provider, limiter, health, tokens, req, sink)
-}
-
-fn exchange_full<L: RateLimiter, C: TokenCrypto>(
     config: &Loaded,
     provider: &ScriptedProvider,
     limiter: &L,

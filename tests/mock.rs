@@ -128,24 +128,17 @@ fn each_mock_failure_is_classified_like_the_real_one() {
         assert_eq!(attempt.1["mock"], true);
     }
     // Stop at once, as Groq's refusals do.
-    let (ex, _) = ask(
-        &bindings("true"),
-        "/v1/tasks/fast",
-        json!({"mock_failures": ["invalid_request"]}),
-    );
-    assert_eq!(
-        (ex.response.status, ex.json()["error"]["code"].clone()),
-        (400, json!("invalid_request"))
-    );
-    let (ex, _) = ask(
-        &bindings("true"),
-        "/v1/tasks/fast",
-        json!({"mock_failures": ["provider_auth_failed"]}),
-    );
-    assert_eq!(
-        (ex.response.status, ex.json()["error"]["code"].clone()),
-        (502, json!("provider_auth_failed"))
-    );
+    for (failure, status) in [("invalid_request", 400), ("provider_auth_failed", 502)] {
+        let (ex, _) = ask(
+            &bindings("true"),
+            "/v1/tasks/fast",
+            json!({"mock_failures": [failure]}),
+        );
+        assert_eq!(
+            (ex.response.status, ex.json()["error"]["code"].clone()),
+            (status, json!(failure))
+        );
+    }
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! `ChatRequest`: a caller's chat-completions body, checked enough to refuse what every model
 //! would refuse (each refusal names the field), and turned into Groq's body by setting only
-//! `model`. The caller's other fields go through as the bytes they sent, in their order.
+//! `model` (and, where a task caps tokens and the caller asked for no limit, the cap as
+//! `max_completion_tokens`). The caller's other fields go through as the bytes they sent, in
+//! their order.
 
 use std::borrow::Cow;
 
@@ -288,7 +290,8 @@ impl<'a> ChatRequest<'a> {
         Ok(())
     }
 
-    /// Groq's body for `model`: `model` first, then the caller's other fields as sent.
+    /// Groq's body for `model`: `model` first, then the caller's other fields as sent, then a
+    /// filled token cap.
     pub fn body_for(&self, model: &str) -> Vec<u8> {
         // Sized once: grown from serde_json's default by doubling, a 1 MiB body was copied
         // about twice more, into wasm memory that had to grow for it.
@@ -314,13 +317,13 @@ fn read_mock(
     failures: Option<&RawValue>,
     stream: bool,
 ) -> Result<Option<Mock>, BodyError> {
+    if response.is_none() && failures.is_none() {
+        return Ok(None);
+    }
     let response = typed::<Text>(response, "mock_response", "a string")?;
     let names = MockFailure::ALL.map(MockFailure::as_str).join(", ");
     let expected = format!("a list of outcome names: {names}");
     let failures = typed::<Vec<Text>>(failures, "mock_failures", &expected)?;
-    if response.is_none() && failures.is_none() {
-        return Ok(None);
-    }
     let failures = failures.unwrap_or_default().into_iter().map(|Text(name)| {
         let known = MockFailure::ALL.into_iter().find(|f| f.as_str() == name);
         known.ok_or_else(|| {
@@ -470,11 +473,11 @@ fn check_messages(raw: &RawValue) -> Result<(), BodyError> {
 
 fn check_message(i: usize, message: &Entry) -> Result<(), BodyError> {
     let field = |name: &str| format!("messages[{i}].{name}");
-    let whole = format!("messages[{i}]");
     let (role, content, tool_calls) = match message {
         Entry::Message {
             twice: Some(name), ..
         } => {
+            let whole = format!("messages[{i}]");
             let message = format!("`{whole}` sends `{name}` more than once; send each field once");
             return Err(refuse(whole, message));
         }
@@ -485,6 +488,7 @@ fn check_message(i: usize, message: &Entry) -> Result<(), BodyError> {
             twice: None,
         } => (role, content, tool_calls),
         Entry::Not(kind) => {
+            let whole = format!("messages[{i}]");
             let got = kind.described();
             let message = format!(
                 "`{whole}` must be an object with a string `role` and `content`, got {got}"

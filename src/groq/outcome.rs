@@ -24,7 +24,7 @@ named! {
         /// 400 `context_length_exceeded` / `json_validate_failed` / `tool_use_failed`: this
         /// model cannot serve this request, another may.
         CannotServe = "cannot_serve",
-        /// Any other 400 / 422: the caller's request is invalid for every model.
+        /// Any other 400 / 413 / 422: the caller's request is invalid for every model.
         InvalidRequest = "invalid_request",
         /// 401 / 403: Groq rejected the provider key.
         ProviderAuthFailed = "provider_auth_failed",

@@ -79,16 +79,14 @@ impl ClientAuth {
     }
 
     /// Checks a request's credentials: a bearer token of three base64url parts is a JWT when
-    /// `JWT_*` is set, anything else a client key; without an `Authorization` header, Cloudflare
-    /// Access's assertion is the JWT.
+    /// `JWT_*` is set, anything else a client key; without a bearer token, Cloudflare Access's
+    /// assertion is the JWT.
     pub async fn authenticate(
         &self,
         credentials: Credentials<'_>,
         tokens: &TokenCheck<'_, impl TokenCrypto>,
     ) -> Result<Caller, AuthError> {
-        if !self.is_configured() {
-            return Err(AuthError::NotConfigured);
-        }
+        // Not configured: no `jwt`, and `check` refuses.
         let bearer = credentials.authorization.and_then(bearer_token);
         let jwt = match (&self.jwt, bearer) {
             (Some(jwt), Some(token)) if jwt::looks_like_jwt(token) => Some((jwt, token)),

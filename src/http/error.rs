@@ -25,7 +25,8 @@ pub enum ApiError {
     InvalidToken(String),
     /// 403: the user's `JWT_TASKS_CLAIM` does not list this task.
     TaskNotAllowed { task: String },
-    /// 503: no keys to verify users' tokens with (the JWKS could not be fetched).
+    /// 503: no keys to verify users' tokens with (the JWKS could not be fetched, or a key could
+    /// not be imported).
     AuthUnavailable,
     /// 404: the task is not in the registry. `named_by_model`: the SDK routes, where the task is
     /// the `model` field, answer like OpenAI does for an unknown model so SDKs raise `NotFoundError`.

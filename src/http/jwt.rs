@@ -10,7 +10,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::groq::{cut, Kind, Members, Text};
+use crate::groq::{cut, read, Kind, Members, Text};
 use crate::routing::config::{JwtConfig, JwtKeys};
 use crate::routing::log::{write, Level, Log};
 
@@ -162,7 +162,8 @@ impl TokenError {
 pub enum AuthFailure {
     /// 401: the token fails a check.
     Invalid(TokenError),
-    /// 503: no keys to check it with (the JWKS could not be fetched, nothing cached).
+    /// 503: no keys to check it with (the JWKS could not be fetched and nothing is cached, or a
+    /// key could not be imported).
     Unavailable,
 }
 
@@ -185,21 +186,29 @@ pub struct User {
 /// client key.
 pub fn looks_like_jwt(token: &str) -> bool {
     let base64url = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
-    let parts: Vec<&str> = token.split('.').collect();
-    parts.len() == 3
-        && !parts[0].is_empty()
-        && !parts[1].is_empty()
-        && token.bytes().all(|c| c == b'.' || base64url(c))
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !header.is_empty() && !payload.is_empty() && token.bytes().all(|c| c == b'.' || base64url(c))
 }
 
-/// A token split and decoded, not yet trusted.
+/// A token split and its parts decoded from base64url, not yet trusted.
 struct Decoded<'t> {
-    alg: Alg,
-    kid: Option<String>,
+    header: Vec<u8>,
     claims: Vec<u8>,
     /// `header.payload`, the bytes the signature covers.
     signed: &'t str,
     signature: Vec<u8>,
+}
+
+/// A decoded token's header read, and its claims (read once, checked after the signature).
+struct Read<'d> {
+    alg: Alg,
+    kid: Option<String>,
+    claims: Members<'d>,
 }
 
 fn decode(token: &str) -> Result<Decoded<'_>, TokenError> {
@@ -215,11 +224,19 @@ fn decode(token: &str) -> Result<Decoded<'_>, TokenError> {
     };
     let signed = &token[..header.len() + 1 + payload.len()];
     let bytes = |part: &str, what| URL_SAFE_NO_PAD.decode(part).map_err(|_| malformed(what));
-    let header = bytes(header, "the header is not base64url")?;
-    let claims = bytes(payload, "the payload is not base64url")?;
-    let signature = bytes(signature, "the signature is not base64url")?;
-    let header = object(&header).ok_or(malformed("the header is not a JSON object"))?;
-    object(&claims).ok_or(malformed("the payload is not a JSON object"))?;
+    Ok(Decoded {
+        header: bytes(header, "the header is not base64url")?,
+        claims: bytes(payload, "the payload is not base64url")?,
+        signature: bytes(signature, "the signature is not base64url")?,
+        signed,
+    })
+}
+
+/// Reads a decoded token's header and claims as JSON objects, and its `alg` and `kid`.
+fn read_token<'d>(decoded: &'d Decoded<'_>) -> Result<Read<'d>, TokenError> {
+    let malformed = TokenError::Malformed;
+    let header = object(&decoded.header).ok_or(malformed("the header is not a JSON object"))?;
+    let claims = object(&decoded.claims).ok_or(malformed("the payload is not a JSON object"))?;
     if header.get("crit").is_some() {
         return Err(TokenError::Critical);
     }
@@ -232,19 +249,17 @@ fn decode(token: &str) -> Result<Decoded<'_>, TokenError> {
         return Err(TokenError::AlgNone);
     }
     let alg = Alg::parse(&alg).ok_or(TokenError::AlgNotAccepted)?;
-    Ok(Decoded {
+    Ok(Read {
         alg,
         kid: text("kid")?,
         claims,
-        signed,
-        signature,
     })
 }
 
 /// A JSON object's members, each name once (a name sent twice is refused: which one a verifier
 /// reads is a classic confusion).
 fn object(bytes: &[u8]) -> Option<Members<'_>> {
-    let members: Members = serde_json::from_slice(bytes).ok()?;
+    let members: Members = read(bytes)?;
     members.duplicate().is_none().then_some(members)
 }
 
@@ -265,15 +280,16 @@ pub async fn verify_token(
     log: &dyn Log,
 ) -> Result<User, AuthFailure> {
     let decoded = decode(token)?;
+    let parsed = read_token(&decoded)?;
     let jwk;
     let key = match &config.keys {
-        JwtKeys::Secret(secret) if decoded.alg == Alg::Hs256 => VerifyKey {
+        JwtKeys::Secret(secret) if parsed.alg == Alg::Hs256 => VerifyKey {
             id: "secret",
             alg: Alg::Hs256,
             material: KeyMaterial::Secret(secret),
         },
-        JwtKeys::Jwks(url) if decoded.alg != Alg::Hs256 => {
-            jwk = jwks_key(url, keys, crypto, &decoded, now_ms, log).await?;
+        JwtKeys::Jwks(url) if parsed.alg != Alg::Hs256 => {
+            jwk = jwks_key(url, keys, crypto, &parsed, now_ms, log).await?;
             VerifyKey {
                 id: &jwk.id,
                 alg: jwk.alg,
@@ -299,9 +315,7 @@ pub async fn verify_token(
             return Err(AuthFailure::Unavailable);
         }
     }
-    let claims =
-        object(&decoded.claims).ok_or(TokenError::Malformed("the payload is not a JSON object"))?;
-    Ok(check_claims(&claims, config, now_ms / 1000)?)
+    Ok(check_claims(&parsed.claims, config, now_ms / 1000)?)
 }
 
 #[derive(Serialize)]
@@ -398,9 +412,8 @@ pub struct PublicKey {
 #[derive(Debug, Default)]
 pub struct KeySet {
     keys: Vec<PublicKey>,
+    /// How many fetches have succeeded (0: no key set yet).
     generation: u64,
-    /// A fetch has ever succeeded.
-    fetched: bool,
     expires_ms: u64,
     last_try_ms: Option<u64>,
 }
@@ -414,13 +427,13 @@ enum Found {
 
 impl KeySet {
     fn fresh(&self, now_ms: u64) -> bool {
-        self.fetched && now_ms < self.expires_ms
+        now_ms < self.expires_ms
     }
 
     fn may_fetch(&self, now_ms: u64) -> bool {
-        let wait = match self.fetched {
-            true => JWKS_REFETCH_MS,
-            false => JWKS_RETRY_MS,
+        let wait = match self.generation {
+            0 => JWKS_RETRY_MS,
+            _ => JWKS_REFETCH_MS,
         };
         self.last_try_ms
             .is_none_or(|t| now_ms.saturating_sub(t) >= wait)
@@ -463,7 +476,6 @@ impl KeySet {
                 ..key
             })
             .collect();
-        self.fetched = true;
         self.expires_ms = now_ms + max_age_s * 1000;
         Ok(())
     }
@@ -475,41 +487,35 @@ async fn jwks_key(
     url: &str,
     keys: &RefCell<KeySet>,
     crypto: &impl TokenCrypto,
-    token: &Decoded<'_>,
+    token: &Read<'_>,
     now_ms: u64,
     log: &dyn Log,
 ) -> Result<PublicKey, AuthFailure> {
-    let mut fetched_now = false;
-    loop {
-        let due = {
-            let set = keys.borrow();
-            !set.fresh(now_ms) && set.may_fetch(now_ms)
-        };
-        if due && !fetched_now {
-            refresh(url, keys, crypto, now_ms, log).await;
-            fetched_now = true;
+    let due = {
+        let set = keys.borrow();
+        !set.fresh(now_ms) && set.may_fetch(now_ms)
+    };
+    if due {
+        refresh(url, keys, crypto, now_ms, log).await;
+    }
+    let find = || {
+        let set = keys.borrow();
+        match set.generation {
+            0 => Err(AuthFailure::Unavailable),
+            _ => Ok(set.find(token.kid.as_deref(), token.alg)),
         }
-        let found = {
-            let set = keys.borrow();
-            if !set.fetched {
-                return Err(AuthFailure::Unavailable);
-            }
-            match set.find(token.kid.as_deref(), token.alg) {
-                Found::Missing if !fetched_now && set.may_fetch(now_ms) => None,
-                found => Some(found),
-            }
-        };
-        match found {
-            Some(Found::Key(key)) => return Ok(key),
-            Some(Found::Mismatch(alg)) => return Err(TokenError::KeyMismatch(alg).into()),
-            Some(Found::NoKid) => return Err(TokenError::NoKid.into()),
-            Some(Found::Missing) => return Err(TokenError::UnknownKid.into()),
-            // A `kid` the set lacks: the provider may have rotated its keys since.
-            None => {
-                refresh(url, keys, crypto, now_ms, log).await;
-                fetched_now = true;
-            }
-        }
+    };
+    let mut found = find()?;
+    // A `kid` the set lacks: the provider may have rotated its keys since.
+    if matches!(found, Found::Missing) && !due && keys.borrow().may_fetch(now_ms) {
+        refresh(url, keys, crypto, now_ms, log).await;
+        found = find()?;
+    }
+    match found {
+        Found::Key(key) => Ok(key),
+        Found::Mismatch(alg) => Err(TokenError::KeyMismatch(alg).into()),
+        Found::NoKid => Err(TokenError::NoKid.into()),
+        Found::Missing => Err(TokenError::UnknownKid.into()),
     }
 }
 
@@ -592,8 +598,8 @@ pub fn parse_jwks(body: &[u8]) -> Result<Vec<PublicKey>, String> {
         #[serde(borrow)]
         keys: Vec<Members<'a>>,
     }
-    let jwks: Jwks = serde_json::from_slice(body)
-        .map_err(|_| "the JWKS is not a JSON object with a `keys` list".to_string())?;
+    let jwks: Jwks =
+        read(body).ok_or_else(|| "the JWKS is not a JSON object with a `keys` list".to_string())?;
     let mut usable = Vec::new();
     for key in &jwks.keys {
         let text = |name| string(key.get(name)).ok().flatten();

@@ -2,6 +2,8 @@
 //! them. It hands back whole events as the bytes Groq sent, and notices what the relay must act
 //! on: `data: [DONE]`, an error event, and the token usage in the final chunk.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::completion::Usage;
@@ -32,32 +34,43 @@ impl SseScanner {
     /// Feeds the next bytes of the stream; returns what the complete events in them mean.
     /// A trailing incomplete event is kept until its end arrives.
     pub fn push(&mut self, bytes: &[u8]) -> Scanned {
+        self.scan(bytes, true)
+    }
+
+    /// [`push`](Self::push) for a stream the runtime relays itself: what the events mean, and no
+    /// copy of them (`forward` stays empty).
+    pub fn observe(&mut self, bytes: &[u8]) -> Scanned {
+        self.scan(bytes, false)
+    }
+
+    fn scan(&mut self, bytes: &[u8], copy: bool) -> Scanned {
         let mut scanned = Scanned::default();
-        let owned;
-        let input: &[u8] = if self.partial.is_empty() {
-            bytes
-        } else {
-            self.partial.extend_from_slice(bytes);
-            owned = std::mem::take(&mut self.partial);
-            &owned
+        let owned = match self.partial.is_empty() {
+            true => None,
+            false => {
+                self.partial.extend_from_slice(bytes);
+                Some(std::mem::take(&mut self.partial))
+            }
         };
+        let input: &[u8] = owned.as_deref().unwrap_or(bytes);
+        // What is forwarded is always the events up to here: a prefix of `input`.
         let mut start = 0;
+        let mut ended = false;
         while let Some((end, next)) = event_end(&input[start..]) {
-            let event = &input[start..start + end];
-            let whole = &input[start..start + next];
-            match classify(event) {
-                Kind::Comment => scanned.forward.extend_from_slice(whole),
+            match classify(&input[start..start + end]) {
+                Kind::Comment => {}
                 Kind::Done => {
-                    scanned.forward.extend_from_slice(whole);
                     scanned.done = true;
-                    return scanned;
+                    start += next;
+                    ended = true;
+                    break;
                 }
                 Kind::Error(e) => {
                     scanned.error = Some(e);
-                    return scanned;
+                    ended = true;
+                    break;
                 }
                 Kind::Data(usage) => {
-                    scanned.forward.extend_from_slice(whole);
                     scanned.data_events += 1;
                     if usage.is_some() {
                         scanned.usage = usage;
@@ -66,7 +79,19 @@ impl SseScanner {
             }
             start += next;
         }
-        self.partial.extend_from_slice(&input[start..]);
+        if copy {
+            scanned.forward = input[..start].to_vec();
+        }
+        // Nothing after `[DONE]` or an error event matters; otherwise keep the unfinished tail.
+        if !ended {
+            match owned {
+                Some(mut held) => {
+                    held.drain(..start);
+                    self.partial = held;
+                }
+                None => self.partial.extend_from_slice(&input[start..]),
+            }
+        }
         scanned
     }
 
@@ -107,19 +132,23 @@ enum Kind {
 
 fn classify(event: &[u8]) -> Kind {
     let mut name: Option<&[u8]> = None;
-    let mut data: Vec<&[u8]> = Vec::new();
+    // Borrowed from the event while it has one `data:` line (nearly always), joined past that.
+    let mut data: Option<Cow<[u8]>> = None;
     for line in event.split(|b| *b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(v) = field(line, b"event") {
             name = Some(v);
         } else if let Some(v) = field(line, b"data") {
-            data.push(v);
+            data = Some(match data {
+                None => Cow::Borrowed(v),
+                Some(before) => Cow::Owned([&before[..], b"\n", v].concat()),
+            });
         }
     }
-    if data.is_empty() && name.is_none() {
+    if data.is_none() && name.is_none() {
         return Kind::Comment;
     }
-    let data = data.join(&b'\n');
+    let data = data.unwrap_or_default();
     if data.trim_ascii() == b"[DONE]" {
         return Kind::Done;
     }

@@ -12,7 +12,7 @@ use crate::groq::completion::Usage;
 use crate::groq::cut;
 use crate::groq::outcome::{classify_error, redact_org_ids, GroqError, Outcome};
 use crate::groq::provider::{TransportError, UpstreamBody};
-use crate::groq::sse::SseScanner;
+use crate::groq::sse::{Scanned, SseScanner};
 use crate::http::error::ErrorBody;
 use crate::http::RequestEnv;
 use crate::routing::config::{Price, RelayMode};
@@ -208,13 +208,25 @@ struct Progress {
 }
 
 impl Progress {
-    /// Reads the next bytes of the stream; returns the whole events among them to pass on (none
-    /// after `[DONE]`, none from an error event on).
+    /// Reads the next bytes of the stream (`STREAM_RELAY=filter`); returns the whole events
+    /// among them to pass on (none after `[DONE]`, none from an error event on).
     fn scan(&mut self, bytes: &[u8]) -> Vec<u8> {
         if self.done {
             return Vec::new();
         }
         let scanned = self.scanner.push(bytes);
+        self.learn(scanned)
+    }
+
+    /// Reads the next bytes of a stream the runtime relays itself (`STREAM_RELAY=pipe`).
+    fn observe(&mut self, bytes: &[u8]) {
+        if !self.done {
+            let scanned = self.scanner.observe(bytes);
+            self.learn(scanned);
+        }
+    }
+
+    fn learn(&mut self, scanned: Scanned) -> Vec<u8> {
         self.usage = scanned.usage.or(self.usage.take());
         self.done = scanned.done;
         if let Some(error) = scanned.error {
@@ -359,7 +371,7 @@ async fn watch<B, S: PipeSink<B>>(
             // and a pipe that ends cleanly leaves the response open for the router's event.
             Piped::Bytes(bytes) => {
                 if progress.broken.is_none() {
-                    progress.scan(&bytes);
+                    progress.observe(&bytes);
                 }
                 continue;
             }

@@ -61,6 +61,12 @@ pub struct GroqError {
 }
 
 impl GroqError {
+    /// What an error Groq sent inside a 200 stream says of the model: its own `status_code`
+    /// (500 without one) and code, as if the call had failed that way.
+    pub fn outcome(&self) -> Outcome {
+        classify_error(self.status_code.unwrap_or(500), self.code.as_deref())
+    }
+
     /// Reads Groq's error from a body; `None` when the body is not Groq's JSON error (HTML, empty).
     pub fn from_body(body: &[u8]) -> Option<GroqError> {
         #[derive(Deserialize)]

@@ -53,7 +53,8 @@ pub trait UpstreamBody {
     /// The next bytes; `Ok(None)` at the end; `Err(Timeout)` when none arrive within `timeout_ms`.
     async fn next_chunk(&mut self, timeout_ms: u64) -> Result<Option<Vec<u8>>, TransportError>;
 
-    /// The whole rest of the body, within `timeout_ms` in all.
+    /// The whole rest of the body. This default gives each read `timeout_ms`; the Worker's body
+    /// (`FetchBody`) keeps one deadline for the whole answer instead.
     async fn read_all(mut self, timeout_ms: u64) -> Result<Vec<u8>, TransportError>
     where
         Self: Sized,

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::groq::completion::Usage;
 use crate::groq::cut;
-use crate::groq::outcome::{classify_error, redact_org_ids, GroqError, Outcome};
+use crate::groq::outcome::{redact_org_ids, GroqError, Outcome};
 use crate::groq::provider::{TransportError, UpstreamBody};
 use crate::groq::sse::{Scanned, SseScanner};
 use crate::http::error::ErrorBody;
@@ -80,13 +80,6 @@ pub struct UsagePoint {
 /// Where usage points go: the `USAGE` dataset in the Worker, a list in tests.
 pub trait UsageSink {
     fn record(&self, point: UsagePoint);
-}
-
-/// No `USAGE` binding.
-pub struct NoUsage;
-
-impl UsageSink for NoUsage {
-    fn record(&self, _point: UsagePoint) {}
 }
 
 impl RequestSummary {
@@ -269,7 +262,8 @@ impl<B: UpstreamBody> StreamRelay<B> {
         let body = match unpiped {
             None => {
                 // The pipe goes on from where the first reads stopped, maybe mid-event.
-                let head = [first.as_slice(), progress.scanner.partial()].concat();
+                let mut head = first;
+                head.extend_from_slice(progress.scanner.partial());
                 progress.client_gone = sink.write(head).await.is_err();
                 if !progress.client_gone {
                     watch(sink, &mut progress, idle_timeout_ms, env.now_ms).await;
@@ -283,8 +277,10 @@ impl<B: UpstreamBody> StreamRelay<B> {
             }
         };
 
-        let outcome = match &progress.broken {
-            _ if progress.client_gone => "client_disconnected",
+        // What the request line says, and what the model's health learns of the stream (a caller
+        // who left says nothing of it).
+        let (outcome, judged) = match &progress.broken {
+            _ if progress.client_gone => ("client_disconnected", None),
             Some(b) => {
                 let mut event = b.event();
                 if body.is_none() && progress.scanner.has_partial() {
@@ -294,15 +290,9 @@ impl<B: UpstreamBody> StreamRelay<B> {
                 // Best effort: if this write fails too, the caller has gone and there is no one
                 // to tell.
                 let _ = sink.write(event).await;
-                b.code()
+                (b.code(), Some(b.outcome()))
             }
-            None => "ok",
-        };
-        // The model's health learns how its stream ended (a caller who left says nothing of it).
-        let judged = match &progress.broken {
-            _ if progress.client_gone => None,
-            Some(b) => Some(b.outcome()),
-            None => Some(Outcome::Ok),
+            None => ("ok", Some(Outcome::Ok)),
         };
         if let (Some(outcome), Some(model), false) = (judged, &summary.model, summary.mock) {
             let now = (env.now_ms)();
@@ -338,10 +328,7 @@ async fn filter<B: UpstreamBody, S: ChunkSink>(
                 }
             }
             Ok(None) => progress.broken = Some(StreamBreak::EndedEarly),
-            Err(TransportError::Timeout) => {
-                progress.broken = Some(StreamBreak::Stalled(idle_timeout_ms))
-            }
-            Err(TransportError::Connection(_)) => progress.broken = Some(StreamBreak::Dropped),
+            Err(e) => progress.broken = Some(StreamBreak::of_read(&e, idle_timeout_ms)),
         }
     }
 }
@@ -386,19 +373,15 @@ async fn watch<B, S: PipeSink<B>>(
             Piped::Failed(TransportError::Connection(_)) if pipe_failed && progress.done => {
                 progress.client_gone = true
             }
-            Piped::End if progress.done => {}
+            // After `[DONE]`, how Groq's body ends says nothing.
+            _ if progress.done => {}
             Piped::End => {
                 progress.broken.get_or_insert(StreamBreak::EndedEarly);
             }
-            Piped::Failed(TransportError::Timeout) if progress.done => {}
-            Piped::Failed(TransportError::Timeout) => {
+            Piped::Failed(e) => {
                 progress
                     .broken
-                    .get_or_insert(StreamBreak::Stalled(idle_timeout_ms));
-            }
-            Piped::Failed(TransportError::Connection(_)) if progress.done => {}
-            Piped::Failed(TransportError::Connection(_)) => {
-                progress.broken.get_or_insert(StreamBreak::Dropped);
+                    .get_or_insert_with(|| StreamBreak::of_read(&e, idle_timeout_ms));
             }
         }
         if !ended {
@@ -418,6 +401,14 @@ enum StreamBreak {
 }
 
 impl StreamBreak {
+    /// A read of Groq's body that failed: it went quiet past the idle limit, or it dropped.
+    fn of_read(error: &TransportError, idle_timeout_ms: u64) -> StreamBreak {
+        match error {
+            TransportError::Timeout => StreamBreak::Stalled(idle_timeout_ms),
+            TransportError::Connection(_) => StreamBreak::Dropped,
+        }
+    }
+
     fn code(&self) -> &'static str {
         match self {
             StreamBreak::Upstream(_) => "upstream_stream_error",
@@ -430,9 +421,7 @@ impl StreamBreak {
     /// What the break says of the model, as if the call had failed that way.
     fn outcome(&self) -> Outcome {
         match self {
-            StreamBreak::Upstream(e) => {
-                classify_error(e.status_code.unwrap_or(500), e.code.as_deref())
-            }
+            StreamBreak::Upstream(e) => e.outcome(),
             StreamBreak::EndedEarly => Outcome::UpstreamError,
             StreamBreak::Stalled(_) => Outcome::Timeout,
             StreamBreak::Dropped => Outcome::ConnectionError,

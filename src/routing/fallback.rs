@@ -347,7 +347,7 @@ async fn try_model<P: Provider>(
         let scanned = scanner.push(&chunk);
         first.extend_from_slice(&scanned.forward);
         if let Some(error) = scanned.error {
-            let outcome = classify_error(error.status_code.unwrap_or(500), error.code.as_deref());
+            let outcome = error.outcome();
             return Tried {
                 error: Some(error),
                 ..Tried::status(outcome, status)

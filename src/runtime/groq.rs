@@ -217,15 +217,15 @@ impl FetchBody {
     }
 }
 
-/// The bytes of one `read()` of a stream; `None` at its end.
-pub async fn read_chunk(promise: js_sys::Promise) -> worker::Result<Option<Vec<u8>>> {
+/// The bytes of one `read()` of a stream (a BYOB read's: a view of the buffer it was given);
+/// `None` at its end.
+pub async fn read_chunk(promise: js_sys::Promise) -> worker::Result<Option<js_sys::Uint8Array>> {
     let result: web_sys::ReadableStreamReadResult = JsFuture::from(promise).await?.unchecked_into();
     if result.get_done().unwrap_or_default() {
         return Ok(None);
     }
     // A fetched body's chunks are bytes.
-    let chunk: js_sys::Uint8Array = result.get_value().unchecked_into();
-    Ok(Some(chunk.to_vec()))
+    Ok(Some(result.get_value().unchecked_into()))
 }
 
 impl UpstreamBody for FetchBody {
@@ -240,9 +240,8 @@ impl UpstreamBody for FetchBody {
                 self.reader.insert(reader)
             }
         };
-        self.deadline
-            .within(read_chunk(reader.read()), timeout_ms)
-            .await
+        let chunk = self.deadline.within(read_chunk(reader.read()), timeout_ms);
+        Ok(chunk.await?.map(|bytes| bytes.to_vec()))
     }
 
     async fn read_all(mut self, timeout_ms: u64) -> Result<Vec<u8>, TransportError> {

@@ -98,7 +98,13 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         Some(limit) => read_body(&mut req, length.as_deref(), limit).await,
     };
 
-    let usage = UsageQueue::new(&env);
+    let shared = Borrowed {
+        request_id,
+        log,
+        health,
+        jwks,
+        usage: UsageQueue::new(&env),
+    };
     let reply = handle(
         HttpRequest {
             method: &method,
@@ -115,18 +121,11 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         &GroqFetch,
         &limiter,
         &WebCrypto,
-        &RequestEnv {
-            request_id: &request_id,
-            now_ms: &now_ms,
-            log: &log,
-            health: &health,
-            jwks: &jwks,
-            usage: &usage,
-        },
+        &shared.env(),
     )
     .await;
 
-    let learned = health.borrow_mut().take_unshared();
+    let learned = shared.health.borrow_mut().take_unshared();
     if let (Some(kv), false, Ok(c)) = (kv, learned.is_empty(), config.as_ref()) {
         let ttl_ms = c.model_gone_ttl_ms;
         background(
@@ -135,32 +134,46 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         );
     }
 
-    if usage.pending() {
-        background(&ctx, async move { usage.flush(log) });
-    }
-    match reply {
-        Reply::Full(response) if response.body.is_empty() => Ok(builder(&response)?.empty()),
-        Reply::Full(response) => {
-            let builder = builder(&response)?;
-            Ok(builder.fixed(response.body))
-        }
+    let response = match reply {
+        Reply::Full(response) => response,
         Reply::Stream { head, relay } => {
             let (readable, mut sink) = stream::pipe()?;
             // `wait_until` keeps the relay running after the handler has returned the response.
-            let usage = UsageQueue::new(&env);
             background(&ctx, async move {
-                let request = RequestEnv {
-                    request_id: &request_id,
-                    now_ms: &now_ms,
-                    log: &log,
-                    health: &health,
-                    jwks: &jwks,
-                    usage: &usage,
-                };
-                relay.run(&mut sink, &request).await;
-                usage.flush(log);
+                relay.run(&mut sink, &shared.env()).await;
+                shared.usage.flush(log);
             });
-            Ok(builder(&head)?.stream(readable))
+            return Ok(builder(&head)?.stream(readable));
+        }
+    };
+    if shared.usage.pending() {
+        background(&ctx, async move { shared.usage.flush(log) });
+    }
+    match response.body.is_empty() {
+        true => Ok(builder(&response)?.empty()),
+        false => Ok(builder(&response)?.fixed(response.body)),
+    }
+}
+
+/// What a request's `RequestEnv` borrows, owned: by the handler, then (for a stream) by the
+/// relay, which runs on after the handler has returned.
+struct Borrowed {
+    request_id: String,
+    log: ConsoleLog,
+    health: Rc<RefCell<HealthBook>>,
+    jwks: Rc<RefCell<KeySet>>,
+    usage: UsageQueue,
+}
+
+impl Borrowed {
+    fn env(&self) -> RequestEnv<'_> {
+        RequestEnv {
+            request_id: &self.request_id,
+            now_ms: &now_ms,
+            log: &self.log,
+            health: &self.health,
+            jwks: &self.jwks,
+            usage: &self.usage,
         }
     }
 }

@@ -13,7 +13,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::js_sys::{futures::JsFuture, ArrayBuffer, Uint8Array};
 use worker::{js_sys, web_sys, AbortController, Delay, Result};
 
-use super::groq::FetchBody;
+use super::groq::{read_chunk, FetchBody};
 use crate::groq::mock::EitherBody;
 use crate::groq::provider::TransportError;
 use crate::http::relay::{ChunkSink, PipeSink, Piped};
@@ -85,7 +85,6 @@ struct Running {
     full: bool,
     /// Aborts the call to Groq.
     abort: Option<AbortController>,
-    failure_told: bool,
 }
 
 impl StreamWriter {
@@ -95,14 +94,21 @@ impl StreamWriter {
         if let Some(last) = self.last_write.take() {
             let _ = JsFuture::from(last).await;
         }
-        if let Some(writer) = self.writer.take() {
-            writer.release_lock();
-        }
         let (stream, abort) = body.into_pipe()?;
         let branches = stream.tee();
         let to_caller: web_sys::ReadableStream = branches.get(0).unchecked_into();
         let copy: web_sys::ReadableStream = branches.get(1).unchecked_into();
-        let copy = web_sys::ReadableStreamByobReader::new(&copy).ok()?;
+        let Ok(copy) = web_sys::ReadableStreamByobReader::new(&copy) else {
+            if let Some(abort) = abort {
+                abort.abort();
+            }
+            return None;
+        };
+        // Only now, with nothing left to fail: until here the writer stays ours, for the
+        // router's error event and the close.
+        if let Some(writer) = self.writer.take() {
+            writer.release_lock();
+        }
         // The stream stays open for the relay's last event; a broken body must not abort it.
         let options = web_sys::StreamPipeOptions::new();
         options.set_prevent_close(true);
@@ -114,17 +120,14 @@ impl StreamWriter {
             buffer: None,
             full: false,
             abort,
-            failure_told: false,
         })
     }
 
     /// Takes the stream back from the pipe once it has ended, to write to it again.
     async fn take_back(&mut self) {
         // A pipe not started yet still waits for the writes before it.
-        if !matches!(self.piped, Some(Pipe::Running(_))) {
-            return;
-        }
-        let Some(Pipe::Running(running)) = self.piped.take() else {
+        let running = self.piped.take_if(|p| matches!(p, Pipe::Running(_)));
+        let Some(Pipe::Running(running)) = running else {
             return;
         };
         if let Some(ended) = running.ended {
@@ -202,9 +205,9 @@ impl Running {
         if let Some(ended) = self.ended.as_mut().filter(|_| !self.full && batch_ms > 0) {
             let batch = Delay::from(Duration::from_millis(batch_ms));
             if let Either::Left((result, _)) = select(ended, batch).await {
+                // Said once: the pipe's promise is gone after this.
                 self.ended = None;
-                if result.is_err() && !self.failure_told {
-                    self.failure_told = true;
+                if result.is_err() {
                     return Piped::PipeFailed;
                 }
             }
@@ -214,38 +217,22 @@ impl Running {
             .buffer
             .take()
             .unwrap_or_else(|| ArrayBuffer::new(COPY_READ_BYTES));
-        let read = read_copy(&self.copy, buffer);
+        let view = Uint8Array::new(&buffer);
+        let read = read_chunk(self.copy.read_with_array_buffer_view(&view));
         let idle = Delay::from(Duration::from_millis(
             idle_ms.saturating_sub(batch_ms).max(1),
         ));
         match select(pin!(read), idle).await {
-            Either::Left((Ok(Some((bytes, buffer))), _)) => {
-                self.full = bytes.len() as u32 == buffer.byte_length();
+            // A BYOB read hands back a view of the buffer it was given.
+            Either::Left((Ok(Some(bytes)), _)) => {
+                let buffer = bytes.buffer();
+                self.full = bytes.length() == buffer.byte_length();
                 self.buffer = Some(buffer);
-                Piped::Bytes(bytes)
+                Piped::Bytes(bytes.to_vec())
             }
             Either::Left((Ok(None), _)) => Piped::End,
             Either::Left((Err(e), _)) => Piped::Failed(TransportError::Connection(e.to_string())),
             Either::Right(_) => Piped::Failed(TransportError::Timeout),
         }
     }
-}
-
-/// One BYOB read of the copy into `buffer`: the bytes, and the buffer back; `None` at the end.
-async fn read_copy(
-    copy: &web_sys::ReadableStreamByobReader,
-    buffer: ArrayBuffer,
-) -> Result<Option<(Vec<u8>, ArrayBuffer)>> {
-    let view = Uint8Array::new(&buffer);
-    let result: web_sys::ReadableStreamReadResult =
-        JsFuture::from(copy.read_with_array_buffer_view(&view))
-            .await?
-            .unchecked_into();
-    if result.get_done().unwrap_or_default() {
-        return Ok(None);
-    }
-    // A BYOB read hands back a view of the buffer it was given.
-    let bytes: Uint8Array = result.get_value().unchecked_into();
-    let buffer = bytes.buffer();
-    Ok(Some((bytes.to_vec(), buffer)))
 }

@@ -54,7 +54,7 @@ pub fn preflight(origin: Option<&str>, allowed: &AllowedOrigins, methods: &str) 
 /// Adds CORS headers to an answer for an allowed origin (nothing for others), and `Vary: Origin`
 /// whenever CORS is configured, so caches never serve one origin's answer to another.
 pub fn decorate(response: &mut HttpResponse, origin: Option<&str>, allowed: &AllowedOrigins) {
-    if !allowed.is_configured() || response.header("vary").is_some() {
+    if !allowed.is_configured() {
         return;
     }
     response.headers.push(("vary", "Origin".to_string()));

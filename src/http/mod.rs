@@ -181,12 +181,14 @@ pub async fn handle<P: Provider, L: RateLimiter, C: TokenCrypto>(
     let origins = config
         .as_ref()
         .map_or(&AllowedOrigins::None, |c| &c.allowed_origins);
+    // A preflight's answer is all CORS already (`Vary` included).
+    let preflight = req.method == "OPTIONS" && !matches!(route, Route::NotFound);
     let mut reply = if matches!(route, Route::NotFound) {
         Reply::Full(HttpResponse::error(&ApiError::RouteNotFound {
             method: cut(req.method, 16).to_string(),
             path: cut(req.path, 200).to_string(),
         }))
-    } else if req.method == "OPTIONS" {
+    } else if preflight {
         Reply::Full(cors::preflight(req.origin, origins, allowed))
     } else if !allowed.split(", ").any(|m| m == req.method) {
         Reply::Full(HttpResponse::error(&ApiError::MethodNotAllowed {
@@ -213,7 +215,9 @@ pub async fn handle<P: Provider, L: RateLimiter, C: TokenCrypto>(
     let (Reply::Full(head) | Reply::Stream { head, .. }) = &mut reply;
     head.headers
         .push(("x-request-id", env.request_id.to_string()));
-    cors::decorate(head, req.origin, origins);
+    if !preflight {
+        cors::decorate(head, req.origin, origins);
+    }
     reply
 }
 

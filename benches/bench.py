@@ -248,7 +248,10 @@ def ensure_tools() -> None:
 
 
 def wrangler_env(prebuilt: bool) -> dict:
-    env = dict(os.environ, **WRANGLER_ENV)
+    # `node_modules/.bin` first, as npm scripts have it: where the machine's Node is older than
+    # wrangler needs, scripts/node.sh links a Node 22 there.
+    path = f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = dict(os.environ, **WRANGLER_ENV, PATH=path)
     env.pop("TASK_ROUTER_PREBUILT", None)
     if prebuilt:
         env["TASK_ROUTER_PREBUILT"] = "1"

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 export WRANGLER_SEND_METRICS=false
 
 [ -x node_modules/.bin/wrangler ] || npm ci --no-audit --no-fund
+sh scripts/node.sh # Node 22.12+ for wrangler, when the machine's is older
 python3 -c "import openai, groq" 2>/dev/null || python3 -m pip install --quiet -r tests/sdk/requirements.txt
 rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 

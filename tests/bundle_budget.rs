@@ -34,6 +34,7 @@ fn the_deployable_bundle_stays_within_its_gzip_budget() {
         .arg(&out_dir)
         .current_dir(support::worker::manifest_dir())
         .env("TASK_ROUTER_PREBUILT", "1")
+        .env("PATH", support::worker::node_path())
         .env("WRANGLER_SEND_METRICS", "false")
         .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
         .env("NO_COLOR", "1")

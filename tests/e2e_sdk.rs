@@ -23,7 +23,7 @@ mod support;
 use serde_json::{json, Value};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::fake_groq::{FakeGroq, LONG_PIECES, ORG_ID};
@@ -128,41 +128,7 @@ fn shared(slot: &Mutex<Weak<Stack>>, relay: &'static str) -> Arc<Stack> {
     stack
 }
 
-/// Whether the workerd under `wrangler dev` can write to a response after a pipe into it failed
-/// (`pipeTo` with `preventAbort`), as `STREAM_RELAY=pipe` does to end a stream Groq broke off with
-/// its error event. workerd does since 2026-06-19 (what Cloudflare runs; 2026-06-17, the release
-/// before, does not, found by bisecting the npm releases with this suite); the 2026-04-26 release
-/// that wrangler 4.86.0 pins errors the response along with the pipe. `MINIFLARE_WORKERD_PATH`
-/// runs the suite on another workerd.
-fn runtime_writes_after_a_failed_pipe() -> bool {
-    static WRITES: OnceLock<bool> = OnceLock::new();
-    *WRITES.get_or_init(|| {
-        let workerd = std::env::var_os("MINIFLARE_WORKERD_PATH")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| support::worker::manifest_dir().join("node_modules/.bin/workerd"));
-        let output = std::process::Command::new(&workerd)
-            .arg("--version")
-            .output()
-            .unwrap_or_else(|e| panic!("could not run {}: {e}", workerd.display()));
-        // `workerd 2026-04-26`
-        let version = String::from_utf8_lossy(&output.stdout);
-        let date = version
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
-        eprintln!("e2e_sdk: {} is workerd {date}", workerd.display());
-        date.as_str() >= "2026-06-19"
-    })
-}
-
 impl Stack {
-    /// A stream Groq breaks off ends with the router's error event (see
-    /// [`runtime_writes_after_a_failed_pipe`]).
-    fn tells_a_broken_pipe(&self) -> bool {
-        self.relay == "filter" || runtime_writes_after_a_failed_pipe()
-    }
-
     fn start(relay: &'static str) -> Stack {
         let fake = FakeGroq::start(GROQ_KEY);
         fake.set_chunk_delay(CHUNK_DELAY);
@@ -825,34 +791,11 @@ fn assert_broken_stream_ends_with_an_error_event(stack: &Stack, task: &str) -> V
 }
 
 /// With `pipe`, a stream Groq breaks off (dropped, or stopped for going quiet) fails the runtime's
-/// pipe. Where the runtime lets the router write after that, the caller gets its error event as
-/// with `filter`; on the runtime wrangler 4.86.0 pins, the response ends with the pipe: the
-/// caller gets Groq's events and nothing more (no `[DONE]`), and the request line says why.
+/// pipe; the router then writes its own error event after Groq's last bytes, as with `filter`.
 fn assert_piped_break(stack: &Stack, task: &str, code: &str) {
-    if stack.tells_a_broken_pipe() {
-        let error = assert_broken_stream_ends_with_an_error_event(stack, task);
-        assert_eq!(error["code"], code, "{error}");
-        assert_eq!(error["type"], "api_error", "{error}");
-        return;
-    }
-    let models = chain(task);
-    let (broken, next) = (models[0], models[1]);
-    let request_id = format!("e2e-sdk-{task}");
-    let body = chat_body(Some(task), true);
-    let routed = assert_stream_ok(
-        stack,
-        post_stream(stack, CHAT, &body, &request_id),
-        &request_id,
-    )
-    .finish();
-    assert!(!routed.text().contains("[DONE]"), "{}", routed.text());
-    let direct = direct_stream(&stack.fake, &body, broken).finish();
-    assert_eq!(events(&routed.text()), events(&direct.text()));
-    thread::sleep(Duration::from_millis(300));
-    assert_eq!(stack.fake.calls_to(next), 0, "`{next}` was called");
-    let line = stack.request_line(&request_id);
-    assert_eq!(line["outcome"], code, "{line}");
-    assert_eq!(line["model"], broken, "{line}");
+    let error = assert_broken_stream_ends_with_an_error_event(stack, task);
+    assert_eq!(error["code"], code, "{error}");
+    assert_eq!(error["type"], "api_error", "{error}");
 }
 
 /// The request line's `outcome` for a broken stream: the router's own code for the break.
@@ -1158,11 +1101,6 @@ fn python_sdks(stack: &Stack) {
         .arg("tests/sdk/sdk_clients.py")
         .arg(stack.worker.base_url())
         .arg(CLIENT_KEY);
-    let tells = stack.tells_a_broken_pipe();
-    if !tells {
-        // See `assert_piped_break`: this runtime cannot tell the caller.
-        command.arg("--skip-dropped");
-    }
     let script = run_with_timeout(&mut command, Duration::from_secs(180));
     eprintln!("tests/sdk/sdk_clients.py:\n{}", script.output());
     assert!(
@@ -1204,10 +1142,7 @@ fn python_sdks(stack: &Stack) {
         );
     }
     // Broken streams: one per SDK, never retried on the next model.
-    assert_eq!(
-        stack.fake.calls_to("streamdrop-py"),
-        if tells { 2 } else { 0 }
-    );
+    assert_eq!(stack.fake.calls_to("streamdrop-py"), 2);
     assert_eq!(stack.fake.calls_to("ok-pydrop"), 0);
     assert_eq!(stack.fake.calls_to("streamerror-py"), 2);
     assert_eq!(stack.fake.calls_to("ok-pyerr"), 0);

@@ -3,11 +3,7 @@
 would: `openai.OpenAI(base_url=f"{base}/v1")` and `groq.Groq(base_url=base)`, with `model` naming
 a task.
 
-Usage: python3 tests/sdk/sdk_clients.py http://127.0.0.1:PORT CLIENT_KEY [--skip-dropped]
-
-`--skip-dropped` leaves out the stream whose connection drops (for `STREAM_RELAY=pipe` on a
-runtime that cannot write to a response after a failed pipe; see `assert_piped_break` in
-tests/e2e_sdk.rs).
+Usage: python3 tests/sdk/sdk_clients.py http://127.0.0.1:PORT CLIENT_KEY
 
 The router must sit in front of the fake Groq of `tests/support/fake_groq.rs` with the tasks below
 in its `MODEL_REGISTRY` (`tests/e2e_sdk.rs` sets that up and runs this script). Prints one line per
@@ -162,10 +158,9 @@ def check_models(models):
 
 
 def main():
-    if len(sys.argv) not in (3, 4) or sys.argv[3:] not in ([], ["--skip-dropped"]):
-        sys.exit(f"usage: {sys.argv[0]} http://127.0.0.1:PORT CLIENT_KEY [--skip-dropped]")
+    if len(sys.argv) != 3:
+        sys.exit(f"usage: {sys.argv[0]} http://127.0.0.1:PORT CLIENT_KEY")
     base, key = sys.argv[1].rstrip("/"), sys.argv[2]
-    skip_dropped = sys.argv[3:] == ["--skip-dropped"]
     print(f"openai {openai.__version__}, groq {groq.__version__}, router {base}", flush=True)
     clients = [
         ("openai", openai, openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=30)),
@@ -198,15 +193,12 @@ def main():
             f"{name}: model={UNKNOWN_TASK!r} raises NotFoundError",
             lambda: check_not_found(sdk, lambda: create(model=UNKNOWN_TASK, messages=MESSAGES)),
         )
-        if skip_dropped:
-            print(f"skip {name}: stream dropped mid-way (--skip-dropped)", flush=True)
-        else:
-            check(
-                f"{name}: stream dropped mid-way raises APIError",
-                lambda: check_broken_stream(
-                    sdk, create(model=DROP_TASK, messages=MESSAGES, stream=True), BROKEN_STREAM_CODES
-                ),
-            )
+        check(
+            f"{name}: stream dropped mid-way raises APIError",
+            lambda: check_broken_stream(
+                sdk, create(model=DROP_TASK, messages=MESSAGES, stream=True), BROKEN_STREAM_CODES
+            ),
+        )
         check(
             f"{name}: stream with a mid-way error event raises APIError",
             lambda: check_broken_stream(

@@ -39,6 +39,15 @@ fn wrangler_bin() -> PathBuf {
     manifest_dir().join("node_modules/.bin/wrangler")
 }
 
+/// `PATH` with `node_modules/.bin` first, as npm scripts have it: where the machine's Node is
+/// older than wrangler needs, `scripts/node.sh` links a Node 22 there.
+pub fn node_path() -> std::ffi::OsString {
+    let bin = manifest_dir().join("node_modules/.bin");
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&rest)))
+        .expect("PATH entries hold no separator")
+}
+
 /// Builds the Worker bundle once per test process (`sh scripts/build.sh`, after `npm ci` when
 /// wrangler is missing); panics with the build output if that fails.
 pub fn ensure_built() {
@@ -50,6 +59,8 @@ pub fn ensure_built() {
                 .args(["ci", "--no-audit", "--no-fund"])
                 .current_dir(dir))?;
         }
+        // A `node_modules` installed before `scripts/node.sh` existed may lack the Node wrangler needs.
+        run(Command::new("sh").arg("scripts/node.sh").current_dir(dir))?;
         // A `TASK_ROUTER_PREBUILT` inherited from the shell would make `build.sh` a no-op and
         // leave the tests running a stale bundle.
         run(Command::new("sh")
@@ -228,6 +239,7 @@ impl Worker {
             .current_dir(manifest_dir())
             // `[build] command` (scripts/build.sh) must not rebuild under other instances.
             .env("TASK_ROUTER_PREBUILT", "1")
+            .env("PATH", node_path())
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CI", "true")
             // No npm update check behind the banner, no fetch of `Request.cf` from

@@ -130,6 +130,9 @@ WRANGLER_ENV = {
     "CLOUDFLARE_CF_FETCH_ENABLED": "false",
     "CLOUDFLARE_LOAD_DEV_VARS_FROM_DOT_ENV": "false",
     "CLOUDFLARE_INCLUDE_PROCESS_ENV": "false",
+    # wrangler >= 4.118 records every request and console line for its local dashboard by
+    # default: work production does not do, which would weigh on every Worker measured.
+    "X_LOCAL_OBSERVABILITY": "false",
     "FORCE_COLOR": "0",
     "NO_COLOR": "1",
 }

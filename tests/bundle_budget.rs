@@ -13,7 +13,9 @@
 //! while the relay reads a copy (issue 17: 207.2 KiB, 4.7 KiB more, most of it the copy's reader
 //! and the pipe's set-up in the relay's task); a review's clean-up, which also dropped the second
 //! serde_json parser that `from_slice` built in, took it to 206.0 KiB (the parts not measured
-//! apart).
+//! apart). Issue 22 (a too-large request's own verdict, the preflight's echoed headers, the
+//! answer's task that outlives a caller who leaves and the caller's signal on Groq's calls,
+//! Groq's body written into JS memory, the bytes in flight): 210.4 KiB.
 //! The limit below is the measured size with about 1.5% of room, a guard against growth nobody
 //! noticed, until the team moves the budget (see `docs/performance.md`).
 //!
@@ -23,7 +25,7 @@ mod support;
 
 use std::process::Command;
 
-const BUDGET_KIB: f64 = 210.0;
+const BUDGET_KIB: f64 = 214.0;
 
 #[test]
 fn the_deployable_bundle_stays_within_its_gzip_budget() {

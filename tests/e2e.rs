@@ -96,7 +96,7 @@ fn main_registry() -> Value {
 fn strict_registry() -> Value {
     json!({
         "allfail": ["gone-af1", "error500-af2", "html502-af3", "drop-af4", "notcompletion-af5"],
-        "ratelimits": ["ratelimited-rl1", "toolarge-rl2", "capacity-rl3", "gone-rl4"],
+        "ratelimits": ["ratelimited-rl1", "capacity-rl3", "gone-rl4"],
         "toolong": ["contextlength-tl1", "gone-tl2", "contextlength-tl3"],
         "open": ["ok-open"],
     })
@@ -1228,8 +1228,8 @@ fn all_rate_limited_is_a_429_with_retry_after() {
     assert_routed_headers(
         &response,
         "ratelimits",
-        "ratelimited-rl1=rate_limited(429), toolarge-rl2=rate_limited(413), \
-         capacity-rl3=rate_limited(498), gone-rl4=model_gone(404)",
+        "ratelimited-rl1=rate_limited(429), capacity-rl3=rate_limited(498), \
+         gone-rl4=model_gone(404)",
         None,
     );
     // `retry-after: 8` from the 429, `x-ratelimit-reset-tokens: 7.66s` (→ 8) from the others.
@@ -1247,8 +1247,6 @@ fn all_rate_limited_is_a_429_with_retry_after() {
         json!([
             {"model": "ratelimited-rl1", "outcome": "rate_limited", "status": 429,
              "code": "rate_limit_exceeded"},
-            {"model": "toolarge-rl2", "outcome": "rate_limited", "status": 413,
-             "code": "rate_limit_exceeded"},
             {"model": "capacity-rl3", "outcome": "rate_limited", "status": 498,
              "code": "capacity_exceeded"},
             {"model": "gone-rl4", "outcome": "model_gone", "status": 404, "code": "model_not_found"},
@@ -1260,14 +1258,9 @@ fn all_rate_limited_is_a_429_with_retry_after() {
     );
     assert_eq!(
         env.models_for(id),
-        [
-            "ratelimited-rl1",
-            "toolarge-rl2",
-            "capacity-rl3",
-            "gone-rl4"
-        ]
+        ["ratelimited-rl1", "capacity-rl3", "gone-rl4"]
     );
-    let (attempts, request) = env.request_log(id, 4);
+    let (attempts, request) = env.request_log(id, 3);
     assert_fields(
         &attempts[0],
         &json!({"outcome": "rate_limited", "status": 429, "error_code": "rate_limit_exceeded"}),
@@ -1290,8 +1283,8 @@ fn all_rate_limited_is_a_429_with_retry_after() {
     assert_routed_headers(
         &response,
         "ratelimits",
-        "ratelimited-rl1=skipped(rate_limited), toolarge-rl2=skipped(rate_limited), \
-         capacity-rl3=skipped(rate_limited), gone-rl4=skipped(gone)",
+        "ratelimited-rl1=skipped(rate_limited), capacity-rl3=skipped(rate_limited), \
+         gone-rl4=skipped(gone)",
         None,
     );
     let waited: u64 = response

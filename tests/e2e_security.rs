@@ -481,7 +481,10 @@ fn cors_for_allowed_and_other_origins_and_no_leaks() {
         .header("access-control-allow-headers")
         .unwrap()
         .contains("authorization"));
-    assert_eq!(ok.header("vary"), Some("Origin"));
+    assert_eq!(
+        ok.header("vary"),
+        Some("Origin, Access-Control-Request-Headers")
+    );
     let denied = preflight("https://evil.example");
     assert_eq!(denied.status, 403);
     assert_eq!(denied.header("access-control-allow-origin"), None);

@@ -777,6 +777,25 @@ fn http_errors_table() {
             "invalid_api_key",
             None,
         ),
+        // OpenAI's Responses API (the AI SDK's default provider, `responses.create`).
+        (
+            "POST",
+            "/v1/responses",
+            auth,
+            ok_body,
+            404,
+            "responses_api_not_supported",
+            None,
+        ),
+        (
+            "POST",
+            "/openai/v1/responses",
+            auth,
+            ok_body,
+            404,
+            "responses_api_not_supported",
+            None,
+        ),
         (
             "POST",
             "/v1/tasks/fast",
@@ -1059,4 +1078,53 @@ fn config_problems_answer_500_and_healthz_503() {
     let r = healthz(&priced);
     assert_eq!(r.response.status, 503);
     assert_eq!(r.body["problems"][0]["binding"], "MODEL_PRICES");
+}
+
+#[test]
+fn the_responses_api_is_pointed_at_chat_completions() {
+    let r = call(
+        "POST",
+        "/v1/responses",
+        Some("Bearer client-secret-1"),
+        r#"{"model":"fast","input":"hi"}"#,
+    );
+    assert_eq!(r.response.status, 404);
+    let message = r.body["error"]["message"].as_str().unwrap();
+    for said in ["Chat Completions", "chat.completions.create", "openai.chat"] {
+        assert!(message.contains(said), "{message}");
+    }
+    assert!(r.calls.is_empty());
+}
+
+#[test]
+fn a_caller_who_leaves_ends_the_chain_and_no_other_model_is_called() {
+    // While a model answers: the runtime aborts the call with the caller's request.
+    let in_flight = ScriptedProvider::new()
+        .on("m1", Script::Fail(TransportError::CallerLeft), 2_000)
+        .on("m2", completion("m2"), 5);
+    // Between two models: the first failed, and the caller has gone meanwhile.
+    let between =
+        ScriptedProvider::new()
+            .on("m1", reply(500, "{}"), 5)
+            .on("m2", completion("m2"), 5);
+    between.caller_leaves_after.set(Some(1));
+    for (provider, first) in [
+        (in_flight, "client_disconnected"),
+        (between, "upstream_error"),
+    ] {
+        let r = ask(provider, "fast");
+        assert_eq!(
+            r.calls,
+            vec!["m1"],
+            "no model is called for a caller who left"
+        );
+        assert_eq!(r.response.status, 499);
+        assert_eq!(r.body["error"]["code"], "client_disconnected");
+        assert_eq!(outcomes(&r.body), pairs(&[("m1", first)]));
+        let line = &r.log.last().unwrap().1;
+        assert_eq!(line["event"], "request");
+        assert_eq!(line["outcome"], "client_disconnected");
+        assert_eq!(line["status"], 499);
+        assert_eq!(line["prompt_tokens"], Value::Null, "nothing was answered");
+    }
 }

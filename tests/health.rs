@@ -166,6 +166,71 @@ fn a_rate_limited_model_cools_for_retry_after() {
 }
 
 #[test]
+fn a_request_too_large_for_one_model_cools_nothing_for_the_next_request() {
+    // Groq's 413 is about the request (more tokens than the model's per-minute limit), not the
+    // model: the next model is tried, and the next request calls the first model again.
+    let router = Router::new(ScriptedProvider::new().on("m1", too_large("m1"), 0).on(
+        "m2",
+        completion("m2"),
+        0,
+    ));
+    for _ in 0..3 {
+        let (r, body, calls) = router.fast();
+        assert_eq!(r.status, 200, "{body}");
+        assert_eq!(calls, vec!["m1", "m2"]);
+        assert_eq!(rows(&body)[0], row("m1", "request_too_large", None));
+    }
+    let (_, routes, _) = router.ask("GET", "/v1/routes");
+    assert_eq!(routes["data"][0]["chain"][0]["health"]["state"], "healthy");
+}
+
+#[test]
+fn too_large_for_every_model_is_that_callers_413_and_blocks_no_one() {
+    let router = Router::new(ScriptedProvider::new().on("s1", too_large("s1"), 0).on(
+        "f1",
+        too_large("f1"),
+        0,
+    ));
+    for _ in 0..2 {
+        let (r, body, calls) = router.ask("POST", "/v1/tasks/solo");
+        assert_eq!(r.status, 413, "{body}");
+        assert_eq!(calls, vec!["s1", "f1"], "every model is asked, every time");
+        assert_eq!(
+            r.header("retry-after"),
+            None,
+            "retrying it unchanged cannot help"
+        );
+        assert_eq!(body["error"]["code"], "request_too_large");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("too large for every model"), "{message}");
+        assert!(message.contains("Limit 6000, Requested 14368"), "{message}");
+        assert!(!message.contains("org_01abc"), "{message}");
+        assert_eq!(
+            rows(&body),
+            vec![
+                row("s1", "request_too_large", None),
+                row("f1", "request_too_large", None)
+            ]
+        );
+    }
+}
+
+#[test]
+fn too_large_for_some_and_rate_limited_for_the_rest_is_a_429_for_the_rest() {
+    // A retry may find the rate-limited model free, and it may take the request.
+    let router = Router::new(
+        ScriptedProvider::new()
+            .on("m1", too_large("m1"), 0)
+            .on("m2", rate_limited("6"), 0)
+            .on("f1", gone_404("f1"), 0),
+    );
+    let (r, body, _) = router.fast();
+    assert_eq!(r.status, 429, "{body}");
+    assert_eq!(r.header("retry-after"), Some("6"));
+}
+
+#[test]
 fn open_circuits_are_tried_last_cooling_models_not_before_retry_after() {
     let router = Router::new(
         ScriptedProvider::new()
@@ -188,6 +253,11 @@ fn open_circuits_are_tried_last_cooling_models_not_before_retry_after() {
         row("m1", "upstream_error", None),
     ];
     assert_eq!(rows(&body), want);
+    // Four attempts, three models.
+    assert_eq!(
+        body["error"]["message"],
+        "all 3 models for this task failed; see `attempts`"
+    );
 }
 
 /// Groq's `retry-after` is honoured: once every model of the chain is rate-limited, a request

@@ -613,6 +613,40 @@ fn a_non_jwt_bearer_is_a_client_key_and_never_lets_anyone_in() {
 }
 
 #[test]
+fn a_client_key_with_two_dots_is_that_client_even_with_jwts_configured() {
+    let crypto = FakeCrypto::serving(json!([rsa("rsa-a", "nnnn")]), None);
+    let jwks = RefCell::default();
+    let bindings = jwks_bindings(&[("ROUTER_API_KEYS", "web:sk.live.abc123")]);
+    let send = |bearer: &str| {
+        let auth = format!("Bearer {bearer}");
+        let provider = provider();
+        let ex = call(
+            &bindings,
+            (&crypto, &jwks),
+            &provider,
+            &Unlimited,
+            "/v1/tasks/fast",
+            Some(&auth),
+            None,
+        );
+        let client = ex
+            .log
+            .iter()
+            .find(|(_, l)| l["event"] == "request")
+            .map(|(_, l)| l["client"].clone());
+        (ex.response.status, client)
+    };
+    assert_eq!(send("sk.live.abc123"), (200, Some(json!("web"))));
+    assert_eq!(
+        crypto.fetches.get(),
+        0,
+        "a client key is no token to verify"
+    );
+    // Shaped like a token but no key: verified as one, and refused.
+    assert_eq!(send("sk.live.abc124").0, 401);
+}
+
+#[test]
 fn the_jwks_is_cached_for_its_max_age_and_refetched_for_an_unknown_kid_once_a_minute() {
     assert_eq!(max_age_s(None), 300);
     assert_eq!(

@@ -99,6 +99,7 @@ fn each_mock_failure_is_classified_like_the_real_one() {
     for (failure, outcome, status) in [
         ("model_gone", "model_gone", Some(404)),
         ("rate_limited", "rate_limited", Some(429)),
+        ("request_too_large", "request_too_large", Some(413)),
         ("upstream_error", "upstream_error", Some(500)),
         ("timeout", "timeout", None),
         ("cannot_serve", "cannot_serve", Some(400)),
@@ -252,6 +253,34 @@ fn without_allow_mock_the_fields_are_refused_and_bad_fields_are_named() {
         let (ex, _) = ask(&bindings("true"), "/v1/tasks/fast", extra.clone());
         assert_eq!(ex.response.status, 400, "{extra}");
         assert_eq!(ex.json()["error"]["param"], param, "{extra}");
+    }
+}
+
+#[test]
+fn null_mock_fields_never_reach_groq() {
+    for allow in ["false", "true"] {
+        let provider = ScriptedProvider::new().on("m1", completion("m1"), 0);
+        let body = json!({"messages": [{"role": "user", "content": "hi"}],
+                          "mock_response": null, "mock_failures": null});
+        let body = body.to_string();
+        let req = HttpRequest {
+            authorization: Some("Bearer k"),
+            ..HttpRequest::new("POST", "/v1/tasks/fast", body.as_bytes())
+        };
+        let ex = exchange(
+            &load(&bindings(allow)),
+            &provider,
+            &Unlimited,
+            &Default::default(),
+            req,
+        );
+        assert_eq!(ex.response.status, 200, "{}", ex.text);
+        let sent = &provider.calls.borrow()[0].body;
+        assert_eq!(sent["messages"], json!([{"role": "user", "content": "hi"}]));
+        assert!(
+            sent.get("mock_response").is_none() && sent.get("mock_failures").is_none(),
+            "ALLOW_MOCK={allow}: {sent}"
+        );
     }
 }
 

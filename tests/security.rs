@@ -8,7 +8,7 @@ use std::cell::{Cell, RefCell};
 use serde_json::Value;
 use support::scripted::*;
 use task_router::http::limit::{RateLimiter, Unlimited};
-use task_router::http::{HttpRequest, HttpResponse};
+use task_router::http::{body_read, BodyRead, HttpRequest, HttpResponse};
 
 const REGISTRY: &str = r#"{"fast":["m1"],"code-review":["m2"]}"#;
 const OK_BODY: &str = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
@@ -93,8 +93,40 @@ fn preflight_for_an_allowed_origin_needs_no_auth() {
         headers.contains("authorization") && headers.contains("content-type"),
         "{headers}"
     );
-    assert_eq!(r.header("vary"), Some("Origin"));
+    assert_eq!(
+        r.header("vary"),
+        Some("Origin, Access-Control-Request-Headers")
+    );
     assert!(calls.is_empty());
+
+    // What a preflight asks for is what it is allowed: every header an SDK may add (the OpenAI
+    // JS SDK's helpers and organisation headers among them), and only header names.
+    let asked = "Authorization, Content-Type, X-Stainless-Helper-Method, x-stainless-poll-helper, \
+                 x-stainless-custom-poll-interval, openai-organization, openai-project, \
+                 x-some-future-sdk-header, bad header, a\r\nb";
+    let req = HttpRequest {
+        origin: Some("https://app.example.com"),
+        requested_headers: Some(asked),
+        ..HttpRequest::new("OPTIONS", "/v1/chat/completions", b"")
+    };
+    let (r, _) = send(&[("ALLOWED_ORIGINS", ORIGINS)], &Unlimited, req);
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some(
+            "authorization, content-type, x-stainless-helper-method, x-stainless-poll-helper, \
+             x-stainless-custom-poll-interval, openai-organization, openai-project, \
+             x-some-future-sdk-header"
+        )
+    );
+    // Another origin asking the same is told nothing.
+    let req = HttpRequest {
+        origin: Some("https://evil.example"),
+        requested_headers: Some(asked),
+        ..HttpRequest::new("OPTIONS", "/v1/chat/completions", b"")
+    };
+    let (r, _) = send(&[("ALLOWED_ORIGINS", ORIGINS)], &Unlimited, req);
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("access-control-allow-headers"), None);
 
     let models = HttpRequest {
         origin: Some("https://admin.example.com"),
@@ -247,6 +279,45 @@ fn rate_limits_are_per_client_name_and_answer_429_with_retry_after() {
         post(OK_BODY),
     );
     assert_eq!(r.header("retry-after"), Some("10"));
+}
+
+#[test]
+fn bodies_are_read_within_their_limit_and_the_isolates_bytes_in_flight() {
+    let config = load(&[
+        ("MODEL_REGISTRY", REGISTRY),
+        ("MAX_REQUEST_BYTES", "1000"),
+        ("MAX_INFLIGHT_BYTES", "4000"),
+    ]);
+    let read = |hold, declared| BodyRead::Read {
+        limit: 1000,
+        declared,
+        hold,
+        max_in_flight: 4000,
+    };
+    for (method, length, want) in [
+        ("GET", Some("10"), BodyRead::None),
+        ("OPTIONS", None, BodyRead::None),
+        ("POST", Some("1001"), BodyRead::TooLarge),
+        ("POST", Some(" 999 "), read(999, true)),
+        // Chunked: held for the most it may be until it is read.
+        ("POST", None, read(1000, false)),
+        ("POST", Some("many"), read(1000, false)),
+    ] {
+        assert_eq!(
+            body_read(method, length, &config),
+            want,
+            "{method} {length:?}"
+        );
+    }
+    // Over the bound: 503 with `Retry-After`, before the body is read or Groq is called.
+    let shed = HttpRequest {
+        overloaded: true,
+        ..post(OK_BODY)
+    };
+    let (r, calls) = send(&[], &Unlimited, shed);
+    assert_eq!((r.status, code(&r)), (503, "overloaded".to_string()));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(calls.is_empty());
 }
 
 #[test]

@@ -290,21 +290,17 @@ impl<'a> ChatRequest<'a> {
         Ok(())
     }
 
-    /// Groq's body for `model`: `model` first, then the caller's other fields as sent, then a
-    /// filled token cap.
+    /// Groq's body for `model`, written where the caller of `write_into` wants it.
+    pub fn groq_body<'r>(&'r self, model: &'r str) -> GroqBody<'r, 'a> {
+        GroqBody {
+            model,
+            request: self,
+        }
+    }
+
+    /// Groq's body for `model`, as bytes.
     pub fn body_for(&self, model: &str) -> Vec<u8> {
-        // Sized once: grown from serde_json's default by doubling, a 1 MiB body was copied
-        // about twice more, into wasm memory that had to grow for it.
-        let mut out = Vec::with_capacity(self.body_bytes + model.len() + 64);
-        serde_json::to_writer(
-            &mut out,
-            &GroqBody {
-                model,
-                request: self,
-            },
-        )
-        .expect("strings and raw JSON always serialize");
-        out
+        self.groq_body(model).to_vec()
     }
 }
 
@@ -344,19 +340,43 @@ fn read_mock(
     }))
 }
 
-struct GroqBody<'r, 'a> {
+/// The body Groq receives for one model: `model` first, then the caller's other fields as sent
+/// (never the mock fields), then a filled token cap. Written straight into its destination, so a
+/// large body is not held twice (the Worker writes it into the upstream request's JS buffer).
+pub struct GroqBody<'r, 'a> {
     model: &'r str,
     request: &'r ChatRequest<'a>,
+}
+
+impl GroqBody<'_, '_> {
+    /// About how many bytes the body takes: the caller's body plus the model, and room for a cap.
+    pub fn size_hint(&self) -> usize {
+        self.request.body_bytes + self.model.len() + 64
+    }
+
+    /// Writes the body into `out`; fails only when `out` does.
+    pub fn write_into(&self, out: impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer(out, self).map_err(std::io::Error::other)
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        // Sized once: grown from serde_json's default by doubling, a 1 MiB body was copied
+        // about twice more.
+        let mut out = Vec::with_capacity(self.size_hint());
+        self.write_into(&mut out)
+            .expect("strings and raw JSON always serialize into a Vec");
+        out
+    }
 }
 
 impl Serialize for GroqBody<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("model", self.model)?;
-        for (key, value) in &self.request.members.0 {
-            if key != "model" {
-                map.serialize_entry(key, value)?;
-            }
+        // The mock fields never reach Groq, set or `null`.
+        let theirs = |key: &str| !matches!(key, "model" | "mock_response" | "mock_failures");
+        for (key, value) in self.request.members.0.iter().filter(|(k, _)| theirs(k)) {
+            map.serialize_entry(key, value)?;
         }
         if let Some(cap) = self.request.filled_cap {
             map.serialize_entry("max_completion_tokens", &cap)?;
@@ -601,6 +621,17 @@ mod tests {
             "max_tokens"
         );
         assert!(parse(&format!(r#"{{{HI},"n":1.0,"seed":1e3}}"#)).is_ok());
+    }
+
+    #[test]
+    fn mock_fields_never_reach_groq_even_null() {
+        let body = format!(r#"{{{HI},"mock_failures":null,"mock_response":null,"seed":1}}"#);
+        let r = parse(&body).unwrap();
+        assert!(r.mock.is_none(), "null asks for no mock");
+        assert_eq!(
+            String::from_utf8(r.body_for("m")).unwrap(),
+            format!(r#"{{"model":"m",{HI},"seed":1}}"#)
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ named! {
     pub enum MockFailure {
         ModelGone = "model_gone",
         RateLimited = "rate_limited",
+        TooLarge = "request_too_large",
         UpstreamError = "upstream_error",
         Timeout = "timeout",
         CannotServe = "cannot_serve",
@@ -28,9 +29,10 @@ named! {
 }
 
 impl MockFailure {
-    pub const ALL: [MockFailure; 8] = [
+    pub const ALL: [MockFailure; 9] = [
         MockFailure::ModelGone,
         MockFailure::RateLimited,
+        MockFailure::TooLarge,
         MockFailure::UpstreamError,
         MockFailure::Timeout,
         MockFailure::CannotServe,
@@ -245,6 +247,7 @@ fn error_body(failure: MockFailure, model: &str) -> (u16, Vec<u8>) {
     let (status, kind, code, message) = match failure {
         MockFailure::ModelGone => (404, "invalid_request_error", Some("model_not_found"), format!("The model `{model}` does not exist or you do not have access to it.")),
         MockFailure::RateLimited => (429, "tokens", Some("rate_limit_exceeded"), format!("Rate limit reached for model `{model}` on tokens per minute (TPM). Please try again in {MOCK_RETRY_AFTER_S}s. (mock_failures)")),
+        MockFailure::TooLarge => (413, "tokens", Some("rate_limit_exceeded"), format!("Request too large for model `{model}` on tokens per minute (TPM), please reduce your message size and try again. (mock_failures)")),
         MockFailure::CannotServe => (400, "invalid_request_error", Some("context_length_exceeded"), "Please reduce the length of the messages or completion. (mock_failures)".into()),
         MockFailure::InvalidRequest => (400, "invalid_request_error", None, "The request is invalid for every model. (mock_failures)".into()),
         MockFailure::ProviderAuthFailed => (401, "invalid_request_error", Some("invalid_api_key"), "Invalid API Key (mock_failures)".into()),

@@ -11,8 +11,11 @@ named! {
         Ok = "ok",
         /// 404 `model_not_found`, 400 `model_decommissioned`: the registry needs updating.
         ModelGone = "model_gone",
-        /// 429, 413 `rate_limit_exceeded`, 498 (flex capacity).
+        /// 429, 498 (flex capacity): the model is busy for everyone, for a while.
         RateLimited = "rate_limited",
+        /// 413 `rate_limit_exceeded`: this request alone is larger than the model's per-minute
+        /// token limit. Says nothing of the model's state; a model with a larger limit may take it.
+        TooLarge = "request_too_large",
         /// 5xx (JSON or HTML) and statuses with no more specific meaning.
         UpstreamError = "upstream_error",
         /// No answer within the attempt timeout.
@@ -30,6 +33,8 @@ named! {
         ProviderAuthFailed = "provider_auth_failed",
         /// Not called: health memory says it is gone, cooling, or its circuit is open.
         Skipped = "skipped",
+        /// Abandoned: the caller went away while the model was answering.
+        ClientDisconnected = "client_disconnected",
     }
 }
 
@@ -37,7 +42,8 @@ named! {
 pub fn classify_error(status: u16, code: Option<&str>) -> Outcome {
     match (status, code) {
         (404 | 400, Some("model_not_found" | "model_decommissioned")) => Outcome::ModelGone,
-        (429 | 498, _) | (413, Some("rate_limit_exceeded")) => Outcome::RateLimited,
+        (429 | 498, _) => Outcome::RateLimited,
+        (413, Some("rate_limit_exceeded")) => Outcome::TooLarge,
         (401 | 403, _) => Outcome::ProviderAuthFailed,
         (400, Some("context_length_exceeded" | "json_validate_failed" | "tool_use_failed")) => {
             Outcome::CannotServe
@@ -166,7 +172,7 @@ mod tests {
             (400, Some("model_decommissioned"), ModelGone),
             (429, Some("rate_limit_exceeded"), RateLimited),
             (429, None, RateLimited),
-            (413, Some("rate_limit_exceeded"), RateLimited),
+            (413, Some("rate_limit_exceeded"), TooLarge),
             (498, Some("capacity_exceeded"), RateLimited),
             (498, None, RateLimited),
             (500, None, UpstreamError),

@@ -1,13 +1,15 @@
 //! `Provider`: the one seam between the routing core and the network. The Worker implements it
 //! with `fetch`; tests implement it with a scripted fake.
 
+use super::chat::GroqBody;
+
 /// One call to Groq's chat-completions endpoint.
-#[derive(Debug)]
 pub struct UpstreamCall<'a> {
     pub url: &'a str,
     pub api_key: &'a str,
     pub model: &'a str,
-    pub body: Vec<u8>,
+    /// Written by the provider where it sends it from.
+    pub body: GroqBody<'a, 'a>,
     /// Give up if the response head has not arrived within this long, and, for a call that is
     /// not `streamed`, the whole answer.
     pub timeout_ms: u64,
@@ -31,6 +33,8 @@ pub struct UpstreamHead {
 pub enum TransportError {
     Timeout,
     Connection(String),
+    /// The caller went away, and the call was aborted with its request.
+    CallerLeft,
 }
 
 /// The Worker runs on one thread, so the futures need no `Send` bound; that is why these traits

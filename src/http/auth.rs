@@ -78,16 +78,22 @@ impl ClientAuth {
         self.allow_unauthenticated || !self.keys.is_empty() || self.jwt.is_some()
     }
 
-    /// Checks a request's credentials: a bearer token of three base64url parts is a JWT when
-    /// `JWT_*` is set, anything else a client key; without a bearer token, Cloudflare Access's
-    /// assertion is the JWT.
+    /// Checks a request's credentials: a bearer token that is a client key is that client;
+    /// otherwise, with `JWT_*` set, one of three base64url parts is a user's JWT, and without a
+    /// bearer token Cloudflare Access's assertion is. Keys are looked at first, so a client key
+    /// that happens to hold two dots still works.
     pub async fn authenticate(
         &self,
         credentials: Credentials<'_>,
         tokens: &TokenCheck<'_, impl TokenCrypto>,
     ) -> Result<Caller, AuthError> {
-        // Not configured: no `jwt`, and `check` refuses.
+        if !self.is_configured() {
+            return Err(AuthError::NotConfigured);
+        }
         let bearer = credentials.authorization.and_then(bearer_token);
+        if let Some(name) = bearer.and_then(|token| self.key_owner(token)) {
+            return Ok(Caller::client(name));
+        }
         let jwt = match (&self.jwt, bearer) {
             (Some(jwt), Some(token)) if jwt::looks_like_jwt(token) => Some((jwt, token)),
             (Some(jwt), None) => credentials.access_jwt.map(|token| (jwt, token.trim())),
@@ -110,11 +116,7 @@ impl ClientAuth {
                 tasks: user.tasks,
             });
         }
-        self.check(credentials.authorization)
-            .map(|name| match name {
-                Some(name) => Caller::client(name),
-                None => Caller::default(),
-            })
+        self.without_key(bearer).map(|()| Caller::default())
     }
 
     /// Checks an `Authorization` header against the client keys. `Ok(Some(name))` for a known
@@ -123,23 +125,32 @@ impl ClientAuth {
         if !self.is_configured() {
             return Err(AuthError::NotConfigured);
         }
-        match authorization.and_then(bearer_token) {
-            Some(token) => {
-                // Walk every key, whatever matches, so timing does not tell which one (or whether
-                // any) shares a prefix with what was sent.
-                let mut found = None;
-                for (name, key) in &self.keys {
-                    if constant_time_eq(key.as_bytes(), token.as_bytes()) && found.is_none() {
-                        found = Some(name.as_str());
-                    }
-                }
-                match found {
-                    Some(name) => Ok(Some(name)),
-                    None if self.keys.is_empty() && self.allow_unauthenticated => Ok(None),
-                    None => Err(AuthError::WrongKey),
-                }
+        let bearer = authorization.and_then(bearer_token);
+        match bearer.and_then(|token| self.key_owner(token)) {
+            Some(name) => Ok(Some(name)),
+            None => self.without_key(bearer).map(|()| None),
+        }
+    }
+
+    /// The name of the client whose key `token` is. Every key is compared, whatever matches, so
+    /// timing does not tell which one (or whether any) shares a prefix with what was sent.
+    fn key_owner(&self, token: &str) -> Option<&str> {
+        let mut found = None;
+        for (name, key) in &self.keys {
+            if constant_time_eq(key.as_bytes(), token.as_bytes()) && found.is_none() {
+                found = Some(name.as_str());
             }
-            None if self.allow_unauthenticated => Ok(None),
+        }
+        found
+    }
+
+    /// A caller whose bearer token (if any) is no client key: anonymous where that is allowed
+    /// (any bearer passes only when there are no keys to be wrong about).
+    fn without_key(&self, bearer: Option<&str>) -> Result<(), AuthError> {
+        match bearer {
+            Some(_) if self.keys.is_empty() && self.allow_unauthenticated => Ok(()),
+            Some(_) => Err(AuthError::WrongKey),
+            None if self.allow_unauthenticated => Ok(()),
             None => Err(AuthError::MissingKey),
         }
     }

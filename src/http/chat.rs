@@ -178,6 +178,9 @@ async fn route_chat<'c, P: Provider, L: RateLimiter, C: TokenCrypto>(
 ) -> Result<(&'c Config, Routed<Body<P>>), ApiError> {
     let (config, caller) = admit(&req, config, crypto, env).await?;
     summary.client = caller.name.clone();
+    if req.overloaded {
+        return Err(ApiError::Overloaded);
+    }
     if !limiter.allow(&caller.limit_key(req.client_ip)).await {
         return Err(ApiError::ClientRateLimited {
             retry_after_secs: config.rate_limit_period_s,
@@ -249,6 +252,7 @@ async fn route_chat<'c, P: Provider, L: RateLimiter, C: TokenCrypto>(
         deadline_ms: summary.started_ms + config.request_timeout_ms,
         gone_ttl_ms: config.model_gone_ttl_ms,
         now_ms: env.now_ms,
+        caller_left: env.caller_left,
         log: env.log,
         health,
         mock: summary.mock,

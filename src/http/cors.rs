@@ -5,8 +5,9 @@ use crate::http::error::ApiError;
 use crate::http::HttpResponse;
 use crate::routing::config::AllowedOrigins;
 
-/// What callers send: the router's own headers, and those the official OpenAI and Groq SDKs add
-/// when they run in a browser.
+/// What a preflight that names no headers is told callers may send: the router's own, and those
+/// the official OpenAI and Groq SDKs add in a browser. A preflight that names headers is allowed
+/// the ones it names (see `preflight`).
 pub const ALLOW_HEADERS: &str = "authorization, content-type, x-request-id, x-stainless-arch, \
     x-stainless-lang, x-stainless-os, x-stainless-package-version, x-stainless-retry-count, \
     x-stainless-runtime, x-stainless-runtime-version, x-stainless-timeout";
@@ -14,6 +15,8 @@ pub const ALLOW_HEADERS: &str = "authorization, content-type, x-request-id, x-st
 pub const EXPOSE_HEADERS: &str = "x-request-id, x-task-type, x-model-used, x-attempts, retry-after";
 /// How long a browser may cache a preflight.
 const MAX_AGE_S: &str = "600";
+/// At most this many header names are echoed from a preflight's request.
+const MAX_REQUESTED_HEADERS: usize = 64;
 
 impl AllowedOrigins {
     pub fn allows(&self, origin: &str) -> bool {
@@ -29,8 +32,17 @@ impl AllowedOrigins {
     }
 }
 
-/// The answer to an `OPTIONS` preflight for a route answering `methods`.
-pub fn preflight(origin: Option<&str>, allowed: &AllowedOrigins, methods: &str) -> HttpResponse {
+/// The answer to an `OPTIONS` preflight for a route answering `methods`. An allowed origin may
+/// send whatever headers its preflight asks for (`Access-Control-Request-Headers`): SDKs add new
+/// ones (`x-stainless-helper-method`, `openai-project`, …) faster than a list could follow, and
+/// a header grants nothing here, every call still needs its key or token. Only header names are
+/// echoed, at most 64, lowercased.
+pub fn preflight(
+    origin: Option<&str>,
+    requested_headers: Option<&str>,
+    allowed: &AllowedOrigins,
+    methods: &str,
+) -> HttpResponse {
     let mut response = match origin.filter(|o| allowed.allows(o)) {
         Some(origin) => HttpResponse {
             status: 204,
@@ -40,15 +52,42 @@ pub fn preflight(origin: Option<&str>, allowed: &AllowedOrigins, methods: &str) 
                     "access-control-allow-methods",
                     format!("{methods}, OPTIONS"),
                 ),
-                ("access-control-allow-headers", ALLOW_HEADERS.to_string()),
+                (
+                    "access-control-allow-headers",
+                    header_names(requested_headers).unwrap_or_else(|| ALLOW_HEADERS.to_string()),
+                ),
                 ("access-control-max-age", MAX_AGE_S.to_string()),
             ],
             body: Vec::new(),
         },
         None => HttpResponse::error(&ApiError::OriginNotAllowed),
     };
-    response.headers.push(("vary", "Origin".to_string()));
+    // The answer depends on both: a cache must not give one origin's, or one header list's, to
+    // another.
+    let vary = "Origin, Access-Control-Request-Headers";
+    response.headers.push(("vary", vary.to_string()));
     response
+}
+
+/// The header names in a preflight's `Access-Control-Request-Headers`, lowercased and
+/// comma-separated; `None` when it names none (or none that is a header name).
+fn header_names(requested: Option<&str>) -> Option<String> {
+    // RFC 9110 `token` characters: all a header name may hold.
+    let token = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 128
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    let names: Vec<String> = requested?
+        .split(',')
+        .map(str::trim)
+        .filter(|name| token(name))
+        .take(MAX_REQUESTED_HEADERS)
+        .map(str::to_ascii_lowercase)
+        .collect();
+    (!names.is_empty()).then(|| names.join(", "))
 }
 
 /// Adds CORS headers to an answer for an allowed origin (nothing for others), and `Vary: Origin`

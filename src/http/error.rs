@@ -8,6 +8,9 @@ use crate::groq::outcome::redact_org_ids;
 use crate::routing::config::{ConfigError, PROVIDER_KEY_MISSING};
 use crate::routing::fallback::{Attempt, Failed, Why};
 
+/// `Retry-After` on a 503 `overloaded`: requests take about this long to make room.
+const OVERLOADED_RETRY_AFTER_S: u64 = 1;
+
 /// `Retry-After` on a 503 `auth_unavailable`: when a failed JWKS fetch is next tried.
 const AUTH_RETRY_AFTER_S: u64 = crate::http::jwt::JWKS_RETRY_MS / 1000;
 
@@ -37,13 +40,15 @@ pub enum ApiError {
     },
     /// 404: no such route.
     RouteNotFound { method: String, path: String },
+    /// 404: OpenAI's Responses API (`/v1/responses`): the router speaks Chat Completions.
+    ResponsesApi,
     /// 405: known route, wrong method.
     MethodNotAllowed { allow: &'static str },
     /// 500: `MODEL_REGISTRY` or another binding is invalid.
     ConfigInvalid(Vec<ConfigError>),
     /// 500: the `GROQ_API_KEY` secret is not set.
     ProviderKeyMissing,
-    /// 400, 429, 502 or 504: the chain produced no answer (see `Why`).
+    /// 400, 413, 429, 499, 502 or 504: the chain produced no answer (see `Why`).
     Chain(Failed),
     /// 413: the body is larger than `MAX_REQUEST_BYTES`.
     PayloadTooLarge { limit: u64 },
@@ -51,6 +56,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 403: a CORS preflight from an origin not in `ALLOWED_ORIGINS`.
     OriginNotAllowed,
+    /// 503: this isolate holds `MAX_INFLIGHT_BYTES` of other requests; retry in a moment.
+    Overloaded,
     /// 429: this client exceeded `CLIENT_RATE_LIMITER`.
     ClientRateLimited { retry_after_secs: u64 },
     /// 400: `mock_response` / `mock_failures` (`param`, the first) without `ALLOW_MOCK`.
@@ -89,18 +96,23 @@ impl ApiError {
             | ApiError::Unauthorized { .. }
             | ApiError::InvalidToken(_) => 401,
             ApiError::OriginNotAllowed | ApiError::TaskNotAllowed { .. } => 403,
-            ApiError::UnknownTask { .. } | ApiError::RouteNotFound { .. } => 404,
+            ApiError::UnknownTask { .. }
+            | ApiError::RouteNotFound { .. }
+            | ApiError::ResponsesApi => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::UnsupportedMediaType => 415,
             ApiError::ClientRateLimited { .. } => 429,
             ApiError::ConfigInvalid(_) | ApiError::ProviderKeyMissing => 500,
-            ApiError::AuthUnavailable => 503,
+            ApiError::AuthUnavailable | ApiError::Overloaded => 503,
             ApiError::Chain(failed) => match failed.why {
                 Why::Rejected(_) => 400,
+                Why::TooLarge(_) => 413,
                 Why::RateLimited { .. } => 429,
                 Why::ProviderAuth | Why::AllFailed => 502,
                 Why::Deadline => 504,
+                // nginx's "client closed request": what the request line records; nobody reads it.
+                Why::CallerLeft => 499,
             },
         }
     }
@@ -115,12 +127,14 @@ impl ApiError {
             ApiError::InvalidToken(_) => "invalid_token",
             ApiError::TaskNotAllowed { .. } => "task_not_allowed",
             ApiError::AuthUnavailable => "auth_unavailable",
+            ApiError::Overloaded => "overloaded",
             ApiError::UnknownTask {
                 named_by_model: true,
                 ..
             } => "model_not_found",
             ApiError::UnknownTask { .. } => "unknown_task",
             ApiError::RouteNotFound { .. } => "not_found",
+            ApiError::ResponsesApi => "responses_api_not_supported",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::ConfigInvalid(errors) => errors.first().map_or("config_invalid", |e| e.code),
             ApiError::ProviderKeyMissing => "provider_key_missing",
@@ -131,10 +145,12 @@ impl ApiError {
             ApiError::MockNotAllowed { .. } => "mock_not_allowed",
             ApiError::Chain(failed) => match &failed.why {
                 Why::Rejected(e) => e.code.as_deref().unwrap_or("invalid_request"),
+                Why::TooLarge(_) => "request_too_large",
                 Why::ProviderAuth => "provider_auth_failed",
                 Why::RateLimited { .. } => "rate_limit_exceeded",
                 Why::AllFailed => "all_models_failed",
                 Why::Deadline => "deadline_exceeded",
+                Why::CallerLeft => "client_disconnected",
             },
         }
     }
@@ -168,6 +184,11 @@ impl ApiError {
             ApiError::RouteNotFound { method, path } => {
                 format!("no route for {method} {path}; use POST /v1/tasks/{{task}}")
             }
+            ApiError::ResponsesApi => "this router speaks OpenAI's Chat Completions API, not the Responses API: \
+                call `POST /v1/chat/completions` with `model` set to a task (OpenAI SDK: \
+                `client.chat.completions.create(model=\"fast\", …)`; Vercel AI SDK: `openai.chat(\"fast\")` \
+                instead of `openai(\"fast\")`), or `POST /v1/tasks/{task}`"
+                .to_string(),
             ApiError::MethodNotAllowed { allow } => format!("method not allowed; use {allow}"),
             ApiError::ConfigInvalid(errors) => {
                 let all: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
@@ -180,6 +201,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => {
                 "send the body as JSON with `Content-Type: application/json`".to_string()
             }
+            ApiError::Overloaded => format!("the router is answering as many large requests as it may hold at once (`MAX_INFLIGHT_BYTES`); retry in {OVERLOADED_RETRY_AFTER_S} s"),
             ApiError::OriginNotAllowed => "this origin may not call the router; the operator lists allowed origins in `ALLOWED_ORIGINS`".to_string(),
             ApiError::ClientRateLimited { retry_after_secs } => {
                 format!("too many requests from this client; retry after {retry_after_secs} s")
@@ -187,18 +209,23 @@ impl ApiError {
             ApiError::MockNotAllowed { .. } => "`mock_response` and `mock_failures` are answered only where `ALLOW_MOCK` is \"true\" (a test deployment); this router never sends them to Groq".to_string(),
             ApiError::Chain(failed) => match &failed.why {
                 Why::Rejected(e) => redact_org_ids(e.message.as_deref().unwrap_or("Groq refused the request")),
+                Why::TooLarge(e) => format!(
+                    "the request is too large for every model of this task: it needs more tokens than each model may take in a minute at Groq; send a smaller request (retrying it unchanged cannot help). Groq said: {}",
+                    redact_org_ids(e.message.as_deref().unwrap_or("Request too large"))
+                ),
                 Why::ProviderAuth => "Groq rejected the router's provider key; the operator must update the `GROQ_API_KEY` secret".to_string(),
                 Why::RateLimited { retry_after_secs } => format!(
                     "every model for this task is rate-limited; retry after {retry_after_secs} s"
                 ),
                 Why::AllFailed => format!(
                     "all {} models for this task failed; see `attempts`",
-                    failed.attempts.len()
+                    failed.models_tried()
                 ),
                 Why::Deadline => format!(
                     "no model answered within the request deadline (`REQUEST_TIMEOUT_MS`) after {} attempts; see `attempts`",
                     failed.attempts.len()
                 ),
+                Why::CallerLeft => "the caller went away before the answer; no further model was called".to_string(),
             },
         }
     }
@@ -225,6 +252,7 @@ impl ApiError {
                 )]
             }
             ApiError::AuthUnavailable => vec![("retry-after", AUTH_RETRY_AFTER_S.to_string())],
+            ApiError::Overloaded => vec![("retry-after", OVERLOADED_RETRY_AFTER_S.to_string())],
             _ => Vec::new(),
         }
     }

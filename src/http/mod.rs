@@ -10,7 +10,9 @@ use crate::groq::cut;
 use crate::groq::mock::EitherBody;
 use crate::groq::provider::Provider;
 use crate::routing::chain::{ChainSource, ModelChain};
-use crate::routing::config::{AllowedOrigins, Config, ConfigError, DEFAULT_MAX_REQUEST_BYTES};
+use crate::routing::config::{
+    AllowedOrigins, Config, ConfigError, DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_REQUEST_BYTES,
+};
 use crate::routing::health::{HealthBook, HealthReport};
 use crate::routing::log::{write, Level, Log};
 
@@ -49,12 +51,16 @@ pub struct HttpRequest<'a> {
     pub content_type: Option<&'a str>,
     /// The browser's `Origin`, for CORS.
     pub origin: Option<&'a str>,
+    /// A CORS preflight's `Access-Control-Request-Headers`: the headers the call will send.
+    pub requested_headers: Option<&'a str>,
     /// `CF-Connecting-IP`: the rate-limit key for anonymous callers.
     pub client_ip: Option<&'a str>,
-    /// The body, or as much of it as was read when it proved larger than `body_limit`.
+    /// The body, or as much of it as was read when it proved larger than the limit.
     pub body: &'a [u8],
-    /// The shell stopped reading: `Content-Length` or the bytes read exceeded `body_limit`.
+    /// The shell stopped reading: `Content-Length` or the bytes read exceeded the limit.
     pub body_too_large: bool,
+    /// The isolate holds `MAX_INFLIGHT_BYTES` of other requests already: the body was not read.
+    pub overloaded: bool,
 }
 
 impl<'a> HttpRequest<'a> {
@@ -67,9 +73,11 @@ impl<'a> HttpRequest<'a> {
             access_jwt: None,
             content_type: Some("application/json"),
             origin: None,
+            requested_headers: None,
             client_ip: None,
             body,
             body_too_large: false,
+            overloaded: false,
         }
     }
 }
@@ -126,6 +134,8 @@ pub struct RequestEnv<'a> {
     pub request_id: &'a str,
     /// Epoch milliseconds.
     pub now_ms: &'a dyn Fn() -> u64,
+    /// Whether the caller has gone away (the runtime's request signal).
+    pub caller_left: &'a dyn Fn() -> bool,
     /// Already filtered to `LOG_LEVEL` (see `log_level`).
     pub log: &'a dyn Log,
     /// This isolate's model health memory.
@@ -141,14 +151,43 @@ pub fn log_level(config: &Loaded) -> Level {
     config.as_ref().map_or(Level::Info, |c| c.log_level)
 }
 
-/// How much of a request body the shell reads: nothing for methods without one, else up to
-/// `MAX_REQUEST_BYTES` (a body past it is refused with 413 without being read further).
-pub fn body_limit(method: &str, config: &Loaded) -> Option<u64> {
-    (!matches!(method, "GET" | "HEAD" | "OPTIONS")).then(|| {
-        config
-            .as_ref()
-            .map_or(DEFAULT_MAX_REQUEST_BYTES, |c| c.max_request_bytes)
-    })
+/// How the shell reads a request's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRead {
+    /// A method without one.
+    None,
+    /// `Content-Length` is past `MAX_REQUEST_BYTES`: refused with 413, not a byte read.
+    TooLarge,
+    /// Up to `limit` bytes (`declared` by `Content-Length`, or chunked), holding `hold` bytes of
+    /// the isolate's `max_in_flight` while the request is answered (unless the isolate is full:
+    /// then 503, unread).
+    Read {
+        limit: u64,
+        declared: bool,
+        hold: u64,
+        max_in_flight: u64,
+    },
+}
+
+/// How to read a request's body: by its method and declared `Content-Length` (an unknown length
+/// holds the most it may be, until read).
+pub fn body_read(method: &str, content_length: Option<&str>, config: &Loaded) -> BodyRead {
+    if matches!(method, "GET" | "HEAD" | "OPTIONS") {
+        return BodyRead::None;
+    }
+    let (limit, max_in_flight) = config.as_ref().map_or(
+        (DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_INFLIGHT_BYTES),
+        |c| (c.max_request_bytes, c.max_inflight_bytes),
+    );
+    match content_length.and_then(|l| l.trim().parse::<u64>().ok()) {
+        Some(length) if length > limit => BodyRead::TooLarge,
+        length => BodyRead::Read {
+            limit,
+            declared: length.is_some(),
+            hold: length.unwrap_or(limit),
+            max_in_flight,
+        },
+    }
 }
 
 /// The caller's `x-request-id` when it is a sane token, else a fresh one from `random`.
@@ -188,8 +227,15 @@ pub async fn handle<P: Provider, L: RateLimiter, C: TokenCrypto>(
             method: cut(req.method, 16).to_string(),
             path: cut(req.path, 200).to_string(),
         }))
+    } else if matches!(route, Route::Responses) {
+        Reply::Full(HttpResponse::error(&ApiError::ResponsesApi))
     } else if preflight {
-        Reply::Full(cors::preflight(req.origin, origins, allowed))
+        Reply::Full(cors::preflight(
+            req.origin,
+            req.requested_headers,
+            origins,
+            allowed,
+        ))
     } else if !allowed.split(", ").any(|m| m == req.method) {
         Reply::Full(HttpResponse::error(&ApiError::MethodNotAllowed {
             allow: allowed,
@@ -209,7 +255,7 @@ pub async fn handle<P: Provider, L: RateLimiter, C: TokenCrypto>(
             }
             Route::Models(one) => full(models(req, one, config, crypto, env).await),
             Route::Routes => full(routes(req, config, crypto, env).await),
-            Route::NotFound => unreachable!("answered above"),
+            Route::NotFound | Route::Responses => unreachable!("answered above"),
         }
     };
     let (Reply::Full(head) | Reply::Stream { head, .. }) = &mut reply;
@@ -229,6 +275,8 @@ enum Route<'a> {
     Models(Option<&'a str>),
     /// Each task's effective chain and each model's health.
     Routes,
+    /// OpenAI's Responses API, which the router does not speak: a 404 that says what it does.
+    Responses,
     NotFound,
 }
 
@@ -248,6 +296,7 @@ impl<'a> Route<'a> {
             (_, p) if p.starts_with("/v1/models/") => {
                 Route::Models(Some(&p["/v1/models/".len()..]))
             }
+            (_, p) if p == "/v1/responses" || p.starts_with("/v1/responses/") => Route::Responses,
             _ => Route::NotFound,
         }
     }
@@ -256,7 +305,7 @@ impl<'a> Route<'a> {
     fn methods(&self) -> &'static str {
         match self {
             Route::Healthz | Route::Models(_) | Route::Routes => "GET, HEAD",
-            Route::Task(_) | Route::ChatCompletions => "POST",
+            Route::Task(_) | Route::ChatCompletions | Route::Responses => "POST",
             Route::NotFound => "",
         }
     }

@@ -277,6 +277,9 @@ impl<B: UpstreamBody> StreamRelay<B> {
             }
         };
 
+        // A caller who leaves aborts Groq's call with their request: the break that follows is
+        // theirs, not the model's.
+        progress.client_gone |= progress.broken.is_some() && (env.caller_left)();
         // What the request line says, and what the model's health learns of the stream (a caller
         // who left says nothing of it).
         let (outcome, judged) = match &progress.broken {
@@ -328,6 +331,7 @@ async fn filter<B: UpstreamBody, S: ChunkSink>(
                 }
             }
             Ok(None) => progress.broken = Some(StreamBreak::EndedEarly),
+            Err(TransportError::CallerLeft) => progress.client_gone = true,
             Err(e) => progress.broken = Some(StreamBreak::of_read(&e, idle_timeout_ms)),
         }
     }
@@ -401,11 +405,12 @@ enum StreamBreak {
 }
 
 impl StreamBreak {
-    /// A read of Groq's body that failed: it went quiet past the idle limit, or it dropped.
+    /// A read of Groq's body that failed: it went quiet past the idle limit, or it dropped
+    /// (aborted with a caller who left, which `run` tells apart by asking the caller).
     fn of_read(error: &TransportError, idle_timeout_ms: u64) -> StreamBreak {
         match error {
             TransportError::Timeout => StreamBreak::Stalled(idle_timeout_ms),
-            TransportError::Connection(_) => StreamBreak::Dropped,
+            TransportError::Connection(_) | TransportError::CallerLeft => StreamBreak::Dropped,
         }
     }
 

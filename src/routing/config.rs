@@ -20,6 +20,9 @@ pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 15_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 45_000;
 pub const DEFAULT_MODEL_GONE_TTL_S: u64 = 3_600;
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1 << 20;
+/// Request bytes one isolate answers at once: 8 bodies of the largest size, thousands of small
+/// ones; each byte held costs a few in the isolate (see the README), and it has 128 MB.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 8 << 20;
 /// Groq's chat endpoint, below `GROQ_BASE_URL`.
 pub const CHAT_PATH: &str = "/openai/v1/chat/completions";
 
@@ -182,6 +185,8 @@ pub struct Config {
     pub model_gone_ttl_ms: u64,
     /// `MAX_REQUEST_BYTES`: larger bodies are refused with 413.
     pub max_request_bytes: u64,
+    /// `MAX_INFLIGHT_BYTES`: request bytes this isolate holds at once; past it, 503.
+    pub max_inflight_bytes: u64,
     /// `MAX_<TASK>_TOKENS` values that are set, by task.
     pub max_tokens: BTreeMap<TaskType, u64>,
     /// `ALLOWED_ORIGINS`: browser origins that may call the router (CORS).
@@ -351,6 +356,12 @@ impl Config {
                 "MAX_REQUEST_BYTES",
                 DEFAULT_MAX_REQUEST_BYTES,
                 100 << 20,
+                "bytes",
+            ),
+            max_inflight_bytes: r.number(
+                "MAX_INFLIGHT_BYTES",
+                DEFAULT_MAX_INFLIGHT_BYTES,
+                1 << 30,
                 "bytes",
             ),
             rate_limit_period_s: r.one_of(

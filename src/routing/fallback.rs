@@ -51,6 +51,8 @@ pub struct RouteContext<'a> {
     pub gone_ttl_ms: u64,
     /// Epoch milliseconds.
     pub now_ms: &'a dyn Fn() -> u64,
+    /// Whether the caller has gone away: no model is called for a request nobody will read.
+    pub caller_left: &'a dyn Fn() -> bool,
     pub log: &'a dyn Log,
     /// This isolate's memory of model health; borrowed briefly, never across an `await`.
     pub health: &'a RefCell<HealthBook>,
@@ -92,6 +94,17 @@ pub struct Failed {
     pub attempts: Vec<Attempt>,
 }
 
+impl Failed {
+    /// How many models the chain went through: a model skipped, then tried as a last resort,
+    /// has two attempts.
+    pub fn models_tried(&self) -> usize {
+        let mut models: Vec<&str> = self.attempts.iter().map(|a| a.model.as_str()).collect();
+        models.sort_unstable();
+        models.dedup();
+        models.len()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Why {
     /// Groq refused the request as every model would, or no model could serve it: its reason.
@@ -100,10 +113,14 @@ pub enum Why {
     ProviderAuth,
     /// Every model that still exists was rate-limited; the earliest moment one frees up.
     RateLimited { retry_after_secs: u64 },
+    /// The request is larger than every model's per-minute token limit: Groq's reason (the last).
+    TooLarge(Box<GroqError>),
     /// Every model failed.
     AllFailed,
     /// `REQUEST_TIMEOUT_MS` passed first.
     Deadline,
+    /// The caller went away: the attempt in flight was abandoned, no other model called.
+    CallerLeft,
 }
 
 /// One call's result: its outcome and status, what the verdict needs, and the answer if any.
@@ -135,6 +152,7 @@ impl<B> Tried<B> {
                 transport: Some(why),
                 ..Tried::status(Outcome::ConnectionError, None)
             },
+            TransportError::CallerLeft => Tried::status(Outcome::ClientDisconnected, None),
         }
     }
 }
@@ -146,8 +164,10 @@ pub async fn route<P: Provider>(
     provider: &P,
 ) -> Result<Routed<P::Body>, Failed> {
     let mut attempts: Vec<Attempt> = Vec::with_capacity(chain.entries.len());
-    // Groq's reason from the last model that could not serve the request, for the verdict.
+    // Groq's reasons from the last models that could not serve the request or found it too
+    // large, for the verdict.
     let mut cannot_serve: Option<GroqError> = None;
+    let mut too_large: Option<GroqError> = None;
     let failed = |why, attempts| Err(Failed { why, attempts });
     // The chain, then the models whose circuit is open, as a last resort. Gone models are never
     // called, nor rate-limited ones before Groq's `retry-after` has passed.
@@ -159,6 +179,9 @@ pub async fn route<P: Provider>(
         let started = (ctx.now_ms)();
         if started >= ctx.deadline_ms {
             return failed(Why::Deadline, attempts);
+        }
+        if (ctx.caller_left)() {
+            return failed(Why::CallerLeft, attempts);
         }
         let skip = ctx.health.borrow_mut().availability(model, started);
         if let Some(reason) = skip.filter(|_| !last_resort) {
@@ -225,8 +248,10 @@ pub async fn route<P: Provider>(
                 )
             }
             Outcome::ProviderAuthFailed => return failed(Why::ProviderAuth, attempts),
+            Outcome::ClientDisconnected => return failed(Why::CallerLeft, attempts),
             Outcome::Timeout if ended >= ctx.deadline_ms => return failed(Why::Deadline, attempts),
             Outcome::CannotServe if tried.error.is_some() => cannot_serve = tried.error,
+            Outcome::TooLarge if tried.error.is_some() => too_large = tried.error,
             _ => {}
         }
     }
@@ -234,10 +259,13 @@ pub async fn route<P: Provider>(
     // A gone model is the operator's problem, not a reason the caller should stop retrying: when
     // every model that still exists is rate-limited, called or cooling, the caller gets 429 and
     // the moment the first of them frees up. A skipped open circuit was retried: its own attempt
-    // stands for it.
+    // stands for it. Models that refused this request alone (too large for their per-minute
+    // limit, or more than they can serve) would refuse it again: the caller's retry is for the
+    // others.
     let rate_limited = |a: &Attempt| {
         a.outcome == Outcome::RateLimited || a.reason == Some(SkipReason::RateLimited)
     };
+    let refused = |a: &Attempt| matches!(a.outcome, Outcome::TooLarge | Outcome::CannotServe);
     let live: Vec<&Attempt> = attempts
         .iter()
         .filter(|a| {
@@ -245,11 +273,11 @@ pub async fn route<P: Provider>(
                 && !matches!(a.reason, Some(SkipReason::Gone | SkipReason::CircuitOpen))
         })
         .collect();
-    let all = |pass: &dyn Fn(&Attempt) -> bool| !live.is_empty() && live.iter().all(|a| pass(a));
-    let why = if all(&rate_limited) {
+    let candidates: Vec<&Attempt> = live.iter().copied().filter(|a| !refused(a)).collect();
+    let why = if !candidates.is_empty() && candidates.iter().all(|a| rate_limited(a)) {
         let now = (ctx.now_ms)();
         let health = ctx.health.borrow();
-        let frees_up = live
+        let frees_up = candidates
             .iter()
             .filter_map(|a| match health.report(&a.model, now) {
                 HealthReport::Cooling { until_ms, .. } => Some(until_ms),
@@ -259,12 +287,15 @@ pub async fn route<P: Provider>(
         Why::RateLimited {
             retry_after_secs: wait_ms.div_ceil(1000).max(1),
         }
-    } else if all(&|a| a.outcome == Outcome::CannotServe) {
+    } else if live.is_empty() || !candidates.is_empty() {
+        Why::AllFailed
+    } else if live.iter().all(|a| a.outcome == Outcome::TooLarge) {
+        // Larger than every model's per-minute token limit: retrying it as it is cannot help.
+        Why::TooLarge(Box::new(too_large.unwrap_or_default()))
+    } else {
         // No model could take this request (too long for every context window, say): that is
         // the caller's to fix, with Groq's own reason.
-        Why::Rejected(Box::new(cannot_serve.unwrap_or_default()))
-    } else {
-        Why::AllFailed
+        Why::Rejected(Box::new(cannot_serve.or(too_large).unwrap_or_default()))
     };
     failed(why, attempts)
 }
@@ -295,7 +326,7 @@ async fn try_model<P: Provider>(
         url: ctx.url,
         api_key: ctx.api_key,
         model,
-        body: request.body_for(model),
+        body: request.groq_body(model),
         timeout_ms,
         streamed: request.stream,
     };

@@ -169,16 +169,25 @@ impl HealthBook {
         now_ms: u64,
         gone_ttl_ms: u64,
     ) {
-        if outcome == Outcome::Ok {
-            // A model with no record is healthy already: nothing to allocate or insert.
-            if let Some(h) = self.models.get_mut(model) {
-                *h = ModelHealth::default();
-            }
-            return;
-        }
-        let h = self.models.entry(model.to_string()).or_default();
-        h.probing_since_ms = None;
         match outcome {
+            // A model with no record is healthy already: nothing to allocate or insert.
+            Outcome::Ok => {
+                if let Some(h) = self.models.get_mut(model) {
+                    *h = ModelHealth::default();
+                }
+            }
+            // The request, the key or the caller was the problem, not the model; a half-open
+            // probe is over, so another may go.
+            Outcome::TooLarge
+            | Outcome::ClientDisconnected
+            | Outcome::CannotServe
+            | Outcome::InvalidRequest
+            | Outcome::ProviderAuthFailed
+            | Outcome::Skipped => {
+                if let Some(h) = self.models.get_mut(model) {
+                    h.probing_since_ms = None;
+                }
+            }
             Outcome::ModelGone => {
                 let verdict = GoneVerdict {
                     since_ms: now_ms,
@@ -186,24 +195,30 @@ impl HealthBook {
                     reason: "Groq answered model_not_found / model_decommissioned".to_string(),
                 };
                 self.unshared.push((model.to_string(), verdict.clone()));
-                h.gone = Some((verdict, Source::Here));
+                self.judged(model).gone = Some((verdict, Source::Here));
             }
             Outcome::RateLimited => {
                 let wait = retry_after_ms.unwrap_or(DEFAULT_COOLDOWN_MS);
-                h.cooling_until_ms = Some(now_ms + wait.min(MAX_COOLDOWN_MS));
+                self.judged(model).cooling_until_ms = Some(now_ms + wait.min(MAX_COOLDOWN_MS));
             }
             Outcome::UpstreamError
             | Outcome::Timeout
             | Outcome::ConnectionError
             | Outcome::InvalidResponse => {
+                let h = self.judged(model);
                 h.consecutive_failures += 1;
                 if h.consecutive_failures >= BREAKER_THRESHOLD || h.open_until_ms.is_some() {
                     h.open_until_ms = Some(now_ms + BREAKER_COOLDOWN_MS);
                 }
             }
-            // The rest say nothing about the model's health: the request was the problem.
-            _ => {}
         }
+    }
+
+    /// The record of a model an answer just judged: any half-open probe on it is over.
+    fn judged(&mut self, model: &str) -> &mut ModelHealth {
+        let h = self.models.entry(model.to_string()).or_default();
+        h.probing_since_ms = None;
+        h
     }
 
     /// Marks a model gone on evidence found here but not by a request (the scheduled probe).
@@ -426,8 +441,8 @@ mod tests {
             None,
             "a success resets the count"
         );
-        use Outcome::{CannotServe, InvalidRequest, ProviderAuthFailed};
-        for (t, o) in [CannotServe, InvalidRequest, ProviderAuthFailed]
+        use Outcome::{CannotServe, InvalidRequest, ProviderAuthFailed, TooLarge};
+        for (t, o) in [CannotServe, InvalidRequest, ProviderAuthFailed, TooLarge]
             .repeat(3)
             .into_iter()
             .enumerate()

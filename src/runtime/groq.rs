@@ -16,10 +16,20 @@ use worker::{
 use crate::groq::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
 use crate::routing::config::Config;
 
-pub struct GroqFetch;
+/// Groq for one request: every call is aborted with the caller's request when they go away.
+pub struct GroqFetch {
+    /// The incoming request's signal (`enable_request_signal`).
+    pub caller: web_sys::AbortSignal,
+}
 
-/// How an upstream call is timed.
-enum Deadline {
+/// How an upstream call is timed, and whose leaving aborts it.
+struct Deadline {
+    clock: Clock,
+    /// The caller's request signal, aborting the call with it.
+    caller: Option<web_sys::AbortSignal>,
+}
+
+enum Clock {
     /// One for the whole answer, head and body, kept by the runtime.
     Fixed(AbortSignal),
     /// A stream's: each step gets its own, aborting the call when one passes.
@@ -71,12 +81,16 @@ impl Deadline {
         step: impl Future<Output = worker::Result<T>>,
         timeout_ms: u64,
     ) -> Result<T, TransportError> {
-        match self {
-            Deadline::Fixed(signal) => step.await.map_err(|e| match signal.aborted() {
+        let caller_left = |caller: &Option<web_sys::AbortSignal>| {
+            caller.as_ref().is_some_and(web_sys::AbortSignal::aborted)
+        };
+        match &mut self.clock {
+            Clock::Fixed(signal) => step.await.map_err(|e| match signal.aborted() {
+                _ if caller_left(&self.caller) => TransportError::CallerLeft,
                 true => TransportError::Timeout,
                 false => connection_error(e),
             }),
-            Deadline::Moving(controller, IdleTimer(timer)) => {
+            Clock::Moving(controller, IdleTimer(timer)) => {
                 let due = js_sys::Date::now() + timeout_ms as f64;
                 let mut step = pin!(step);
                 loop {
@@ -85,7 +99,12 @@ impl Deadline {
                     }
                     let armed = timer.as_mut().expect("armed just above");
                     match select(step.as_mut(), &mut armed.fired).await {
-                        Either::Left((result, _)) => return result.map_err(connection_error),
+                        Either::Left((result, _)) => {
+                            return result.map_err(|e| match caller_left(&self.caller) {
+                                true => TransportError::CallerLeft,
+                                false => connection_error(e),
+                            })
+                        }
                         Either::Right(_) => *timer = None,
                     }
                     if js_sys::Date::now() >= due {
@@ -105,14 +124,15 @@ fn connection_error(e: worker::Error) -> TransportError {
     TransportError::Connection(e.to_string())
 }
 
-/// Sends a request to Groq and waits for the response head, at most `timeout_ms`.
+/// Sends a request to Groq and waits for the response head, at most `timeout_ms`; `caller`, the
+/// caller's request signal, aborts it too.
 async fn fetch_groq(
     url: &str,
     method: Method,
     api_key: &str,
-    body: Option<&[u8]>,
-    timeout_ms: u64,
-    streamed: bool,
+    body: Option<js_sys::Uint8Array>,
+    (timeout_ms, streamed): (u64, bool),
+    caller: Option<&web_sys::AbortSignal>,
 ) -> Result<(Response, Deadline), TransportError> {
     let headers = Headers::new();
     headers
@@ -126,22 +146,34 @@ async fn fetch_groq(
         headers
             .set("content-type", "application/json")
             .map_err(connection_error)?;
-        init.set_body(&js_sys::Uint8Array::from(body));
+        init.set_body(&body);
     }
     init.set_headers(&headers.0);
     let request = web_sys::Request::new_with_str_and_init(url, &init)
         .map(Request::from)
         .map_err(|e| connection_error(e.into()))?;
-    let (signal, mut deadline) = if streamed {
+    let (signal, clock) = if streamed {
         let controller = AbortController::default();
         (
             controller.signal(),
-            Deadline::Moving(Some(controller), IdleTimer::default()),
+            Clock::Moving(Some(controller), IdleTimer::default()),
         )
     } else {
         // `AbortSignal.timeout`, which `worker` does not wrap: one deadline for head and body.
         let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_f64(timeout_ms as f64));
-        (signal.clone(), Deadline::Fixed(signal))
+        (signal.clone(), Clock::Fixed(signal))
+    };
+    // `AbortSignal.any` (not in `worker`): ours or the caller's, whichever aborts first.
+    let signal = match caller {
+        Some(caller) => {
+            let both = js_sys::Array::of2(&signal, caller);
+            AbortSignal::from(web_sys::AbortSignal::any(&both))
+        }
+        None => signal,
+    };
+    let mut deadline = Deadline {
+        clock,
+        caller: caller.cloned(),
     };
     let response = deadline
         .within(
@@ -159,13 +191,17 @@ impl Provider for GroqFetch {
         &self,
         call: UpstreamCall<'_>,
     ) -> Result<(UpstreamHead, FetchBody), TransportError> {
+        let mut body = JsBytes::with_capacity(call.body.size_hint());
+        call.body
+            .write_into(&mut body)
+            .map_err(|e| TransportError::Connection(e.to_string()))?;
         let (response, deadline) = fetch_groq(
             call.url,
             Method::Post,
             call.api_key,
-            Some(&call.body),
-            call.timeout_ms,
-            call.streamed,
+            Some(body.finish()),
+            (call.timeout_ms, call.streamed),
+            Some(&self.caller),
         )
         .await?;
         let status = response.status_code();
@@ -191,6 +227,68 @@ impl Provider for GroqFetch {
     }
 }
 
+/// Bytes written straight into JS memory: Groq's body goes to `fetch` without a whole copy of it
+/// in wasm memory, which grows for the largest bodies in flight and never shrinks. Small writes
+/// (serde's punctuation and keys) are gathered first, so the writer crosses into JS about once
+/// per field, not once per byte.
+struct JsBytes {
+    array: js_sys::Uint8Array,
+    len: u32,
+    gathered: Vec<u8>,
+}
+
+/// Writes up to this size are gathered in wasm before they are copied across.
+const GATHER_BYTES: usize = 4 << 10;
+
+impl JsBytes {
+    fn with_capacity(bytes: usize) -> JsBytes {
+        JsBytes {
+            array: js_sys::Uint8Array::new_with_length(bytes as u32),
+            len: 0,
+            gathered: Vec::with_capacity(GATHER_BYTES),
+        }
+    }
+
+    /// Copies `bytes` after what is there, growing the array (doubling) when it is full.
+    fn copy(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len() as u32;
+        if end > self.array.length() {
+            let grown = js_sys::Uint8Array::new_with_length(end.max(self.array.length() * 2));
+            grown.set(&self.array.subarray(0, self.len), 0);
+            self.array = grown;
+        }
+        self.array.subarray(self.len, end).copy_from(bytes);
+        self.len = end;
+    }
+
+    /// The bytes written: a view of the array's written part.
+    fn finish(mut self) -> js_sys::Uint8Array {
+        let gathered = std::mem::take(&mut self.gathered);
+        self.copy(&gathered);
+        self.array.subarray(0, self.len)
+    }
+}
+
+impl std::io::Write for JsBytes {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.gathered.len() + bytes.len() > GATHER_BYTES {
+            let gathered = std::mem::take(&mut self.gathered);
+            self.copy(&gathered);
+            self.gathered = gathered;
+            self.gathered.clear();
+        }
+        match bytes.len() > GATHER_BYTES {
+            true => self.copy(bytes),
+            false => self.gathered.extend_from_slice(bytes),
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 pub struct FetchBody {
     response: Response,
     /// The body's reader, once read from: held here rather than in `worker`'s `ByteStream`,
@@ -209,9 +307,9 @@ impl FetchBody {
         let ResponseBody::Stream(stream) = self.response.body() else {
             return None;
         };
-        let controller = match self.deadline {
-            Deadline::Moving(controller, _) => controller,
-            Deadline::Fixed(_) => None,
+        let controller = match self.deadline.clock {
+            Clock::Moving(controller, _) => controller,
+            Clock::Fixed(_) => None,
         };
         Some((stream.clone(), controller))
     }
@@ -268,7 +366,7 @@ pub async fn list_models(config: &Config, api_key: &str) -> Result<Vec<String>, 
     let timeout_ms = config.attempt_timeout_ms;
     let fetched = async {
         let (response, mut deadline) =
-            fetch_groq(&url, Method::Get, api_key, None, timeout_ms, false).await?;
+            fetch_groq(&url, Method::Get, api_key, None, (timeout_ms, false), None).await?;
         let body = deadline.within(whole_body(&response), timeout_ms).await?;
         Ok::<_, TransportError>((response.status_code(), body))
     };
@@ -276,5 +374,6 @@ pub async fn list_models(config: &Config, api_key: &str) -> Result<Vec<String>, 
         Ok((status, body)) => crate::routing::probe::listed_models(status, &body),
         Err(TransportError::Timeout) => Err("timed out".to_string()),
         Err(TransportError::Connection(why)) => Err(why),
+        Err(TransportError::CallerLeft) => Err("aborted".to_string()),
     }
 }

@@ -6,6 +6,7 @@
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
+use futures_channel::oneshot;
 use futures_util::StreamExt;
 use worker::{
     event, js_sys, web_sys, Context, Env, Headers, Request, Response, ResponseBuilder, Result,
@@ -14,7 +15,9 @@ use worker::{
 
 use crate::groq::outcome::redact;
 use crate::http::jwt::KeySet;
-use crate::http::{self, body_limit, handle, HttpRequest, HttpResponse, Loaded, Reply, RequestEnv};
+use crate::http::limit::BytesInFlight;
+use crate::http::RequestEnv;
+use crate::http::{self, body_read, handle, BodyRead, HttpRequest, HttpResponse, Loaded, Reply};
 use crate::routing::config::{BindingValue, Bindings, Config};
 use crate::routing::health::{HealthBook, SharedSync};
 use crate::routing::log::{write, Filtered, Level, Log};
@@ -38,34 +41,41 @@ thread_local! {
     static HEALTH: Rc<RefCell<HealthBook>> = Rc::default();
     /// The sign-in provider's keys (`JWT_JWKS_URL`), as last fetched by this isolate.
     static JWKS: Rc<RefCell<KeySet>> = Rc::default();
+    /// The request bytes this isolate holds (`MAX_INFLIGHT_BYTES`).
+    static IN_FLIGHT: Rc<BytesInFlight> = Rc::default();
     /// The parsed configuration: bindings are fixed for an isolate's life (changing a var or a
     /// secret deploys a new version, served by new isolates), so they are read and validated once.
     static CONFIG: OnceCell<Rc<Loaded>> = const { OnceCell::new() };
 }
 
+/// Answers in a task of its own, kept alive by `wait_until`, and waits for its answer: when the
+/// caller goes away the runtime cancels the handler's own work, but not that task, so the model
+/// call in flight is aborted (with the caller's request signal), no other model is called, and the
+/// request line says the caller left. A streamed answer's relay goes on in the same task.
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     console_error_panic_hook::set_once();
+    let (answer, answered) = oneshot::channel();
+    background(&ctx, answer_request(req, env, answer));
+    answered
+        .await
+        .unwrap_or_else(|_| Err("the router ended without an answer".into()))
+}
+
+async fn answer_request(mut req: Request, env: Env, answer: oneshot::Sender<Result<Response>>) {
     let health = HEALTH.with(Rc::clone);
     let jwks = JWKS.with(Rc::clone);
     let config_rc = config_of(&env);
     let config: &Loaded = &config_rc;
     let log = console(config);
     let kv = HealthKv::from_env(&env);
-    if let (Some(kv), Ok(c)) = (&kv, config) {
-        let due = health.borrow_mut().shared_sync_due(now_ms());
-        match due {
-            Some(SharedSync::Now) => kv.sync(c, &health).await,
-            Some(SharedSync::InBackground) => {
-                let (kv, health, config) = (kv.clone(), health.clone(), config_rc.clone());
-                background(&ctx, async move {
-                    if let Ok(c) = config.as_ref().as_ref() {
-                        kv.sync(c, &health).await
-                    }
-                });
-            }
-            None => {}
-        }
+    // Read before routing the first request, then, when stale, after the answer.
+    let due = match (&kv, config) {
+        (Some(_), Ok(_)) => health.borrow_mut().shared_sync_due(now_ms()),
+        _ => None,
+    };
+    if let (Some(SharedSync::Now), Some(kv), Ok(c)) = (due, &kv, config) {
+        kv.sync(c, &health).await;
     }
     let limiter = BindingLimiter::from_env(&env, log);
 
@@ -84,22 +94,56 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         .as_ref()
         .is_ok_and(|c| c.allowed_origins.is_configured());
     let origin = cors.then(|| header("origin")).flatten();
+    // The raw method: `worker::Method` reads every method it does not know as GET.
+    let method = req.inner().method();
+    let preflight = cors && method == "OPTIONS";
+    let requested_headers = preflight
+        .then(|| header("access-control-request-headers"))
+        .flatten();
     let jwt = config.as_ref().is_ok_and(|c| c.client_auth.jwt.is_some());
     let access_jwt = jwt.then(|| header("cf-access-jwt-assertion")).flatten();
     let client_ip = limiter
         .is_bound()
         .then(|| header("cf-connecting-ip"))
         .flatten();
-    // The raw method: `worker::Method` reads every method it does not know as GET.
-    let method = req.inner().method();
     let path = req.path();
-    let (body, body_too_large) = match body_limit(&method, config) {
-        None => (Vec::new(), false),
-        Some(limit) => read_body(&mut req, length.as_deref(), limit).await,
+    // Held until the answer is made (a stream's relay needs no request body).
+    let in_flight = IN_FLIGHT.with(Rc::clone);
+    let mut held = None;
+    let (mut body_too_large, mut overloaded) = (false, false);
+    let body = match body_read(&method, length.as_deref(), config) {
+        BodyRead::None => Vec::new(),
+        BodyRead::TooLarge => {
+            body_too_large = true;
+            Vec::new()
+        }
+        BodyRead::Read {
+            limit,
+            declared,
+            hold,
+            max_in_flight,
+        } => match in_flight.hold(hold, max_in_flight) {
+            None => {
+                overloaded = true;
+                Vec::new()
+            }
+            Some(hold) => {
+                let (body, too_large) = read_body(&mut req, declared, limit).await;
+                held.insert(hold).shrink_to(body.len() as u64);
+                body_too_large = too_large;
+                body
+            }
+        },
     };
 
+    // Aborted when the caller goes away: Groq's call with it.
+    let caller = req.inner().signal();
     let shared = Borrowed {
         request_id,
+        caller_left: Box::new({
+            let caller = caller.clone();
+            move || caller.aborted()
+        }),
         log,
         health,
         jwks,
@@ -113,52 +157,59 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
             access_jwt: access_jwt.as_deref(),
             content_type: content_type.as_deref(),
             origin: origin.as_deref(),
+            requested_headers: requested_headers.as_deref(),
             client_ip: client_ip.as_deref(),
             body: &body,
             body_too_large,
+            overloaded,
         },
         config,
-        &GroqFetch,
+        &GroqFetch { caller },
         &limiter,
         &WebCrypto,
         &shared.env(),
     )
     .await;
+    drop(held);
+    drop(body);
 
-    let learned = shared.health.borrow_mut().take_unshared();
-    if let (Some(kv), false, Ok(c)) = (kv, learned.is_empty(), config.as_ref()) {
-        let ttl_ms = c.model_gone_ttl_ms;
-        background(
-            &ctx,
-            async move { kv.share_gone(learned, ttl_ms, log).await },
-        );
-    }
-
-    let response = match reply {
-        Reply::Full(response) => response,
-        Reply::Stream { head, relay } => {
-            let (readable, mut sink) = stream::pipe()?;
-            // `wait_until` keeps the relay running after the handler has returned the response.
-            background(&ctx, async move {
-                relay.run(&mut sink, &shared.env()).await;
-                shared.usage.flush(log);
-            });
-            return Ok(builder(&head)?.stream(readable));
+    match reply {
+        Reply::Full(response) => {
+            let built = match response.body.is_empty() {
+                true => builder(&response).map(ResponseBuilder::empty),
+                false => builder(&response).map(|b| b.fixed(response.body)),
+            };
+            // Gone when the caller left: nobody to answer.
+            let _ = answer.send(built);
         }
-    };
-    if shared.usage.pending() {
-        background(&ctx, async move { shared.usage.flush(log) });
+        Reply::Stream { head, relay } => match stream::pipe() {
+            Ok((readable, mut sink)) => {
+                let _ = answer.send(builder(&head).map(|b| b.stream(readable)));
+                relay.run(&mut sink, &shared.env()).await;
+            }
+            Err(e) => {
+                let _ = answer.send(Err(e));
+            }
+        },
     }
-    match response.body.is_empty() {
-        true => Ok(builder(&response)?.empty()),
-        false => Ok(builder(&response)?.fixed(response.body)),
+    // After the answer: what this request taught the isolate, shared; what it spent, recorded.
+    let learned = shared.health.borrow_mut().take_unshared();
+    if let (Some(kv), Ok(c)) = (&kv, config) {
+        if !learned.is_empty() {
+            kv.share_gone(learned, c.model_gone_ttl_ms, log).await;
+        }
+        if due == Some(SharedSync::InBackground) {
+            kv.sync(c, &shared.health).await;
+        }
     }
+    shared.usage.flush(log);
 }
 
 /// What a request's `RequestEnv` borrows, owned: by the handler, then (for a stream) by the
 /// relay, which runs on after the handler has returned.
 struct Borrowed {
     request_id: String,
+    caller_left: Box<dyn Fn() -> bool>,
     log: ConsoleLog,
     health: Rc<RefCell<HealthBook>>,
     jwks: Rc<RefCell<KeySet>>,
@@ -170,6 +221,7 @@ impl Borrowed {
         RequestEnv {
             request_id: &self.request_id,
             now_ms: &now_ms,
+            caller_left: &*self.caller_left,
             log: &self.log,
             health: &self.health,
             jwks: &self.jwks,
@@ -236,32 +288,28 @@ fn config_of(env: &Env) -> Rc<Loaded> {
     })
 }
 
-/// The request body, read up to `limit` bytes: `(body, too_large)`. A body that declares a
-/// larger `Content-Length` is refused without reading a byte; one that cannot be read counts as
-/// empty (the parser then answers 400).
-async fn read_body(req: &mut Request, length: Option<&str>, limit: u64) -> (Vec<u8>, bool) {
-    match length.and_then(|l| l.trim().parse::<u64>().ok()) {
-        Some(length) if length > limit => (Vec::new(), true),
+/// The request body, read up to `limit` bytes: `(body, too_large)`. A body that cannot be read
+/// counts as empty (the parser then answers 400).
+async fn read_body(req: &mut Request, declared: bool, limit: u64) -> (Vec<u8>, bool) {
+    if declared {
         // A declared size within the limit: one read (the runtime holds the body to its length).
-        Some(_) => (req.bytes().await.unwrap_or_default(), false),
-        None => {
-            let Ok(mut chunks) = req.stream() else {
-                return (Vec::new(), false);
-            };
-            let mut body = Vec::new();
-            while let Some(chunk) = chunks.next().await {
-                let Ok(chunk) = chunk else {
-                    return (Vec::new(), false);
-                };
-                body.extend_from_slice(&chunk);
-                if body.len() as u64 > limit {
-                    // Dropping the stream cancels it: the rest is never read.
-                    return (body, true);
-                }
-            }
-            (body, false)
+        return (req.bytes().await.unwrap_or_default(), false);
+    }
+    let Ok(mut chunks) = req.stream() else {
+        return (Vec::new(), false);
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let Ok(chunk) = chunk else {
+            return (Vec::new(), false);
+        };
+        body.extend_from_slice(&chunk);
+        if body.len() as u64 > limit {
+            // Dropping the stream cancels it: the rest is never read.
+            return (body, true);
         }
     }
+    (body, false)
 }
 
 /// Status and headers of an answer to the caller.
@@ -275,8 +323,8 @@ fn builder(response: &HttpResponse) -> Result<ResponseBuilder> {
         .with_headers(headers))
 }
 
-/// Work that goes on after the response, through `wait_until`. Boxed, so every such task shares
-/// one copy of the promise glue in the bundle instead of one per future type.
+/// Work that goes on after the response or the caller, through `wait_until`. Boxed, so every such
+/// task shares one copy of the promise glue in the bundle instead of one per future type.
 fn background(ctx: &Context, task: impl std::future::Future<Output = ()> + 'static) {
     ctx.wait_until(Box::pin(task) as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>);
 }

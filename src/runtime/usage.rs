@@ -32,13 +32,6 @@ impl UsageQueue {
         )
     }
 
-    /// Whether there is anything to write.
-    pub fn pending(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|(_, points)| !points.borrow().is_empty())
-    }
-
     /// Writes the queued points; a write that fails is a warn line, never a failed request.
     pub fn flush(self, log: ConsoleLog) {
         #[derive(Serialize)]

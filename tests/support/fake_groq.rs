@@ -52,6 +52,10 @@ pub const RESET_REQUESTS: &str = "2m59.56s";
 /// `retry-after` on a 429, in whole seconds.
 pub const RETRY_AFTER_SECS: u64 = 8;
 
+/// `tpm-` models' tokens-per-minute limit, counted as Groq's 413 message counts it (a token per
+/// 4 bytes of `messages`): a request above it is refused with 413, any other answered.
+pub const TPM_LIMIT: usize = 6000;
+
 /// Bound on one request body, so a runaway request cannot exhaust memory.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 const SYSTEM_FINGERPRINT: &str = "fp_fakegroq01";
@@ -469,18 +473,17 @@ async fn chat_completion(
             ),
         ),
         "ratelimited" => rate_limited(&model),
-        "toolarge" => Reply::json(
-            413,
-            &groq_error(
-                &format!(
-                    "Request too large for model `{model}` in organization `{ORG_ID}` on tokens \
-                     per minute (TPM): Limit 6000, Requested 14368, please reduce your message \
-                     size and try again."
-                ),
-                "tokens",
-                Some("rate_limit_exceeded"),
-            ),
-        ),
+        "toolarge" => request_too_large(&model, 14368),
+        "tpm" => {
+            let requested = body
+                .get("messages")
+                .map_or(0, |m| m.to_string().len())
+                .div_ceil(4);
+            match requested > TPM_LIMIT {
+                true => request_too_large(&model, requested),
+                false => Reply::json(200, &completion(&model, request_id)),
+            }
+        }
         "capacity" => Reply::json(
             498,
             &groq_error(
@@ -532,6 +535,22 @@ async fn chat_completion(
         _ => model_not_found(&model),
     };
     Ok(reply.into_response(request_id, keep_alive))
+}
+
+/// Groq's 413: a request larger than the model's tokens-per-minute limit.
+fn request_too_large(model: &str, requested: usize) -> Reply {
+    Reply::json(
+        413,
+        &groq_error(
+            &format!(
+                "Request too large for model `{model}` in organization `{ORG_ID}` on tokens per \
+                 minute (TPM): Limit {TPM_LIMIT}, Requested {requested}, please reduce your \
+                 message size and try again."
+            ),
+            "tokens",
+            Some("rate_limit_exceeded"),
+        ),
+    )
 }
 
 /// Which SSE stream to play.

@@ -113,6 +113,16 @@ pub fn rate_limited(retry_after: &str) -> Script {
     Script::Reply(r)
 }
 
+/// Groq's 413: this request is larger than `model`'s tokens-per-minute limit.
+pub fn too_large(model: &str) -> Script {
+    groq_error(
+        413,
+        "tokens",
+        Some("rate_limit_exceeded"),
+        &format!("Request too large for model `{model}` in organization `org_01abc` on tokens per minute (TPM): Limit 6000, Requested 14368, please reduce your message size and try again."),
+    )
+}
+
 #[derive(Debug, Clone)]
 pub struct Call {
     pub model: String,
@@ -128,6 +138,8 @@ pub struct ScriptedProvider {
     pub clock: Rc<Cell<u64>>,
     /// Whether the last body handed out was read to its end.
     pub last_body_read_to_end: Rc<Cell<bool>>,
+    /// The caller goes away once this many calls have been made.
+    pub caller_leaves_after: Cell<Option<usize>>,
 }
 
 impl ScriptedProvider {
@@ -152,6 +164,13 @@ impl ScriptedProvider {
     pub fn now(&self) -> u64 {
         self.clock.get()
     }
+
+    /// Whether the caller has gone away (see `caller_leaves_after`).
+    pub fn caller_left(&self) -> bool {
+        self.caller_leaves_after
+            .get()
+            .is_some_and(|n| self.calls.borrow().len() >= n)
+    }
 }
 
 impl Provider for ScriptedProvider {
@@ -164,7 +183,7 @@ impl Provider for ScriptedProvider {
         self.calls.borrow_mut().push(Call {
             model: call.model.to_string(),
             url: call.url.to_string(),
-            body: serde_json::from_slice(&call.body).expect("the router sends JSON"),
+            body: serde_json::from_slice(&call.body.to_vec()).expect("the router sends JSON"),
             timeout_ms: call.timeout_ms,
         });
         let (script, latency) = self
@@ -457,9 +476,11 @@ pub fn exchange_with<L: RateLimiter, C: TokenCrypto>(
     let clock = provider.clock.clone();
     let now = move || clock.get();
     let usage = RecordedUsage::default();
+    let caller_left = || provider.caller_left();
     let env = RequestEnv {
         request_id: REQUEST_ID,
         now_ms: &now,
+        caller_left: &caller_left,
         log: &log,
         health,
         jwks: tokens.jwks,

@@ -129,6 +129,8 @@ pub struct Worker {
     /// This instance's own local state (`--persist-to`), removed on drop: instances started
     /// together on one shared `.wrangler/state` can fail to start on a locked SQLite database.
     state_dir: Option<PathBuf>,
+    /// wrangler's debug log (`WRANGLER_LOG_PATH`), removed on drop.
+    debug_log_dir: PathBuf,
 }
 
 /// What [`Worker::start_with`] adds to a plain start.
@@ -230,6 +232,11 @@ impl Worker {
         if let Some(path) = &config_file {
             command.arg("--config").arg(path);
         }
+        let debug_log_dir = std::env::temp_dir().join(format!(
+            "task-router-e2e-wrangler-logs-{}-{port}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&debug_log_dir);
         for (key, value) in merged_vars(vars) {
             // wrangler rejoins everything after the first `:`, so URLs and JSON survive, and
             // `KEY:` yields an empty string. Every `--var` reaches the Worker as a plain string.
@@ -240,6 +247,10 @@ impl Worker {
             // `[build] command` (scripts/build.sh) must not rebuild under other instances.
             .env("TASK_ROUTER_PREBUILT", "1")
             .env("PATH", node_path())
+            .env("WRANGLER_LOG_PATH", &debug_log_dir)
+            // wrangler dev otherwise records every request and line for its local dashboard,
+            // work production does not do.
+            .env("X_LOCAL_OBSERVABILITY", "false")
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CI", "true")
             // No npm update check behind the banner, no fetch of `Request.cf` from
@@ -274,6 +285,7 @@ impl Worker {
             log,
             config_file,
             state_dir,
+            debug_log_dir,
         }
     }
 
@@ -319,6 +331,33 @@ impl Worker {
 
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The port of the Worker's own workerd socket, behind wrangler's proxy (which wrangler's
+    /// debug log records as `userWorkerUrl`): what only a bare runtime shows, such as a caller
+    /// who disconnects while the Worker waits (the proxy's hops do not pass that on).
+    pub fn own_port(&self) -> u16 {
+        let key = r#""userWorkerUrl":{"protocol":"http:","hostname":"127.0.0.1","port":""#;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = std::fs::read_dir(&self.debug_log_dir)
+                .into_iter()
+                .flatten()
+                .flatten();
+            let text: String = logs
+                .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+                .collect();
+            let port = text.rsplit(key).next().filter(|_| text.contains(key));
+            if let Some(port) = port.and_then(|rest| rest.split('"').next()?.parse().ok()) {
+                return port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `userWorkerUrl` in wrangler's debug log in {}",
+                self.debug_log_dir.display()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The process id of `wrangler` (also its process group id).
@@ -391,6 +430,7 @@ impl Drop for Worker {
         if let Some(dir) = &self.state_dir {
             let _ = std::fs::remove_dir_all(dir);
         }
+        let _ = std::fs::remove_dir_all(&self.debug_log_dir);
     }
 }
 

@@ -940,7 +940,8 @@ def machine() -> dict:
 
     def version(args) -> str:
         try:
-            out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=30)
+            out = subprocess.run(args, cwd=ROOT, env=wrangler_env(False), capture_output=True,
+                                 text=True, timeout=30)
             return (out.stdout or out.stderr).strip().splitlines()[0]
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "?"

@@ -13,12 +13,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use task_router::groq::chat::ChatRequest;
+use task_router::bindings::BindingValue;
 use task_router::groq::completion::Completion;
 use task_router::groq::outcome::{classify_error, GroqError};
 use task_router::groq::sse::SseScanner;
+use task_router::http::config::Config;
+use task_router::http::request::ChatRequest;
 use task_router::routing::chain::ModelChain;
-use task_router::routing::config::{BindingValue, Config};
 
 const SAMPLES: usize = 15;
 const BATCH_TARGET: Duration = Duration::from_millis(10);
@@ -210,19 +211,31 @@ fn main() {
             "`ModelChain::for_task`",
             "`fast`, deployed registry".into(),
             0,
-            || ModelChain::for_task(black_box(&config), black_box("fast")),
+            || ModelChain::for_task(black_box(&config.routing), black_box("fast")),
         ),
         time(
-            "`body_for` (sets `model`)",
+            "`GroqBody::to_vec` (sets `model`)",
             "small".into(),
             small.len(),
-            || black_box(&small_request).body_for(black_box("openai/gpt-oss-20b")),
+            || {
+                let request = black_box(&small_request);
+                request
+                    .body
+                    .for_model(black_box("openai/gpt-oss-20b"))
+                    .to_vec()
+            },
         ),
         time(
-            "`body_for` (sets `model`)",
+            "`GroqBody::to_vec` (sets `model`)",
             "1 MiB".into(),
             big.len(),
-            || black_box(&big_request).body_for(black_box("openai/gpt-oss-20b")),
+            || {
+                let request = black_box(&big_request);
+                request
+                    .body
+                    .for_model(black_box("openai/gpt-oss-20b"))
+                    .to_vec()
+            },
         ),
         time(
             "`Completion::parse`",
@@ -295,14 +308,14 @@ fn main() {
         ("`Config::load`", "deployed"),
         ("`ChatRequest::parse`", "small"),
         ("`ModelChain::for_task`", "`fast`"),
-        ("`body_for` (sets `model`)", "small"),
+        ("`GroqBody::to_vec` (sets `model`)", "small"),
         ("`Completion::parse`", "Groq 200"),
     ]);
     let big_total = per_request(&[
         ("`Config::load`", "deployed"),
         ("`ChatRequest::parse`", "1 MiB"),
         ("`ModelChain::for_task`", "`fast`"),
-        ("`body_for` (sets `model`)", "1 MiB"),
+        ("`GroqBody::to_vec` (sets `model`)", "1 MiB"),
         ("`Completion::parse`", "Groq 200"),
     ]);
     println!(

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 use support::scripted::{bindings, load};
+use task_router::bindings::BindingValue;
+use task_router::http::config::Config;
 use task_router::routing::chain::{ChainSource, ModelChain};
-use task_router::routing::config::{BindingValue, Config};
 use task_router::routing::log::Level;
 
 /// Bindings as (name, value) pairs, and a chain as (model, source) pairs.
@@ -20,7 +21,7 @@ const REGISTRY: &str =
 
 fn chain(pairs: &[(&'static str, &str)], task: &str) -> Option<Vec<(String, ChainSource)>> {
     let config = load(pairs).expect("valid config");
-    ModelChain::for_task(&config, task)
+    ModelChain::for_task(&config.routing, task)
         .map(|c| c.entries.into_iter().map(|e| (e.model, e.source)).collect())
 }
 
@@ -159,9 +160,9 @@ fn registry_as_a_wrangler_table_and_as_a_json_string_agree() {
     as_table.insert("MODEL_REGISTRY", BindingValue::Json(REGISTRY.to_string()));
     let from_table = Config::load(&as_table).unwrap();
     let from_text = Config::load(&bindings(&[("MODEL_REGISTRY", REGISTRY)])).unwrap();
-    assert_eq!(from_table.registry, from_text.registry);
+    assert_eq!(from_table.routing.registry, from_text.routing.registry);
     assert_eq!(
-        from_table.task_names(),
+        from_table.routing.task_names(),
         vec!["code-review", "fast", "reasoning"]
     );
     // A JSON string inside a JSON value (what some dashboards store) works too.
@@ -170,18 +171,18 @@ fn registry_as_a_wrangler_table_and_as_a_json_string_agree() {
         BindingValue::Json(json!(REGISTRY).to_string()),
     );
     assert_eq!(
-        Config::load(&as_table).unwrap().registry,
-        from_text.registry
+        Config::load(&as_table).unwrap().routing.registry,
+        from_text.routing.registry
     );
 }
 
 #[test]
 fn defaults_when_optional_bindings_are_absent() {
     let c = load(&[("MODEL_REGISTRY", REGISTRY)]).unwrap();
-    assert_eq!(c.groq_base_url, "https://api.groq.com");
-    assert_eq!(c.attempt_timeout_ms, 15_000);
-    assert_eq!(c.force_model, None);
-    assert_eq!(c.groq_api_key, None);
+    assert_eq!(c.routing.groq_base_url, "https://api.groq.com");
+    assert_eq!(c.routing.attempt_timeout_ms, 15_000);
+    assert_eq!(c.routing.force_model, None);
+    assert_eq!(c.routing.groq_api_key, None);
     assert!(!c.client_auth.is_configured());
     assert_eq!(
         c.log_level,
@@ -212,7 +213,7 @@ fn base_url_spellings() {
         ("https://proxy.example/groq", "https://proxy.example/groq"),
     ] {
         let c = load(&[("MODEL_REGISTRY", REGISTRY), ("GROQ_BASE_URL", given)]).unwrap();
-        assert_eq!(c.groq_base_url, want, "{given}");
+        assert_eq!(c.routing.groq_base_url, want, "{given}");
     }
 }
 

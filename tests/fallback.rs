@@ -9,7 +9,6 @@ use support::attempts::{outcomes, pairs};
 use support::scripted::*;
 use task_router::groq::provider::TransportError;
 use task_router::http::limit::Unlimited;
-use task_router::http::relay::UsagePoint;
 use task_router::http::{HttpRequest, HttpResponse};
 use task_router::routing::log::Level;
 

@@ -10,11 +10,12 @@ mod support;
 use proptest::prelude::*;
 use serde_json::Value;
 use support::scripted::*;
-use task_router::groq::chat::{BodyError, ChatRequest};
+use task_router::bindings::BindingValue;
 use task_router::http::error::ApiError;
 use task_router::http::limit::Unlimited;
+use task_router::http::request::{BodyError, ChatRequest};
 use task_router::http::HttpRequest;
-use task_router::routing::config::{parse_registry, BindingValue};
+use task_router::routing::registry::parse_registry;
 
 const VALID: &str = r#"{"messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"}]}],"max_tokens":5,"temperature":0.5,"stop":["x"],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"stream":false}"#;
 
@@ -64,16 +65,21 @@ fn check_body(body: &[u8]) {
             Ok(request) => {
                 // An accepted body always yields a JSON object for Groq: `model` set, every other
                 // member as sent.
-                let out = request.body_for("m");
+                let out = request.body.for_model("m").to_vec();
                 // Valid JSON at any depth (a raw value has no recursion limit)...
                 serde_json::from_slice::<&serde_json::value::RawValue>(&out)
                     .expect("valid JSON out");
-                // ...and, where serde_json can build both trees, the caller's with `model` set.
+                // ...and, where serde_json can build both trees, the caller's with `model` set
+                // (and the router's own mock fields gone).
                 if let (Ok(mut sent), Ok(out)) = (
                     serde_json::from_slice::<Value>(body),
                     serde_json::from_slice::<Value>(&out),
                 ) {
                     sent["model"] = "m".into();
+                    if let Some(fields) = sent.as_object_mut() {
+                        fields.remove("mock_response");
+                        fields.remove("mock_failures");
+                    }
                     assert_eq!(out, sent);
                 }
             }
@@ -174,7 +180,7 @@ proptest! {
         let name = format!("{}{name}", "a".repeat(pad));
         let registry = serde_json::json!({ name.clone(): ["m"] }).to_string();
         match load(&[("MODEL_REGISTRY", &registry)]) {
-            Ok(config) => prop_assert!(name.len() <= 64 && config.task_names() == vec![name.as_str()]),
+            Ok(config) => prop_assert!(name.len() <= 64 && config.routing.task_names() == vec![name.as_str()]),
             Err(errors) => prop_assert!(errors.iter().any(|e| e.binding == "MODEL_REGISTRY" && e.code == "config_invalid")),
         }
     }

@@ -1,6 +1,6 @@
 //! Native tests of end users' JWTs (issue 16): configuration, the algorithm/key table, the JWKS
 //! cache with a fake clock, the claim checks, and what the API answers. Signatures here come from
-//! a fake `TokenCrypto` (a token is "signed" by naming its key and the bytes it covers); real
+//! a fake `TokenVerification` (a token is "signed" by naming its key and the bytes it covers); real
 //! RS256 / ES256 / HS256 signatures checked by WebCrypto are `tests/e2e_jwt.rs`'s.
 //! Run: `cargo test --test jwt`.
 
@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use support::scripted::*;
 use task_router::http::jwt::{
-    max_age_s, parse_jwks, Alg, FetchedJwks, KeyMaterial, KeySet, TokenCrypto, VerifyKey,
+    max_age_s, parse_jwks, Alg, FetchedJwks, KeyMaterial, KeySet, TokenVerification, VerifyKey,
     JWKS_REFETCH_MS,
 };
 use task_router::http::limit::{RateLimiter, Unlimited};
@@ -49,7 +49,7 @@ impl RateLimiter for RecordingLimiter {
     }
 }
 
-fn config_errors(pairs: &[(&'static str, &str)]) -> Vec<task_router::routing::config::ConfigError> {
+fn config_errors(pairs: &[(&'static str, &str)]) -> Vec<task_router::bindings::ConfigFinding> {
     load(pairs).err().unwrap_or_default()
 }
 
@@ -87,7 +87,7 @@ fn fake_signature(material: &str, signed: &str) -> Vec<u8> {
     format!("signed by {material} over {signed}").into_bytes()
 }
 
-impl TokenCrypto for FakeCrypto {
+impl TokenVerification for FakeCrypto {
     async fn fetch_jwks(&self, _url: &str) -> Result<FetchedJwks, String> {
         self.fetches.set(self.fetches.get() + 1);
         let (status, cache_control, body) = self.jwks.borrow().clone()?;

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use support::scripted::*;
 use task_router::groq::provider::TransportError;
 use task_router::http::limit::Unlimited;
+use task_router::http::relay::RelayMode;
 use task_router::http::{HttpRequest, HttpResponse};
-use task_router::routing::config::RelayMode;
 use task_router::routing::health::{HealthBook, HealthReport};
 use task_router::routing::log::Level;
 

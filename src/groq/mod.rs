@@ -2,27 +2,25 @@
 //! reads, what each answer means for routing (`Outcome`), and the `Provider` seam to the network.
 //! Knows nothing of callers or of routing policy.
 
-pub mod chat;
+pub mod body;
 pub mod completion;
-pub mod mock;
 pub mod outcome;
 pub mod provider;
 pub mod sse;
-mod text;
 
-pub(crate) use text::named;
-pub use text::{cut, read, Kind, Members, Text};
-
-/// The model ids in Groq's `GET /openai/v1/models` answer; `None` when it is not a model list.
-pub fn listed_models(body: &[u8]) -> Option<Vec<String>> {
+/// The model ids in Groq's answer to `GET /openai/v1/models`; `Err` says why it is not a list.
+pub fn listed_models(status: u16, body: &[u8]) -> Result<Vec<String>, String> {
     #[derive(serde::Deserialize)]
-    struct Model {
+    struct ListedModel {
         id: String,
     }
     #[derive(serde::Deserialize)]
-    struct List {
-        data: Vec<Model>,
+    struct ModelList {
+        data: Vec<ListedModel>,
     }
-    let list: List = read(body)?;
-    Some(list.data.into_iter().map(|m| m.id).collect())
+    if status != 200 {
+        return Err(format!("Groq answered {status}"));
+    }
+    let list: ModelList = crate::json::read(body).ok_or("not a model list")?;
+    Ok(list.data.into_iter().map(|m| m.id).collect())
 }

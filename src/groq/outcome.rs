@@ -1,9 +1,9 @@
 //! `Outcome`: what one attempt at one model came to, classified by HTTP status *and* Groq's
 //! error `code`; Groq's error body, its retry hints, and org-id redaction.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::text::{named, read};
+use crate::json::{named, read};
 
 named! {
     /// The result of one attempt. The variant decides whether the next model is tried.
@@ -31,8 +31,6 @@ named! {
         InvalidRequest = "invalid_request",
         /// 401 / 403: Groq rejected the provider key.
         ProviderAuthFailed = "provider_auth_failed",
-        /// Not called: health memory says it is gone, cooling, or its circuit is open.
-        Skipped = "skipped",
         /// Abandoned: the caller went away while the model was answering.
         ClientDisconnected = "client_disconnected",
     }
@@ -55,15 +53,25 @@ pub fn classify_error(status: u16, code: Option<&str>) -> Outcome {
 
 /// Groq's error body, `{"error":{"message","type","code","param"}}`; every field optional
 /// because Groq omits some and a CDN error page has none.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct GroqError {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    #[serde(rename = "type")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub param: Option<String>,
     /// Set on errors that arrive inside a stream after its `200`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u16>,
+}
+
+/// `{"error": …}`, how Groq wraps its errors.
+#[derive(Deserialize, Serialize)]
+struct Enveloped<E> {
+    error: E,
 }
 
 impl GroqError {
@@ -75,11 +83,12 @@ impl GroqError {
 
     /// Reads Groq's error from a body; `None` when the body is not Groq's JSON error (HTML, empty).
     pub fn from_body(body: &[u8]) -> Option<GroqError> {
-        #[derive(Deserialize)]
-        struct Body {
-            error: GroqError,
-        }
-        read::<Body>(body).map(|b| b.error)
+        read::<Enveloped<GroqError>>(body).map(|b| b.error)
+    }
+
+    /// The body Groq sends with this error.
+    pub fn to_body(&self) -> Vec<u8> {
+        serde_json::to_vec(&Enveloped { error: self }).expect("errors always serialize")
     }
 }
 

@@ -1,7 +1,7 @@
 //! `Provider`: the one seam between the routing core and the network. The Worker implements it
 //! with `fetch`; tests implement it with a scripted fake.
 
-use super::chat::GroqBody;
+use super::body::GroqBody;
 
 /// One call to Groq's chat-completions endpoint.
 pub struct UpstreamCall<'a> {
@@ -26,6 +26,16 @@ pub struct UpstreamHead {
     pub retry_after: Option<String>,
     pub reset_tokens: Option<String>,
     pub reset_requests: Option<String>,
+}
+
+impl UpstreamHead {
+    /// A `200`.
+    pub fn ok() -> UpstreamHead {
+        UpstreamHead {
+            status: 200,
+            ..UpstreamHead::default()
+        }
+    }
 }
 
 /// The call produced no (complete) HTTP answer.

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::completion::Usage;
 use super::outcome::GroqError;
-use super::text::read;
+use crate::json::read;
 
 /// What the scanner found in one batch of complete events.
 #[derive(Debug, Default, PartialEq)]

@@ -4,9 +4,64 @@
 
 use std::cell::RefCell;
 
-use crate::http::jwt::{self, AuthFailure, KeySet, TokenCrypto};
-use crate::routing::config::ClientAuth;
+use crate::bindings::{Bindings, Reader};
+use crate::http::error::ApiError;
+use crate::http::jwt::{self, JwtConfig, KeySet, TokenError, TokenVerification};
 use crate::routing::log::Log;
+
+/// `ROUTER_API_KEYS` and `ALLOW_UNAUTHENTICATED`: who may spend the provider key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// `(name, key)`: logs and rate limits use the name, never the key.
+    pub keys: Vec<(String, String)>,
+    pub allow_unauthenticated: bool,
+    /// `JWT_*`: end users' tokens from a sign-in provider.
+    pub jwt: Option<JwtConfig>,
+}
+
+impl ClientAuth {
+    /// `ROUTER_API_KEYS`, `ALLOW_UNAUTHENTICATED` and the `JWT_*` bindings.
+    pub fn read<B: Bindings>(r: &mut Reader<'_, B>) -> ClientAuth {
+        let keys = r.text("ROUTER_API_KEYS");
+        ClientAuth {
+            allow_unauthenticated: r.flag("ALLOW_UNAUTHENTICATED"),
+            keys: r.ok(
+                "ROUTER_API_KEYS",
+                parse_client_keys(keys.as_deref()),
+                Vec::new(),
+            ),
+            jwt: JwtConfig::read(r),
+        }
+    }
+}
+
+/// `ROUTER_API_KEYS`: comma-separated, each `key` or `name:key`. Errors never echo a key.
+pub fn parse_client_keys(keys: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    let mut parsed: Vec<(String, String)> = Vec::new();
+    for (i, entry) in keys.unwrap_or("").split(',').map(str::trim).enumerate() {
+        if entry.is_empty() {
+            continue;
+        }
+        let (name, key) = match entry.split_once(':') {
+            Some((name, key)) => (name.trim().to_string(), key.trim().to_string()),
+            None => (format!("client-{}", i + 1), entry.to_string()),
+        };
+        if key.is_empty() || name.is_empty() {
+            return Err(format!(
+                "`ROUTER_API_KEYS` entry {} is `name:` with no key or `:key` with no name",
+                i + 1
+            ));
+        }
+        if parsed.iter().any(|(n, _)| *n == name) {
+            return Err(format!(
+                "`ROUTER_API_KEYS` entry {} reuses the name of an earlier one",
+                i + 1
+            ));
+        }
+        parsed.push((name, key));
+    }
+    Ok(parsed)
+}
 
 /// Why a caller was refused; the message tells them (or the operator) what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,8 +71,40 @@ pub enum AuthError {
     NotConfigured,
     MissingKey,
     WrongKey,
-    /// A JWT that fails verification, or no keys to verify it with.
-    Token(AuthFailure),
+    /// A user's JWT that fails a check.
+    InvalidToken(TokenError),
+    /// No keys to check a token with (the JWKS could not be fetched and nothing is cached, or a
+    /// key could not be imported).
+    Unavailable,
+}
+
+impl From<TokenError> for AuthError {
+    fn from(e: TokenError) -> Self {
+        AuthError::InvalidToken(e)
+    }
+}
+
+impl AuthError {
+    /// The answer a caller refused for this reason gets: what to send, in the words `auth`'s
+    /// configuration calls for.
+    pub fn refusal(self, auth: &ClientAuth) -> ApiError {
+        let missing = match auth.jwt {
+            Some(_) => "missing credentials; send `Authorization: Bearer <token>` with your sign-in provider's token",
+            None => "missing client key; send `Authorization: Bearer <key>`",
+        };
+        match self {
+            AuthError::NotConfigured => ApiError::AuthNotConfigured,
+            AuthError::MissingKey => ApiError::Unauthorized { message: missing },
+            AuthError::WrongKey => ApiError::Unauthorized {
+                message: "invalid client key",
+            },
+            AuthError::Unavailable => ApiError::AuthUnavailable,
+            AuthError::InvalidToken(why) => {
+                let message = auth.jwt.as_ref().map(|jwt| why.message(jwt));
+                ApiError::InvalidToken(message.unwrap_or_else(|| "invalid token".into()))
+            }
+        }
+    }
 }
 
 /// Who is calling: a client key's name, a verified user, or nobody (where that is allowed).
@@ -66,8 +153,8 @@ pub struct Credentials<'a> {
 }
 
 /// This isolate's and request's means to verify tokens.
-pub struct TokenCheck<'a, C> {
-    pub crypto: &'a C,
+pub struct TokenCheck<'a, T> {
+    pub tokens: &'a T,
     pub keys: &'a RefCell<KeySet>,
     pub now_ms: u64,
     pub log: &'a dyn Log,
@@ -85,7 +172,7 @@ impl ClientAuth {
     pub async fn authenticate(
         &self,
         credentials: Credentials<'_>,
-        tokens: &TokenCheck<'_, impl TokenCrypto>,
+        check: &TokenCheck<'_, impl TokenVerification>,
     ) -> Result<Caller, AuthError> {
         if !self.is_configured() {
             return Err(AuthError::NotConfigured);
@@ -103,13 +190,12 @@ impl ClientAuth {
             let user = jwt::verify_token(
                 token,
                 config,
-                tokens.keys,
-                tokens.crypto,
-                tokens.now_ms,
-                tokens.log,
+                check.keys,
+                check.tokens,
+                check.now_ms,
+                check.log,
             )
-            .await
-            .map_err(AuthError::Token)?;
+            .await?;
             return Ok(Caller {
                 name: Some(user.name),
                 user: true,
@@ -174,7 +260,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::config::parse_client_keys;
 
     fn auth(keys: Option<&str>, allow_unauthenticated: bool) -> ClientAuth {
         ClientAuth {

@@ -8,20 +8,19 @@ use serde::ser::{Error, SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::groq::chat::ChatRequest;
-use crate::groq::completion::Usage;
-use crate::groq::mock::{MockProvider, Upstream};
+use crate::groq::completion::{Completion, Usage};
 use crate::groq::provider::Provider;
-use crate::groq::{cut, Members};
+use crate::http::config::{Config, LoadedConfig};
 use crate::http::error::ApiError;
-use crate::http::jwt::TokenCrypto;
+use crate::http::jwt::TokenVerification;
 use crate::http::limit::RateLimiter;
-use crate::http::relay::{RequestSummary, StreamRelay};
-use crate::http::{
-    admit, unknown_task, Body, HttpRequest, HttpResponse, Loaded, Reply, RequestEnv,
-};
+use crate::http::mock::{MockProvider, Upstream};
+use crate::http::record::RequestRecord;
+use crate::http::relay::StreamRelay;
+use crate::http::request::ChatRequest;
+use crate::http::{admit, unknown_task, Body, HttpRequest, HttpResponse, Io, Reply, RequestEnv};
+use crate::json::{cut, Members};
 use crate::routing::chain::ModelChain;
-use crate::routing::config::Config;
 use crate::routing::fallback::{route, Answer, Attempt, RouteContext, Routed};
 
 /// The 200 body of `POST /v1/tasks/{task}`; Groq's JSON for the parts it came from.
@@ -59,135 +58,234 @@ impl Serialize for WithCost<'_> {
 }
 
 /// Answers a chat route: `task` is the one in the path, `None` on the SDK routes.
-pub(super) async fn chat<P: Provider, L: RateLimiter, C: TokenCrypto>(
+pub(super) async fn chat<P: Provider, L: RateLimiter, T: TokenVerification>(
     req: HttpRequest<'_>,
     task: Option<&str>,
-    config: &Loaded,
-    seams: (&P, &L, &C),
+    config: &LoadedConfig,
+    io: Io<'_, P, L, T>,
     env: &RequestEnv<'_>,
 ) -> Reply<Body<P>> {
     // On the task route the URL names the task, so even a refused request (bad key, bad body)
     // says which task it was for; on the SDK routes the task is known once the body is read.
-    let mut summary = RequestSummary {
-        request_id: env.request_id.to_string(),
-        task: cut(task.unwrap_or_default(), 64).to_string(),
-        client: None,
-        model: None,
-        price: None,
-        attempts: 0,
-        stream: false,
-        mock: false,
-        started_ms: (env.now_ms)(),
-    };
-    let routed = route_chat(req, task, config, seams, env, &mut summary).await;
-    let (config, routed) = match routed {
-        Ok(routed) => routed,
-        Err(error) => {
-            let mut response = HttpResponse::error(&error);
-            if config
-                .as_ref()
-                .is_ok_and(|c| c.registry.tasks.contains_key(summary.task.as_str()))
-            {
-                response.headers.push(("x-task-type", summary.task.clone()));
-            }
-            if !error.attempts().is_empty() {
-                response
-                    .headers
-                    .push(("x-attempts", attempts_header(error.attempts())));
-            }
-            summary.attempts = error.attempts().len();
-            summary.close(env, error.code(), response.status, Usage::default());
-            return Reply::Full(response);
-        }
-    };
+    let task_named = cut(task.unwrap_or_default(), 64);
+    let mut record = RequestRecord::start(env.request_id, task_named, (env.now_ms)());
+    match route_chat(req, task, config, io, env, &mut record).await {
+        Ok((config, routed)) => answer(routed, task, config, record, env),
+        Err(error) => refuse(&error, config, record, env),
+    }
+}
+
+/// A chat request that got no answer: the error, with the routing headers it has.
+fn refuse<B>(
+    error: &ApiError,
+    config: &LoadedConfig,
+    mut record: RequestRecord,
+    env: &RequestEnv<'_>,
+) -> Reply<B> {
+    let mut response = HttpResponse::error(error);
+    let known = |c: &Config| c.routing.registry.tasks.contains_key(record.task.as_str());
+    if config.as_ref().is_ok_and(known) {
+        response.headers.push(("x-task-type", record.task.clone()));
+    }
+    if !error.attempts().is_empty() {
+        let attempts = attempts_header(error.attempts());
+        response.headers.push(("x-attempts", attempts));
+    }
+    record.attempts = error.attempts().len();
+    record.finish(
+        error.code(),
+        response.status,
+        Usage::default(),
+        (env.now_ms)(),
+    );
+    env.account(&record);
+    Reply::Full(response)
+}
+
+/// A chat request a model answered: the answer, whole or the head of a stream and its relay.
+fn answer<B>(
+    routed: Routed<B>,
+    task: Option<&str>,
+    config: &Config,
+    mut record: RequestRecord,
+    env: &RequestEnv<'_>,
+) -> Reply<B> {
     let Routed {
         model,
         answer,
         attempts,
     } = routed;
-    summary.price = config.prices.get(&model).copied();
-    summary.model = Some(model.clone());
-    summary.attempts = attempts.len();
-    let routing_headers = [
-        ("x-attempts", attempts_header(&attempts)),
-        ("x-task-type", summary.task.clone()),
-    ];
-    match answer {
+    record.price = config.routing.prices.get(&model).copied();
+    record.model = Some(model.clone());
+    record.attempts = attempts.len();
+    let mut head = HttpResponse {
+        status: 200,
+        headers: Vec::with_capacity(6),
+        body: Vec::new(),
+    };
+    let completion = match answer {
         Answer::Complete { body, completion } => {
-            summary.close(env, "ok", 200, completion.tokens);
-            let cost = summary.price.and_then(|p| p.cost(&completion.tokens));
-            let mut response = match task {
-                Some(task) => HttpResponse::json(
-                    200,
-                    &TaskAnswer {
-                        content: completion.content.as_deref(),
-                        tool_calls: completion.tool_calls.as_deref(),
-                        reasoning: completion.reasoning.as_deref(),
-                        model_used: &model,
-                        finish_reason: completion.finish_reason.as_deref(),
-                        usage: completion
-                            .usage
-                            .as_deref()
-                            .map(|usage| WithCost { usage, cost }),
-                        task,
-                        request_id: env.request_id,
-                        attempts: &attempts,
-                    },
-                ),
-                None => HttpResponse::json_bytes(200, body),
-            };
-            response.headers.push(("x-model-used", model));
-            response.headers.extend(routing_headers);
-            Reply::Full(response)
+            head.body = body;
+            completion
         }
         Answer::Stream(start) => {
-            let mut head = HttpResponse {
-                status: 200,
-                headers: vec![
-                    ("content-type", "text/event-stream".to_string()),
-                    ("cache-control", "no-cache".to_string()),
-                    ("x-model-used", model),
-                ],
-                body: Vec::new(),
-            };
-            head.headers.extend(routing_headers);
-            summary.stream = true;
+            head.headers.extend([
+                ("content-type", "text/event-stream".to_string()),
+                ("cache-control", "no-cache".to_string()),
+            ]);
+            routing_headers(&mut head, model, &attempts, &record);
+            record.stream = true;
             let relay = StreamRelay {
                 start,
-                idle_timeout_ms: config.attempt_timeout_ms,
-                gone_ttl_ms: config.model_gone_ttl_ms,
-                summary,
+                idle_timeout_ms: config.routing.attempt_timeout_ms,
+                gone_ttl_ms: config.routing.model_gone_ttl_ms,
+                record,
                 mode: config.stream_relay,
             };
-            Reply::Stream {
-                head,
-                relay: Box::new(relay),
-            }
+            let relay = Box::new(relay);
+            return Reply::Stream { head, relay };
         }
+    };
+    record.finish("ok", 200, completion.tokens, (env.now_ms)());
+    env.account(&record);
+    if let Some(task) = task {
+        head.body = task_answer(&completion, &model, task, &attempts, &record, env);
     }
+    head.headers
+        .push(("content-type", "application/json".to_string()));
+    routing_headers(&mut head, model, &attempts, &record);
+    Reply::Full(head)
+}
+
+fn routing_headers(
+    head: &mut HttpResponse,
+    model: String,
+    attempts: &[Attempt],
+    record: &RequestRecord,
+) {
+    head.headers.extend([
+        ("x-model-used", model),
+        ("x-attempts", attempts_header(attempts)),
+        ("x-task-type", record.task.clone()),
+    ]);
+}
+
+/// `POST /v1/tasks/{task}`'s answer, in the router's own shape.
+fn task_answer(
+    completion: &Completion,
+    model: &str,
+    task: &str,
+    attempts: &[Attempt],
+    record: &RequestRecord,
+    env: &RequestEnv<'_>,
+) -> Vec<u8> {
+    let cost = record.price.and_then(|p| p.cost(&completion.tokens));
+    let answer = TaskAnswer {
+        content: completion.content.as_deref(),
+        tool_calls: completion.tool_calls.as_deref(),
+        reasoning: completion.reasoning.as_deref(),
+        model_used: model,
+        finish_reason: completion.finish_reason.as_deref(),
+        usage: (completion.usage.as_deref()).map(|usage| WithCost { usage, cost }),
+        task,
+        request_id: env.request_id,
+        attempts,
+    };
+    serde_json::to_vec(&answer).expect("answers always serialize")
 }
 
 /// Admits the caller, reads the body and the task, and walks the task's chain.
-async fn route_chat<'c, P: Provider, L: RateLimiter, C: TokenCrypto>(
+async fn route_chat<'c, P: Provider, L: RateLimiter, T: TokenVerification>(
     req: HttpRequest<'_>,
     task: Option<&str>,
-    config: &'c Loaded,
-    (provider, limiter, crypto): (&P, &L, &C),
+    config: &'c LoadedConfig,
+    io: Io<'_, P, L, T>,
     env: &RequestEnv<'_>,
-    summary: &mut RequestSummary,
+    record: &mut RequestRecord,
 ) -> Result<(&'c Config, Routed<Body<P>>), ApiError> {
-    let (config, caller) = admit(&req, config, crypto, env).await?;
-    summary.client = caller.name.clone();
+    let (config, caller) = admit(&req, config, io.tokens, env).await?;
+    record.client = caller.name.clone();
     if req.overloaded {
         return Err(ApiError::Overloaded);
     }
-    if !limiter.allow(&caller.limit_key(req.client_ip)).await {
+    if !io.limiter.allow(&caller.limit_key(req.client_ip)).await {
         return Err(ApiError::ClientRateLimited {
             retry_after_secs: config.rate_limit_period_s,
         });
     }
+    let mut request = read_request(&req, task, config)?;
+    let task = match (task, &request.model) {
+        (Some(task), _) => task.to_string(),
+        (None, Some(model)) => model.to_string(),
+        (None, None) => {
+            let message = "`model` is required: name a task, e.g. \"fast\"";
+            return Err(ApiError::invalid_field("model", message));
+        }
+    };
+    record.task = cut(&task, 64).to_string();
+    if !caller.may_call(&task) {
+        let task = record.task.clone();
+        return Err(ApiError::TaskNotAllowed { task });
+    }
+    if let Some((task, cap)) = config.max_tokens.get_key_value(task.as_str()) {
+        request.apply_token_cap(*cap, &task.max_tokens_binding())?;
+    }
+    let chain = ModelChain::for_task(&config.routing, &task)
+        .ok_or_else(|| unknown_task(config, &task, true))?;
+    // A mock request runs the real chain against the mock provider, on a health book of its
+    // own: it teaches the router nothing about the real models.
+    let mock_health = RefCell::default();
+    let (upstream, api_key) = upstream(&request, config, io.provider)?;
+    let health = match upstream {
+        Upstream::Mock(_) => &mock_health,
+        Upstream::Real(_) => env.health,
+    };
+    record.mock = request.mock.is_some();
+    let ctx = RouteContext {
+        request_id: env.request_id,
+        task: &task,
+        url: &config.routing.chat_url,
+        api_key,
+        attempt_timeout_ms: config.routing.attempt_timeout_ms,
+        deadline_ms: record.started_ms + config.routing.request_timeout_ms,
+        gone_ttl_ms: config.routing.model_gone_ttl_ms,
+        now_ms: env.now_ms,
+        caller_left: env.caller_left,
+        log: env.log,
+        health,
+        mock: record.mock,
+    };
+    Ok((config, route(&ctx, &chain, &request.body, &upstream).await?))
+}
+
+/// Where a request goes: Groq with the provider key, or the mock provider (where allowed).
+fn upstream<'p, P>(
+    request: &ChatRequest<'_>,
+    config: &'p Config,
+    provider: &'p P,
+) -> Result<(Upstream<'p, P>, &'p str), ApiError> {
+    match (&request.mock, &config.routing.groq_api_key) {
+        (Some(mock), _) if !config.allow_mock => Err(ApiError::MockNotAllowed {
+            param: mock.param(),
+        }),
+        (Some(mock), _) => {
+            let mock = MockProvider::new(mock, request.prompt_bytes);
+            Ok((Upstream::Mock(mock), ""))
+        }
+        (None, Some(key)) => Ok((Upstream::Real(provider), key.as_str())),
+        (None, None) => Err(ApiError::ProviderKeyMissing),
+    }
+}
+
+/// The caller's body, once what is checked before reading it holds: a key to spend, its size,
+/// its media type, a known task in the path.
+fn read_request<'r>(
+    req: &HttpRequest<'r>,
+    task: Option<&str>,
+    config: &Config,
+) -> Result<ChatRequest<'r>, ApiError> {
     // Without a key only a mock request can be answered, and only where mocks are allowed.
-    if config.groq_api_key.is_none() && !config.allow_mock {
+    if config.routing.groq_api_key.is_none() && !config.allow_mock {
         return Err(ApiError::ProviderKeyMissing);
     }
     if req.body_too_large || req.body.len() as u64 > config.max_request_bytes {
@@ -198,66 +296,10 @@ async fn route_chat<'c, P: Provider, L: RateLimiter, C: TokenCrypto>(
     if !is_json(req.content_type) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    if let Some(task) = task.filter(|t| !config.registry.tasks.contains_key(*t)) {
+    if let Some(task) = task.filter(|t| !config.routing.registry.tasks.contains_key(*t)) {
         return Err(unknown_task(config, task, false));
     }
-    let mut request = ChatRequest::parse(req.body, task.is_none())?;
-    let task = match (task, &request.model) {
-        (Some(task), _) => task.to_string(),
-        (None, Some(model)) => model.to_string(),
-        (None, None) => {
-            return Err(ApiError::invalid_field(
-                "model",
-                "`model` is required: name a task, e.g. \"fast\"",
-            ))
-        }
-    };
-    summary.task = cut(&task, 64).to_string();
-    if !caller.may_call(&task) {
-        return Err(ApiError::TaskNotAllowed {
-            task: summary.task.clone(),
-        });
-    }
-    if let Some((task, cap)) = config.max_tokens.get_key_value(task.as_str()) {
-        request.apply_token_cap(*cap, &task.max_tokens_binding())?;
-    }
-    let chain =
-        ModelChain::for_task(config, &task).ok_or_else(|| unknown_task(config, &task, true))?;
-    // A mock request runs the real chain against the mock provider, on a health book of its
-    // own: it teaches the router nothing about the real models.
-    let scratch = RefCell::default();
-    let (upstream, health, api_key) = match (&request.mock, config.groq_api_key.as_deref()) {
-        (Some(_), _) if !config.allow_mock => {
-            let param = match request.has("mock_response") {
-                true => "mock_response",
-                false => "mock_failures",
-            };
-            return Err(ApiError::MockNotAllowed { param });
-        }
-        (Some(mock), _) => (
-            Upstream::Mock(MockProvider::new(mock, request.prompt_bytes)),
-            &scratch,
-            "",
-        ),
-        (None, Some(key)) => (Upstream::Real(provider), env.health, key),
-        (None, None) => return Err(ApiError::ProviderKeyMissing),
-    };
-    summary.mock = request.mock.is_some();
-    let ctx = RouteContext {
-        request_id: env.request_id,
-        task: &task,
-        url: &config.chat_url,
-        api_key,
-        attempt_timeout_ms: config.attempt_timeout_ms,
-        deadline_ms: summary.started_ms + config.request_timeout_ms,
-        gone_ttl_ms: config.model_gone_ttl_ms,
-        now_ms: env.now_ms,
-        caller_left: env.caller_left,
-        log: env.log,
-        health,
-        mock: summary.mock,
-    };
-    Ok((config, route(&ctx, &chain, &request, &upstream).await?))
+    Ok(ChatRequest::parse(req.body, task.is_none())?)
 }
 
 /// `application/json`, with or without parameters (`; charset=utf-8`).
@@ -271,14 +313,15 @@ fn is_json(content_type: Option<&str>) -> bool {
 
 /// `model=outcome(status)` per attempt, comma-separated: the attempts list in one header.
 pub fn attempts_header(attempts: &[Attempt]) -> String {
+    use crate::routing::fallback::Verdict;
     attempts
         .iter()
-        .map(|a| match (a.status, a.reason) {
-            (Some(status), _) => format!("{}={}({status})", a.model, a.outcome.as_str()),
-            (None, Some(reason)) => {
-                format!("{}={}({})", a.model, a.outcome.as_str(), reason.as_str())
+        .map(|a| match (a.status, a.verdict) {
+            (Some(status), _) => format!("{}={}({status})", a.model, a.verdict.as_str()),
+            (None, Verdict::Skipped(reason)) => {
+                format!("{}=skipped({})", a.model, reason.as_str())
             }
-            (None, None) => format!("{}={}", a.model, a.outcome.as_str()),
+            (None, _) => format!("{}={}", a.model, a.verdict.as_str()),
         })
         .collect::<Vec<_>>()
         .join(", ")

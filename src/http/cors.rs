@@ -1,9 +1,19 @@
 //! CORS for browser frontends: preflights answered without auth for allowed origins, and the
 //! allow-origin header echoing only an allowed origin. Other origins get no CORS headers at all.
 
+use crate::bindings::{Bindings, HttpUrl, Reader};
 use crate::http::error::ApiError;
 use crate::http::HttpResponse;
-use crate::routing::config::AllowedOrigins;
+
+/// Which browser origins may call the router (`ALLOWED_ORIGINS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// No CORS: only same-origin and non-browser callers.
+    #[default]
+    None,
+    Any,
+    List(Vec<String>),
+}
 
 /// What a preflight that names no headers is told callers may send: the router's own, and those
 /// the official OpenAI and Groq SDKs add in a browser. A preflight that names headers is allowed
@@ -19,6 +29,11 @@ const MAX_AGE_S: &str = "600";
 const MAX_REQUESTED_HEADERS: usize = 64;
 
 impl AllowedOrigins {
+    /// `ALLOWED_ORIGINS`: comma-separated origins, or `*`; empty or unset: none.
+    pub fn read<B: Bindings>(r: &mut Reader<'_, B>) -> AllowedOrigins {
+        r.parsed("ALLOWED_ORIGINS", parse_origins, AllowedOrigins::None)
+    }
+
     pub fn allows(&self, origin: &str) -> bool {
         match self {
             AllowedOrigins::None => false,
@@ -103,4 +118,26 @@ pub fn decorate(response: &mut HttpResponse, origin: Option<&str>, allowed: &All
             ("access-control-expose-headers", EXPOSE_HEADERS.to_string()),
         ]);
     }
+}
+
+fn parse_origins(text: &str) -> Result<AllowedOrigins, String> {
+    if text == "*" {
+        return Ok(AllowedOrigins::Any);
+    }
+    let mut list = Vec::new();
+    for (i, origin) in text.split(',').map(str::trim).enumerate() {
+        if origin.is_empty() {
+            continue;
+        }
+        match HttpUrl::parse(origin) {
+            Some(url) if url.rest.is_empty() && !url.authority.contains('*') => {
+                list.push(origin.to_string())
+            }
+            _ => return Err(format!("entry {} is not an origin: https:// or http://, a host and maybe a port, no path; or `*` alone", i + 1)),
+        }
+    }
+    Ok(match list.is_empty() {
+        true => AllowedOrigins::None,
+        false => AllowedOrigins::List(list),
+    })
 }

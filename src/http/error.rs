@@ -3,10 +3,11 @@
 
 use serde::Serialize;
 
-use crate::groq::chat::BodyError;
+use crate::bindings::ConfigFinding;
 use crate::groq::outcome::redact_org_ids;
-use crate::routing::config::{ConfigError, PROVIDER_KEY_MISSING};
-use crate::routing::fallback::{Attempt, Failed, Why};
+use crate::http::request::BodyError;
+use crate::routing::config::PROVIDER_KEY_MISSING;
+use crate::routing::fallback::{Attempt, ChainFailure, FailureReason};
 
 /// `Retry-After` on a 503 `overloaded`: requests take about this long to make room.
 const OVERLOADED_RETRY_AFTER_S: u64 = 1;
@@ -45,11 +46,11 @@ pub enum ApiError {
     /// 405: known route, wrong method.
     MethodNotAllowed { allow: &'static str },
     /// 500: `MODEL_REGISTRY` or another binding is invalid.
-    ConfigInvalid(Vec<ConfigError>),
+    ConfigInvalid(Vec<ConfigFinding>),
     /// 500: the `GROQ_API_KEY` secret is not set.
     ProviderKeyMissing,
-    /// 400, 413, 429, 499, 502 or 504: the chain produced no answer (see `Why`).
-    Chain(Failed),
+    /// 400, 413, 429, 499, 502 or 504: the chain produced no answer (see `FailureReason`).
+    Chain(ChainFailure),
     /// 413: the body is larger than `MAX_REQUEST_BYTES`.
     PayloadTooLarge { limit: u64 },
     /// 415: the body is not declared as JSON.
@@ -73,8 +74,8 @@ impl From<BodyError> for ApiError {
     }
 }
 
-impl From<Failed> for ApiError {
-    fn from(failed: Failed) -> Self {
+impl From<ChainFailure> for ApiError {
+    fn from(failed: ChainFailure) -> Self {
         ApiError::Chain(failed)
     }
 }
@@ -105,14 +106,14 @@ impl ApiError {
             ApiError::ClientRateLimited { .. } => 429,
             ApiError::ConfigInvalid(_) | ApiError::ProviderKeyMissing => 500,
             ApiError::AuthUnavailable | ApiError::Overloaded => 503,
-            ApiError::Chain(failed) => match failed.why {
-                Why::Rejected(_) => 400,
-                Why::TooLarge(_) => 413,
-                Why::RateLimited { .. } => 429,
-                Why::ProviderAuth | Why::AllFailed => 502,
-                Why::Deadline => 504,
+            ApiError::Chain(failed) => match failed.reason {
+                FailureReason::Rejected(_) => 400,
+                FailureReason::TooLarge(_) => 413,
+                FailureReason::RateLimited { .. } => 429,
+                FailureReason::ProviderAuth | FailureReason::AllFailed => 502,
+                FailureReason::Deadline => 504,
                 // nginx's "client closed request": what the request line records; nobody reads it.
-                Why::CallerLeft => 499,
+                FailureReason::CallerLeft => 499,
             },
         }
     }
@@ -143,14 +144,14 @@ impl ApiError {
             ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::ClientRateLimited { .. } => "client_rate_limited",
             ApiError::MockNotAllowed { .. } => "mock_not_allowed",
-            ApiError::Chain(failed) => match &failed.why {
-                Why::Rejected(e) => e.code.as_deref().unwrap_or("invalid_request"),
-                Why::TooLarge(_) => "request_too_large",
-                Why::ProviderAuth => "provider_auth_failed",
-                Why::RateLimited { .. } => "rate_limit_exceeded",
-                Why::AllFailed => "all_models_failed",
-                Why::Deadline => "deadline_exceeded",
-                Why::CallerLeft => "client_disconnected",
+            ApiError::Chain(failed) => match &failed.reason {
+                FailureReason::Rejected(e) => e.code.as_deref().unwrap_or("invalid_request"),
+                FailureReason::TooLarge(_) => "request_too_large",
+                FailureReason::ProviderAuth => "provider_auth_failed",
+                FailureReason::RateLimited { .. } => "rate_limit_exceeded",
+                FailureReason::AllFailed => "all_models_failed",
+                FailureReason::Deadline => "deadline_exceeded",
+                FailureReason::CallerLeft => "client_disconnected",
             },
         }
     }
@@ -207,25 +208,25 @@ impl ApiError {
                 format!("too many requests from this client; retry after {retry_after_secs} s")
             }
             ApiError::MockNotAllowed { .. } => "`mock_response` and `mock_failures` are answered only where `ALLOW_MOCK` is \"true\" (a test deployment); this router never sends them to Groq".to_string(),
-            ApiError::Chain(failed) => match &failed.why {
-                Why::Rejected(e) => redact_org_ids(e.message.as_deref().unwrap_or("Groq refused the request")),
-                Why::TooLarge(e) => format!(
+            ApiError::Chain(failed) => match &failed.reason {
+                FailureReason::Rejected(e) => redact_org_ids(e.message.as_deref().unwrap_or("Groq refused the request")),
+                FailureReason::TooLarge(e) => format!(
                     "the request is too large for every model of this task: it needs more tokens than each model may take in a minute at Groq; send a smaller request (retrying it unchanged cannot help). Groq said: {}",
                     redact_org_ids(e.message.as_deref().unwrap_or("Request too large"))
                 ),
-                Why::ProviderAuth => "Groq rejected the router's provider key; the operator must update the `GROQ_API_KEY` secret".to_string(),
-                Why::RateLimited { retry_after_secs } => format!(
+                FailureReason::ProviderAuth => "Groq rejected the router's provider key; the operator must update the `GROQ_API_KEY` secret".to_string(),
+                FailureReason::RateLimited { retry_after_secs } => format!(
                     "every model for this task is rate-limited; retry after {retry_after_secs} s"
                 ),
-                Why::AllFailed => format!(
+                FailureReason::AllFailed => format!(
                     "all {} models for this task failed; see `attempts`",
                     failed.models_tried()
                 ),
-                Why::Deadline => format!(
+                FailureReason::Deadline => format!(
                     "no model answered within the request deadline (`REQUEST_TIMEOUT_MS`) after {} attempts; see `attempts`",
                     failed.attempts.len()
                 ),
-                Why::CallerLeft => "the caller went away before the answer; no further model was called".to_string(),
+                FailureReason::CallerLeft => "the caller went away before the answer; no further model was called".to_string(),
             },
         }
     }
@@ -233,8 +234,8 @@ impl ApiError {
     /// Extra headers the status calls for.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
-            ApiError::Chain(Failed {
-                why: Why::RateLimited { retry_after_secs },
+            ApiError::Chain(ChainFailure {
+                reason: FailureReason::RateLimited { retry_after_secs },
                 ..
             })
             | ApiError::ClientRateLimited { retry_after_secs } => {
@@ -272,8 +273,8 @@ impl ApiError {
                 named_by_model: true,
                 ..
             } => Some("model"),
-            ApiError::Chain(Failed {
-                why: Why::Rejected(e),
+            ApiError::Chain(ChainFailure {
+                reason: FailureReason::Rejected(e),
                 ..
             }) => e.param.as_deref(),
             _ => None,
@@ -306,7 +307,7 @@ struct Detail<'a> {
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     attempts: &'a [Attempt],
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    problems: &'a [ConfigError],
+    problems: &'a [ConfigFinding],
 }
 
 impl<'a> ErrorBody<'a> {
@@ -328,7 +329,7 @@ impl<'a> ErrorBody<'a> {
         mut self,
         param: Option<&'a str>,
         attempts: &'a [Attempt],
-        problems: &'a [ConfigError],
+        problems: &'a [ConfigFinding],
     ) -> Self {
         (self.error.param, self.error.attempts, self.error.problems) = (param, attempts, problems);
         self

@@ -1,6 +1,6 @@
 //! End users' JWTs (`JWT_*`): a token is decoded, its `alg` matched to the configured keys, its
 //! key found (in the provider's JWKS, fetched and cached per isolate, or the HS256 secret), its
-//! signature checked through [`TokenCrypto`] (the runtime's WebCrypto: no cryptography here),
+//! signature checked through [`TokenVerification`] (the runtime's WebCrypto: no cryptography here),
 //! and only then its claims. Refusals say which check failed, never the token.
 
 use std::cell::RefCell;
@@ -10,9 +10,45 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::groq::{cut, read, Kind, Members, Text};
-use crate::routing::config::{JwtConfig, JwtKeys};
+use crate::bindings::{Bindings, HttpUrl, Reader};
+use crate::http::auth::AuthError;
+use crate::json::{cut, named, read, JsonKind, Members, Text};
 use crate::routing::log::{write, Level, Log};
+
+/// How end users' JWTs are verified (`JWT_*` bindings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    pub keys: JwtKeys,
+    /// `JWT_ISSUER`: the exact `iss` accepted.
+    pub issuer: String,
+    /// `JWT_AUDIENCE`: an `aud` must be one of these; empty with `JWT_ALLOW_ANY_AUDIENCE`.
+    pub audiences: Vec<String>,
+    /// `JWT_CLIENT_CLAIM`: the claim naming the user (default `sub`).
+    pub client_claim: String,
+    /// `JWT_TASKS_CLAIM`: the claim listing the tasks a user may call, if set.
+    pub tasks_claim: Option<String>,
+}
+
+/// Where the keys that sign users' tokens come from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum JwtKeys {
+    /// `JWT_JWKS_URL`: the provider's RS256 / ES256 public keys.
+    Jwks(String),
+    /// `JWT_SECRET`: a shared HS256 key.
+    Secret(Vec<u8>),
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtKeys::Jwks(url) => f.debug_tuple("Jwks").field(url).finish(),
+            JwtKeys::Secret(_) => f.write_str("Secret(..)"),
+        }
+    }
+}
+
+/// The shortest `JWT_SECRET` accepted: HS256's key should be as long as its hash.
+pub const JWT_SECRET_MIN_BYTES: usize = 32;
 
 /// Larger `Authorization` tokens are refused unread.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -29,33 +65,23 @@ pub const JWKS_RETRY_MS: u64 = 5_000;
 /// A JWKS larger than this is refused (real ones are a few KiB).
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 
-/// The signature algorithms accepted, each for one kind of key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alg {
-    /// RSASSA-PKCS1-v1_5 with SHA-256, an RSA key from the JWKS.
-    Rs256,
-    /// ECDSA on P-256 with SHA-256, an EC key from the JWKS.
-    Es256,
-    /// HMAC with SHA-256, the shared `JWT_SECRET`.
-    Hs256,
+named! {
+    /// The signature algorithms accepted, each for one kind of key.
+    pub enum Alg {
+        /// RSASSA-PKCS1-v1_5 with SHA-256, an RSA key from the JWKS.
+        Rs256 = "RS256",
+        /// ECDSA on P-256 with SHA-256, an EC key from the JWKS.
+        Es256 = "ES256",
+        /// HMAC with SHA-256, the shared `JWT_SECRET`.
+        Hs256 = "HS256",
+    }
 }
 
 impl Alg {
     fn parse(name: &str) -> Option<Alg> {
-        match name {
-            "RS256" => Some(Alg::Rs256),
-            "ES256" => Some(Alg::Es256),
-            "HS256" => Some(Alg::Hs256),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Alg::Rs256 => "RS256",
-            Alg::Es256 => "ES256",
-            Alg::Hs256 => "HS256",
-        }
+        [Alg::Rs256, Alg::Es256, Alg::Hs256]
+            .into_iter()
+            .find(|alg| alg.as_str() == name)
     }
 }
 
@@ -82,9 +108,10 @@ pub struct FetchedJwks {
     pub body: Vec<u8>,
 }
 
-/// The runtime's part: fetching the JWKS and checking signatures (WebCrypto in the Worker).
+/// What verifying users' tokens needs from the runtime: the JWKS fetched, signatures checked
+/// (WebCrypto in the Worker).
 #[allow(async_fn_in_trait)]
-pub trait TokenCrypto {
+pub trait TokenVerification {
     async fn fetch_jwks(&self, url: &str) -> Result<FetchedJwks, String>;
     /// Whether `signature` is `key`'s signature over `signed`; `Err` if the key cannot be used.
     async fn verify(
@@ -98,7 +125,7 @@ pub trait TokenCrypto {
 /// For callers that verify no tokens (no `JWT_*` configured): never called then.
 pub struct NoTokens;
 
-impl TokenCrypto for NoTokens {
+impl TokenVerification for NoTokens {
     async fn fetch_jwks(&self, _url: &str) -> Result<FetchedJwks, String> {
         Err("no JWKS client".into())
     }
@@ -157,22 +184,6 @@ impl TokenError {
     }
 }
 
-/// Why a token could not be accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthFailure {
-    /// 401: the token fails a check.
-    Invalid(TokenError),
-    /// 503: no keys to check it with (the JWKS could not be fetched and nothing is cached, or a
-    /// key could not be imported).
-    Unavailable,
-}
-
-impl From<TokenError> for AuthFailure {
-    fn from(e: TokenError) -> Self {
-        AuthFailure::Invalid(e)
-    }
-}
-
 /// A verified user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -182,17 +193,24 @@ pub struct User {
     pub tasks: Option<Vec<String>>,
 }
 
+/// A token's three dot-separated parts: header, payload, signature.
+fn parts(token: &str) -> Option<[&str; 3]> {
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(header), Some(payload), Some(signature), None) => Some([header, payload, signature]),
+        _ => None,
+    }
+}
+
 /// Three base64url parts (the signature may be empty, as in an `alg: none` token): a JWT, not a
 /// client key.
 pub fn looks_like_jwt(token: &str) -> bool {
     let base64url = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    !header.is_empty() && !payload.is_empty() && token.bytes().all(|c| c == b'.' || base64url(c))
+    parts(token).is_some_and(|[header, payload, _]| {
+        !header.is_empty()
+            && !payload.is_empty()
+            && token.bytes().all(|c| c == b'.' || base64url(c))
+    })
 }
 
 /// A token split and its parts decoded from base64url, not yet trusted.
@@ -216,12 +234,8 @@ fn decode(token: &str) -> Result<Decoded<'_>, TokenError> {
         return Err(TokenError::TooLarge);
     }
     let malformed = TokenError::Malformed;
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(malformed("not three base64url parts"));
-    };
+    let [header, payload, signature] =
+        parts(token).ok_or(malformed("not three base64url parts"))?;
     let signed = &token[..header.len() + 1 + payload.len()];
     let bytes = |part: &str, what| URL_SAFE_NO_PAD.decode(part).map_err(|_| malformed(what));
     Ok(Decoded {
@@ -275,10 +289,10 @@ pub async fn verify_token(
     token: &str,
     config: &JwtConfig,
     keys: &RefCell<KeySet>,
-    crypto: &impl TokenCrypto,
+    tokens: &impl TokenVerification,
     now_ms: u64,
     log: &dyn Log,
-) -> Result<User, AuthFailure> {
+) -> Result<User, AuthError> {
     let decoded = decode(token)?;
     let parsed = read_token(&decoded)?;
     let jwk;
@@ -289,7 +303,7 @@ pub async fn verify_token(
             material: KeyMaterial::Secret(secret),
         },
         JwtKeys::Jwks(url) if parsed.alg != Alg::Hs256 => {
-            jwk = jwks_key(url, keys, crypto, &parsed, now_ms, log).await?;
+            jwk = jwks_key(url, keys, tokens, &parsed, now_ms, log).await?;
             VerifyKey {
                 id: &jwk.id,
                 alg: jwk.alg,
@@ -298,7 +312,7 @@ pub async fn verify_token(
         }
         _ => return Err(TokenError::AlgNotAccepted.into()),
     };
-    let verified = crypto
+    let verified = tokens
         .verify(&key, decoded.signed.as_bytes(), &decoded.signature)
         .await;
     match verified {
@@ -306,13 +320,11 @@ pub async fn verify_token(
         Ok(false) => return Err(TokenError::BadSignature.into()),
         Err(why) => {
             let line = KeyUnusable {
-                level: Level::Error,
-                event: "jwt_key_unusable",
                 alg: key.alg.as_str(),
                 error: cut(&why, 200),
             };
-            write(log, Level::Error, &line);
-            return Err(AuthFailure::Unavailable);
+            write(log, Level::Error, "jwt_key_unusable", &line);
+            return Err(AuthError::Unavailable);
         }
     }
     Ok(check_claims(&parsed.claims, config, now_ms / 1000)?)
@@ -320,8 +332,6 @@ pub async fn verify_token(
 
 #[derive(Serialize)]
 struct KeyUnusable<'a> {
-    level: Level,
-    event: &'static str,
     alg: &'static str,
     error: &'a str,
 }
@@ -331,9 +341,11 @@ pub fn check_claims(claims: &Members, config: &JwtConfig, now_s: u64) -> Result<
     let claim = |name: &str, must| TokenError::Claim(name.to_string(), must);
     let number = |name: &str| match claims.get(name) {
         None => Ok(None),
-        Some(raw) if Kind::of(raw) == Kind::Number => serde_json::from_str::<f64>(raw.get())
-            .map(Some)
-            .map_err(|_| claim(name, "must be a number of seconds")),
+        Some(raw) if JsonKind::of(raw) == JsonKind::Number => {
+            serde_json::from_str::<f64>(raw.get())
+                .map(Some)
+                .map_err(|_| claim(name, "must be a number of seconds"))
+        }
         Some(_) => Err(claim(name, "must be a number of seconds")),
     };
     let now = now_s as f64;
@@ -359,7 +371,7 @@ pub fn check_claims(claims: &Members, config: &JwtConfig, now_s: u64) -> Result<
     let name_claim = config.client_claim.as_str();
     let must_name = "must name the user: a non-empty string or a number (`JWT_CLIENT_CLAIM`)";
     let name = match claims.get(name_claim) {
-        Some(raw) if Kind::of(raw) == Kind::Number => raw.get().to_string(),
+        Some(raw) if JsonKind::of(raw) == JsonKind::Number => raw.get().to_string(),
         raw => string(raw)
             .ok()
             .flatten()
@@ -387,9 +399,9 @@ pub fn check_claims(claims: &Members, config: &JwtConfig, now_s: u64) -> Result<
 /// An array of strings (or, with `one`, a single string too).
 fn strings(raw: Option<&RawValue>, one: bool) -> Option<Vec<String>> {
     let raw = raw?;
-    match Kind::of(raw) {
-        Kind::String if one => string(Some(raw)).ok().flatten().map(|s| vec![s]),
-        Kind::List => {
+    match JsonKind::of(raw) {
+        JsonKind::String if one => string(Some(raw)).ok().flatten().map(|s| vec![s]),
+        JsonKind::List => {
             let items: Vec<Text> = serde_json::from_str(raw.get()).ok()?;
             Some(items.into_iter().map(|t| t.0.into_owned()).collect())
         }
@@ -418,7 +430,7 @@ pub struct KeySet {
     last_try_ms: Option<u64>,
 }
 
-enum Found {
+enum KeyLookup {
     Key(PublicKey),
     Mismatch(Alg),
     NoKid,
@@ -439,22 +451,22 @@ impl KeySet {
             .is_none_or(|t| now_ms.saturating_sub(t) >= wait)
     }
 
-    fn find(&self, kid: Option<&str>, alg: Alg) -> Found {
+    fn find(&self, kid: Option<&str>, alg: Alg) -> KeyLookup {
         let key = match kid {
             Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
             None => {
                 let mut same_alg = self.keys.iter().filter(|k| k.alg == alg);
                 match (same_alg.next(), same_alg.next()) {
                     (Some(key), None) => Some(key),
-                    (Some(_), Some(_)) => return Found::NoKid,
+                    (Some(_), Some(_)) => return KeyLookup::NoKid,
                     (None, _) => None,
                 }
             }
         };
         match key {
-            Some(key) if key.alg == alg => Found::Key(key.clone()),
-            Some(key) => Found::Mismatch(key.alg),
-            None => Found::Missing,
+            Some(key) if key.alg == alg => KeyLookup::Key(key.clone()),
+            Some(key) => KeyLookup::Mismatch(key.alg),
+            None => KeyLookup::Missing,
         }
     }
 
@@ -486,47 +498,47 @@ impl KeySet {
 async fn jwks_key(
     url: &str,
     keys: &RefCell<KeySet>,
-    crypto: &impl TokenCrypto,
+    tokens: &impl TokenVerification,
     token: &Read<'_>,
     now_ms: u64,
     log: &dyn Log,
-) -> Result<PublicKey, AuthFailure> {
+) -> Result<PublicKey, AuthError> {
     let due = {
         let set = keys.borrow();
         !set.fresh(now_ms) && set.may_fetch(now_ms)
     };
     if due {
-        refresh(url, keys, crypto, now_ms, log).await;
+        refresh(url, keys, tokens, now_ms, log).await;
     }
     let find = || {
         let set = keys.borrow();
         match set.generation {
-            0 => Err(AuthFailure::Unavailable),
+            0 => Err(AuthError::Unavailable),
             _ => Ok(set.find(token.kid.as_deref(), token.alg)),
         }
     };
     let mut found = find()?;
     // A `kid` the set lacks: the provider may have rotated its keys since.
-    if matches!(found, Found::Missing) && !due && keys.borrow().may_fetch(now_ms) {
-        refresh(url, keys, crypto, now_ms, log).await;
+    if matches!(found, KeyLookup::Missing) && !due && keys.borrow().may_fetch(now_ms) {
+        refresh(url, keys, tokens, now_ms, log).await;
         found = find()?;
     }
     match found {
-        Found::Key(key) => Ok(key),
-        Found::Mismatch(alg) => Err(TokenError::KeyMismatch(alg).into()),
-        Found::NoKid => Err(TokenError::NoKid.into()),
-        Found::Missing => Err(TokenError::UnknownKid.into()),
+        KeyLookup::Key(key) => Ok(key),
+        KeyLookup::Mismatch(alg) => Err(TokenError::KeyMismatch(alg).into()),
+        KeyLookup::NoKid => Err(TokenError::NoKid.into()),
+        KeyLookup::Missing => Err(TokenError::UnknownKid.into()),
     }
 }
 
 async fn refresh(
     url: &str,
     keys: &RefCell<KeySet>,
-    crypto: &impl TokenCrypto,
+    tokens: &impl TokenVerification,
     now_ms: u64,
     log: &dyn Log,
 ) {
-    let fetched = crypto.fetch_jwks(url).await.and_then(|answer| {
+    let fetched = tokens.fetch_jwks(url).await.and_then(|answer| {
         if answer.status != 200 {
             return Err(format!("the JWKS endpoint answered {}", answer.status));
         }
@@ -536,19 +548,15 @@ async fn refresh(
     let mut set = keys.borrow_mut();
     if let Err(why) = set.learn(fetched, now_ms) {
         let line = JwksFailed {
-            level: Level::Warn,
-            event: "jwks_fetch_failed",
             error: cut(&why, 200),
             cached_keys: set.keys.len(),
         };
-        write(log, Level::Warn, &line);
+        write(log, Level::Warn, "jwks_fetch_failed", &line);
     }
 }
 
 #[derive(Serialize)]
 struct JwksFailed<'a> {
-    level: Level,
-    event: &'static str,
     error: &'a str,
     /// Keys still used from the last good fetch (0: callers get 503 until a fetch succeeds).
     cached_keys: usize,
@@ -573,8 +581,32 @@ pub fn max_age_s(cache_control: Option<&str>) -> u64 {
 /// The signing keys of a JWKS document this router can use: RSA keys for RS256, P-256 keys for
 /// ES256. Keys for other uses or algorithms are skipped; a set without any usable key is an error.
 pub fn parse_jwks(body: &[u8]) -> Result<Vec<PublicKey>, String> {
-    #[derive(Serialize)]
-    struct Public<'a> {
+    #[derive(Deserialize)]
+    struct Jwks<'a> {
+        #[serde(borrow)]
+        keys: Vec<Members<'a>>,
+    }
+    if body.len() > MAX_JWKS_BYTES {
+        return Err(format!(
+            "the JWKS is larger than {} KiB",
+            MAX_JWKS_BYTES / 1024
+        ));
+    }
+    let jwks: Jwks =
+        read(body).ok_or_else(|| "the JWKS is not a JSON object with a `keys` list".to_string())?;
+    let usable: Vec<PublicKey> = jwks.keys.iter().filter_map(signing_key).collect();
+    match usable.is_empty() {
+        true => Err("the JWKS has no RS256 (RSA) or ES256 (P-256) signing key".into()),
+        false => Ok(usable),
+    }
+}
+
+/// A JWK this router can verify with: an RSA key for RS256 or a P-256 key for ES256, for
+/// signing (or for any use), its `alg` (if any) matching.
+fn signing_key(key: &Members) -> Option<PublicKey> {
+    /// The key's members WebCrypto's `importKey` needs, and no others.
+    #[derive(Serialize, Default)]
+    struct PublicMembers<'a> {
         kty: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         n: Option<&'a str>,
@@ -587,64 +619,130 @@ pub fn parse_jwks(body: &[u8]) -> Result<Vec<PublicKey>, String> {
         #[serde(skip_serializing_if = "Option::is_none")]
         y: Option<&'a str>,
     }
-    if body.len() > MAX_JWKS_BYTES {
-        return Err(format!(
-            "the JWKS is larger than {} KiB",
-            MAX_JWKS_BYTES / 1024
-        ));
+    let text = |name| string(key.get(name)).ok().flatten();
+    if text("use").is_some_and(|u| u != "sig") {
+        return None;
     }
-    #[derive(Deserialize)]
-    struct Jwks<'a> {
-        #[serde(borrow)]
-        keys: Vec<Members<'a>>,
-    }
-    let jwks: Jwks =
-        read(body).ok_or_else(|| "the JWKS is not a JSON object with a `keys` list".to_string())?;
-    let mut usable = Vec::new();
-    for key in &jwks.keys {
-        let text = |name| string(key.get(name)).ok().flatten();
-        let (kty, alg, usage) = (text("kty"), text("alg"), text("use"));
-        if usage.as_deref().is_some_and(|u| u != "sig") {
-            continue;
-        }
-        let (n, e, crv, x, y) = (text("n"), text("e"), text("crv"), text("x"), text("y"));
-        let (key_alg, public) = match kty.as_deref() {
-            Some("RSA") if n.is_some() && e.is_some() => (
+    let (n, e, crv, x, y) = (text("n"), text("e"), text("crv"), text("x"), text("y"));
+    let (alg, public) = match text("kty").as_deref() {
+        Some("RSA") if n.is_some() && e.is_some() => {
+            let (n, e) = (n.as_deref(), e.as_deref());
+            (
                 Alg::Rs256,
-                Public {
+                PublicMembers {
                     kty: "RSA",
-                    n: n.as_deref(),
-                    e: e.as_deref(),
-                    crv: None,
-                    x: None,
-                    y: None,
+                    n,
+                    e,
+                    ..PublicMembers::default()
                 },
-            ),
-            Some("EC") if crv.as_deref() == Some("P-256") && x.is_some() && y.is_some() => (
-                Alg::Es256,
-                Public {
-                    kty: "EC",
-                    n: None,
-                    e: None,
-                    crv: Some("P-256"),
-                    x: x.as_deref(),
-                    y: y.as_deref(),
-                },
-            ),
-            _ => continue,
-        };
-        if alg.is_some_and(|a| Alg::parse(&a) != Some(key_alg)) {
-            continue;
+            )
         }
-        usable.push(PublicKey {
-            kid: text("kid"),
-            alg: key_alg,
-            jwk: serde_json::to_string(&public).map_err(|e| e.to_string())?,
-            id: String::new(),
-        });
+        Some("EC") if crv.as_deref() == Some("P-256") && x.is_some() && y.is_some() => {
+            let (crv, x, y) = (Some("P-256"), x.as_deref(), y.as_deref());
+            (
+                Alg::Es256,
+                PublicMembers {
+                    kty: "EC",
+                    crv,
+                    x,
+                    y,
+                    ..PublicMembers::default()
+                },
+            )
+        }
+        _ => return None,
+    };
+    if text("alg").is_some_and(|a| Alg::parse(&a) != Some(alg)) {
+        return None;
     }
-    match usable.is_empty() {
-        true => Err("the JWKS has no RS256 (RSA) or ES256 (P-256) signing key".into()),
-        false => Ok(usable),
+    Some(PublicKey {
+        kid: text("kid"),
+        alg,
+        jwk: serde_json::to_string(&public).ok()?,
+        id: String::new(),
+    })
+}
+
+impl JwtConfig {
+    /// The `JWT_*` bindings: `None` when none of the key sources is set. Half a configuration is
+    /// an error naming the binding, never an open door.
+    pub fn read<B: Bindings>(r: &mut Reader<'_, B>) -> Option<JwtConfig> {
+        let keys = JwtKeys::read(r);
+        let issuer = r.text("JWT_ISSUER");
+        let audience = r.text("JWT_AUDIENCE");
+        let any_audience = r.flag("JWT_ALLOW_ANY_AUDIENCE");
+        let client_claim = r.text("JWT_CLIENT_CLAIM");
+        let tasks_claim = r.text("JWT_TASKS_CLAIM");
+        // A key binding set but wrong was noted: nothing more to say about the others.
+        let keys = keys.ok()?;
+        let Some(keys) = keys else {
+            let set = [
+                ("JWT_ISSUER", issuer.is_some()),
+                ("JWT_AUDIENCE", audience.is_some()),
+                ("JWT_ALLOW_ANY_AUDIENCE", any_audience),
+                ("JWT_CLIENT_CLAIM", client_claim.is_some()),
+                ("JWT_TASKS_CLAIM", tasks_claim.is_some()),
+            ];
+            if let Some((binding, _)) = set.iter().find(|(_, set)| *set) {
+                let half = format!("`{binding}` is set but neither `JWT_JWKS_URL` nor `JWT_SECRET` is: tokens cannot be verified without keys");
+                r.ok(binding, Err(half), ());
+            }
+            return None;
+        };
+        let Some(issuer) = issuer else {
+            let missing = "`JWT_ISSUER` is required with `JWT_JWKS_URL` or `JWT_SECRET`: the exact `iss` to accept";
+            return r.ok("JWT_ISSUER", Err(missing.into()), None);
+        };
+        let audiences: Vec<String> = audience
+            .iter()
+            .flat_map(|a| a.split(','))
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        if audiences.is_empty() && !any_audience {
+            let missing = "`JWT_AUDIENCE` is required (the `aud` to accept, comma-separated), unless `JWT_ALLOW_ANY_AUDIENCE = \"true\"`";
+            return r.ok("JWT_AUDIENCE", Err(missing.into()), None);
+        }
+        Some(JwtConfig {
+            keys,
+            issuer,
+            audiences,
+            client_claim: client_claim.unwrap_or_else(|| "sub".into()),
+            tasks_claim,
+        })
+    }
+}
+
+impl JwtKeys {
+    /// `JWT_JWKS_URL` or `JWT_SECRET`, `None` when neither is set; `Err` (the problem noted)
+    /// when what is set is wrong.
+    fn read<B: Bindings>(r: &mut Reader<'_, B>) -> Result<Option<JwtKeys>, ()> {
+        match (r.text("JWT_JWKS_URL"), r.text("JWT_SECRET")) {
+            (Some(_), Some(_)) => {
+                let both =
+                    "set `JWT_JWKS_URL` (RS256/ES256 keys) or `JWT_SECRET` (HS256), not both";
+                r.ok("JWT_SECRET", Err(both.into()), Err(()))
+            }
+            (Some(url), None) => {
+                let checked = parse_jwks_url(&url);
+                Ok(Some(JwtKeys::Jwks(r.ok("JWT_JWKS_URL", checked, url))))
+            }
+            (None, Some(secret)) if secret.len() < JWT_SECRET_MIN_BYTES => {
+                let short = format!("`JWT_SECRET` must be at least {JWT_SECRET_MIN_BYTES} bytes");
+                r.ok("JWT_SECRET", Err(short), Err(()))
+            }
+            (None, Some(secret)) => Ok(Some(JwtKeys::Secret(secret.into_bytes()))),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// `JWT_JWKS_URL`: https, or http to this machine only (a local test provider); keys fetched in
+/// the clear could be swapped on the way.
+fn parse_jwks_url(url: &str) -> Result<String, String> {
+    match HttpUrl::parse(url) {
+        Some(parsed) if parsed.https || parsed.is_loopback() => Ok(url.to_string()),
+        _ => Err("`JWT_JWKS_URL` must be an https:// URL of your sign-in provider's JWKS (http:// only to 127.0.0.1 or localhost), without credentials".into()),
     }
 }

@@ -1,34 +1,39 @@
 //! The caller-facing API as plain data: `HttpRequest` in, `Reply` out. Routes, auth, CORS,
-//! limits, answers and errors live here, so they are tested natively; the Worker shell only
-//! converts to and from the runtime's types, reading what this module tells it to.
+//! limits, the caller's request, answers and errors live here, so they are tested natively; the
+//! Worker shell only converts to and from the runtime's types, reading what this module tells it
+//! to.
 
 use std::cell::RefCell;
 
 use serde::Serialize;
 
-use crate::groq::cut;
-use crate::groq::mock::EitherBody;
 use crate::groq::provider::Provider;
-use crate::routing::chain::{ChainSource, ModelChain};
-use crate::routing::config::{
-    AllowedOrigins, Config, ConfigError, DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_REQUEST_BYTES,
-};
-use crate::routing::health::{HealthBook, HealthReport};
+use crate::json::cut;
+use crate::routing::health::HealthBook;
 use crate::routing::log::{write, Level, Log};
 
 pub mod auth;
 mod chat;
+pub mod config;
 pub mod cors;
 pub mod error;
 pub mod jwt;
 pub mod limit;
+pub mod mock;
+pub mod record;
 pub mod relay;
+pub mod request;
+mod status;
 
-use auth::{AuthError, Caller, Credentials, TokenCheck};
+use auth::{Caller, Credentials, TokenCheck};
+use config::{Config, LoadedConfig, DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_REQUEST_BYTES};
+use cors::AllowedOrigins;
 use error::ApiError;
-use jwt::{AuthFailure, KeySet, TokenCrypto};
+use jwt::{KeySet, TokenVerification};
 use limit::RateLimiter;
-use relay::{StreamRelay, UsageSink};
+use mock::EitherBody;
+use record::{RequestRecord, UsageSink};
+use relay::StreamRelay;
 
 pub use chat::attempts_header;
 
@@ -36,9 +41,6 @@ pub const TASKS_PREFIX: &str = "/v1/tasks/";
 
 /// The body of an upstream answer: Groq's, or the mock provider's.
 pub type Body<P> = EitherBody<<P as Provider>::Body>;
-
-/// What `Config::load` made of this isolate's bindings.
-pub type Loaded = Result<Config, Vec<ConfigError>>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct HttpRequest<'a> {
@@ -129,6 +131,22 @@ pub enum Reply<B> {
     },
 }
 
+/// What the router reaches outside itself for one request: Groq, the rate limiter, and what
+/// verifying users' tokens needs.
+pub struct Io<'a, P, L, T> {
+    pub provider: &'a P,
+    pub limiter: &'a L,
+    pub tokens: &'a T,
+}
+
+// By hand: derived, they would ask `P`, `L` and `T` to be `Copy` too.
+impl<P, L, T> Clone for Io<'_, P, L, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P, L, T> Copy for Io<'_, P, L, T> {}
+
 /// Per-request facilities the shell provides.
 pub struct RequestEnv<'a> {
     pub request_id: &'a str,
@@ -146,8 +164,19 @@ pub struct RequestEnv<'a> {
     pub usage: &'a dyn UsageSink,
 }
 
+impl RequestEnv<'_> {
+    /// Accounts for a finished request: its log line, and (unless it was a mock's) its usage
+    /// point.
+    pub fn account(&self, record: &RequestRecord) {
+        write(self.log, record.level(), "request", record);
+        if !record.mock {
+            self.usage.record(record);
+        }
+    }
+}
+
 /// `LOG_LEVEL`, or every line while the configuration is broken.
-pub fn log_level(config: &Loaded) -> Level {
+pub fn log_level(config: &LoadedConfig) -> Level {
     config.as_ref().map_or(Level::Info, |c| c.log_level)
 }
 
@@ -171,7 +200,7 @@ pub enum BodyRead {
 
 /// How to read a request's body: by its method and declared `Content-Length` (an unknown length
 /// holds the most it may be, until read).
-pub fn body_read(method: &str, content_length: Option<&str>, config: &Loaded) -> BodyRead {
+pub fn body_read(method: &str, content_length: Option<&str>, config: &LoadedConfig) -> BodyRead {
     if matches!(method, "GET" | "HEAD" | "OPTIONS") {
         return BodyRead::None;
     }
@@ -207,12 +236,10 @@ pub fn request_id(incoming: Option<&str>, random: impl FnOnce() -> u64) -> Strin
 }
 
 /// Answers one request. `config` is the result of `Config::load` for this isolate's bindings.
-pub async fn handle<P: Provider, L: RateLimiter, C: TokenCrypto>(
+pub async fn handle<P: Provider, L: RateLimiter, T: TokenVerification>(
     req: HttpRequest<'_>,
-    config: &Loaded,
-    provider: &P,
-    limiter: &L,
-    crypto: &C,
+    config: &LoadedConfig,
+    io: Io<'_, P, L, T>,
     env: &RequestEnv<'_>,
 ) -> Reply<Body<P>> {
     let route = Route::of(req.path);
@@ -222,41 +249,27 @@ pub async fn handle<P: Provider, L: RateLimiter, C: TokenCrypto>(
         .map_or(&AllowedOrigins::None, |c| &c.allowed_origins);
     // A preflight's answer is all CORS already (`Vary` included).
     let preflight = req.method == "OPTIONS" && !matches!(route, Route::NotFound);
-    let mut reply = if matches!(route, Route::NotFound) {
-        Reply::Full(HttpResponse::error(&ApiError::RouteNotFound {
+    let refused = |error: ApiError| Reply::Full(HttpResponse::error(&error));
+    let mut reply = match route {
+        Route::NotFound => refused(ApiError::RouteNotFound {
             method: cut(req.method, 16).to_string(),
             path: cut(req.path, 200).to_string(),
-        }))
-    } else if matches!(route, Route::Responses) {
-        Reply::Full(HttpResponse::error(&ApiError::ResponsesApi))
-    } else if preflight {
-        Reply::Full(cors::preflight(
+        }),
+        Route::Responses => refused(ApiError::ResponsesApi),
+        _ if preflight => Reply::Full(cors::preflight(
             req.origin,
             req.requested_headers,
             origins,
             allowed,
-        ))
-    } else if !allowed.split(", ").any(|m| m == req.method) {
-        Reply::Full(HttpResponse::error(&ApiError::MethodNotAllowed {
-            allow: allowed,
-        }))
-    } else {
-        let full = |answer: Result<HttpResponse, ApiError>| {
-            Reply::Full(answer.unwrap_or_else(|e| HttpResponse::error(&e)))
-        };
-        match route {
-            Route::Healthz => Reply::Full(healthz(config)),
-            Route::Task(task) => {
-                let seams = (provider, limiter, crypto);
-                chat::chat(req, Some(task), config, seams, env).await
-            }
-            Route::ChatCompletions => {
-                chat::chat(req, None, config, (provider, limiter, crypto), env).await
-            }
-            Route::Models(one) => full(models(req, one, config, crypto, env).await),
-            Route::Routes => full(routes(req, config, crypto, env).await),
-            Route::NotFound | Route::Responses => unreachable!("answered above"),
+        )),
+        _ if !allowed.split(", ").any(|m| m == req.method) => {
+            refused(ApiError::MethodNotAllowed { allow: allowed })
         }
+        Route::Healthz => Reply::Full(status::healthz(config)),
+        Route::Task(task) => chat::chat(req, Some(task), config, io, env).await,
+        Route::ChatCompletions => chat::chat(req, None, config, io, env).await,
+        Route::Models(one) => Reply::Full(status::models(req, one, config, io.tokens, env).await),
+        Route::Routes => Reply::Full(status::routes(req, config, io.tokens, env).await),
     };
     let (Reply::Full(head) | Reply::Stream { head, .. }) = &mut reply;
     head.headers
@@ -311,215 +324,46 @@ impl<'a> Route<'a> {
     }
 }
 
-fn healthz(config: &Loaded) -> HttpResponse {
-    #[derive(Serialize)]
-    struct Health<'a> {
-        status: &'static str,
-        #[serde(skip_serializing_if = "<[_]>::is_empty")]
-        problems: &'a [ConfigError],
-        /// What works but is worth knowing: models without a price.
-        #[serde(skip_serializing_if = "<[_]>::is_empty")]
-        warnings: &'a [ConfigError],
-    }
-    let missing_key = [ConfigError::provider_key_missing()];
-    let (problems, warnings) = match config {
-        Err(errors) => (&errors[..], Vec::new()),
-        Ok(c) if c.groq_api_key.is_none() && c.allow_mock => {
-            let mock_only = ConfigError {
-                code: "mock_only",
-                message: "the `GROQ_API_KEY` secret is not set: only mock requests (`mock_response`, `mock_failures`) can be answered".into(),
-                ..ConfigError::provider_key_missing()
-            };
-            (&[][..], [vec![mock_only], c.unpriced()].concat())
-        }
-        Ok(c) if c.groq_api_key.is_none() => (&missing_key[..], c.unpriced()),
-        Ok(c) => (&[][..], c.unpriced()),
-    };
-    let (status, text) = match problems {
-        [] => (200, "ok"),
-        _ => (503, "error"),
-    };
-    let health = Health {
-        status: text,
-        problems,
-        warnings: &warnings,
-    };
-    HttpResponse::json(status, &health)
-}
-
-#[derive(Serialize)]
-struct ConfigInvalidLine<'a> {
-    level: Level,
-    event: &'static str,
-    request_id: &'a str,
-    problems: &'a [ConfigError],
-}
-
 /// Valid config and an authorized caller: what every routed endpoint checks first.
 async fn admit<'c>(
     req: &HttpRequest<'_>,
-    config: &'c Loaded,
-    crypto: &impl TokenCrypto,
+    config: &'c LoadedConfig,
+    tokens: &impl TokenVerification,
     env: &RequestEnv<'_>,
 ) -> Result<(&'c Config, Caller), ApiError> {
-    let config = config.as_ref().map_err(|errors| {
-        let line = ConfigInvalidLine {
-            level: Level::Error,
-            event: "config_invalid",
+    #[derive(Serialize)]
+    struct ConfigInvalid<'a> {
+        request_id: &'a str,
+        problems: &'a [crate::bindings::ConfigFinding],
+    }
+    let config = config.as_ref().map_err(|problems| {
+        let line = ConfigInvalid {
             request_id: env.request_id,
-            problems: errors,
+            problems,
         };
-        write(env.log, Level::Error, &line);
-        ApiError::ConfigInvalid(errors.clone())
+        write(env.log, Level::Error, "config_invalid", &line);
+        ApiError::ConfigInvalid(problems.clone())
     })?;
     let credentials = Credentials {
         authorization: req.authorization,
         access_jwt: req.access_jwt,
     };
-    let tokens = TokenCheck {
-        crypto,
+    let check = TokenCheck {
+        tokens,
         keys: env.jwks,
         now_ms: (env.now_ms)(),
         log: env.log,
     };
     let auth = &config.client_auth;
-    let caller = auth.authenticate(credentials, &tokens).await;
-    let missing = match auth.jwt {
-        Some(_) => "missing credentials; send `Authorization: Bearer <token>` with your sign-in provider's token",
-        None => "missing client key; send `Authorization: Bearer <key>`",
-    };
-    let caller = caller.map_err(|e| match e {
-        AuthError::NotConfigured => ApiError::AuthNotConfigured,
-        AuthError::MissingKey => ApiError::Unauthorized { message: missing },
-        AuthError::WrongKey => ApiError::Unauthorized {
-            message: "invalid client key",
-        },
-        AuthError::Token(AuthFailure::Unavailable) => ApiError::AuthUnavailable,
-        AuthError::Token(AuthFailure::Invalid(why)) => {
-            let message = auth.jwt.as_ref().map(|jwt| why.message(jwt));
-            ApiError::InvalidToken(message.unwrap_or_else(|| "invalid token".into()))
-        }
-    })?;
-    Ok((config, caller))
-}
-
-/// An OpenAI model object standing for a task.
-#[derive(Serialize)]
-struct TaskModel<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    owned_by: &'static str,
-}
-
-#[derive(Serialize)]
-struct List<T> {
-    object: &'static str,
-    data: Vec<T>,
-}
-
-/// `GET /v1/models[/{task}]`: the tasks, as OpenAI model objects.
-async fn models(
-    req: HttpRequest<'_>,
-    one: Option<&str>,
-    config: &Loaded,
-    crypto: &impl TokenCrypto,
-    env: &RequestEnv<'_>,
-) -> Result<HttpResponse, ApiError> {
-    let (config, caller) = admit(&req, config, crypto, env).await?;
-    let model = |id| TaskModel {
-        id,
-        object: "model",
-        created: 0,
-        owned_by: "task-router",
-    };
-    Ok(match one {
-        None => HttpResponse::json(
-            200,
-            &List {
-                object: "list",
-                // A user limited by `JWT_TASKS_CLAIM` sees the tasks they may call.
-                data: config
-                    .task_names()
-                    .into_iter()
-                    .filter(|task| caller.may_call(task))
-                    .map(model)
-                    .collect(),
-            },
-        ),
-        Some(task) if config.registry.tasks.contains_key(task) => {
-            HttpResponse::json(200, &model(task))
-        }
-        Some(task) => return Err(unknown_task(config, task, true)),
-    })
-}
-
-/// `GET /v1/routes`: for each task, the chain after overrides, where each entry came from, and
-/// what this isolate knows of each model's health.
-async fn routes(
-    req: HttpRequest<'_>,
-    config: &Loaded,
-    crypto: &impl TokenCrypto,
-    env: &RequestEnv<'_>,
-) -> Result<HttpResponse, ApiError> {
-    #[derive(Serialize)]
-    struct Routes<'a> {
-        object: &'static str,
-        force_model: Option<&'a str>,
-        request_timeout_ms: u64,
-        attempt_timeout_ms: u64,
-        data: Vec<TaskRoute<'a>>,
-    }
-    #[derive(Serialize)]
-    struct TaskRoute<'a> {
-        task: &'a str,
-        chain: Vec<Entry<'a>>,
-    }
-    #[derive(Serialize)]
-    struct Entry<'a> {
-        model: &'a str,
-        source: ChainSource,
-        health: HealthReport<'a>,
-    }
-    let (config, _) = admit(&req, config, crypto, env).await?;
-    let now = (env.now_ms)();
-    let health = env.health.borrow();
-    let chains: Vec<(&str, ModelChain)> = config
-        .task_names()
-        .into_iter()
-        .filter_map(|task| Some((task, ModelChain::for_task(config, task)?)))
-        .collect();
-    let data = chains
-        .iter()
-        .map(|(task, chain)| TaskRoute {
-            task,
-            chain: chain
-                .entries
-                .iter()
-                .map(|e| Entry {
-                    model: &e.model,
-                    source: e.source,
-                    health: health.report(&e.model, now),
-                })
-                .collect(),
-        })
-        .collect();
-    Ok(HttpResponse::json(
-        200,
-        &Routes {
-            object: "list",
-            force_model: config.force_model.as_deref(),
-            request_timeout_ms: config.request_timeout_ms,
-            attempt_timeout_ms: config.attempt_timeout_ms,
-            data,
-        },
-    ))
+    let caller = auth.authenticate(credentials, &check).await;
+    Ok((config, caller.map_err(|e| e.refusal(auth))?))
 }
 
 fn unknown_task(config: &Config, task: &str, named_by_model: bool) -> ApiError {
     ApiError::UnknownTask {
         task: cut(task, 64).to_string(),
         known: config
+            .routing
             .task_names()
             .into_iter()
             .map(str::to_string)

@@ -3,21 +3,36 @@
 //! the caller gets an OpenAI-shaped error event and no `data: [DONE]`, and the break counts
 //! against the model's health. Two ways (`STREAM_RELAY`): `filter` reads every chunk and writes
 //! on its whole events; `pipe` has the runtime pipe Groq's bytes to the caller and reads a copy
-//! in batches, to learn how the stream ends and what it used. Also the one request log line, for
-//! plain answers and streams.
+//! in batches, to learn how the stream ends and what it used.
 
-use serde::Serialize;
-
+use crate::bindings::{Bindings, Reader};
 use crate::groq::completion::Usage;
-use crate::groq::cut;
 use crate::groq::outcome::{redact_org_ids, GroqError, Outcome};
 use crate::groq::provider::{TransportError, UpstreamBody};
 use crate::groq::sse::{Scanned, SseScanner};
 use crate::http::error::ErrorBody;
+use crate::http::record::RequestRecord;
 use crate::http::RequestEnv;
-use crate::routing::config::{Price, RelayMode};
 use crate::routing::fallback::StreamStart;
-use crate::routing::log::{write, Level};
+
+/// `STREAM_RELAY`: how a committed stream's bytes reach the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// The runtime pipes Groq's bytes to the caller natively; the relay reads a copy in batches.
+    Pipe,
+    /// Every chunk passes through the relay before the caller sees it.
+    Filter,
+}
+
+impl RelayMode {
+    pub fn read<B: Bindings>(r: &mut Reader<'_, B>) -> RelayMode {
+        r.one_of(
+            "STREAM_RELAY",
+            &[("pipe", RelayMode::Pipe), ("filter", RelayMode::Filter)],
+            "\"pipe\" or \"filter\"",
+        )
+    }
+}
 
 /// Where the relay writes: the response body stream in the Worker, a buffer in tests.
 #[allow(async_fn_in_trait)]
@@ -25,122 +40,6 @@ pub trait ChunkSink {
     /// `Err` when the caller has gone away (a sink that queues may learn it a write later).
     async fn write(&mut self, bytes: Vec<u8>) -> Result<(), ()>;
     async fn close(&mut self);
-}
-
-/// What the request line reports; filled in before the stream starts.
-#[derive(Debug, Clone)]
-pub struct RequestSummary {
-    pub request_id: String,
-    pub task: String,
-    pub client: Option<String>,
-    pub model: Option<String>,
-    /// The answering model's `MODEL_PRICES` entry.
-    pub price: Option<Price>,
-    pub attempts: usize,
-    pub stream: bool,
-    /// Answered by the mock provider: logged with `"mock": true`, no usage point, no health.
-    pub mock: bool,
-    pub started_ms: u64,
-}
-
-#[derive(Serialize)]
-struct RequestLine<'a> {
-    level: Level,
-    event: &'static str,
-    request_id: &'a str,
-    task: &'a str,
-    client: Option<&'a str>,
-    model: Option<&'a str>,
-    outcome: &'a str,
-    status: u16,
-    attempts: usize,
-    fallback_used: bool,
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    total_tokens: Option<u64>,
-    cached_tokens: Option<u64>,
-    cost_usd: Option<f64>,
-    duration_ms: u64,
-    stream: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    mock: bool,
-}
-
-/// One routed request as Workers Analytics Engine keeps it, for months (`USAGE`): indexed by
-/// client; blobs task, model, outcome, client, request id; doubles prompt, completion and total
-/// tokens, cost in USD, duration in ms, attempts, fallback used (0 or 1). A count or a cost
-/// Groq did not report (or no price gave) is 0 here; the log line says null.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsagePoint {
-    pub index: String,
-    pub blobs: [String; 5],
-    pub doubles: [f64; 7],
-}
-
-/// Where usage points go: the `USAGE` dataset in the Worker, a list in tests.
-pub trait UsageSink {
-    fn record(&self, point: UsagePoint);
-}
-
-impl RequestSummary {
-    /// Accounts for the request: its one log line, and its usage point.
-    pub fn close(&self, env: &RequestEnv<'_>, outcome: &str, status: u16, usage: Usage) {
-        let level = match (status, outcome) {
-            (500.., _) => Level::Error,
-            (_, "ok") => Level::Info,
-            (200, _) => Level::Warn,
-            _ => Level::Info,
-        };
-        let cost = self.price.and_then(|p| p.cost(&usage));
-        let duration_ms = (env.now_ms)().saturating_sub(self.started_ms);
-        let line = RequestLine {
-            level,
-            event: "request",
-            request_id: &self.request_id,
-            task: &self.task,
-            client: self.client.as_deref(),
-            model: self.model.as_deref(),
-            outcome,
-            status,
-            attempts: self.attempts,
-            fallback_used: self.attempts > 1,
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            total_tokens: usage.total_tokens,
-            cached_tokens: usage.cached_tokens(),
-            cost_usd: cost,
-            duration_ms,
-            stream: self.stream,
-            mock: self.mock,
-        };
-        write(env.log, level, &line);
-        if self.mock {
-            return;
-        }
-        let client = self.client.as_deref().unwrap_or("anonymous");
-        let count = |n: Option<u64>| n.unwrap_or(0) as f64;
-        env.usage.record(UsagePoint {
-            // Analytics Engine keeps an index of at most 96 bytes.
-            index: cut(client, 24).to_string(),
-            blobs: [
-                &self.task,
-                self.model.as_deref().unwrap_or(""),
-                outcome,
-                client,
-                &self.request_id,
-            ]
-            .map(str::to_string),
-            doubles: [
-                count(usage.prompt_tokens),
-                count(usage.completion_tokens),
-                count(usage.total_tokens),
-                cost.unwrap_or(0.0),
-                duration_ms as f64,
-                self.attempts as f64,
-                f64::from(u8::from(self.attempts > 1)),
-            ],
-        });
-    }
 }
 
 /// How long a piped stream's copy is left to fill before the relay reads it (`STREAM_RELAY=pipe`):
@@ -185,7 +84,7 @@ pub struct StreamRelay<B> {
     pub idle_timeout_ms: u64,
     /// For the health book, should the stream report its model gone.
     pub gone_ttl_ms: u64,
-    pub summary: RequestSummary,
+    pub record: RequestRecord,
     /// `STREAM_RELAY`.
     pub mode: RelayMode,
 }
@@ -201,6 +100,30 @@ struct Progress {
 }
 
 impl Progress {
+    /// What the request line says, and what the model's health learns of the stream (a caller
+    /// who left says nothing of it); a broken stream's error event is written to the caller.
+    async fn end<S: ChunkSink>(
+        &self,
+        sink: &mut S,
+        piped: bool,
+    ) -> (&'static str, Option<Outcome>) {
+        match &self.broken {
+            _ if self.client_gone => ("client_disconnected", None),
+            Some(b) => {
+                let mut event = b.event();
+                if piped && self.scanner.has_partial() {
+                    // The pipe relayed half an event: end it, so the router's stands on its own.
+                    event.splice(..0, *b"\n\n");
+                }
+                // Best effort: if this write fails too, the caller has gone and there is no one
+                // to tell.
+                let _ = sink.write(event).await;
+                (b.code(), Some(b.outcome()))
+            }
+            None => ("ok", Some(Outcome::Ok)),
+        }
+    }
+
     /// Reads the next bytes of the stream (`STREAM_RELAY=filter`); returns the whole events
     /// among them to pass on (none after `[DONE]`, none from an error event on).
     fn scan(&mut self, bytes: &[u8]) -> Vec<u8> {
@@ -236,7 +159,7 @@ impl<B: UpstreamBody> StreamRelay<B> {
             start,
             idle_timeout_ms,
             gone_ttl_ms,
-            summary,
+            mut record,
             mode,
         } = self;
         let StreamStart {
@@ -280,31 +203,17 @@ impl<B: UpstreamBody> StreamRelay<B> {
         // A caller who leaves aborts Groq's call with their request: the break that follows is
         // theirs, not the model's.
         progress.client_gone |= progress.broken.is_some() && (env.caller_left)();
-        // What the request line says, and what the model's health learns of the stream (a caller
-        // who left says nothing of it).
-        let (outcome, judged) = match &progress.broken {
-            _ if progress.client_gone => ("client_disconnected", None),
-            Some(b) => {
-                let mut event = b.event();
-                if body.is_none() && progress.scanner.has_partial() {
-                    // The pipe relayed half an event: end it, so the router's stands on its own.
-                    event.splice(..0, *b"\n\n");
-                }
-                // Best effort: if this write fails too, the caller has gone and there is no one
-                // to tell.
-                let _ = sink.write(event).await;
-                (b.code(), Some(b.outcome()))
-            }
-            None => ("ok", Some(Outcome::Ok)),
-        };
-        if let (Some(outcome), Some(model), false) = (judged, &summary.model, summary.mock) {
+        let (outcome, judged) = progress.end(sink, body.is_none()).await;
+        if let (Some(outcome), Some(model), false) = (judged, &record.model, record.mock) {
             let now = (env.now_ms)();
             env.health
                 .borrow_mut()
                 .record(model, outcome, None, now, gone_ttl_ms);
         }
         sink.close().await;
-        summary.close(env, outcome, 200, progress.usage.unwrap_or_default());
+        let usage = progress.usage.unwrap_or_default();
+        record.finish(outcome, 200, usage, (env.now_ms)());
+        env.account(&record);
         if let (Some(mut body), true) = (body, progress.done) {
             // Read what follows `[DONE]` (normally just the end) after the caller has its answer:
             // a body left unread keeps the runtime from reusing the connection to Groq, and

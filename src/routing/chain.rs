@@ -1,7 +1,7 @@
 //! `ModelChain`: the ordered models one request may try, and where each came from.
 
-use crate::groq::named;
-use crate::routing::config::Config;
+use crate::json::named;
+use crate::routing::config::RoutingConfig;
 
 named! {
     /// Which rule put a model in the chain; shown by diagnostics.
@@ -31,7 +31,7 @@ pub struct ModelChain {
 impl ModelChain {
     /// `[DEFAULT_T_MODEL] + MODEL_REGISTRY[T] + MODEL_REGISTRY["fallback"]`, first occurrence
     /// kept; with `FORCE_MODEL`, that model alone. `None` when `task` is not in the registry.
-    pub fn for_task(config: &Config, task: &str) -> Option<ModelChain> {
+    pub fn for_task(config: &RoutingConfig, task: &str) -> Option<ModelChain> {
         let (task, models) = config.registry.tasks.get_key_value(task)?;
         if let Some(forced) = &config.force_model {
             return Some(ModelChain {

@@ -1,40 +1,99 @@
 //! The fallback loop: walk a `ModelChain` in order until one model answers, recording an
-//! `Attempt` per model, and say why a chain that produced no answer failed. For streams, a model
-//! is committed to once its first event has arrived; until then a failure moves on to the next
-//! model like any other.
+//! `Attempt` per model, and say why a chain that produced no answer failed (`ChainFailure`). For
+//! streams, a model is committed to once its first event has arrived; until then a failure moves
+//! on to the next model like any other.
 
 use std::cell::RefCell;
 
-use serde::Serialize;
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-use crate::groq::chat::ChatRequest;
+use crate::groq::body::ChatBody;
 use crate::groq::completion::{Completion, Usage};
-use crate::groq::cut;
 use crate::groq::outcome::{classify_error, redact, retry_after_secs, GroqError, Outcome};
-use crate::groq::provider::{Provider, TransportError, UpstreamBody, UpstreamCall};
+use crate::groq::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
 use crate::groq::sse::SseScanner;
+use crate::json::cut;
 use crate::routing::chain::ModelChain;
 use crate::routing::config::CHAT_PATH;
 use crate::routing::health::{HealthBook, HealthReport, SkipReason};
 use crate::routing::log::{write, Level, Log};
 
+/// What became of one model for one request: called, and what that came to; or skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Called(Outcome),
+    /// Not called: health memory says it is gone, cooling, or its circuit is open.
+    Skipped(SkipReason),
+}
+
+impl Verdict {
+    /// The `outcome` shown: the call's, or `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Called(outcome) => outcome.as_str(),
+            Verdict::Skipped(_) => "skipped",
+        }
+    }
+
+    fn called(self) -> Option<Outcome> {
+        match self {
+            Verdict::Called(outcome) => Some(outcome),
+            Verdict::Skipped(_) => None,
+        }
+    }
+}
+
 /// One model tried for one request; shown to callers in `attempts` and in logs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub model: String,
-    pub outcome: Outcome,
+    pub verdict: Verdict,
     /// Groq's HTTP status; `None` when there was no answer (timeout, connection error).
     pub status: Option<u16>,
     /// Groq's error `code`, when it sent one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
-    /// Why a model was skipped without a call.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<SkipReason>,
     /// What the runtime said when the call failed without an answer.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub duration_ms: u64,
+}
+
+impl Attempt {
+    fn skipped(model: &str, reason: SkipReason) -> Attempt {
+        Attempt {
+            model: model.to_string(),
+            verdict: Verdict::Skipped(reason),
+            status: None,
+            code: None,
+            error: None,
+            duration_ms: 0,
+        }
+    }
+
+    /// Whether this is the outcome of a call.
+    pub fn is(&self, outcome: Outcome) -> bool {
+        self.verdict == Verdict::Called(outcome)
+    }
+}
+
+impl Serialize for Attempt {
+    /// `{"model","outcome","status","code"?,"reason"?,"error"?,"duration_ms"}`.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("Attempt", 7)?;
+        out.serialize_field("model", &self.model)?;
+        out.serialize_field("outcome", self.verdict.as_str())?;
+        out.serialize_field("status", &self.status)?;
+        if let Some(code) = &self.code {
+            out.serialize_field("code", code)?;
+        }
+        if let Verdict::Skipped(reason) = self.verdict {
+            out.serialize_field("reason", &reason)?;
+        }
+        if let Some(error) = &self.error {
+            out.serialize_field("error", error)?;
+        }
+        out.serialize_field("duration_ms", &self.duration_ms)?;
+        out.end()
+    }
 }
 
 /// What the loop needs besides the chain and the body.
@@ -89,12 +148,12 @@ pub struct StreamStart<B> {
 
 /// A chain that produced no answer: why, and every attempt.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Failed {
-    pub why: Why,
+pub struct ChainFailure {
+    pub reason: FailureReason,
     pub attempts: Vec<Attempt>,
 }
 
-impl Failed {
+impl ChainFailure {
     /// How many models the chain went through: a model skipped, then tried as a last resort,
     /// has two attempts.
     pub fn models_tried(&self) -> usize {
@@ -106,7 +165,7 @@ impl Failed {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Why {
+pub enum FailureReason {
     /// Groq refused the request as every model would, or no model could serve it: its reason.
     Rejected(Box<GroqError>),
     /// Groq rejected the provider key.
@@ -124,7 +183,7 @@ pub enum Why {
 }
 
 /// One call's result: its outcome and status, what the verdict needs, and the answer if any.
-struct Tried<B> {
+struct CallResult<B> {
     outcome: Outcome,
     status: Option<u16>,
     retry_after_secs: Option<u64>,
@@ -133,9 +192,9 @@ struct Tried<B> {
     answer: Option<Answer<B>>,
 }
 
-impl<B> Tried<B> {
-    fn status(outcome: Outcome, status: Option<u16>) -> Tried<B> {
-        Tried {
+impl<B> CallResult<B> {
+    fn status(outcome: Outcome, status: Option<u16>) -> CallResult<B> {
+        CallResult {
             outcome,
             status,
             retry_after_secs: None,
@@ -145,14 +204,61 @@ impl<B> Tried<B> {
         }
     }
 
-    fn transport(e: TransportError) -> Tried<B> {
+    fn transport(e: TransportError) -> CallResult<B> {
         match e {
-            TransportError::Timeout => Tried::status(Outcome::Timeout, None),
-            TransportError::Connection(why) => Tried {
+            TransportError::Timeout => CallResult::status(Outcome::Timeout, None),
+            TransportError::Connection(why) => CallResult {
                 transport: Some(why),
-                ..Tried::status(Outcome::ConnectionError, None)
+                ..CallResult::status(Outcome::ConnectionError, None)
             },
-            TransportError::CallerLeft => Tried::status(Outcome::ClientDisconnected, None),
+            TransportError::CallerLeft => CallResult::status(Outcome::ClientDisconnected, None),
+        }
+    }
+
+    /// A refusal: Groq's error and retry hints decide what it means.
+    fn refused(head: &UpstreamHead, body: &[u8]) -> CallResult<B> {
+        let error = GroqError::from_body(body);
+        let outcome = classify_error(head.status, error.as_ref().and_then(|e| e.code.as_deref()));
+        CallResult {
+            retry_after_secs: retry_after_secs(
+                head.retry_after.as_deref(),
+                head.reset_tokens.as_deref(),
+                head.reset_requests.as_deref(),
+            ),
+            error,
+            ..CallResult::status(outcome, Some(head.status))
+        }
+    }
+}
+
+/// Groq's reasons from the last models that refused the request alone, for the verdict.
+#[derive(Default)]
+struct Refusals {
+    cannot_serve: Option<GroqError>,
+    too_large: Option<GroqError>,
+}
+
+impl Refusals {
+    /// Whether a failed call ends the chain (and why); a refusal of this request alone is kept
+    /// for the verdict, should every model refuse it.
+    fn stop<B>(&mut self, called: CallResult<B>, past_deadline: bool) -> Option<FailureReason> {
+        match called.outcome {
+            Outcome::InvalidRequest => {
+                let reason = called.error.unwrap_or_default();
+                Some(FailureReason::Rejected(Box::new(reason)))
+            }
+            Outcome::ProviderAuthFailed => Some(FailureReason::ProviderAuth),
+            Outcome::ClientDisconnected => Some(FailureReason::CallerLeft),
+            Outcome::Timeout if past_deadline => Some(FailureReason::Deadline),
+            Outcome::CannotServe if called.error.is_some() => {
+                self.cannot_serve = called.error;
+                None
+            }
+            Outcome::TooLarge if called.error.is_some() => {
+                self.too_large = called.error;
+                None
+            }
+            _ => None,
         }
     }
 }
@@ -160,15 +266,12 @@ impl<B> Tried<B> {
 pub async fn route<P: Provider>(
     ctx: &RouteContext<'_>,
     chain: &ModelChain,
-    request: &ChatRequest<'_>,
+    body: &ChatBody<'_>,
     provider: &P,
-) -> Result<Routed<P::Body>, Failed> {
+) -> Result<Routed<P::Body>, ChainFailure> {
     let mut attempts: Vec<Attempt> = Vec::with_capacity(chain.entries.len());
-    // Groq's reasons from the last models that could not serve the request or found it too
-    // large, for the verdict.
-    let mut cannot_serve: Option<GroqError> = None;
-    let mut too_large: Option<GroqError> = None;
-    let failed = |why, attempts| Err(Failed { why, attempts });
+    let mut refusals = Refusals::default();
+    let failed = |reason, attempts| Err(ChainFailure { reason, attempts });
     // The chain, then the models whose circuit is open, as a last resort. Gone models are never
     // called, nor rate-limited ones before Groq's `retry-after` has passed.
     let mut order: Vec<(&str, bool)> = chain.models().map(|m| (m, false)).collect();
@@ -178,103 +281,105 @@ pub async fn route<P: Provider>(
         i += 1;
         let started = (ctx.now_ms)();
         if started >= ctx.deadline_ms {
-            return failed(Why::Deadline, attempts);
+            return failed(FailureReason::Deadline, attempts);
         }
         if (ctx.caller_left)() {
-            return failed(Why::CallerLeft, attempts);
+            return failed(FailureReason::CallerLeft, attempts);
         }
         let skip = ctx.health.borrow_mut().availability(model, started);
         if let Some(reason) = skip.filter(|_| !last_resort) {
             if reason == SkipReason::CircuitOpen {
                 order.push((model, true));
             }
-            attempts.push(Attempt {
-                reason: Some(reason),
-                ..attempt(model, Outcome::Skipped, None, 0)
-            });
+            attempts.push(Attempt::skipped(model, reason));
             continue;
         }
 
         let timeout_ms = ctx.attempt_timeout_ms.min(ctx.deadline_ms - started);
-        let tried = try_model(ctx, model, request, provider, started, timeout_ms).await;
+        let called = try_model(ctx, model, body, provider, started, timeout_ms).await;
         let ended = (ctx.now_ms)();
-        // A committed stream is judged when it ends, by the relay: one that always breaks
-        // mid-way must not count as a success at its first event.
-        if !matches!(tried.answer, Some(Answer::Stream(_))) {
-            ctx.health.borrow_mut().record(
-                model,
-                tried.outcome,
-                tried.retry_after_secs.map(|s| s * 1000),
-                ended,
-                ctx.gone_ttl_ms,
-            );
-        }
-        // The runtime's words, bounded, without the key or Groq's address (a proxy's URL may
-        // carry a key of its own).
-        let base = ctx.url.trim_end_matches(CHAT_PATH);
-        let error = tried
-            .transport
-            .map(|e| cut(&redact(&e, &[ctx.api_key, base]), 200).into());
-        let attempt = Attempt {
-            code: tried.error.as_ref().and_then(|e| e.code.clone()),
-            error,
-            ..attempt(
-                model,
-                tried.outcome,
-                tried.status,
-                ended.saturating_sub(started),
-            )
-        };
-        // An answer from the first model called is told by the request line alone; once a called
-        // model has failed, every call gets its own line, the answering one included.
-        let failed_before = attempts.iter().any(|a| a.outcome != Outcome::Skipped);
-        if tried.outcome != Outcome::Ok || failed_before {
-            log_attempt(ctx, attempts.len() + 1, &attempt);
-        }
-        attempts.push(attempt);
-
-        if let Some(answer) = tried.answer {
+        record(ctx, model, &called, ended, &mut attempts, started);
+        if let Some(answer) = called.answer {
             return Ok(Routed {
                 model: model.to_string(),
                 answer,
                 attempts,
             });
         }
-        match tried.outcome {
-            Outcome::InvalidRequest => {
-                return failed(
-                    Why::Rejected(Box::new(tried.error.unwrap_or_default())),
-                    attempts,
-                )
-            }
-            Outcome::ProviderAuthFailed => return failed(Why::ProviderAuth, attempts),
-            Outcome::ClientDisconnected => return failed(Why::CallerLeft, attempts),
-            Outcome::Timeout if ended >= ctx.deadline_ms => return failed(Why::Deadline, attempts),
-            Outcome::CannotServe if tried.error.is_some() => cannot_serve = tried.error,
-            Outcome::TooLarge if tried.error.is_some() => too_large = tried.error,
-            _ => {}
+        if let Some(reason) = refusals.stop(called, ended >= ctx.deadline_ms) {
+            return failed(reason, attempts);
         }
     }
+    let reason = exhausted(ctx, &attempts, refusals);
+    failed(reason, attempts)
+}
 
-    // A gone model is the operator's problem, not a reason the caller should stop retrying: when
-    // every model that still exists is rate-limited, called or cooling, the caller gets 429 and
-    // the moment the first of them frees up. A skipped open circuit was retried: its own attempt
-    // stands for it. Models that refused this request alone (too large for their per-minute
-    // limit, or more than they can serve) would refuse it again: the caller's retry is for the
-    // others.
-    let rate_limited = |a: &Attempt| {
-        a.outcome == Outcome::RateLimited || a.reason == Some(SkipReason::RateLimited)
+/// What one call teaches: the model's health (a committed stream is judged when it ends, by the
+/// relay), and the attempt, logged once a called model has failed.
+fn record<B>(
+    ctx: &RouteContext<'_>,
+    model: &str,
+    called: &CallResult<B>,
+    ended: u64,
+    attempts: &mut Vec<Attempt>,
+    started: u64,
+) {
+    // One that always breaks mid-way must not count as a success at its first event.
+    if !matches!(called.answer, Some(Answer::Stream(_))) {
+        let retry_after_ms = called.retry_after_secs.map(|s| s * 1000);
+        let mut health = ctx.health.borrow_mut();
+        health.record(
+            model,
+            called.outcome,
+            retry_after_ms,
+            ended,
+            ctx.gone_ttl_ms,
+        );
+    }
+    // The runtime's words, bounded, without the key or Groq's address (a proxy's URL may carry
+    // a key of its own).
+    let base = ctx.url.trim_end_matches(CHAT_PATH);
+    let error = called.transport.as_ref();
+    let attempt = Attempt {
+        model: model.to_string(),
+        verdict: Verdict::Called(called.outcome),
+        status: called.status,
+        code: called.error.as_ref().and_then(|e| e.code.clone()),
+        error: error.map(|e| cut(&redact(e, &[ctx.api_key, base]), 200).into()),
+        duration_ms: ended.saturating_sub(started),
     };
-    let refused = |a: &Attempt| matches!(a.outcome, Outcome::TooLarge | Outcome::CannotServe);
+    // An answer from the first model called is told by the request line alone; once a called
+    // model has failed, every call gets its own line, the answering one included.
+    let failed_before = attempts.iter().any(|a| a.verdict.called().is_some());
+    if called.outcome != Outcome::Ok || failed_before {
+        log_attempt(ctx, attempts.len() + 1, &attempt);
+    }
+    attempts.push(attempt);
+}
+
+/// Why a chain that ran out of models produced no answer. A gone model is the operator's
+/// problem, not a reason the caller should stop retrying: when every model that still exists is
+/// rate-limited, called or cooling, the caller gets 429 and the moment the first of them frees
+/// up. A skipped open circuit was retried: its own attempt stands for it. Models that refused
+/// this request alone (too large for their per-minute limit, or more than they can serve) would
+/// refuse it again: the caller's retry is for the others.
+fn exhausted(ctx: &RouteContext<'_>, attempts: &[Attempt], refusals: Refusals) -> FailureReason {
+    let rate_limited = |a: &Attempt| {
+        a.is(Outcome::RateLimited) || a.verdict == Verdict::Skipped(SkipReason::RateLimited)
+    };
+    let refused = |a: &Attempt| a.is(Outcome::TooLarge) || a.is(Outcome::CannotServe);
     let live: Vec<&Attempt> = attempts
         .iter()
         .filter(|a| {
-            a.outcome != Outcome::ModelGone
-                && !matches!(a.reason, Some(SkipReason::Gone | SkipReason::CircuitOpen))
+            !a.is(Outcome::ModelGone)
+                && !matches!(
+                    a.verdict,
+                    Verdict::Skipped(SkipReason::Gone | SkipReason::CircuitOpen)
+                )
         })
         .collect();
     let candidates: Vec<&Attempt> = live.iter().copied().filter(|a| !refused(a)).collect();
-    let why = if !candidates.is_empty() && candidates.iter().all(|a| rate_limited(a)) {
+    if !candidates.is_empty() && candidates.iter().all(|a| rate_limited(a)) {
         let now = (ctx.now_ms)();
         let health = ctx.health.borrow();
         let frees_up = candidates
@@ -284,126 +389,108 @@ pub async fn route<P: Provider>(
                 _ => None,
             });
         let wait_ms = frees_up.min().map_or(0, |t| t.saturating_sub(now));
-        Why::RateLimited {
+        return FailureReason::RateLimited {
             retry_after_secs: wait_ms.div_ceil(1000).max(1),
-        }
-    } else if live.is_empty() || !candidates.is_empty() {
-        Why::AllFailed
-    } else if live.iter().all(|a| a.outcome == Outcome::TooLarge) {
-        // Larger than every model's per-minute token limit: retrying it as it is cannot help.
-        Why::TooLarge(Box::new(too_large.unwrap_or_default()))
-    } else {
-        // No model could take this request (too long for every context window, say): that is
-        // the caller's to fix, with Groq's own reason.
-        Why::Rejected(Box::new(cannot_serve.or(too_large).unwrap_or_default()))
-    };
-    failed(why, attempts)
-}
-
-fn attempt(model: &str, outcome: Outcome, status: Option<u16>, duration_ms: u64) -> Attempt {
-    Attempt {
-        model: model.to_string(),
-        outcome,
-        status,
-        code: None,
-        reason: None,
-        error: None,
-        duration_ms,
+        };
     }
+    if live.is_empty() || !candidates.is_empty() {
+        return FailureReason::AllFailed;
+    }
+    if live.iter().all(|a| a.is(Outcome::TooLarge)) {
+        // Larger than every model's per-minute token limit: retrying it as it is cannot help.
+        return FailureReason::TooLarge(Box::new(refusals.too_large.unwrap_or_default()));
+    }
+    // No model could take this request (too long for every context window, say): that is the
+    // caller's to fix, with Groq's own reason.
+    let reason = refusals.cannot_serve.or(refusals.too_large);
+    FailureReason::Rejected(Box::new(reason.unwrap_or_default()))
 }
 
 async fn try_model<P: Provider>(
     ctx: &RouteContext<'_>,
     model: &str,
-    request: &ChatRequest<'_>,
+    body: &ChatBody<'_>,
     provider: &P,
     started: u64,
     timeout_ms: u64,
-) -> Tried<P::Body> {
+) -> CallResult<P::Body> {
     let deadline = started + timeout_ms;
     let remaining = || deadline.saturating_sub((ctx.now_ms)()).max(1);
     let call = UpstreamCall {
         url: ctx.url,
         api_key: ctx.api_key,
         model,
-        body: request.groq_body(model),
+        body: body.for_model(model),
         timeout_ms,
-        streamed: request.stream,
+        streamed: body.stream,
     };
-    let (head, mut body) = match provider.send(call).await {
+    let (head, answer) = match provider.send(call).await {
         Ok(sent) => sent,
-        Err(e) => return Tried::transport(e),
+        Err(e) => return CallResult::transport(e),
     };
     let status = Some(head.status);
-
     if !(200..300).contains(&head.status) {
         // The error body explains the status; if it cannot be read, the status alone decides.
-        let bytes = body.read_all(remaining()).await.unwrap_or_default();
-        let error = GroqError::from_body(&bytes);
-        let outcome = classify_error(head.status, error.as_ref().and_then(|e| e.code.as_deref()));
-        return Tried {
-            retry_after_secs: retry_after_secs(
-                head.retry_after.as_deref(),
-                head.reset_tokens.as_deref(),
-                head.reset_requests.as_deref(),
-            ),
-            error,
-            ..Tried::status(outcome, status)
-        };
+        let bytes = answer.read_all(remaining()).await.unwrap_or_default();
+        return CallResult::refused(&head, &bytes);
     }
-
-    if !request.stream {
-        return match body.read_all(remaining()).await {
-            Err(e) => Tried::transport(e),
-            Ok(body) => match Completion::parse(&body) {
-                Some(completion) => Tried {
-                    answer: Some(Answer::Complete { body, completion }),
-                    ..Tried::status(Outcome::Ok, status)
-                },
-                None => Tried::status(Outcome::InvalidResponse, status),
+    if body.stream {
+        return first_event(answer, status, &remaining).await;
+    }
+    match answer.read_all(remaining()).await {
+        Err(e) => CallResult::transport(e),
+        Ok(body) => match Completion::parse(&body) {
+            Some(completion) => CallResult {
+                answer: Some(Answer::Complete { body, completion }),
+                ..CallResult::status(Outcome::Ok, status)
             },
-        };
+            None => CallResult::status(Outcome::InvalidResponse, status),
+        },
     }
+}
 
-    // Stream: wait for the first event; until then this model can still be abandoned.
+/// Waits for a stream's first event; until then this model can still be abandoned.
+async fn first_event<B: UpstreamBody>(
+    mut answer: B,
+    status: Option<u16>,
+    remaining: &impl Fn() -> u64,
+) -> CallResult<B> {
     let mut scanner = SseScanner::default();
     let mut first = Vec::new();
     loop {
-        let chunk = match body.next_chunk(remaining()).await {
-            Err(e) => return Tried::transport(e),
+        let chunk = match answer.next_chunk(remaining()).await {
+            Err(e) => return CallResult::transport(e),
             // Ended before its first event: nothing was relayed, so another model may answer.
-            Ok(None) => return Tried::status(Outcome::UpstreamError, status),
+            Ok(None) => return CallResult::status(Outcome::UpstreamError, status),
             Ok(Some(chunk)) => chunk,
         };
         let scanned = scanner.push(&chunk);
         first.extend_from_slice(&scanned.forward);
         if let Some(error) = scanned.error {
             let outcome = error.outcome();
-            return Tried {
+            return CallResult {
                 error: Some(error),
-                ..Tried::status(outcome, status)
+                ..CallResult::status(outcome, status)
             };
         }
         if scanned.data_events > 0 || scanned.done {
             let start = StreamStart {
                 first,
                 scanner,
-                body,
+                body: answer,
                 usage: scanned.usage,
                 done: scanned.done,
             };
-            return Tried {
+            return CallResult {
                 answer: Some(Answer::Stream(start)),
-                ..Tried::status(Outcome::Ok, status)
+                ..CallResult::status(Outcome::Ok, status)
             };
         }
     }
 }
 
-#[derive(Serialize)]
+#[derive(serde::Serialize)]
 struct AttemptLine<'a> {
-    level: Level,
-    event: &'static str,
     request_id: &'a str,
     task: &'a str,
     model: &'a str,
@@ -421,7 +508,10 @@ struct AttemptLine<'a> {
 }
 
 fn log_attempt(ctx: &RouteContext<'_>, number: usize, attempt: &Attempt) {
-    let level = match attempt.outcome {
+    let Verdict::Called(outcome) = attempt.verdict else {
+        return;
+    };
+    let level = match outcome {
         Outcome::Ok => Level::Info,
         Outcome::ProviderAuthFailed => Level::Error,
         _ => Level::Warn,
@@ -429,22 +519,22 @@ fn log_attempt(ctx: &RouteContext<'_>, number: usize, attempt: &Attempt) {
     if !ctx.log.enabled(level) {
         return;
     }
-    let hint = match attempt.outcome {
+    let hint = match outcome {
         Outcome::ModelGone => Some(format!(
             "model `{}` is gone at Groq; remove or replace it in `MODEL_REGISTRY` / `DEFAULT_*_MODEL` / `FORCE_MODEL`",
             attempt.model
         )),
-        Outcome::ProviderAuthFailed => Some("Groq rejected `GROQ_API_KEY`; rotate the secret".to_string()),
+        Outcome::ProviderAuthFailed => {
+            Some("Groq rejected `GROQ_API_KEY`; rotate the secret".to_string())
+        }
         _ => None,
     };
     let line = AttemptLine {
-        level,
-        event: "attempt",
         request_id: ctx.request_id,
         task: ctx.task,
         model: &attempt.model,
         attempt: number,
-        outcome: attempt.outcome,
+        outcome,
         status: attempt.status,
         error_code: attempt.code.as_deref(),
         error: attempt.error.as_deref(),
@@ -452,5 +542,5 @@ fn log_attempt(ctx: &RouteContext<'_>, number: usize, attempt: &Attempt) {
         hint,
         mock: ctx.mock,
     };
-    write(ctx.log, level, &line);
+    write(ctx.log, level, "attempt", &line);
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::groq::named;
 use crate::groq::outcome::Outcome;
+use crate::json::named;
 
 /// Consecutive upstream failures that open a model's circuit.
 pub const BREAKER_THRESHOLD: u32 = 3;
@@ -56,7 +56,8 @@ pub struct Rfc3339(pub u64);
 
 impl Serialize for Rfc3339 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&rfc3339(self.0))
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.0 / 1000);
+        serializer.collect_str(&humantime::format_rfc3339_seconds(at))
     }
 }
 
@@ -182,8 +183,7 @@ impl HealthBook {
             | Outcome::ClientDisconnected
             | Outcome::CannotServe
             | Outcome::InvalidRequest
-            | Outcome::ProviderAuthFailed
-            | Outcome::Skipped => {
+            | Outcome::ProviderAuthFailed => {
                 if let Some(h) = self.models.get_mut(model) {
                     h.probing_since_ms = None;
                 }
@@ -275,24 +275,6 @@ impl HealthBook {
     }
 }
 
-/// Epoch milliseconds as `2026-11-27T12:03:00Z`.
-pub fn rfc3339(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (hour, minute, second) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
-}
-
 #[cfg(test)]
 mod tests {
     use super::SkipReason::{CircuitOpen, Gone, RateLimited};
@@ -309,10 +291,11 @@ mod tests {
     }
 
     #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_798_372_980_123), "2026-12-27T12:03:00Z");
+    fn times_read_as_rfc3339() {
+        let shown = |ms| serde_json::to_string(&Rfc3339(ms)).unwrap();
+        assert_eq!(shown(0), r#""1970-01-01T00:00:00Z""#);
+        assert_eq!(shown(951_782_400_000), r#""2000-02-29T00:00:00Z""#);
+        assert_eq!(shown(1_798_372_980_123), r#""2026-12-27T12:03:00Z""#);
     }
 
     #[test]

@@ -1,38 +1,11 @@
 //! The scheduled probe: compare the models the configuration routes to with what Groq's
 //! `GET /openai/v1/models` lists, so a retired model is known before a user pays for it.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
-use crate::routing::chain::ModelChain;
-use crate::routing::config::Config;
+use crate::routing::config::RoutingConfig;
 use crate::routing::health::{GoneVerdict, HealthBook};
 use crate::routing::log::{write, Level, Log};
-
-/// Every model some task's chain can reach, with the tasks that reach it.
-pub fn models_in_use(config: &Config) -> BTreeMap<String, Vec<String>> {
-    let mut uses: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for task in config.task_names() {
-        for model in ModelChain::for_task(config, task)
-            .iter()
-            .flat_map(ModelChain::models)
-        {
-            uses.entry(model.to_string())
-                .or_default()
-                .push(task.to_string());
-        }
-    }
-    uses
-}
-
-/// The ids in Groq's model list; `Err` says why the answer is not one.
-pub fn listed_models(status: u16, body: &[u8]) -> Result<Vec<String>, String> {
-    if status != 200 {
-        return Err(format!("Groq answered {status}"));
-    }
-    crate::groq::listed_models(body).ok_or_else(|| "not a model list".to_string())
-}
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ProbeResult {
@@ -46,17 +19,13 @@ pub struct ProbeResult {
 
 #[derive(Serialize)]
 struct Retired<'a> {
-    level: Level,
-    event: &'static str,
     model: &'a str,
-    tasks: &'a [String],
+    tasks: &'a [&'a str],
     hint: String,
 }
 
 #[derive(Serialize)]
 struct Probed<'a> {
-    level: Level,
-    event: &'static str,
     models_in_use: usize,
     listed: usize,
     retired: Vec<&'a str>,
@@ -64,14 +33,14 @@ struct Probed<'a> {
 
 /// Applies a successful probe to the health book and logs what operators must act on.
 pub fn apply(
-    config: &Config,
+    config: &RoutingConfig,
     listed: &[String],
     book: &mut HealthBook,
     now_ms: u64,
     log: &dyn Log,
 ) -> ProbeResult {
     let mut result = ProbeResult::default();
-    let in_use = models_in_use(config);
+    let in_use = config.models_in_use();
     for (model, tasks) in &in_use {
         if listed.iter().any(|id| id == model) {
             if book.clear_gone(model) {
@@ -89,24 +58,16 @@ pub fn apply(
         let hint = format!(
             "Groq no longer lists `{model}`; replace it in `MODEL_REGISTRY` (or the `DEFAULT_*_MODEL` / `FORCE_MODEL` that names it)"
         );
-        let line = Retired {
-            level: Level::Error,
-            event: "model_retired",
-            model,
-            tasks,
-            hint,
-        };
-        write(log, Level::Error, &line);
+        let line = Retired { model, tasks, hint };
+        write(log, Level::Error, "model_retired", &line);
         result.retired.push((model.clone(), verdict));
     }
     let line = Probed {
-        level: Level::Info,
-        event: "probe",
         models_in_use: in_use.len(),
         listed: result.listed.len(),
         retired: result.retired.iter().map(|(m, _)| m.as_str()).collect(),
     };
-    write(log, Level::Info, &line);
+    write(log, Level::Info, "probe", &line);
     result
 }
 
@@ -117,29 +78,33 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+    use crate::bindings::{BindingValue, Reader};
+    use crate::groq::listed_models;
     use crate::groq::outcome::Outcome;
-    use crate::routing::config::BindingValue;
     use crate::routing::health::SkipReason;
     use crate::routing::log::MemoryLog;
 
-    fn config(extra: &[(&'static str, &str)]) -> Config {
+    fn config(extra: &[(&'static str, &str)]) -> RoutingConfig {
         let registry = r#"{"fast":["a","b"],"code-review":["c"],"fallback":["b"]}"#;
         let b: BTreeMap<&str, BindingValue> = [("MODEL_REGISTRY", registry)]
             .iter()
             .chain(extra)
             .map(|(k, v)| (*k, BindingValue::Text(v.to_string())))
             .collect();
-        Config::load(&b).unwrap()
+        let mut reader = Reader::new(&b);
+        let config = RoutingConfig::read(&mut reader);
+        assert_eq!(reader.problems, []);
+        config
     }
 
     #[test]
     fn models_in_use_include_defaults_and_fallback() {
-        let uses = models_in_use(&config(&[("DEFAULT_CODE_REVIEW_MODEL", "d")]));
-        let uses = serde_json::to_value(uses).unwrap();
+        let config = config(&[("DEFAULT_CODE_REVIEW_MODEL", "d")]);
+        let uses = serde_json::to_value(config.models_in_use()).unwrap();
         let want = json!({"a": ["fast"], "b": ["code-review", "fast"], "c": ["code-review"], "d": ["code-review"]});
         assert_eq!(uses, want);
-        let forced = models_in_use(&config(&[("FORCE_MODEL", "x")]));
-        assert_eq!(forced.keys().collect::<Vec<_>>(), vec!["x"]);
+        let forced = super::tests::config(&[("FORCE_MODEL", "x")]);
+        assert_eq!(forced.models_in_use().keys().collect::<Vec<_>>(), vec!["x"]);
     }
 
     #[test]

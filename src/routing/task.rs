@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 use std::fmt;
 
-use crate::groq::cut;
+use crate::json::cut;
 
 /// The registry key holding the universal fallback list; not a task a caller may ask for.
 pub const FALLBACK_KEY: &str = "fallback";

@@ -1,4 +1,4 @@
-//! `WebCrypto`: the `TokenCrypto` seam on the Workers runtime. Signatures are checked by
+//! `WebCrypto`: the `TokenVerification` seam on the Workers runtime. Signatures are checked by
 //! `crypto.subtle` (which `worker` does not wrap: hence the small binding below), keys are
 //! imported once per isolate and reused; the JWKS is fetched with a timeout.
 
@@ -10,8 +10,8 @@ use wasm_bindgen::JsValue;
 use worker::js_sys::{self, futures::JsFuture, Array, Uint8Array};
 use worker::{web_sys, AbortSignal, Fetch, Request};
 
-use super::groq::whole_body;
-use crate::http::jwt::{Alg, FetchedJwks, KeyMaterial, TokenCrypto, VerifyKey};
+use super::upstream::whole_body;
+use crate::http::jwt::{Alg, FetchedJwks, KeyMaterial, TokenVerification, VerifyKey};
 
 /// How long the JWKS endpoint may take, head and body.
 const JWKS_TIMEOUT_MS: f64 = 5_000.0;
@@ -93,7 +93,7 @@ async fn import(key: &VerifyKey<'_>) -> Result<JsValue, String> {
     Ok(imported)
 }
 
-impl TokenCrypto for WebCrypto {
+impl TokenVerification for WebCrypto {
     async fn fetch_jwks(&self, url: &str) -> Result<FetchedJwks, String> {
         let signal = AbortSignal::from(web_sys::AbortSignal::timeout_with_f64(JWKS_TIMEOUT_MS));
         let fetched = async {

@@ -9,11 +9,10 @@ use serde::Serialize;
 use worker::kv::KvStore;
 use worker::Env;
 
-use crate::groq::read;
-use crate::routing::config::Config;
+use crate::json::read;
+use crate::routing::config::RoutingConfig;
 use crate::routing::health::{GoneVerdict, HealthBook};
 use crate::routing::log::{write, Level};
-use crate::routing::probe::models_in_use;
 use crate::runtime::{now_ms, ConsoleLog};
 
 const BINDING: &str = "MODEL_HEALTH";
@@ -35,9 +34,9 @@ impl HealthKv {
 
     /// Reads the shared verdicts on the models in use into this isolate's memory; a KV that
     /// cannot be read changes nothing.
-    pub async fn sync(&self, config: &Config, health: &RefCell<HealthBook>) {
+    pub async fn sync(&self, config: &RoutingConfig, health: &RefCell<HealthBook>) {
         let mut shared = Vec::new();
-        for model in models_in_use(config).into_keys() {
+        for model in config.models_in_use().into_keys() {
             match self.0.get(&key(&model)).text().await {
                 Ok(Some(text)) => shared.extend(read(text.as_bytes()).map(|v| (model, v))),
                 Ok(None) => {}
@@ -56,9 +55,7 @@ impl HealthKv {
         log: ConsoleLog,
     ) {
         #[derive(Serialize)]
-        struct WriteFailed<'a> {
-            level: Level,
-            event: &'static str,
+        struct KvWriteFailed<'a> {
             model: &'a str,
         }
         for (model, verdict) in verdicts {
@@ -71,12 +68,8 @@ impl HealthKv {
                     .await
             };
             if put.await.is_err() {
-                let line = WriteFailed {
-                    level: Level::Warn,
-                    event: "kv_write_failed",
-                    model: &model,
-                };
-                write(&log, Level::Warn, &line);
+                let line = KvWriteFailed { model: &model };
+                write(&log, Level::Warn, "kv_write_failed", &line);
             }
         }
     }

@@ -1,10 +1,9 @@
 //! The optional `CLIENT_RATE_LIMITER` binding (Workers Rate Limiting), keyed per client.
 
-use serde::Serialize;
 use worker::{Env, RateLimiter as Binding};
 
 use crate::http::limit::RateLimiter;
-use crate::routing::log::{write, Level};
+use crate::routing::log::{note, Level};
 use crate::runtime::ConsoleLog;
 
 const BINDING: &str = "CLIENT_RATE_LIMITER";
@@ -23,11 +22,6 @@ impl BindingLimiter {
 
 impl RateLimiter for BindingLimiter {
     async fn allow(&self, key: &str) -> bool {
-        #[derive(Serialize)]
-        struct Unavailable {
-            level: Level,
-            event: &'static str,
-        }
         let Some(binding) = &self.0 else {
             return true;
         };
@@ -35,11 +29,7 @@ impl RateLimiter for BindingLimiter {
             Ok(outcome) => outcome.success,
             // Fail open: a limiter outage must not take the router down with it.
             Err(_) => {
-                let line = Unavailable {
-                    level: Level::Warn,
-                    event: "rate_limiter_unavailable",
-                };
-                write(&self.1, Level::Warn, &line);
+                note(&self.1, Level::Warn, "rate_limiter_unavailable");
                 true
             }
         }

@@ -1,39 +1,41 @@
 //! The Worker shell: adapts the core to the Workers runtime. The entry points (`fetch`,
-//! `scheduled`), bindings and the console are here; the Groq fetch, KV, the rate limiter and the
-//! response stream each have a file. The shell moves bytes and calls the runtime; every rule,
-//! limit and cadence is the core's.
+//! `scheduled`), bindings and the console are here; the Groq fetch (`upstream`), KV, the rate
+//! limiter, WebCrypto, Analytics Engine and the response stream each have a file. The shell
+//! moves bytes and calls the runtime; every rule, limit and cadence is the core's.
 
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
 use futures_channel::oneshot;
 use futures_util::StreamExt;
+use serde::Serialize;
 use worker::{
     event, js_sys, web_sys, Context, Env, Headers, Request, Response, ResponseBuilder, Result,
     ScheduleContext, ScheduledEvent,
 };
 
+use crate::bindings::{BindingValue, Bindings};
 use crate::groq::outcome::redact;
+use crate::http::config::{Config, LoadedConfig};
 use crate::http::jwt::KeySet;
-use crate::http::limit::BytesInFlight;
+use crate::http::limit::{BytesInFlight, Held};
 use crate::http::RequestEnv;
-use crate::http::{self, body_read, handle, BodyRead, HttpRequest, HttpResponse, Loaded, Reply};
-use crate::routing::config::{BindingValue, Bindings, Config};
+use crate::http::{self, body_read, handle, BodyRead, HttpRequest, HttpResponse, Io, Reply};
 use crate::routing::health::{HealthBook, SharedSync};
 use crate::routing::log::{write, Filtered, Level, Log};
 use crate::routing::probe;
 
 mod crypto;
-mod groq;
 mod kv;
 mod limiter;
 mod stream;
+mod upstream;
 mod usage;
 
 use crypto::WebCrypto;
-use groq::GroqFetch;
 use kv::HealthKv;
 use limiter::BindingLimiter;
+use upstream::GroqFetch;
 use usage::UsageQueue;
 
 thread_local! {
@@ -45,7 +47,7 @@ thread_local! {
     static IN_FLIGHT: Rc<BytesInFlight> = Rc::default();
     /// The parsed configuration: bindings are fixed for an isolate's life (changing a var or a
     /// secret deploys a new version, served by new isolates), so they are read and validated once.
-    static CONFIG: OnceCell<Rc<Loaded>> = const { OnceCell::new() };
+    static CONFIG: OnceCell<Rc<LoadedConfig>> = const { OnceCell::new() };
 }
 
 /// Answers in a task of its own, kept alive by `wait_until`, and waits for its answer: when the
@@ -62,12 +64,104 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
         .unwrap_or_else(|_| Err("the router ended without an answer".into()))
 }
 
+/// What the core reads of a request: its headers (those that are used), read into owned text.
+struct Heard {
+    request_id: String,
+    method: String,
+    path: String,
+    authorization: Option<String>,
+    access_jwt: Option<String>,
+    content_type: Option<String>,
+    content_length: Option<String>,
+    origin: Option<String>,
+    requested_headers: Option<String>,
+    client_ip: Option<String>,
+}
+
+impl Heard {
+    /// Reads only what is used: the origin and a preflight's headers for CORS, Cloudflare
+    /// Access's assertion for JWTs, the IP as an anonymous caller's rate-limit key.
+    fn of(req: &Request, config: &LoadedConfig, limiter: &BindingLimiter) -> Heard {
+        let header = |name: &str| req.headers().get(name).ok().flatten();
+        let cors = config
+            .as_ref()
+            .is_ok_and(|c| c.allowed_origins.is_configured());
+        let jwt = config.as_ref().is_ok_and(|c| c.client_auth.jwt.is_some());
+        // The raw method: `worker::Method` reads every method it does not know as GET.
+        let method = req.inner().method();
+        let preflight = cors && method == "OPTIONS";
+        Heard {
+            request_id: http::request_id(header("x-request-id").as_deref(), || {
+                (js_sys::Math::random() * 2f64.powi(64)) as u64
+            }),
+            path: req.path(),
+            authorization: header("authorization"),
+            access_jwt: jwt.then(|| header("cf-access-jwt-assertion")).flatten(),
+            content_type: header("content-type"),
+            content_length: header("content-length"),
+            origin: cors.then(|| header("origin")).flatten(),
+            requested_headers: preflight
+                .then(|| header("access-control-request-headers"))
+                .flatten(),
+            client_ip: limiter
+                .is_bound()
+                .then(|| header("cf-connecting-ip"))
+                .flatten(),
+            method,
+        }
+    }
+}
+
+/// A request's body as read: what the core needs to know of it, and this isolate's hold on its
+/// bytes while it is answered.
+struct ReadBody<'i> {
+    bytes: Vec<u8>,
+    too_large: bool,
+    overloaded: bool,
+    _held: Option<Held<'i>>,
+}
+
+async fn read_request_body<'i>(
+    req: &mut Request,
+    heard: &Heard,
+    config: &LoadedConfig,
+    in_flight: &'i BytesInFlight,
+) -> ReadBody<'i> {
+    let unread = |too_large, overloaded| ReadBody {
+        bytes: Vec::new(),
+        too_large,
+        overloaded,
+        _held: None,
+    };
+    match body_read(&heard.method, heard.content_length.as_deref(), config) {
+        BodyRead::None => unread(false, false),
+        BodyRead::TooLarge => unread(true, false),
+        BodyRead::Read {
+            limit,
+            declared,
+            hold,
+            max_in_flight,
+        } => match in_flight.hold(hold, max_in_flight) {
+            None => unread(false, true),
+            Some(mut held) => {
+                let (bytes, too_large) = read_body(req, declared, limit).await;
+                held.shrink_to(bytes.len() as u64);
+                ReadBody {
+                    bytes,
+                    too_large,
+                    overloaded: false,
+                    _held: Some(held),
+                }
+            }
+        },
+    }
+}
+
 async fn answer_request(mut req: Request, env: Env, answer: oneshot::Sender<Result<Response>>) {
-    let health = HEALTH.with(Rc::clone);
-    let jwks = JWKS.with(Rc::clone);
     let config_rc = config_of(&env);
-    let config: &Loaded = &config_rc;
+    let config: &LoadedConfig = &config_rc;
     let log = console(config);
+    let health = HEALTH.with(Rc::clone);
     let kv = HealthKv::from_env(&env);
     // Read before routing the first request, then, when stale, after the answer.
     let due = match (&kv, config) {
@@ -75,139 +169,93 @@ async fn answer_request(mut req: Request, env: Env, answer: oneshot::Sender<Resu
         _ => None,
     };
     if let (Some(SharedSync::Now), Some(kv), Ok(c)) = (due, &kv, config) {
-        kv.sync(c, &health).await;
+        kv.sync(&c.routing, &health).await;
     }
     let limiter = BindingLimiter::from_env(&env, log);
-
-    let header = |name: &str| req.headers().get(name).ok().flatten();
-    let request_id = http::request_id(header("x-request-id").as_deref(), || {
-        (js_sys::Math::random() * 2f64.powi(64)) as u64
-    });
-    let (authorization, content_type, length) = (
-        header("authorization"),
-        header("content-type"),
-        header("content-length"),
-    );
-    // Read only where they are used: the origin for CORS, the IP as an anonymous caller's
-    // rate-limit key.
-    let cors = config
-        .as_ref()
-        .is_ok_and(|c| c.allowed_origins.is_configured());
-    let origin = cors.then(|| header("origin")).flatten();
-    // The raw method: `worker::Method` reads every method it does not know as GET.
-    let method = req.inner().method();
-    let preflight = cors && method == "OPTIONS";
-    let requested_headers = preflight
-        .then(|| header("access-control-request-headers"))
-        .flatten();
-    let jwt = config.as_ref().is_ok_and(|c| c.client_auth.jwt.is_some());
-    let access_jwt = jwt.then(|| header("cf-access-jwt-assertion")).flatten();
-    let client_ip = limiter
-        .is_bound()
-        .then(|| header("cf-connecting-ip"))
-        .flatten();
-    let path = req.path();
-    // Held until the answer is made (a stream's relay needs no request body).
+    let heard = Heard::of(&req, config, &limiter);
     let in_flight = IN_FLIGHT.with(Rc::clone);
-    let mut held = None;
-    let (mut body_too_large, mut overloaded) = (false, false);
-    let body = match body_read(&method, length.as_deref(), config) {
-        BodyRead::None => Vec::new(),
-        BodyRead::TooLarge => {
-            body_too_large = true;
-            Vec::new()
-        }
-        BodyRead::Read {
-            limit,
-            declared,
-            hold,
-            max_in_flight,
-        } => match in_flight.hold(hold, max_in_flight) {
-            None => {
-                overloaded = true;
-                Vec::new()
-            }
-            Some(hold) => {
-                let (body, too_large) = read_body(&mut req, declared, limit).await;
-                held.insert(hold).shrink_to(body.len() as u64);
-                body_too_large = too_large;
-                body
-            }
-        },
-    };
-
+    let body = read_request_body(&mut req, &heard, config, &in_flight).await;
     // Aborted when the caller goes away: Groq's call with it.
     let caller = req.inner().signal();
-    let shared = Borrowed {
-        request_id,
+    let scope = RequestScope {
+        request_id: heard.request_id.clone(),
         caller_left: Box::new({
             let caller = caller.clone();
             move || caller.aborted()
         }),
         log,
         health,
-        jwks,
+        jwks: JWKS.with(Rc::clone),
         usage: UsageQueue::new(&env),
     };
-    let reply = handle(
-        HttpRequest {
-            method: &method,
-            path: &path,
-            authorization: authorization.as_deref(),
-            access_jwt: access_jwt.as_deref(),
-            content_type: content_type.as_deref(),
-            origin: origin.as_deref(),
-            requested_headers: requested_headers.as_deref(),
-            client_ip: client_ip.as_deref(),
-            body: &body,
-            body_too_large,
-            overloaded,
-        },
-        config,
-        &GroqFetch { caller },
-        &limiter,
-        &WebCrypto,
-        &shared.env(),
-    )
-    .await;
-    drop(held);
+    let io = Io {
+        provider: &GroqFetch { caller },
+        limiter: &limiter,
+        tokens: &WebCrypto,
+    };
+    let reply = handle(http_request(&heard, &body), config, io, &scope.env()).await;
     drop(body);
+    deliver(reply, answer, &scope).await;
+    // After the answer: what this request taught the isolate, shared; what it spent, recorded.
+    let learned = scope.health.borrow_mut().take_unshared();
+    if let (Some(kv), Ok(c)) = (&kv, config) {
+        if !learned.is_empty() {
+            kv.share_gone(learned, c.routing.model_gone_ttl_ms, log)
+                .await;
+        }
+        if due == Some(SharedSync::InBackground) {
+            kv.sync(&c.routing, &scope.health).await;
+        }
+    }
+    scope.usage.flush(log);
+}
 
+fn http_request<'r>(heard: &'r Heard, body: &'r ReadBody<'_>) -> HttpRequest<'r> {
+    HttpRequest {
+        method: &heard.method,
+        path: &heard.path,
+        authorization: heard.authorization.as_deref(),
+        access_jwt: heard.access_jwt.as_deref(),
+        content_type: heard.content_type.as_deref(),
+        origin: heard.origin.as_deref(),
+        requested_headers: heard.requested_headers.as_deref(),
+        client_ip: heard.client_ip.as_deref(),
+        body: &body.bytes,
+        body_too_large: body.too_large,
+        overloaded: body.overloaded,
+    }
+}
+
+/// Hands the answer to the fetch handler (gone when the caller left: nobody to answer); a
+/// stream's relay then runs to its end.
+async fn deliver(
+    reply: Reply<http::Body<GroqFetch>>,
+    answer: oneshot::Sender<Result<Response>>,
+    scope: &RequestScope,
+) {
     match reply {
         Reply::Full(response) => {
             let built = match response.body.is_empty() {
                 true => builder(&response).map(ResponseBuilder::empty),
                 false => builder(&response).map(|b| b.fixed(response.body)),
             };
-            // Gone when the caller left: nobody to answer.
             let _ = answer.send(built);
         }
         Reply::Stream { head, relay } => match stream::pipe() {
             Ok((readable, mut sink)) => {
                 let _ = answer.send(builder(&head).map(|b| b.stream(readable)));
-                relay.run(&mut sink, &shared.env()).await;
+                relay.run(&mut sink, &scope.env()).await;
             }
             Err(e) => {
                 let _ = answer.send(Err(e));
             }
         },
     }
-    // After the answer: what this request taught the isolate, shared; what it spent, recorded.
-    let learned = shared.health.borrow_mut().take_unshared();
-    if let (Some(kv), Ok(c)) = (&kv, config) {
-        if !learned.is_empty() {
-            kv.share_gone(learned, c.model_gone_ttl_ms, log).await;
-        }
-        if due == Some(SharedSync::InBackground) {
-            kv.sync(c, &shared.health).await;
-        }
-    }
-    shared.usage.flush(log);
 }
 
-/// What a request's `RequestEnv` borrows, owned: by the handler, then (for a stream) by the
-/// relay, which runs on after the handler has returned.
-struct Borrowed {
+/// What a request's `RequestEnv` borrows, owned for as long as the request is answered (a
+/// stream's relay included).
+struct RequestScope {
     request_id: String,
     caller_left: Box<dyn Fn() -> bool>,
     log: ConsoleLog,
@@ -216,7 +264,7 @@ struct Borrowed {
     usage: UsageQueue,
 }
 
-impl Borrowed {
+impl RequestScope {
     fn env(&self) -> RequestEnv<'_> {
         RequestEnv {
             request_id: &self.request_id,
@@ -234,36 +282,29 @@ impl Borrowed {
 /// that it no longer lists. A failed probe changes nothing.
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    #[derive(serde::Serialize)]
+    #[derive(Serialize)]
     struct ProbeFailed<'a> {
-        level: Level,
-        event: &'static str,
         error: &'a str,
     }
     console_error_panic_hook::set_once();
     let config = config_of(&env);
-    let config: &Loaded = &config;
-    let log = console(config);
+    let log = console(&config);
     let probed = match config.as_ref() {
         Err(_) => Err("configuration is invalid; see /healthz".to_string()),
-        Ok(c) => match c.groq_api_key.as_deref() {
+        Ok(c) => match c.routing.groq_api_key.as_deref() {
             None => Err("the `GROQ_API_KEY` secret is not set".to_string()),
-            Some(key) => match groq::list_models(c, key).await {
-                Ok(listed) => Ok((c, listed)),
+            Some(key) => match upstream::list_models(&c.routing, key).await {
+                Ok(listed) => Ok((&c.routing, listed)),
                 // The runtime's words may quote the URL, or a proxy's key within it.
-                Err(why) => Err(redact(&why, &[key, &c.groq_base_url])),
+                Err(why) => Err(redact(&why, &[key, &c.routing.groq_base_url])),
             },
         },
     };
     let (config, listed) = match probed {
         Ok(probed) => probed,
         Err(why) => {
-            let line = ProbeFailed {
-                level: Level::Error,
-                event: "probe_failed",
-                error: &why,
-            };
-            return write(&log, Level::Error, &line);
+            let line = ProbeFailed { error: &why };
+            return write(&log, Level::Error, "probe_failed", &line);
         }
     };
     let health = HEALTH.with(Rc::clone);
@@ -281,7 +322,7 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     }
 }
 
-fn config_of(env: &Env) -> Rc<Loaded> {
+fn config_of(env: &Env) -> Rc<LoadedConfig> {
     CONFIG.with(|c| {
         c.get_or_init(|| Rc::new(Config::load(&EnvBindings(env))))
             .clone()
@@ -357,7 +398,7 @@ impl Bindings for EnvBindings<'_> {
 /// The console, at this isolate's `LOG_LEVEL`: the core's lines and the shell's own.
 type ConsoleLog = Filtered<Console>;
 
-fn console(config: &Loaded) -> ConsoleLog {
+fn console(config: &LoadedConfig) -> ConsoleLog {
     Filtered {
         inner: Console,
         min: http::log_level(config),

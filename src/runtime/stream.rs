@@ -13,9 +13,9 @@ use wasm_bindgen::{JsCast, JsValue};
 use worker::js_sys::{futures::JsFuture, ArrayBuffer, Uint8Array};
 use worker::{js_sys, web_sys, AbortController, Delay, Result};
 
-use super::groq::{read_chunk, FetchBody};
-use crate::groq::mock::EitherBody;
+use super::upstream::{read_chunk, FetchBody};
 use crate::groq::provider::TransportError;
+use crate::http::mock::EitherBody;
 use crate::http::relay::{ChunkSink, PipeSink, Piped};
 
 #[wasm_bindgen::prelude::wasm_bindgen]

@@ -1,24 +1,35 @@
 //! The optional `USAGE` binding, a Workers Analytics Engine dataset: one data point per routed
-//! request, queued while the request is answered and written after it, through `wait_until`.
+//! request (`RequestRecord`'s usage point), queued while the request is answered and written
+//! after it.
 
 use std::cell::RefCell;
 
 use serde::Serialize;
-use worker::{AnalyticsEngineDataPointBuilder, AnalyticsEngineDataset, Env};
+use worker::{
+    AnalyticsEngineDataPoint, AnalyticsEngineDataPointBuilder, AnalyticsEngineDataset, Env,
+};
 
-use crate::http::relay::{UsagePoint, UsageSink};
+use crate::http::record::{RequestRecord, UsageSink};
 use crate::routing::log::{write, Level};
 use crate::runtime::ConsoleLog;
 
 const BINDING: &str = "USAGE";
 
+/// A data point and the request id it is for (named in the warn line should its write fail).
+type Point = (String, AnalyticsEngineDataPoint);
+
 /// The points one request recorded, when `USAGE` is bound (else it records nothing).
-pub struct UsageQueue(Option<(AnalyticsEngineDataset, RefCell<Vec<UsagePoint>>)>);
+pub struct UsageQueue(Option<(AnalyticsEngineDataset, RefCell<Vec<Point>>)>);
 
 impl UsageSink for UsageQueue {
-    fn record(&self, point: UsagePoint) {
+    fn record(&self, record: &RequestRecord) {
         if let Some((_, points)) = &self.0 {
-            points.borrow_mut().push(point);
+            let point = AnalyticsEngineDataPointBuilder::new()
+                .indexes([record.usage_index()])
+                .blobs(record.usage_blobs())
+                .doubles(record.usage_doubles())
+                .build();
+            points.borrow_mut().push((record.request_id.clone(), point));
         }
     }
 }
@@ -35,27 +46,18 @@ impl UsageQueue {
     /// Writes the queued points; a write that fails is a warn line, never a failed request.
     pub fn flush(self, log: ConsoleLog) {
         #[derive(Serialize)]
-        struct WriteFailed<'a> {
-            level: Level,
-            event: &'static str,
+        struct UsageWriteFailed<'a> {
             request_id: &'a str,
         }
         let Some((dataset, points)) = self.0 else {
             return;
         };
-        for point in points.into_inner() {
-            let data = AnalyticsEngineDataPointBuilder::new()
-                .indexes([point.index.as_str()])
-                .blobs(point.blobs.iter().map(String::as_str))
-                .doubles(point.doubles)
-                .build();
-            if dataset.write_data_point(&data).is_err() {
-                let line = WriteFailed {
-                    level: Level::Warn,
-                    event: "usage_write_failed",
-                    request_id: &point.blobs[4],
+        for (request_id, point) in points.into_inner() {
+            if dataset.write_data_point(&point).is_err() {
+                let line = UsageWriteFailed {
+                    request_id: &request_id,
                 };
-                write(&log, Level::Warn, &line);
+                write(&log, Level::Warn, "usage_write_failed", &line);
             }
         }
     }

@@ -13,15 +13,18 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use serde_json::{json, Value};
-use task_router::groq::mock::EitherBody;
+use task_router::bindings::{BindingValue, ConfigFinding};
 use task_router::groq::provider::{
     Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead,
 };
-use task_router::http::jwt::{KeySet, NoTokens, TokenCrypto};
+use task_router::http::config::Config;
+use task_router::http::config::LoadedConfig;
+use task_router::http::jwt::{KeySet, NoTokens, TokenVerification};
 use task_router::http::limit::RateLimiter;
-use task_router::http::relay::{ChunkSink, PipeSink, Piped, UsagePoint, UsageSink};
-use task_router::http::{handle, log_level, HttpRequest, HttpResponse, Loaded, Reply, RequestEnv};
-use task_router::routing::config::{BindingValue, Config, ConfigError};
+use task_router::http::mock::EitherBody;
+use task_router::http::record::{RequestRecord, UsageSink};
+use task_router::http::relay::{ChunkSink, PipeSink, Piped};
+use task_router::http::{handle, log_level, HttpRequest, HttpResponse, Io, Reply, RequestEnv};
 use task_router::routing::health::HealthBook;
 use task_router::routing::log::{Filtered, Level, MemoryLog};
 
@@ -377,7 +380,7 @@ pub fn bindings(pairs: &[(&'static str, &str)]) -> BTreeMap<&'static str, Bindin
     map
 }
 
-pub fn load(pairs: &[(&'static str, &str)]) -> Result<Config, Vec<ConfigError>> {
+pub fn load(pairs: &[(&'static str, &str)]) -> Result<Config, Vec<ConfigFinding>> {
     Config::load(&bindings(pairs))
 }
 
@@ -406,20 +409,32 @@ impl Exchange {
     }
 }
 
+/// A usage point as Analytics Engine gets it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsagePoint {
+    pub index: String,
+    pub blobs: [String; 5],
+    pub doubles: [f64; 7],
+}
+
 /// Keeps the usage points a request records.
 #[derive(Default)]
 pub struct RecordedUsage(pub RefCell<Vec<UsagePoint>>);
 
 impl UsageSink for RecordedUsage {
-    fn record(&self, point: UsagePoint) {
-        self.0.borrow_mut().push(point);
+    fn record(&self, record: &RequestRecord) {
+        self.0.borrow_mut().push(UsagePoint {
+            index: record.usage_index().to_string(),
+            blobs: record.usage_blobs().map(str::to_string),
+            doubles: record.usage_doubles(),
+        });
     }
 }
 
 /// Sends `req` through `handle` with `provider`'s fake clock, logging at `config`'s `LOG_LEVEL`
 /// as the Worker does.
 pub fn exchange<L: RateLimiter>(
-    config: &Loaded,
+    config: &LoadedConfig,
     provider: &ScriptedProvider,
     limiter: &L,
     health: &RefCell<HealthBook>,
@@ -437,7 +452,7 @@ pub fn exchange<L: RateLimiter>(
 
 /// `exchange`, a stream's relay writing into `sink` (say, one whose caller leaves).
 pub fn exchange_into<L: RateLimiter>(
-    config: &Loaded,
+    config: &LoadedConfig,
     provider: &ScriptedProvider,
     limiter: &L,
     health: &RefCell<HealthBook>,
@@ -451,7 +466,7 @@ pub fn exchange_into<L: RateLimiter>(
     exchange_with(config, provider, limiter, health, tokens, req, sink)
 }
 
-/// What verifies users' JWTs in [`exchange_with`]: a fake `TokenCrypto` and the isolate's
+/// What verifies users' JWTs in [`exchange_with`]: a fake `TokenVerification` and the isolate's
 /// JWKS cache.
 pub struct Tokens<'a, C> {
     pub crypto: &'a C,
@@ -459,8 +474,8 @@ pub struct Tokens<'a, C> {
 }
 
 /// [`exchange_into`] with users' tokens checked by `tokens`.
-pub fn exchange_with<L: RateLimiter, C: TokenCrypto>(
-    config: &Loaded,
+pub fn exchange_with<L: RateLimiter, C: TokenVerification>(
+    config: &LoadedConfig,
     provider: &ScriptedProvider,
     limiter: &L,
     health: &RefCell<HealthBook>,
@@ -486,7 +501,12 @@ pub fn exchange_with<L: RateLimiter, C: TokenCrypto>(
         jwks: tokens.jwks,
         usage: &usage,
     };
-    let reply = block_on(handle(req, config, provider, limiter, tokens.crypto, &env));
+    let io = Io {
+        provider,
+        limiter,
+        tokens: tokens.crypto,
+    };
+    let reply = block_on(handle(req, config, io, &env));
     let (response, text, streamed) = match reply {
         Reply::Full(r) => {
             let text = String::from_utf8(r.body.clone()).expect("answers are UTF-8");

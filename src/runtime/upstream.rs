@@ -14,7 +14,7 @@ use worker::{
 };
 
 use crate::groq::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
-use crate::routing::config::Config;
+use crate::routing::config::RoutingConfig;
 
 /// Groq for one request: every call is aborted with the caller's request when they go away.
 pub struct GroqFetch {
@@ -361,7 +361,7 @@ pub(super) async fn whole_body(response: &Response) -> worker::Result<Vec<u8>> {
 }
 
 /// Groq's model list for the scheduled probe: the ids, or why there are none.
-pub async fn list_models(config: &Config, api_key: &str) -> Result<Vec<String>, String> {
+pub async fn list_models(config: &RoutingConfig, api_key: &str) -> Result<Vec<String>, String> {
     let url = format!("{}/openai/v1/models", config.groq_base_url);
     let timeout_ms = config.attempt_timeout_ms;
     let fetched = async {
@@ -371,7 +371,7 @@ pub async fn list_models(config: &Config, api_key: &str) -> Result<Vec<String>, 
         Ok::<_, TransportError>((response.status_code(), body))
     };
     match fetched.await {
-        Ok((status, body)) => crate::routing::probe::listed_models(status, &body),
+        Ok((status, body)) => crate::groq::listed_models(status, &body),
         Err(TransportError::Timeout) => Err("timed out".to_string()),
         Err(TransportError::Connection(why)) => Err(why),
         Err(TransportError::CallerLeft) => Err("aborted".to_string()),

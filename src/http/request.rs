@@ -1,20 +1,19 @@
 //! `ChatRequest`: a caller's chat-completions body, checked enough to refuse what every model
-//! would refuse (each refusal names the field), and turned into Groq's body by setting only
-//! `model` (and, where a task caps tokens and the caller asked for no limit, the cap as
-//! `max_completion_tokens`). The caller's other fields go through as the bytes they sent, in
-//! their order.
+//! would refuse (each refusal names the field): the task it names (`model`, on the SDK routes),
+//! its token limits against the task's cap, and the mock fields. What Groq receives is its
+//! `ChatBody`: the caller's other fields, as they sent them.
 
 use std::borrow::Cow;
 
 use std::fmt;
 
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::mock::{Mock, MockFailure};
-use super::text::{cut, Kind, Members, Text};
+use crate::groq::body::ChatBody;
+use crate::http::mock::{Mock, MockFailure};
+use crate::json::{cut, JsonKind, Members, Text};
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
 /// Groq accepts at most this many tools and stop sequences.
@@ -40,26 +39,25 @@ fn refuse(param: impl Into<String>, message: impl Into<String>) -> BodyError {
 /// A validated request body, borrowed from the bytes the caller sent.
 #[derive(Debug)]
 pub struct ChatRequest<'a> {
-    members: Members<'a>,
-    pub stream: bool,
+    /// What Groq receives.
+    pub body: ChatBody<'a>,
     /// The caller's `model`: a task name on the SDK routes.
     pub model: Option<Cow<'a, str>>,
     /// The token limits the caller asked for, by field, read by value.
     limits: Vec<(&'static str, f64)>,
-    /// A task's cap, sent as `max_completion_tokens` when the caller asked for no limit.
-    filled_cap: Option<u64>,
     /// `mock_response` / `mock_failures`: answered by the mock provider, never by Groq.
     pub mock: Option<Mock>,
     /// The size of `messages`, for a mock answer's token estimate.
     pub prompt_bytes: usize,
-    /// The size of the caller's body: Groq's is about as large.
-    body_bytes: usize,
 }
+
+/// The fields the router reads for itself: never sent to Groq, set or `null`.
+const ROUTER_FIELDS: [&str; 3] = ["model", "mock_response", "mock_failures"];
 
 /// A number read by its value, whatever its spelling: `1e-2147483648` is 0, and a number beyond
 /// `f64` is infinite (serde_json refuses to read it, the grammar allows it).
 fn number(raw: &RawValue) -> Option<f64> {
-    (Kind::of(raw) == Kind::Number).then(|| {
+    (JsonKind::of(raw) == JsonKind::Number).then(|| {
         serde_json::from_str(raw.get()).unwrap_or(if raw.get().starts_with('-') {
             f64::NEG_INFINITY
         } else {
@@ -82,11 +80,11 @@ fn typed<'a, T: Deserialize<'a>>(
 fn of_kind(
     raw: Option<&RawValue>,
     name: &str,
-    kinds: &[Kind],
+    kinds: &[JsonKind],
     expected: &str,
 ) -> Result<(), BodyError> {
     match raw {
-        Some(raw) if !kinds.contains(&Kind::of(raw)) => {
+        Some(raw) if !kinds.contains(&JsonKind::of(raw)) => {
             Err(refuse(name, format!("`{name}` must be {expected}")))
         }
         _ => Ok(()),
@@ -126,14 +124,14 @@ fn has_type(raw: &RawValue) -> bool {
         #[serde(rename = "type", borrow)]
         kind: Option<Text<'a>>,
     }
-    Kind::of(raw) == Kind::Object
+    JsonKind::of(raw) == JsonKind::Object
         && serde_json::from_str::<Typed>(raw.get())
             .is_ok_and(|t| t.kind.is_some_and(|k| !k.0.is_empty()))
 }
 
 /// Absent and `null` read alike, as Groq reads them.
 fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
-    raw.filter(|v| Kind::of(v) != Kind::Null)
+    raw.filter(|v| JsonKind::of(v) != JsonKind::Null)
 }
 
 fn list(raw: &RawValue) -> Option<Vec<&RawValue>> {
@@ -144,29 +142,8 @@ impl<'a> ChatRequest<'a> {
     /// Parses a chat body. `model_field_allowed` is false on `/v1/tasks/{task}`, where a caller
     /// never names a model; the SDK routes read the task from `model`.
     pub fn parse(body: &'a [u8], model_field_allowed: bool) -> Result<Self, BodyError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(BodyError::Json(
-                "the request body is empty; send a JSON object".into(),
-            ));
-        }
-        let text = std::str::from_utf8(body)
-            .map_err(|_| BodyError::Json("the request body is not valid UTF-8".into()))?;
-        let members: Members = serde_json::from_str(text).map_err(|e| {
-            BodyError::Json(if e.is_data() {
-                "the request body must be a JSON object".into()
-            } else {
-                format!("the request body is not valid JSON: {e}")
-            })
-        })?;
-        if let Some(key) = members.duplicate() {
-            let key = cut(key, 64);
-            return Err(refuse(
-                key,
-                format!("`{key}` appears more than once; send each field once"),
-            ));
-        }
+        let members = members(body)?;
         let get = |name: &str| present(members.get(name));
-
         if members.get("model").is_some() && !model_field_allowed {
             return Err(refuse(
                 "model",
@@ -183,96 +160,25 @@ impl<'a> ChatRequest<'a> {
                 limits.push((name, n));
             }
         }
-        for (name, range, between) in [
-            ("temperature", (0.0, 2.0), "between 0 and 2"),
-            ("top_p", (0.0, 1.0), "between 0 and 1"),
-            ("frequency_penalty", (-2.0, 2.0), "between -2 and 2"),
-            ("presence_penalty", (-2.0, 2.0), "between -2 and 2"),
-        ] {
-            in_range(get(name), name, range, between)?;
-        }
+        check_sampling(&get)?;
         let stream = typed(get("stream"), "stream", "true or false")?.unwrap_or(false);
-        typed::<bool>(
-            get("parallel_tool_calls"),
-            "parallel_tool_calls",
-            "true or false",
-        )?;
-        of_kind(
-            get("stream_options"),
-            "stream_options",
-            &[Kind::Object],
-            "an object",
-        )?;
-        if get("seed").is_some_and(|s| number(s).is_none_or(|n| n.fract() != 0.0)) {
-            return Err(refuse("seed", "`seed` must be an integer"));
-        }
-        for name in [
-            "user",
-            "reasoning_effort",
-            "reasoning_format",
-            "service_tier",
-        ] {
-            of_kind(get(name), name, &[Kind::String], "a string")?;
-        }
-        if get("n").is_some_and(|n| number(n) != Some(1.0)) {
-            return Err(refuse(
-                "n",
-                "`n` must be 1: Groq returns one choice per request",
-            ));
-        }
-        if let Some(stop) = get("stop") {
-            let ok = match Kind::of(stop) {
-                Kind::String => true,
-                _ => {
-                    serde_json::from_str::<Vec<Text>>(stop.get()).is_ok_and(|s| s.len() <= MAX_STOP)
-                }
-            };
-            if !ok {
-                return Err(refuse(
-                    "stop",
-                    format!("`stop` must be a string or a list of at most {MAX_STOP} strings"),
-                ));
-            }
-        }
-        if let Some(tools) = get("tools") {
-            check_tools(tools)?;
-        }
-        if let Some(format) = get("response_format") {
-            of_kind(
-                Some(format),
-                "response_format",
-                &[Kind::Object],
-                "an object",
-            )?;
-            if !has_type(format) {
-                return Err(refuse(
-                    "response_format.type",
-                    "`response_format.type` must be a string",
-                ));
-            }
-        }
-        of_kind(
-            get("tool_choice"),
-            "tool_choice",
-            &[Kind::String, Kind::Object],
-            "a string or an object",
-        )?;
+        check_tooling(&get)?;
         let mock = read_mock(get("mock_response"), get("mock_failures"), stream)?;
+        let prompt_bytes = messages.get().len();
+        let mut fields = members.0;
+        fields.retain(|(key, _)| !ROUTER_FIELDS.contains(&key.as_ref()));
         Ok(ChatRequest {
-            prompt_bytes: messages.get().len(),
-            body_bytes: body.len(),
-            members,
-            stream,
+            body: ChatBody {
+                fields,
+                stream,
+                filled_cap: None,
+                body_bytes: body.len(),
+            },
             model,
             limits,
-            filled_cap: None,
             mock,
+            prompt_bytes,
         })
-    }
-
-    /// Whether the caller sent `name` (`null` included).
-    pub fn has(&self, name: &str) -> bool {
-        self.members.get(name).is_some()
     }
 
     /// Enforces a task's token cap on both `max_completion_tokens` and `max_tokens`: a larger
@@ -285,27 +191,118 @@ impl<'a> ChatRequest<'a> {
             ));
         }
         if self.limits.is_empty() {
-            self.filled_cap = Some(cap);
+            self.body.filled_cap = Some(cap);
         }
         Ok(())
     }
+}
 
-    /// Groq's body for `model`, written where the caller of `write_into` wants it.
-    pub fn groq_body<'r>(&'r self, model: &'r str) -> GroqBody<'r, 'a> {
-        GroqBody {
-            model,
-            request: self,
-        }
+/// A body's members, each sent once; a 400 for anything that is not a JSON object.
+fn members(body: &[u8]) -> Result<Members<'_>, BodyError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(BodyError::Json(
+            "the request body is empty; send a JSON object".into(),
+        ));
     }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| BodyError::Json("the request body is not valid UTF-8".into()))?;
+    let members: Members = serde_json::from_str(text).map_err(|e| {
+        BodyError::Json(if e.is_data() {
+            "the request body must be a JSON object".into()
+        } else {
+            format!("the request body is not valid JSON: {e}")
+        })
+    })?;
+    if let Some(key) = members.duplicate() {
+        let key = cut(key, 64);
+        return Err(refuse(
+            key,
+            format!("`{key}` appears more than once; send each field once"),
+        ));
+    }
+    Ok(members)
+}
 
-    /// Groq's body for `model`, as bytes.
-    pub fn body_for(&self, model: &str) -> Vec<u8> {
-        self.groq_body(model).to_vec()
+/// The sampling parameters: numbers in their ranges, `seed` whole, `n` one, `stop` at most four.
+fn check_sampling<'v>(get: &impl Fn(&str) -> Option<&'v RawValue>) -> Result<(), BodyError> {
+    for (name, range, between) in [
+        ("temperature", (0.0, 2.0), "between 0 and 2"),
+        ("top_p", (0.0, 1.0), "between 0 and 1"),
+        ("frequency_penalty", (-2.0, 2.0), "between -2 and 2"),
+        ("presence_penalty", (-2.0, 2.0), "between -2 and 2"),
+    ] {
+        in_range(get(name), name, range, between)?;
+    }
+    if get("seed").is_some_and(|s| number(s).is_none_or(|n| n.fract() != 0.0)) {
+        return Err(refuse("seed", "`seed` must be an integer"));
+    }
+    if get("n").is_some_and(|n| number(n) != Some(1.0)) {
+        return Err(refuse(
+            "n",
+            "`n` must be 1: Groq returns one choice per request",
+        ));
+    }
+    for name in [
+        "user",
+        "reasoning_effort",
+        "reasoning_format",
+        "service_tier",
+    ] {
+        of_kind(get(name), name, &[JsonKind::String], "a string")?;
+    }
+    let Some(stop) = get("stop") else {
+        return Ok(());
+    };
+    let ok = match JsonKind::of(stop) {
+        JsonKind::String => true,
+        _ => serde_json::from_str::<Vec<Text>>(stop.get()).is_ok_and(|s| s.len() <= MAX_STOP),
+    };
+    match ok {
+        true => Ok(()),
+        false => Err(refuse(
+            "stop",
+            format!("`stop` must be a string or a list of at most {MAX_STOP} strings"),
+        )),
     }
 }
 
-/// What a mock answer says when the caller gave no `mock_response`.
-const MOCK_TEXT: &str = "This is a mock answer.";
+/// Tools, their choice and the answer's format: the shapes every model needs.
+fn check_tooling<'v>(get: &impl Fn(&str) -> Option<&'v RawValue>) -> Result<(), BodyError> {
+    typed::<bool>(
+        get("parallel_tool_calls"),
+        "parallel_tool_calls",
+        "true or false",
+    )?;
+    of_kind(
+        get("stream_options"),
+        "stream_options",
+        &[JsonKind::Object],
+        "an object",
+    )?;
+    if let Some(tools) = get("tools") {
+        check_tools(tools)?;
+    }
+    if let Some(format) = get("response_format") {
+        of_kind(
+            Some(format),
+            "response_format",
+            &[JsonKind::Object],
+            "an object",
+        )?;
+        if !has_type(format) {
+            return Err(refuse(
+                "response_format.type",
+                "`response_format.type` must be a string",
+            ));
+        }
+    }
+    of_kind(
+        get("tool_choice"),
+        "tool_choice",
+        &[JsonKind::String, JsonKind::Object],
+        "a string or an object",
+    )
+}
 
 /// `mock_response` (a string) and `mock_failures` (outcome names), when either is there.
 fn read_mock(
@@ -317,12 +314,11 @@ fn read_mock(
         return Ok(None);
     }
     let response = typed::<Text>(response, "mock_response", "a string")?;
-    let names = MockFailure::ALL.map(MockFailure::as_str).join(", ");
+    let names = MockFailure::names().join(", ");
     let expected = format!("a list of outcome names: {names}");
     let failures = typed::<Vec<Text>>(failures, "mock_failures", &expected)?;
     let failures = failures.unwrap_or_default().into_iter().map(|Text(name)| {
-        let known = MockFailure::ALL.into_iter().find(|f| f.as_str() == name);
-        known.ok_or_else(|| {
+        MockFailure::named(&name).ok_or_else(|| {
             refuse(
                 "mock_failures",
                 format!("`mock_failures` must be {expected}"),
@@ -335,54 +331,9 @@ fn read_mock(
         return Err(refuse("mock_failures", message));
     }
     Ok(Some(Mock {
-        response: response.map_or(MOCK_TEXT.into(), |t| t.0.into_owned()),
+        response: response.map(|t| t.0.into_owned()),
         failures,
     }))
-}
-
-/// The body Groq receives for one model: `model` first, then the caller's other fields as sent
-/// (never the mock fields), then a filled token cap. Written straight into its destination, so a
-/// large body is not held twice (the Worker writes it into the upstream request's JS buffer).
-pub struct GroqBody<'r, 'a> {
-    model: &'r str,
-    request: &'r ChatRequest<'a>,
-}
-
-impl GroqBody<'_, '_> {
-    /// About how many bytes the body takes: the caller's body plus the model, and room for a cap.
-    pub fn size_hint(&self) -> usize {
-        self.request.body_bytes + self.model.len() + 64
-    }
-
-    /// Writes the body into `out`; fails only when `out` does.
-    pub fn write_into(&self, out: impl std::io::Write) -> std::io::Result<()> {
-        serde_json::to_writer(out, self).map_err(std::io::Error::other)
-    }
-
-    pub fn to_vec(&self) -> Vec<u8> {
-        // Sized once: grown from serde_json's default by doubling, a 1 MiB body was copied
-        // about twice more.
-        let mut out = Vec::with_capacity(self.size_hint());
-        self.write_into(&mut out)
-            .expect("strings and raw JSON always serialize into a Vec");
-        out
-    }
-}
-
-impl Serialize for GroqBody<'_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("model", self.model)?;
-        // The mock fields never reach Groq, set or `null`.
-        let theirs = |key: &str| !matches!(key, "model" | "mock_response" | "mock_failures");
-        for (key, value) in self.request.members.0.iter().filter(|(k, _)| theirs(k)) {
-            map.serialize_entry(key, value)?;
-        }
-        if let Some(cap) = self.request.filled_cap {
-            map.serialize_entry("max_completion_tokens", &cap)?;
-        }
-        map.end()
-    }
 }
 
 fn check_tools(raw: &RawValue) -> Result<(), BodyError> {
@@ -413,7 +364,7 @@ enum Entry<'a> {
         /// A field sent twice.
         twice: Option<&'static str>,
     },
-    Not(Kind),
+    Not(JsonKind),
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
@@ -450,25 +401,25 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
             }
             fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Entry<'de>, S::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Entry::Not(Kind::List))
+                Ok(Entry::Not(JsonKind::List))
             }
             fn visit_str<E>(self, _: &str) -> Result<Entry<'de>, E> {
-                Ok(Entry::Not(Kind::String))
+                Ok(Entry::Not(JsonKind::String))
             }
             fn visit_bool<E>(self, _: bool) -> Result<Entry<'de>, E> {
-                Ok(Entry::Not(Kind::Bool))
+                Ok(Entry::Not(JsonKind::Bool))
             }
             fn visit_unit<E>(self) -> Result<Entry<'de>, E> {
-                Ok(Entry::Not(Kind::Null))
+                Ok(Entry::Not(JsonKind::Null))
             }
             fn visit_u64<E>(self, _: u64) -> Result<Entry<'de>, E> {
-                Ok(Entry::Not(Kind::Number))
+                Ok(Entry::Not(JsonKind::Number))
             }
             fn visit_i64<E>(self, _: i64) -> Result<Entry<'de>, E> {
-                Ok(Entry::Not(Kind::Number))
+                Ok(Entry::Not(JsonKind::Number))
             }
             fn visit_f64<E>(self, _: f64) -> Result<Entry<'de>, E> {
-                Ok(Entry::Not(Kind::Number))
+                Ok(Entry::Not(JsonKind::Number))
             }
         }
         deserializer.deserialize_any(Any)
@@ -480,7 +431,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
 fn check_messages(raw: &RawValue) -> Result<(), BodyError> {
     let messages: Vec<Entry> = serde_json::from_str(raw.get())
         .ok()
-        .filter(|_| Kind::of(raw) == Kind::List)
+        .filter(|_| JsonKind::of(raw) == JsonKind::List)
         .ok_or_else(|| refuse("messages", "`messages` must be a list of message objects"))?;
     if messages.is_empty() {
         return Err(refuse("messages", "`messages` must not be empty"));
@@ -528,9 +479,9 @@ fn check_message(i: usize, message: &Entry) -> Result<(), BodyError> {
                 format!("`{param}` must be one of {}", ROLES.join(", ")),
             )
         })?;
-    let content_ok = |c: &RawValue| match Kind::of(c) {
-        Kind::String => true,
-        Kind::List => list(c).is_some_and(|parts| parts.iter().all(|p| has_type(p))),
+    let content_ok = |c: &RawValue| match JsonKind::of(c) {
+        JsonKind::String => true,
+        JsonKind::List => list(c).is_some_and(|parts| parts.iter().all(|p| has_type(p))),
         _ => false,
     };
     match content {
@@ -604,7 +555,8 @@ mod tests {
         let unasked = format!("{{{HI}}}");
         let mut r = parse(&unasked).unwrap();
         r.apply_token_cap(64, "B").unwrap();
-        let sent: serde_json::Value = serde_json::from_slice(&r.body_for("m")).unwrap();
+        let sent: serde_json::Value =
+            serde_json::from_slice(&r.body.for_model("m").to_vec()).unwrap();
         assert_eq!(sent["max_completion_tokens"], 64);
     }
 
@@ -629,7 +581,7 @@ mod tests {
         let r = parse(&body).unwrap();
         assert!(r.mock.is_none(), "null asks for no mock");
         assert_eq!(
-            String::from_utf8(r.body_for("m")).unwrap(),
+            String::from_utf8(r.body.for_model("m").to_vec()).unwrap(),
             format!(r#"{{"model":"m",{HI},"seed":1}}"#)
         );
     }
@@ -640,7 +592,7 @@ mod tests {
         let r = parse(&body).unwrap();
         assert_eq!(r.model.as_deref(), Some("fast"));
         assert_eq!(
-            String::from_utf8(r.body_for("m\"1")).unwrap(),
+            String::from_utf8(r.body.for_model("m\"1").to_vec()).unwrap(),
             r#"{"model":"m\"1","messages":[{"role":"user","content":"hi"}],"x":{"a" : [1, 2.50]}}"#
         );
     }

@@ -1,6 +1,7 @@
-//! serde building blocks for JSON the router reads member by member: strings borrowed from the
-//! input where they can be, an object's members as the raw bytes of their values, and a value's
-//! kind by its first byte.
+//! The crate's JSON helpers, on serde: `read` (bytes as a type, or nothing), strings borrowed
+//! from the input where they can be (`Text`), an object's members as the raw bytes of their
+//! values (`Members`), a value's kind by its first byte (`JsonKind`), `cut` (what may be echoed of
+//! text a caller or a binding controls), and `named!` (enums named by fixed strings).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -104,7 +105,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
 
 /// What a JSON value is, told by its first byte (serde_json's raw values start at the value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum JsonKind {
     Object,
     List,
     String,
@@ -113,27 +114,27 @@ pub enum Kind {
     Number,
 }
 
-impl Kind {
-    pub fn of(raw: &RawValue) -> Kind {
+impl JsonKind {
+    pub fn of(raw: &RawValue) -> JsonKind {
         match raw.get().as_bytes().first() {
-            Some(b'{') => Kind::Object,
-            Some(b'[') => Kind::List,
-            Some(b'"') => Kind::String,
-            Some(b't' | b'f') => Kind::Bool,
-            Some(b'n') => Kind::Null,
-            _ => Kind::Number,
+            Some(b'{') => JsonKind::Object,
+            Some(b'[') => JsonKind::List,
+            Some(b'"') => JsonKind::String,
+            Some(b't' | b'f') => JsonKind::Bool,
+            Some(b'n') => JsonKind::Null,
+            _ => JsonKind::Number,
         }
     }
 
     /// For messages: "got a number".
     pub fn described(self) -> &'static str {
         match self {
-            Kind::Object => "an object",
-            Kind::List => "a list",
-            Kind::String => "a string",
-            Kind::Bool => "true or false",
-            Kind::Null => "null",
-            Kind::Number => "a number",
+            JsonKind::Object => "an object",
+            JsonKind::List => "a list",
+            JsonKind::String => "a string",
+            JsonKind::Bool => "true or false",
+            JsonKind::Null => "null",
+            JsonKind::Number => "a number",
         }
     }
 }

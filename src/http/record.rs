@@ -1,0 +1,128 @@
+//! `RequestRecord`: one routed request's account, filled in as the request goes and written once
+//! when it ends, as its log line and its usage point (Workers Analytics Engine, `USAGE`).
+
+use serde::Serialize;
+
+use crate::groq::completion::Usage;
+use crate::routing::log::Level;
+use crate::routing::registry::Price;
+
+/// What one routed request did: the request line is this record as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    pub request_id: String,
+    pub task: String,
+    pub client: Option<String>,
+    /// The model that answered.
+    pub model: Option<String>,
+    /// `ok`, or the error code the caller got.
+    pub outcome: String,
+    pub status: u16,
+    pub attempts: usize,
+    fallback_used: bool,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+    cached_tokens: Option<u64>,
+    cost_usd: Option<f64>,
+    duration_ms: u64,
+    pub stream: bool,
+    /// Answered by the mock provider: logged with `"mock": true`, no usage point, no health.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mock: bool,
+    /// The answering model's `MODEL_PRICES` entry.
+    #[serde(skip)]
+    pub price: Option<Price>,
+    #[serde(skip)]
+    pub started_ms: u64,
+}
+
+impl RequestRecord {
+    pub fn start(request_id: &str, task: &str, started_ms: u64) -> RequestRecord {
+        RequestRecord {
+            request_id: request_id.to_string(),
+            task: task.to_string(),
+            client: None,
+            model: None,
+            outcome: String::new(),
+            status: 0,
+            attempts: 0,
+            fallback_used: false,
+            prompt_tokens: None,
+            completion_tokens: None,
+            total_tokens: None,
+            cached_tokens: None,
+            cost_usd: None,
+            duration_ms: 0,
+            stream: false,
+            mock: false,
+            price: None,
+            started_ms,
+        }
+    }
+
+    /// How the request ended: its outcome, status and what Groq reported it used (costed by the
+    /// answering model's price, when there is one).
+    pub fn finish(&mut self, outcome: &str, status: u16, usage: Usage, now_ms: u64) {
+        self.outcome = outcome.to_string();
+        self.status = status;
+        self.fallback_used = self.attempts > 1;
+        self.prompt_tokens = usage.prompt_tokens;
+        self.completion_tokens = usage.completion_tokens;
+        self.total_tokens = usage.total_tokens;
+        self.cached_tokens = usage.cached_tokens();
+        self.cost_usd = self.price.and_then(|p| p.cost(&usage));
+        self.duration_ms = now_ms.saturating_sub(self.started_ms);
+    }
+
+    /// The request line's level: errors for 5xx, warnings for a stream that broke after its 200.
+    pub fn level(&self) -> Level {
+        match (self.status, self.outcome.as_str()) {
+            (500.., _) => Level::Error,
+            (_, "ok") => Level::Info,
+            (200, _) => Level::Warn,
+            _ => Level::Info,
+        }
+    }
+
+    /// The usage point's index: the client (Analytics Engine keeps at most 96 bytes of it).
+    pub fn usage_index(&self) -> &str {
+        crate::json::cut(self.client(), 24)
+    }
+
+    /// The usage point's blobs: task, model, outcome, client, request id.
+    pub fn usage_blobs(&self) -> [&str; 5] {
+        [
+            &self.task,
+            self.model.as_deref().unwrap_or(""),
+            &self.outcome,
+            self.client(),
+            &self.request_id,
+        ]
+    }
+
+    /// The usage point's doubles: prompt, completion and total tokens, cost in USD, duration in
+    /// ms, attempts, fallback used (0 or 1). What Groq did not report (or no price gave) is 0;
+    /// the log line says null.
+    pub fn usage_doubles(&self) -> [f64; 7] {
+        let count = |n: Option<u64>| n.unwrap_or(0) as f64;
+        [
+            count(self.prompt_tokens),
+            count(self.completion_tokens),
+            count(self.total_tokens),
+            self.cost_usd.unwrap_or(0.0),
+            self.duration_ms as f64,
+            self.attempts as f64,
+            f64::from(u8::from(self.fallback_used)),
+        ]
+    }
+
+    fn client(&self) -> &str {
+        self.client.as_deref().unwrap_or("anonymous")
+    }
+}
+
+/// Where finished records go for months: the `USAGE` dataset in the Worker, a list in tests.
+pub trait UsageSink {
+    fn record(&self, record: &RequestRecord);
+}

@@ -21,7 +21,7 @@
 //!
 //! Run: `cargo test --test bundle_budget` (builds the bundle like the end-to-end suites).
 
-mod support;
+mod e2e_support;
 
 use std::process::Command;
 
@@ -29,19 +29,20 @@ const BUDGET_KIB: f64 = 214.0;
 
 #[test]
 fn the_deployable_bundle_stays_within_its_gzip_budget() {
-    support::worker::ensure_built();
+    e2e_support::worker::ensure_built();
     let out_dir = std::env::temp_dir().join(format!("task-router-dry-run-{}", std::process::id()));
-    let output = Command::new(support::worker::manifest_dir().join("node_modules/.bin/wrangler"))
-        .args(["deploy", "--dry-run", "--outdir"])
-        .arg(&out_dir)
-        .current_dir(support::worker::manifest_dir())
-        .env("TASK_ROUTER_PREBUILT", "1")
-        .env("PATH", support::worker::node_path())
-        .env("WRANGLER_SEND_METRICS", "false")
-        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run wrangler deploy --dry-run");
+    let output =
+        Command::new(e2e_support::worker::manifest_dir().join("node_modules/.bin/wrangler"))
+            .args(["deploy", "--dry-run", "--outdir"])
+            .arg(&out_dir)
+            .current_dir(e2e_support::worker::manifest_dir())
+            .env("TASK_ROUTER_PREBUILT", "1")
+            .env("PATH", e2e_support::worker::node_path())
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run wrangler deploy --dry-run");
     let _ = std::fs::remove_dir_all(&out_dir);
     let printed = format!(
         "{}{}",

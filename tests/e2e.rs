@@ -18,17 +18,17 @@
 //! never dropped: an `atexit` hook stops them when the test process ends, and a watchdog `sh` per
 //! Worker stops it if the process dies without running `atexit` (Ctrl-C, `SIGKILL`).
 
-mod support;
+mod e2e_support;
 
+use e2e_support::fake_groq::{FakeGroq, ORG_ID, RETRY_AFTER_SECS};
+use e2e_support::http::{self, Response};
+use e2e_support::worker::Worker;
 use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, Once, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::fake_groq::{FakeGroq, ORG_ID, RETRY_AFTER_SECS};
-use support::http::{self, Response};
-use support::worker::Worker;
 
 /// The `GROQ_API_KEY` the Worker sends and the fake expects; must never show in answers or logs.
 const PROVIDER_KEY: &str = "gsk_e2e_provider_key_5f1c0d9a";

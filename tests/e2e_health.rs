@@ -5,15 +5,15 @@
 //!
 //! Run: `cargo test --test e2e_health` (needs node/npm; the first build installs tools).
 
-mod support;
+mod e2e_support;
 
+use e2e_support::attempts::{outcomes, pairs};
 use std::time::{Duration, Instant};
-use support::attempts::{outcomes, pairs};
 
+use e2e_support::fake_groq::FakeGroq;
+use e2e_support::http;
+use e2e_support::worker::{Extras, Worker};
 use serde_json::json;
-use support::fake_groq::FakeGroq;
-use support::http;
-use support::worker::{Extras, Worker};
 
 const GROQ_KEY: &str = "gsk_e2e_health";
 const CLIENT_KEY: &str = "ck_health";

@@ -1,19 +1,19 @@
 //! End-to-end: one caller never hurts another (issue 22), on the real Worker under `wrangler dev`
-//! (workerd) with the fake Groq of `support::fake_groq` on 127.0.0.1: an oversized request
+//! (workerd) with the fake Groq of `e2e_support::fake_groq` on 127.0.0.1: an oversized request
 //! cools no model for anyone else, a browser preflight carrying every header an SDK may send is
 //! allowed, a caller who leaves stops the chain, and a burst of large bodies leaves the Worker's
 //! memory bounded and the Worker serving.
 //! Run: `cargo test --test e2e_isolation` (builds the Worker; needs npm and the Rust toolchain).
 
-mod support;
+mod e2e_support;
 
+use e2e_support::fake_groq::{FakeGroq, TPM_LIMIT};
+use e2e_support::http;
+use e2e_support::worker::Worker;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::fake_groq::{FakeGroq, TPM_LIMIT};
-use support::http;
-use support::worker::Worker;
 
 const GROQ_KEY: &str = "gsk_isolation_provider_key_0c4f";
 const ALICE_KEY: &str = "ck_isolation_alice_51d9e2";

@@ -1,6 +1,6 @@
 //! End-to-end tests of end users' JWTs (issue 16) against the real Worker under `wrangler dev`:
 //! signatures checked by workerd's WebCrypto, the JWKS fetched from a fake sign-in provider on
-//! 127.0.0.1 (served by `support::fake_groq` at `/.well-known/jwks.json`), and tokens minted here
+//! 127.0.0.1 (served by `e2e_support::fake_groq` at `/.well-known/jwks.json`), and tokens minted here
 //! with the test keys in `tests/fixtures/jwt` (RS256, ES256; HS256 with a shared secret).
 //!
 //! Covered: accepted tokens; each refusal (`alg: none`, HS256 signed with the RSA public key, a
@@ -11,16 +11,16 @@
 //!
 //! Run: `cargo test --test e2e_jwt`. Two tests wait out the JWKS refetch interval (61 s).
 
-mod support;
+mod e2e_support;
 
+use e2e_support::fake_groq::{FakeGroq, JWKS_PATH};
+use e2e_support::http;
+use e2e_support::process::{self, python, run_with_timeout};
+use e2e_support::worker::{manifest_dir, Extras, Worker};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use support::fake_groq::{FakeGroq, JWKS_PATH};
-use support::http;
-use support::process::{self, python, run_with_timeout};
-use support::worker::{manifest_dir, Extras, Worker};
 
 const GROQ_KEY: &str = "gsk_e2e_jwt_fake_groq_key_77aa";
 const ISSUER: &str = "https://login.example.test/";

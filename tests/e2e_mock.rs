@@ -10,15 +10,15 @@
 //!
 //! Run: `cargo test --test e2e_mock -- --nocapture`. Needs what `e2e_sdk` needs, and `curl`.
 
-mod support;
+mod e2e_support;
 
+use e2e_support::fake_groq::FakeGroq;
+use e2e_support::http;
+use e2e_support::process::{self, python, run_with_timeout};
+use e2e_support::worker::{manifest_dir, Worker};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
-use support::fake_groq::FakeGroq;
-use support::http;
-use support::process::{self, python, run_with_timeout};
-use support::worker::{manifest_dir, Worker};
 
 /// Where the README's snippets call the router.
 const README_BASE: &str = "http://127.0.0.1:8787";

@@ -1,5 +1,5 @@
 //! End-to-end tests of the OpenAI/Groq-SDK surface against the real Worker under `wrangler dev`
-//! (workerd) with the fake Groq of `support::fake_groq` on 127.0.0.1: `POST /v1/chat/completions`
+//! (workerd) with the fake Groq of `e2e_support::fake_groq` on 127.0.0.1: `POST /v1/chat/completions`
 //! and `/openai/v1/chat/completions` (the `model` field names a task), `GET /v1/models[/{task}]`,
 //! and `"stream": true` on those routes and on `POST /v1/tasks/{task}`. They check what only a real
 //! Worker shows: Groq's completion passed through with the routing headers, fallback in
@@ -18,18 +18,18 @@
 //! [`stack`]); every scenario has its own task and model ids in `MODEL_REGISTRY`, so tests run in
 //! parallel and count their own calls at the fake.
 
-mod support;
+mod e2e_support;
 
 use serde_json::{json, Value};
 
+use e2e_support::fake_groq::{FakeGroq, LONG_PIECES, ORG_ID};
+use e2e_support::http::{self, sse_events, SseEvent, StreamBody, StreamEnd};
+use e2e_support::process::{self, python, run_with_timeout};
+use e2e_support::worker::Worker;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::fake_groq::{FakeGroq, LONG_PIECES, ORG_ID};
-use support::http::{self, sse_events, SseEvent, StreamBody, StreamEnd};
-use support::process::{self, python, run_with_timeout};
-use support::worker::Worker;
 
 const GROQ_KEY: &str = "gsk_e2e_sdk_fake_groq_key_5d0c";
 const CLIENT_NAME: &str = "sdk-e2e";

@@ -5,14 +5,14 @@
 //!
 //! Run: `cargo test --test e2e_security` (needs node/npm; the first build installs tools).
 
-mod support;
+mod e2e_support;
 
 use std::thread;
 
+use e2e_support::fake_groq::FakeGroq;
+use e2e_support::http;
+use e2e_support::worker::{Extras, Worker};
 use serde_json::{json, Value};
-use support::fake_groq::FakeGroq;
-use support::http;
-use support::worker::{Extras, Worker};
 
 const GROQ_KEY: &str = "gsk_e2e_security_provider";
 const CLIENT_KEY: &str = "ck_e2e_security_web";

@@ -5,15 +5,15 @@
 //! the bundle with `scripts/build.sh` (the first build installs tools and takes minutes); skip it
 //! with `cargo test --test support_selftest -- --skip worker_`.
 
-mod support;
+mod e2e_support;
 
+use e2e_support::fake_groq::{FakeGroq, LONG_PIECES};
+use e2e_support::http::{self, sse_events, StreamEnd};
+use e2e_support::worker::Worker;
 use serde_json::{json, Value};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::fake_groq::{FakeGroq, LONG_PIECES};
-use support::http::{self, sse_events, StreamEnd};
-use support::worker::Worker;
 
 const KEY: &str = "gsk_test_key";
 const CHAT: &str = "/openai/v1/chat/completions";

@@ -1,8 +1,6 @@
 //! Reads the `attempts` list of an answer or an error body, for the native and end-to-end tests
 //! alike: `(model, outcome)` pairs, or rows that add the skip reason.
 
-#![allow(dead_code)]
-
 use serde_json::Value;
 
 /// The `attempts` of a task answer, else of the error in an error body.

@@ -3,8 +3,6 @@
 //! them, and `exchange`, which sends one request through the router's HTTP API and runs a
 //! streamed answer's relay to its end.
 
-#![allow(dead_code)]
-
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;

@@ -3,8 +3,6 @@
 //! request bytes (`send_raw`, the answer read with `httparse`), and an SSE parser (`sse_events`).
 //! Every request says `Connection: close` (unless the caller sends a `Connection` header), and no
 //! connection is reused.
-#![allow(dead_code)]
-
 use serde_json::Value;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};

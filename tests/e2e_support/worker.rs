@@ -4,8 +4,6 @@
 //!
 //! Needs `node`/`npm` and the Rust toolchain; the first build installs `wasm-bindgen-cli` and
 //! `worker-build` from crates.io (see `scripts/build.sh`) and can take several minutes.
-#![allow(dead_code)]
-
 use super::http;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};

@@ -14,8 +14,6 @@
 //! own. Streamed bodies (SSE, `bodyhang`) are chunked unless they carry a `Content-Length`; a
 //! stream that "drops" ends with the connection closed and no terminating chunk. A request that
 //! cannot be parsed gets hyper's own bare `400` (Groq's CDN would answer it, not Groq).
-#![allow(dead_code)]
-
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Bytes, Frame, Incoming};

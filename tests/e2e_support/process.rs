@@ -1,7 +1,5 @@
 //! Runs child processes for end-to-end tests: to the end or killed at a deadline, with their
 //! output kept; and `python3` set up for the official SDK scripts in `tests/sdk/`.
-#![allow(dead_code)]
-
 use super::worker::manifest_dir;
 use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};

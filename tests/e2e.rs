@@ -15,8 +15,7 @@
 //! and shared by that configuration's tests, which run in parallel: each test uses its own task,
 //! model ids and request id, and tags its request bodies with `"user": <request id>`, so it reads
 //! back its own calls at the fake and its own log lines. Shared Workers live in statics, which are
-//! never dropped: an `atexit` hook stops them when the test process ends, and a watchdog `sh` per
-//! Worker stops it if the process dies without running `atexit` (Ctrl-C, `SIGKILL`).
+//! never dropped: each Worker's watchdog stops it when the test process ends.
 
 mod e2e_support;
 
@@ -24,9 +23,7 @@ use e2e_support::fake_groq::{FakeGroq, ORG_ID, RETRY_AFTER_SECS};
 use e2e_support::http::{self, Response};
 use e2e_support::worker::Worker;
 use serde_json::{json, Value};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, Once, OnceLock, PoisonError};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -151,95 +148,32 @@ impl Setup {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shared Workers and their cleanup
+// Shared Workers
 
 /// A running Worker and the fake Groq it calls.
 struct Env {
     fake: FakeGroq,
     port: u16,
-    /// `None` once stopped at exit.
-    worker: Mutex<Option<Worker>>,
-    watchdog: Mutex<Option<Child>>,
+    worker: Worker,
 }
 
 fn env(setup: Setup) -> &'static Env {
     ENVS[setup as usize].get_or_init(|| Env::start(setup))
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // One failed test must not take the shared Worker down for the others.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Env {
     fn start(setup: Setup) -> Env {
-        register_cleanup();
         let fake = FakeGroq::start(PROVIDER_KEY);
         fake.set_hang_for(HANG_FOR);
         let vars = setup.vars(&fake);
         let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let worker = Worker::start(&pairs);
-        let watchdog = spawn_watchdog(worker.pid());
         Env {
             fake,
             port: worker.port(),
-            worker: Mutex::new(Some(worker)),
-            watchdog: Mutex::new(Some(watchdog)),
+            worker,
         }
     }
-
-    /// Kills the Worker's process group (`Worker`'s `Drop`) and retires the watchdog.
-    fn stop(&self) {
-        drop(lock(&self.worker).take());
-        if let Some(mut watchdog) = lock(&self.watchdog).take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
-    }
-}
-
-/// A `sh` in its own process group that waits for EOF on its stdin, a pipe only this process
-/// holds: when the test process dies in any way, the pipe closes and it kills the Worker's group.
-fn spawn_watchdog(group: u32) -> Child {
-    Command::new("sh")
-        .args([
-            "-c",
-            r#"read -r _; kill -s TERM -- "-$1" 2>/dev/null; sleep 3; kill -s KILL -- "-$1" 2>/dev/null; exit 0"#,
-            "e2e-watchdog",
-            &group.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("spawn the watchdog sh")
-}
-
-extern "C" {
-    fn atexit(callback: extern "C" fn()) -> std::os::raw::c_int;
-}
-
-/// Runs at process exit, after the test harness is done with every test.
-extern "C" fn stop_shared_workers() {
-    // A panic must not unwind into C.
-    let _ = std::panic::catch_unwind(|| {
-        thread::scope(|scope| {
-            for env in ENVS.iter().filter_map(OnceLock::get) {
-                scope.spawn(|| env.stop());
-            }
-        });
-    });
-}
-
-fn register_cleanup() {
-    static REGISTERED: Once = Once::new();
-    REGISTERED.call_once(|| {
-        // SAFETY: `atexit` only records the pointer; the callback is a plain `extern "C" fn`
-        // that catches its own panics and only touches statics.
-        let status = unsafe { atexit(stop_shared_workers) };
-        assert_eq!(status, 0, "atexit refused the Worker cleanup");
-    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -311,17 +245,11 @@ impl Env {
     }
 
     fn logs(&self) -> String {
-        lock(&self.worker)
-            .as_ref()
-            .map(Worker::logs)
-            .unwrap_or_default()
+        self.worker.logs()
     }
 
     fn log_lines(&self) -> Vec<Value> {
-        lock(&self.worker)
-            .as_ref()
-            .map(Worker::log_lines_json)
-            .unwrap_or_default()
+        self.worker.log_lines_json()
     }
 
     /// The first JSON log line matching `predicate`, waiting for it up to `LOG_WAIT`.

@@ -11,7 +11,7 @@ use e2e_support::fake_groq::{FakeGroq, TPM_LIMIT};
 use e2e_support::http;
 use e2e_support::worker::Worker;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,14 +26,14 @@ struct Stack {
     fake: FakeGroq,
 }
 
-/// One Worker for the file's tests, started on first use and stopped when the last running test
-/// lets go of it.
-fn stack() -> Arc<Stack> {
-    static SLOT: Mutex<Weak<Stack>> = Mutex::new(Weak::new());
-    let mut slot = SLOT.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(stack) = slot.upgrade() {
-        return stack;
-    }
+/// One Worker for the file's tests, started on first use; its watchdog stops it when the test
+/// process ends.
+fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(start)
+}
+
+fn start() -> Stack {
     let fake = FakeGroq::start(GROQ_KEY);
     fake.set_hang_for(Duration::from_secs(20));
     let registry = json!({
@@ -52,9 +52,7 @@ fn stack() -> Arc<Stack> {
         ("ALLOWED_ORIGINS", ORIGIN),
         ("ATTEMPT_TIMEOUT_MS", &ATTEMPT_TIMEOUT_MS.to_string()),
     ]);
-    let stack = Arc::new(Stack { worker, fake });
-    *slot = Arc::downgrade(&stack);
-    stack
+    Stack { worker, fake }
 }
 
 fn ask(stack: &Stack, task: &str, key: &str, content: &str, id: &str) -> http::Response {
@@ -85,21 +83,21 @@ fn one_callers_oversized_request_cools_nothing_for_anyone_else() {
     assert!(big.len() / 4 > TPM_LIMIT);
 
     // Alice's 60 KB: too large for the first model's per-minute limit, the next one takes it.
-    let alice = ask(&stack, "roomy", ALICE_KEY, &big, "iso-alice-roomy");
+    let alice = ask(stack, "roomy", ALICE_KEY, &big, "iso-alice-roomy");
     assert_eq!(alice.status, 200, "{}", alice.text());
     assert_eq!(
         alice.header("x-attempts"),
         Some("tpm-roomy1=request_too_large(413), ok-roomy2=ok(200)")
     );
     // Bob's small request right after: the first model answers it, nothing was cooling.
-    let bob = ask(&stack, "roomy", BOB_KEY, "hi", "iso-bob-roomy");
+    let bob = ask(stack, "roomy", BOB_KEY, "hi", "iso-bob-roomy");
     assert_eq!(bob.status, 200, "{}", bob.text());
     assert_eq!(bob.header("x-attempts"), Some("tpm-roomy1=ok(200)"));
 
     // Too large for every model of the task: Alice alone gets a 413, with nothing to wait for.
     for round in 0..2 {
         let alice = ask(
-            &stack,
+            stack,
             "tight",
             ALICE_KEY,
             &big,
@@ -116,7 +114,7 @@ fn one_callers_oversized_request_cools_nothing_for_anyone_else() {
                 .contains("too large for every model"),
             "{error}"
         );
-        let bob = ask(&stack, "tight", BOB_KEY, "hi", &format!("iso-bob-{round}"));
+        let bob = ask(stack, "tight", BOB_KEY, "hi", &format!("iso-bob-{round}"));
         assert_eq!(bob.status, 200, "{}", bob.text());
         assert_eq!(bob.header("x-attempts"), Some("tpm-tight1=ok(200)"));
     }
@@ -292,17 +290,17 @@ fn burst(stack: &Stack, bytes: usize, id: &str) -> Vec<(u16, Option<String>, Str
 #[test]
 fn a_burst_of_large_bodies_leaves_memory_bounded_and_the_worker_serving() {
     let stack = stack();
-    let small = ask(&stack, "fast", BOB_KEY, "warm up", "iso-warm");
+    let small = ask(stack, "fast", BOB_KEY, "warm up", "iso-warm");
     assert_eq!(small.status, 200, "{}", small.text());
 
     let start = worker_rss_kib(&stack.worker);
-    let refused = burst(&stack, (1 << 20) + 1_000, "iso-unread");
+    let refused = burst(stack, (1 << 20) + 1_000, "iso-unread");
     assert!(
         refused.iter().all(|(status, ..)| *status == 413),
         "{refused:?}"
     );
     let unread = worker_rss_kib(&stack.worker);
-    let answers = burst(&stack, 1_040_000, "iso-burst");
+    let answers = burst(stack, 1_040_000, "iso-burst");
     let read = worker_rss_kib(&stack.worker);
 
     let served = answers.iter().filter(|(status, ..)| *status == 200).count();
@@ -333,6 +331,6 @@ fn a_burst_of_large_bodies_leaves_memory_bounded_and_the_worker_serving() {
         router_mib < 96,
         "the Worker grew by {router_mib} MiB reading the burst"
     );
-    let small = ask(&stack, "fast", BOB_KEY, "still there?", "iso-after");
+    let small = ask(stack, "fast", BOB_KEY, "still there?", "iso-after");
     assert_eq!(small.status, 200, "{}", small.text());
 }

@@ -27,7 +27,7 @@ use e2e_support::http::{self, sse_events, SseEvent, StreamBody, StreamEnd};
 use e2e_support::process::{self, python, run_with_timeout};
 use e2e_support::worker::Worker;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -100,32 +100,17 @@ struct Stack {
 
 static STACKS_STARTED: AtomicUsize = AtomicUsize::new(0);
 
-/// The running stack relaying streams with `STREAM_RELAY=filter`, started on first use. Each test
-/// holds the `Arc` for its whole run; when the last running test lets go, the stack drops and
-/// `wrangler dev` is killed. A `static` holding the stack itself would never drop, leaving
-/// `wrangler`/`workerd` running after the tests. If no test happens to be running between two
-/// tests, the next one starts a fresh stack: slower, never wrong, since each test sees one stack
-/// from start to end.
-fn stack() -> Arc<Stack> {
-    static SLOT: Mutex<Weak<Stack>> = Mutex::new(Weak::new());
-    shared(&SLOT, "filter")
+/// The stack relaying streams with `STREAM_RELAY=filter`, started on first use and shared by the
+/// file's tests; its Worker's watchdog stops it when the test process ends.
+fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| Stack::start("filter"))
 }
 
 /// The same with `STREAM_RELAY=pipe`, the default: its own fake Groq and Worker.
-fn piped() -> Arc<Stack> {
-    static SLOT: Mutex<Weak<Stack>> = Mutex::new(Weak::new());
-    shared(&SLOT, "pipe")
-}
-
-fn shared(slot: &Mutex<Weak<Stack>>, relay: &'static str) -> Arc<Stack> {
-    // A test that panicked while starting the stack leaves nothing behind worth protecting.
-    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(stack) = slot.upgrade() {
-        return stack;
-    }
-    let stack = Arc::new(Stack::start(relay));
-    *slot = Arc::downgrade(&stack);
-    stack
+fn piped() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| Stack::start("pipe"))
 }
 
 impl Stack {
@@ -471,7 +456,7 @@ fn sdk_routes_pass_groqs_completion_through_with_routing_headers_after_fallback(
     });
 
     for (path, request_id) in [(CHAT, Some("e2e-sdk-passthrough-v1")), (OPENAI_CHAT, None)] {
-        let response = post(&stack, path, &body, request_id);
+        let response = post(stack, path, &body, request_id);
         assert_eq!(response.status, 200, "{path}: {}", response.text());
         assert_eq!(response.header("content-type"), Some("application/json"));
         assert_eq!(response.header("x-model-used"), Some("ok-sdkfb"), "{path}");
@@ -566,7 +551,7 @@ fn unknown_task_is_404_model_not_found_on_both_sdk_paths() {
     let stack = stack();
     for path in [CHAT, OPENAI_CHAT] {
         for stream in [false, true] {
-            let response = post(&stack, path, &chat_body(Some("no-such-task"), stream), None);
+            let response = post(stack, path, &chat_body(Some("no-such-task"), stream), None);
             assert_eq!(response.status, 404, "{path}: {}", response.text());
             assert_eq!(response.header("content-type"), Some("application/json"));
             assert!(response.header("x-request-id").is_some());
@@ -581,7 +566,7 @@ fn unknown_task_is_404_model_not_found_on_both_sdk_paths() {
     }
     // The task route names its own code and has no `model` parameter to blame.
     let response = post(
-        &stack,
+        stack,
         "/v1/tasks/no-such-task",
         &chat_body(None, false),
         None,
@@ -601,7 +586,7 @@ fn models_endpoints_list_every_task_and_describe_one() {
     let mut tasks: Vec<&str> = TASKS.iter().map(|(task, _)| *task).collect();
     tasks.sort_unstable();
     for path in ["/v1/models", "/openai/v1/models"] {
-        let response = get(&stack, path);
+        let response = get(stack, path);
         assert_eq!(response.status, 200, "{path}: {}", response.text());
         let list = response.json();
         assert_eq!(list["object"], "list");
@@ -614,14 +599,14 @@ fn models_endpoints_list_every_task_and_describe_one() {
         }
     }
     for path in ["/v1/models/stream-v1", "/openai/v1/models/stream-v1"] {
-        let response = get(&stack, path);
+        let response = get(stack, path);
         assert_eq!(response.status, 200, "{path}: {}", response.text());
         assert_eq!(
             response.json(),
             json!({"id": "stream-v1", "object": "model", "created": 0, "owned_by": "task-router"})
         );
     }
-    let response = get(&stack, "/v1/models/no-such-task");
+    let response = get(stack, "/v1/models/no-such-task");
     assert_eq!(response.status, 404, "{}", response.text());
     let error = &response.json()["error"];
     assert_eq!(error["code"], "model_not_found");
@@ -636,23 +621,23 @@ fn models_endpoints_list_every_task_and_describe_one() {
 
 #[test]
 fn stream_on_v1_chat_completions_is_relayed_byte_for_byte_as_it_arrives() {
-    assert_relays_the_fakes_stream(&stack(), CHAT, "stream-v1", true);
+    assert_relays_the_fakes_stream(stack(), CHAT, "stream-v1", true);
 }
 
 #[test]
 fn stream_on_openai_v1_chat_completions_is_relayed_byte_for_byte_as_it_arrives() {
-    assert_relays_the_fakes_stream(&stack(), OPENAI_CHAT, "stream-openai", true);
+    assert_relays_the_fakes_stream(stack(), OPENAI_CHAT, "stream-openai", true);
 }
 
 #[test]
 fn stream_on_the_task_route_is_relayed_byte_for_byte_as_it_arrives() {
-    assert_relays_the_fakes_stream(&stack(), "/v1/tasks/stream-task", "stream-task", false);
+    assert_relays_the_fakes_stream(stack(), "/v1/tasks/stream-task", "stream-task", false);
 }
 
 #[test]
 fn piped_stream_is_relayed_byte_for_byte_as_it_arrives() {
-    assert_relays_the_fakes_stream(&piped(), CHAT, "stream-v1", true);
-    assert_relays_the_fakes_stream(&piped(), "/v1/tasks/stream-task", "stream-task", false);
+    assert_relays_the_fakes_stream(piped(), CHAT, "stream-v1", true);
+    assert_relays_the_fakes_stream(piped(), "/v1/tasks/stream-task", "stream-task", false);
 }
 
 /// A chain whose first model fails before its first chunk, the second answering: the caller gets
@@ -698,7 +683,7 @@ fn assert_falls_back_to_the_second_models_stream(
 #[test]
 fn stream_falls_back_when_the_first_model_closes_before_any_chunk() {
     assert_falls_back_to_the_second_models_stream(
-        &stack(),
+        stack(),
         "stream-empty",
         "streamempty-sempty=upstream_error(200)",
     );
@@ -707,7 +692,7 @@ fn stream_falls_back_when_the_first_model_closes_before_any_chunk() {
 #[test]
 fn piped_stream_falls_back_when_the_first_model_closes_before_any_chunk() {
     assert_falls_back_to_the_second_models_stream(
-        &piped(),
+        piped(),
         "stream-empty",
         "streamempty-sempty=upstream_error(200)",
     );
@@ -717,7 +702,7 @@ fn piped_stream_falls_back_when_the_first_model_closes_before_any_chunk() {
 fn stream_falls_back_when_the_first_model_is_silent_past_the_attempt_timeout() {
     let stack = stack();
     let to_head = assert_falls_back_to_the_second_models_stream(
-        &stack,
+        stack,
         "stream-slow",
         "streamslow-sslow=timeout",
     );
@@ -811,27 +796,27 @@ fn error_code_logged(error: &Value) -> &'static str {
 #[test]
 fn stream_dropped_after_its_first_chunk_ends_with_an_error_event_without_done_or_fallback() {
     // The connection closes mid-body (no terminating chunk): the runtime's read fails.
-    let error = assert_broken_stream_ends_with_an_error_event(&stack(), "stream-drop");
+    let error = assert_broken_stream_ends_with_an_error_event(stack(), "stream-drop");
     assert_eq!(error["code"], "stream_interrupted", "{error}");
     assert_eq!(error["type"], "api_error", "{error}");
 }
 
 #[test]
 fn piped_stream_dropped_after_its_first_chunk_ends_with_an_error_event_without_done_or_fallback() {
-    assert_piped_break(&piped(), "stream-drop", "stream_interrupted");
+    assert_piped_break(piped(), "stream-drop", "stream_interrupted");
 }
 
 #[test]
 fn stream_ending_without_done_ends_with_an_incomplete_event_without_fallback() {
     // The body ends properly, but Groq never said `[DONE]`: the answer may be cut short.
-    let error = assert_broken_stream_ends_with_an_error_event(&stack(), "stream-nodone");
+    let error = assert_broken_stream_ends_with_an_error_event(stack(), "stream-nodone");
     assert_eq!(error["code"], "stream_incomplete", "{error}");
     assert_eq!(error["type"], "api_error", "{error}");
 }
 
 #[test]
 fn piped_stream_ending_without_done_ends_with_an_incomplete_event_without_fallback() {
-    let error = assert_broken_stream_ends_with_an_error_event(&piped(), "stream-nodone");
+    let error = assert_broken_stream_ends_with_an_error_event(piped(), "stream-nodone");
     assert_eq!(error["code"], "stream_incomplete", "{error}");
     assert_eq!(error["type"], "api_error", "{error}");
 }
@@ -840,24 +825,24 @@ fn piped_stream_ending_without_done_ends_with_an_incomplete_event_without_fallba
 fn stream_silent_after_its_first_chunk_past_the_idle_timeout_ends_with_a_timeout_event() {
     // (No timing check here: the helper also reads the stall model's stream directly, which
     // lasts past the idle timeout whatever the router does; the error code is the proof.)
-    let error = assert_broken_stream_ends_with_an_error_event(&stack(), "stream-stall");
+    let error = assert_broken_stream_ends_with_an_error_event(stack(), "stream-stall");
     assert_eq!(error["code"], "stream_timeout", "{error}");
     assert_eq!(error["type"], "api_error", "{error}");
 }
 
 #[test]
 fn piped_stream_silent_after_its_first_chunk_past_the_idle_timeout_ends_with_a_timeout_event() {
-    assert_piped_break(&piped(), "stream-stall", "stream_timeout");
+    assert_piped_break(piped(), "stream-stall", "stream_timeout");
 }
 
 #[test]
 fn stream_lasting_longer_than_the_idle_timeout_completes_while_chunks_keep_coming() {
-    long_stream_completes(&stack());
+    long_stream_completes(stack());
 }
 
 #[test]
 fn piped_stream_lasting_longer_than_the_idle_timeout_completes_while_chunks_keep_coming() {
-    long_stream_completes(&piped());
+    long_stream_completes(piped());
 }
 
 fn long_stream_completes(stack: &Stack) {
@@ -886,7 +871,7 @@ fn long_stream_completes(stack: &Stack) {
 
 #[test]
 fn stream_error_event_after_its_first_chunk_is_relayed_openai_shaped_without_done_or_fallback() {
-    groq_error_event_mid_stream(&stack());
+    groq_error_event_mid_stream(stack());
 }
 
 /// With `pipe`, Groq's own error event reaches the caller as Groq sent it (the runtime relays it
@@ -894,9 +879,9 @@ fn stream_error_event_after_its_first_chunk_is_relayed_openai_shaped_without_don
 #[test]
 fn piped_stream_error_event_is_followed_by_the_routers_without_done_or_fallback() {
     let stack = piped();
-    groq_error_event_mid_stream(&stack);
+    groq_error_event_mid_stream(stack);
     let routed = post_stream(
-        &stack,
+        stack,
         CHAT,
         &chat_body(Some("stream-error"), true),
         "e2e-sdk-piped-error-again",
@@ -931,12 +916,12 @@ fn groq_error_event_mid_stream(stack: &Stack) {
 
 #[test]
 fn stream_request_log_line_carries_usage_and_logs_never_hold_the_prompt_or_a_key() {
-    stream_usage_logged(&stack());
+    stream_usage_logged(stack());
 }
 
 #[test]
 fn piped_stream_request_log_line_carries_usage_and_logs_never_hold_the_prompt_or_a_key() {
-    stream_usage_logged(&piped());
+    stream_usage_logged(piped());
 }
 
 fn stream_usage_logged(stack: &Stack) {
@@ -996,12 +981,12 @@ fn stream_usage_logged(stack: &Stack) {
 
 #[test]
 fn time_to_first_byte_through_the_router_vs_straight_from_the_fake() {
-    time_to_first_byte(&stack());
+    time_to_first_byte(stack());
 }
 
 #[test]
 fn piped_time_to_first_byte_through_the_router_vs_straight_from_the_fake() {
-    time_to_first_byte(&piped());
+    time_to_first_byte(piped());
 }
 
 fn time_to_first_byte(stack: &Stack) {
@@ -1045,12 +1030,12 @@ fn time_to_first_byte(stack: &Stack) {
 
 #[test]
 fn a_caller_leaving_mid_stream_stops_the_relay_and_is_logged_as_such() {
-    caller_leaves_mid_stream(&stack());
+    caller_leaves_mid_stream(stack());
 }
 
 #[test]
 fn piped_a_caller_leaving_mid_stream_stops_the_relay_and_is_logged_as_such() {
-    caller_leaves_mid_stream(&piped());
+    caller_leaves_mid_stream(piped());
 }
 
 /// The caller takes the first piece of a long stream and hangs up: the request line says
@@ -1085,12 +1070,12 @@ fn caller_leaves_mid_stream(stack: &Stack) {
 
 #[test]
 fn official_python_sdks_drive_the_router() {
-    python_sdks(&stack());
+    python_sdks(stack());
 }
 
 #[test]
 fn piped_official_python_sdks_drive_the_router() {
-    python_sdks(&piped());
+    python_sdks(piped());
 }
 
 fn python_sdks(stack: &Stack) {

@@ -1,6 +1,11 @@
 //! Runs the real Worker under `wrangler dev` (workerd) for end-to-end tests: builds the bundle
-//! once per test process, starts one `wrangler dev` per [`Worker`] on free ports with `--var`
-//! overrides, captures everything it prints, and kills its whole process group on drop.
+//! when it is older than its sources, starts one `wrangler dev` per [`Worker`] on free ports with
+//! `--var` overrides, captures everything it prints, and kills its whole process group on drop.
+//!
+//! Every `Worker` has a watchdog: a `sh` in a process group of its own that waits on a pipe only
+//! the test process holds, and kills the Worker's group when it closes. So a Worker kept in a
+//! `static` (never dropped), shared by a file's tests, is stopped when the test process ends,
+//! however it ends.
 //!
 //! Needs `node`/`npm` and the Rust toolchain; the first build installs `wasm-bindgen-cli` and
 //! `worker-build` from crates.io (see `scripts/build.sh`) and can take several minutes.
@@ -13,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long `wrangler dev` may take to answer its first request.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -46,8 +51,9 @@ pub fn node_path() -> std::ffi::OsString {
         .expect("PATH entries hold no separator")
 }
 
-/// Builds the Worker bundle once per test process (`sh scripts/build.sh`, after `npm ci` when
-/// wrangler is missing); panics with the build output if that fails.
+/// Builds the Worker bundle (`sh scripts/build.sh`, after `npm ci` when wrangler is missing)
+/// unless it is newer than everything it is built from; once per test process. Panics with the
+/// build output if that fails.
 pub fn ensure_built() {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let result = BUILT.get_or_init(|| {
@@ -59,6 +65,11 @@ pub fn ensure_built() {
         }
         // A `node_modules` installed before `scripts/node.sh` existed may lack the Node wrangler needs.
         run(Command::new("sh").arg("scripts/node.sh").current_dir(dir))?;
+        // `build.sh` runs wasm-bindgen and wasm-opt every time (9 s here), even with nothing to
+        // rebuild; each test binary used to pay that.
+        if bundle_is_fresh() {
+            return Ok(());
+        }
         // A `TASK_ROUTER_PREBUILT` inherited from the shell would make `build.sh` a no-op and
         // leave the tests running a stale bundle.
         run(Command::new("sh")
@@ -69,6 +80,28 @@ pub fn ensure_built() {
     if let Err(output) = result {
         panic!("building the Worker failed:\n{output}");
     }
+}
+
+/// Whether `build/index_bg.wasm` is newer than every file it is built from: `src/`, the manifest,
+/// the lock file and the build script.
+fn bundle_is_fresh() -> bool {
+    fn newest(path: &Path) -> Option<SystemTime> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.is_dir() {
+            return meta.modified().ok();
+        }
+        std::fs::read_dir(path)
+            .ok()?
+            .map(|entry| newest(&entry.ok()?.path()))
+            .try_fold(meta.modified().ok()?, |max, time| Some(max.max(time?)))
+    }
+    let dir = manifest_dir();
+    let built = std::fs::metadata(dir.join("build/index_bg.wasm")).and_then(|m| m.modified());
+    let sources = ["src", "Cargo.toml", "Cargo.lock", "scripts/build.sh"]
+        .iter()
+        .map(|input| newest(&dir.join(input)))
+        .collect::<Option<Vec<_>>>();
+    matches!((built, sources), (Ok(built), Some(sources)) if sources.iter().all(|s| *s < built))
 }
 
 fn run(command: &mut Command) -> Result<(), String> {
@@ -129,6 +162,8 @@ pub struct Worker {
     state_dir: Option<PathBuf>,
     /// wrangler's debug log (`WRANGLER_LOG_PATH`), removed on drop.
     debug_log_dir: PathBuf,
+    /// Kills the process group (and removes the files above) once the test process is gone.
+    watchdog: Child,
 }
 
 /// What [`Worker::start_with`] adds to a plain start.
@@ -276,6 +311,9 @@ impl Worker {
         if let Some(stderr) = child.stderr.take() {
             capture(stderr, Arc::clone(&log));
         }
+        let mut leftovers = vec![debug_log_dir.clone()];
+        leftovers.extend(config_file.iter().chain(&state_dir).cloned());
+        let watchdog = spawn_watchdog(child.id(), &leftovers);
         // Returned before waiting, so a panic while waiting still kills the process group.
         Worker {
             child,
@@ -284,6 +322,7 @@ impl Worker {
             config_file,
             state_dir,
             debug_log_dir,
+            watchdog,
         }
     }
 
@@ -414,6 +453,24 @@ impl Worker {
     }
 }
 
+/// A `sh` in its own process group that waits for EOF on its stdin, a pipe only this process
+/// holds (std opens it close-on-exec, so no other child inherits it): when the test process ends
+/// in any way, the pipe closes, and it stops `group` and removes `leftovers`.
+fn spawn_watchdog(group: u32, leftovers: &[PathBuf]) -> Child {
+    let script = r#"read -r _; kill -s TERM -- "-$1" 2>/dev/null; i=0
+while [ $i -lt 30 ] && kill -s 0 -- "-$1" 2>/dev/null; do sleep 0.1; i=$((i+1)); done
+kill -s KILL -- "-$1" 2>/dev/null; shift; rm -rf -- "$@""#;
+    Command::new("sh")
+        .args(["-c", script, "e2e-watchdog", &group.to_string()])
+        .args(leftovers)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn the watchdog sh")
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         self.signal_group("TERM");
@@ -422,6 +479,8 @@ impl Drop for Worker {
             self.group_gone_within(TERM_GRACE);
         }
         let _ = self.child.wait();
+        let _ = self.watchdog.kill();
+        let _ = self.watchdog.wait();
         if let Some(path) = &self.config_file {
             let _ = std::fs::remove_file(path);
         }

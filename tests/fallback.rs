@@ -347,6 +347,7 @@ fn all_rate_limited_is_a_429_with_the_earliest_retry_after() {
     assert_eq!(r.response.header("retry-after"), Some("4"));
     assert_eq!(r.body["error"]["code"], "rate_limit_exceeded");
     assert_eq!(r.body["error"]["attempts"].as_array().unwrap().len(), 4);
+    assert!(!r.text.contains("org_01abc"), "{}", r.text);
 }
 
 #[test]
@@ -949,12 +950,29 @@ fn http_errors_table() {
             None,
         ),
         ("GET", "/nowhere", auth, "", 404, "not_found", None),
+        // Task names are case-sensitive.
+        (
+            "POST",
+            "/v1/tasks/Fast",
+            auth,
+            ok_body,
+            404,
+            "unknown_task",
+            None,
+        ),
     ];
     for (method, path, auth, body, status, code, param) in cases {
         let r = call(method, path, auth, body);
         let what = format!("{method} {path} {body}");
         assert_eq!(r.response.status, status, "{what}: {}", r.body);
         assert_eq!(r.body["error"]["code"], code, "{what}");
+        // A refusal names the task it was for, and nothing of a chain that never ran.
+        let task = (method == "POST" && path == "/v1/tasks/fast").then_some("fast");
+        assert_eq!(r.response.header("x-task-type"), task, "{what}");
+        assert_eq!(r.response.header("x-attempts"), None, "{what}");
+        assert_eq!(r.response.header("x-model-used"), None, "{what}");
+        let challenge = (status == 401).then_some("Bearer");
+        assert_eq!(r.response.header("www-authenticate"), challenge, "{what}");
         assert!(
             r.body["error"]["message"]
                 .as_str()
@@ -973,10 +991,49 @@ fn http_errors_table() {
     let r = call("GET", "/v1/tasks/fast", auth, "");
     assert_eq!(r.response.header("allow"), Some("POST"));
     let r = call("POST", "/v1/tasks/nope", auth, ok_body);
-    assert!(r.body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("`fast`, `reasoning`"));
+    assert_eq!(
+        r.body["error"]["message"],
+        "unknown task `nope`; known tasks: `fast`, `reasoning`"
+    );
+    let r = call("GET", "/nowhere", auth, "");
+    assert_eq!(
+        r.body["error"]["message"],
+        "no route for GET /nowhere; use POST /v1/tasks/{task}"
+    );
+    // Bytes that are not UTF-8 are no JSON.
+    let req = HttpRequest {
+        authorization: auth,
+        ..HttpRequest::new("POST", "/v1/tasks/fast", b"{\"messages\":\"\xff\xfe\"}")
+    };
+    let ex = exchange(
+        &load(&base_bindings()),
+        &ScriptedProvider::new(),
+        &Unlimited,
+        &Default::default(),
+        req,
+    );
+    assert_eq!(
+        (ex.response.status, &ex.json()["error"]["code"]),
+        (400, &json!("invalid_json"))
+    );
+}
+
+#[test]
+fn a_request_id_is_the_callers_when_it_is_a_sane_token_else_made_up() {
+    use task_router::http::request_id;
+    let long = "a".repeat(129);
+    for sane in ["e2e-1", "A.b:c_d", &long[1..]] {
+        assert_eq!(request_id(Some(sane), || 0), sane);
+    }
+    for bad in [
+        None,
+        Some(""),
+        Some("has space"),
+        Some("semi;colon"),
+        Some(long.as_str()),
+    ] {
+        assert_eq!(request_id(bad, || 0xabc), "req_0000000000000abc", "{bad:?}");
+    }
 }
 
 #[test]
@@ -995,23 +1052,40 @@ fn no_auth_configured_is_closed_and_says_how_to_open() {
     );
     assert_eq!(r.response.status, 401);
     assert_eq!(r.body["error"]["code"], "auth_not_configured");
+    assert_eq!(r.response.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(r.response.header("x-task-type"), Some("fast"));
     let message = r.body["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("ROUTER_API_KEYS") && message.contains("ALLOW_UNAUTHENTICATED"),
         "{message}"
     );
 
-    let mut open = b.clone();
+    // Open: anyone comes in, named by no client; a wrong key is still refused.
+    let mut open = base_bindings();
     open.push(("ALLOW_UNAUTHENTICATED", "true"));
+    let body = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    let provider = || ScriptedProvider::new().on("m1", completion("m1"), 1);
+    let r = run_with(&open, provider(), "POST", "/v1/tasks/fast", None, body);
+    assert_eq!(r.response.status, 200);
+    assert_eq!(r.log.last().unwrap().1["client"], Value::Null);
     let r = run_with(
         &open,
-        ScriptedProvider::new().on("m1", completion("m1"), 1),
+        provider(),
         "POST",
         "/v1/tasks/fast",
-        None,
-        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+        Some("Bearer nope"),
+        body,
     );
-    assert_eq!(r.response.status, 200);
+    assert_eq!((r.response.status, r.calls.len()), (401, 0));
+    let r = run_with(
+        &open,
+        provider(),
+        "POST",
+        "/v1/tasks/fast",
+        Some("Bearer client-secret-1"),
+        body,
+    );
+    assert_eq!(r.log.last().unwrap().1["client"], "web");
 }
 
 #[test]
@@ -1034,6 +1108,7 @@ fn config_problems_answer_500_and_healthz_503() {
         .as_str()
         .unwrap()
         .contains("`MODEL_REGISTRY.fast` is an empty list"));
+    assert_eq!(r.body["error"]["problems"][0]["binding"], "MODEL_REGISTRY");
     assert!(r
         .log
         .iter()
@@ -1061,6 +1136,16 @@ fn config_problems_answer_500_and_healthz_503() {
     );
     assert_eq!(r.response.status, 500);
     assert_eq!(r.body["error"]["code"], "provider_key_missing");
+    // Client auth comes first: a stranger does not learn that the router is misconfigured.
+    let r = run_with(
+        &no_key,
+        ScriptedProvider::new(),
+        "POST",
+        "/v1/tasks/fast",
+        None,
+        "{}",
+    );
+    assert_eq!(r.response.status, 401);
     let r = healthz(&no_key);
     assert_eq!(r.response.status, 503);
     assert_eq!(r.body["problems"][0]["code"], "provider_key_missing");

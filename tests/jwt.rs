@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use support::scripted::*;
 use task_router::http::jwt::{
     max_age_s, parse_jwks, Alg, FetchedJwks, KeyMaterial, KeySet, TokenVerification, VerifyKey,
-    JWKS_REFETCH_MS,
+    JWKS_REFETCH_MS, JWKS_RETRY_MS,
 };
 use task_router::http::limit::{RateLimiter, Unlimited};
 use task_router::http::HttpRequest;
@@ -709,7 +709,7 @@ fn the_jwks_is_cached_for_its_max_age_and_refetched_for_an_unknown_kid_once_a_mi
 }
 
 #[test]
-fn without_any_key_set_a_token_gets_503_auth_unavailable() {
+fn without_any_key_set_a_token_gets_503_and_the_jwks_is_retried_every_5_s() {
     let crypto = FakeCrypto::serving(json!([]), None);
     *crypto.jwks.borrow_mut() = Ok((503, None, json!({"error": "down"})));
     let jwks = RefCell::default();
@@ -729,9 +729,38 @@ fn without_any_key_set_a_token_gets_503_auth_unavailable() {
         .find(|(_, l)| l["event"] == "jwks_fetch_failed")
         .expect("a warning");
     assert_eq!(warn.1["cached_keys"], 0);
-    // Retried at most every 5 s meanwhile.
-    let _ = fast((&crypto, &jwks), &provider, Some(&bearer));
-    assert_eq!(crypto.fetches.get(), 1);
+    // Retried at most every 5 s meanwhile: the first request 5 s on finds the provider back.
+    let key = rsa("rsa-a", "nnnn");
+    *crypto.jwks.borrow_mut() = Ok((200, Some("max-age=600".into()), json!({"keys": [key]})));
+    let signed = |kid: &str| {
+        token(
+            json!({"alg": "RS256", "kid": kid}),
+            claims(),
+            &material(&key),
+        )
+    };
+    let send = |bearer: &str| {
+        fast((&crypto, &jwks), &provider, Some(bearer))
+            .response
+            .status
+    };
+    provider.clock.set(provider.clock.get() + JWKS_RETRY_MS - 1);
+    assert_eq!((send(&signed("rsa-a")), crypto.fetches.get()), (503, 1));
+    provider.clock.set(provider.clock.get() + 1);
+    assert_eq!((send(&signed("rsa-a")), crypto.fetches.get()), (200, 2));
+
+    // Down again: the cached keys go on verifying, and a minute on, a token with a new `kid`
+    // tries the JWKS once and is refused as unknown (401, not 503).
+    *crypto.jwks.borrow_mut() = Ok((503, None, json!({"error": "down"})));
+    assert_eq!((send(&signed("rsa-a")), crypto.fetches.get()), (200, 2));
+    provider.clock.set(provider.clock.get() + JWKS_REFETCH_MS);
+    let rotated = fast((&crypto, &jwks), &provider, Some(&signed("rsa-b")));
+    assert_eq!(
+        (rotated.response.status, &rotated.json()["error"]["code"]),
+        (401, &json!("invalid_token"))
+    );
+    assert_eq!(crypto.fetches.get(), 3);
+    assert_eq!((send(&signed("rsa-a")), crypto.fetches.get()), (200, 3));
 }
 
 #[test]

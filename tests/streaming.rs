@@ -540,20 +540,27 @@ fn the_sdk_route_passes_groqs_completion_through() {
 
 #[test]
 fn sdk_route_errors_look_like_openais() {
-    let r = run(
-        ScriptedProvider::new(),
-        "POST",
-        "/v1/chat/completions",
-        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
-    );
-    assert_eq!(r.head.status, 404);
-    let body: Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(body["error"]["code"], "model_not_found");
-    assert_eq!(body["error"]["param"], "model");
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("`fast`"));
+    // An unknown task, streamed or not, on either SDK route: a plain 404 SDKs raise
+    // `NotFoundError` for.
+    for (path, stream) in [
+        ("/v1/chat/completions", false),
+        ("/v1/chat/completions", true),
+        ("/openai/v1/chat/completions", false),
+        ("/openai/v1/chat/completions", true),
+    ] {
+        let body = json!({"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+        let r = run(ScriptedProvider::new(), "POST", path, &body.to_string());
+        assert_eq!((r.head.status, r.streamed), (404, false), "{path} {stream}");
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["error"]["code"], "model_not_found");
+        assert_eq!(body["error"]["param"], "model");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("`gpt-4o`") && message.contains("`fast`"),
+            "{message}"
+        );
+    }
 
     let r = run(
         ScriptedProvider::new(),
@@ -615,4 +622,19 @@ fn models_lists_the_tasks() {
         serde_json::from_str::<Value>(&r.body).unwrap()["error"]["code"],
         "model_not_found"
     );
+    // The task list is for clients only.
+    let config = load(&[
+        ("MODEL_REGISTRY", REGISTRY),
+        ("GROQ_API_KEY", "g"),
+        ("ROUTER_API_KEYS", "k"),
+    ]);
+    let req = HttpRequest::new("GET", "/v1/models", b"");
+    let ex = exchange(
+        &config,
+        &ScriptedProvider::new(),
+        &Unlimited,
+        &Default::default(),
+        req,
+    );
+    assert_eq!(ex.response.status, 401);
 }

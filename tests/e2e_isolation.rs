@@ -7,68 +7,46 @@
 
 mod e2e_support;
 
-use e2e_support::fake_groq::{FakeGroq, TPM_LIMIT};
+use e2e_support::fake_groq::TPM_LIMIT;
+use e2e_support::fixtures::{Stack, CLIENT_KEY as ALICE_KEY, ORIGIN, OTHER_KEY as BOB_KEY};
 use e2e_support::http;
-use e2e_support::worker::Worker;
+use e2e_support::worker::{Extras, Worker};
 use serde_json::{json, Value};
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const GROQ_KEY: &str = "gsk_isolation_provider_key_0c4f";
-const ALICE_KEY: &str = "ck_isolation_alice_51d9e2";
-const BOB_KEY: &str = "ck_isolation_bob_7a03c8";
-const ORIGIN: &str = "https://app.example.com";
 const ATTEMPT_TIMEOUT_MS: u64 = 4_000;
-
-struct Stack {
-    worker: Worker,
-    fake: FakeGroq,
-}
 
 /// One Worker for the file's tests, started on first use; its watchdog stops it when the test
 /// process ends.
 fn stack() -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
-    STACK.get_or_init(start)
+    STACK.get_or_init(|| {
+        let registry = json!({
+            // The first model's per-minute token limit is smaller than a big request.
+            "roomy": ["tpm-roomy1", "ok-roomy2"],
+            "tight": ["tpm-tight1", "tpm-tight2"],
+            "hung": ["hang-hung1", "ok-hung2"],
+            "fast": ["ok-fast"],
+        });
+        let timeout = ATTEMPT_TIMEOUT_MS.to_string();
+        let vars = [
+            ("MODEL_REGISTRY", registry.to_string()),
+            ("ALLOWED_ORIGINS", ORIGIN.to_string()),
+            ("ATTEMPT_TIMEOUT_MS", timeout),
+        ];
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let stack = Stack::start(&vars, Extras::default());
+        stack.fake.set_hang_for(Duration::from_secs(20));
+        stack
+    })
 }
 
-fn start() -> Stack {
-    let fake = FakeGroq::start(GROQ_KEY);
-    fake.set_hang_for(Duration::from_secs(20));
-    let registry = json!({
-        // The first model's per-minute token limit is smaller than a big request.
-        "roomy": ["tpm-roomy1", "ok-roomy2"],
-        "tight": ["tpm-tight1", "tpm-tight2"],
-        "hung": ["hang-hung1", "ok-hung2"],
-        "fast": ["ok-fast"],
-    });
-    let keys = format!("alice:{ALICE_KEY},bob:{BOB_KEY}");
-    let worker = Worker::start(&[
-        ("MODEL_REGISTRY", &registry.to_string()),
-        ("GROQ_API_KEY", GROQ_KEY),
-        ("GROQ_BASE_URL", &fake.base_url()),
-        ("ROUTER_API_KEYS", &keys),
-        ("ALLOWED_ORIGINS", ORIGIN),
-        ("ATTEMPT_TIMEOUT_MS", &ATTEMPT_TIMEOUT_MS.to_string()),
-    ]);
-    Stack { worker, fake }
-}
-
+/// `content` as the one user message of a request to `task` with `key` (Alice's or Bob's).
 fn ask(stack: &Stack, task: &str, key: &str, content: &str, id: &str) -> http::Response {
-    let body = json!({"messages": [{"role": "user", "content": content}]}).to_string();
-    let authorization = format!("Bearer {key}");
-    http::send(
-        stack.worker.port(),
-        "POST",
-        &format!("/v1/tasks/{task}"),
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &authorization),
-            ("x-request-id", id),
-        ],
-        body.as_bytes(),
-    )
+    let body = json!({"messages": [{"role": "user", "content": content}]});
+    stack.post(&format!("/v1/tasks/{task}"), Some(key), id, &body)
 }
 
 /// About `bytes` of text: well over `TPM_LIMIT` tokens when `bytes` is 60 KB.

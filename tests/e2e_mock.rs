@@ -1,43 +1,45 @@
-//! End-to-end tests of mock answers (issue 15) against the real Worker under `wrangler dev`,
-//! started as `npm start` starts it: the registry and prices of `wrangler.toml`, no
-//! `GROQ_API_KEY`, `ALLOW_MOCK` and `ALLOW_UNAUTHENTICATED` on. `GROQ_BASE_URL` points at a fake
-//! Groq that only counts: a mock request that reached it fails the test.
+//! End-to-end tests of mock answers (issue 15) and of `wrangler.toml`'s own tables, on the real
+//! Worker under `wrangler dev` started as `npm start` starts it: the registry and prices of
+//! `wrangler.toml`, no `GROQ_API_KEY`, `ALLOW_MOCK` and `ALLOW_UNAUTHENTICATED` on. `GROQ_BASE_URL`
+//! points at a fake Groq that only counts: a mock request that reached it fails the test.
 //!
 //! - The README's "Try it" snippets run as printed (curl and the OpenAI SDK, only the port
 //!   changed) and print what their `# →` lines say (`…` stands for any text).
 //! - `tests/sdk/mock_clients.py` drives the mock through the official OpenAI and Groq SDKs.
-//! - With `ALLOW_MOCK` off (`wrangler.toml`'s default) the fields are refused.
+//! - `[vars.MODEL_REGISTRY]` and `[vars.MODEL_PRICES]` reach the Worker as tables and parse.
 //!
-//! Run: `cargo test --test e2e_mock -- --nocapture`. Needs what `e2e_sdk` needs, and `curl`.
+//! Run: `cargo test --test e2e_mock -- --nocapture`. Needs what `tests/e2e.rs` needs, and `curl`.
 
 mod e2e_support;
 
-use e2e_support::fake_groq::FakeGroq;
+use e2e_support::fixtures::Stack;
 use e2e_support::http;
 use e2e_support::process::{self, python, run_with_timeout};
-use e2e_support::worker::{manifest_dir, Worker};
+use e2e_support::worker::{manifest_dir, Extras};
 use serde_json::{json, Value};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Where the README's snippets call the router.
 const README_BASE: &str = "http://127.0.0.1:8787";
-/// The only key the fake Groq accepts; the Worker is never given it.
-const FAKE_KEY: &str = "gsk_e2e_mock_never_given_to_the_worker";
-/// `npm start`'s `--var`s (`package.json`), with an empty `GROQ_API_KEY` so a developer's
-/// `.dev.vars` cannot give it one.
-fn npm_start_vars(fake: &FakeGroq) -> Vec<(&'static str, String)> {
-    vec![
-        ("ALLOW_MOCK", "true".into()),
-        ("ALLOW_UNAUTHENTICATED", "true".into()),
-        ("GROQ_API_KEY", String::new()),
-        ("GROQ_BASE_URL", fake.base_url()),
-    ]
-}
 
-fn start(vars: &[(&'static str, String)]) -> Worker {
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Worker::start(&vars)
+/// The Worker as `npm start` runs it (`package.json`'s `--var`s), with an empty `GROQ_API_KEY` so
+/// that a developer's `.dev.vars` cannot give it one, and the fake Groq never given its key.
+fn npm_start() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let vars = [
+            ("ALLOW_MOCK", "true"),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+            ("GROQ_API_KEY", ""),
+        ];
+        // `Stack` gives the Worker client keys: `npm start` has none.
+        Stack::start(
+            &[&vars[..], &[("ROUTER_API_KEYS", "")]].concat(),
+            Extras::default(),
+        )
+    })
 }
 
 /// A README snippet that says what it prints.
@@ -118,8 +120,7 @@ fn matches(text: &str, expect: &str) -> bool {
 
 #[test]
 fn readme_try_it_snippets_print_what_they_say_without_a_key() {
-    let fake = FakeGroq::start(FAKE_KEY);
-    let worker = start(&npm_start_vars(&fake));
+    let Stack { fake, worker } = npm_start();
     let snippets = readme_snippets();
     let count = |language: &str| snippets.iter().filter(|s| s.language == language).count();
     assert!(
@@ -163,31 +164,18 @@ fn readme_try_it_snippets_print_what_they_say_without_a_key() {
         fake.models_called()
     );
 
-    // No key, mocks on: healthy, with a warning saying only mocks can be answered; a real request
-    // is refused saying why, and still never reaches Groq.
-    let health = http::get(worker.port(), "/healthz", None);
-    assert_eq!(health.status, 200, "{}", health.text());
-    let warnings = health.json()["warnings"].clone();
-    assert!(
-        warnings
-            .as_array()
-            .is_some_and(|w| w.iter().any(|w| w["code"] == "mock_only")),
-        "{warnings}"
-    );
+    // No key, mocks on: a real request is refused saying why, and still never reaches Groq.
     let body = json!({"messages": [{"role": "user", "content": "Say hi"}]});
-    let real = http::post_json(worker.port(), "/v1/tasks/fast", None, &body);
-    assert_eq!(
-        (real.status, real.json()["error"]["code"].clone()),
-        (500, json!("provider_key_missing"))
-    );
+    let real = npm_start().post("/v1/tasks/fast", None, "e2e-mock-real", &body);
+    let code = &real.json()["error"]["code"];
+    assert_eq!((real.status, code), (500, &json!("provider_key_missing")));
     assert!(fake.calls().is_empty());
 }
 
 #[test]
 fn official_sdks_drive_the_mock() {
     process::require_python_sdks();
-    let fake = FakeGroq::start(FAKE_KEY);
-    let worker = start(&npm_start_vars(&fake));
+    let Stack { fake, worker } = npm_start();
     let script = run_with_timeout(
         python()
             .arg("tests/sdk/mock_clients.py")
@@ -215,7 +203,11 @@ fn official_sdks_drive_the_mock() {
 
     // Every mock request's line says so, with its tokens and cost, and changed no model's health.
     let lines: Vec<Value> = worker.log_lines_json();
-    let requests: Vec<&Value> = lines.iter().filter(|l| l["event"] == "request").collect();
+    // (The README test's one real request, refused, is no mock.)
+    let requests: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "request" && l["request_id"] != "e2e-mock-real")
+        .collect();
     assert!(requests.len() >= 10, "{} request lines", requests.len());
     assert!(requests.iter().all(|l| l["mock"] == true), "{requests:?}");
     assert!(
@@ -237,48 +229,23 @@ fn official_sdks_drive_the_mock() {
     );
 }
 
+/// No `MODEL_REGISTRY` or `MODEL_PRICES` override: the `wrangler.toml` tables reach the Worker
+/// as objects, not strings, and parse.
 #[test]
-fn with_allow_mock_off_mock_fields_are_refused_and_groq_is_not_called() {
-    let fake = FakeGroq::start(FAKE_KEY);
-    // `npm start` without `ALLOW_MOCK` (so `wrangler.toml`'s "false"), and with a Groq key.
-    let vars: Vec<_> = npm_start_vars(&fake)
-        .into_iter()
-        .filter(|(k, _)| *k != "ALLOW_MOCK")
-        .map(|(k, v)| {
-            (
-                k,
-                if k == "GROQ_API_KEY" {
-                    FAKE_KEY.into()
-                } else {
-                    v
-                },
-            )
-        })
-        .collect();
-    let worker = start(&vars);
-    for (field, value) in [
-        ("mock_response", json!("hi")),
-        ("mock_failures", json!(["model_gone"])),
-    ] {
-        let body = json!({"messages": [{"role": "user", "content": "Say hi"}], field: value});
-        let refused = http::post_json(worker.port(), "/v1/tasks/fast", None, &body);
-        assert_eq!(refused.status, 400, "{}", refused.text());
-        let error = &refused.json()["error"];
-        assert_eq!(
-            (&error["code"], &error["param"]),
-            (&json!("mock_not_allowed"), &json!(field))
-        );
-    }
-    assert!(fake.calls().is_empty(), "a refused request reached Groq");
-    // Same router, a real request: it reaches the fake Groq with the key, which serves none of
-    // `wrangler.toml`'s models, so each answers 404 `model_not_found` and the chain runs out.
-    let body = json!({"messages": [{"role": "user", "content": "Say hi"}]});
-    let real = http::post_json(worker.port(), "/v1/tasks/fast", None, &body);
+fn the_registry_and_prices_of_wrangler_toml_load() {
+    let stack = npm_start();
+    let health = http::get(stack.port(), "/healthz", None);
+    assert_eq!(health.status, 200, "{}", health.text());
+    // Every model is priced: the one warning is that only mocks can be answered, with no key.
+    let health = health.json();
+    let warnings = health["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{health}");
+    assert_eq!(warnings[0]["code"], "mock_only");
+    let response = stack.post("/v1/tasks/nope", None, "e2e-toml", &json!({}));
+    assert_eq!(response.status, 404, "{}", response.text());
+    let message = &response.json()["error"]["message"];
     assert_eq!(
-        real.json()["error"]["code"],
-        "all_models_failed",
-        "{}",
-        real.text()
+        message,
+        "unknown task `nope`; known tasks: `fast`, `reasoning`, `summarization`"
     );
-    assert!(!fake.calls().is_empty());
 }

@@ -160,10 +160,6 @@ impl FakeGroq {
         format!("http://127.0.0.1:{}", self.addr.port())
     }
 
-    pub fn api_key(&self) -> &str {
-        &self.shared.api_key
-    }
-
     /// Every request received so far, in arrival order.
     pub fn calls(&self) -> Vec<Call> {
         lock(&self.shared.calls).clone()
@@ -196,10 +192,6 @@ impl FakeGroq {
             .iter()
             .filter(|call| call.path == JWKS_PATH)
             .count()
-    }
-
-    pub fn reset_calls(&self) {
-        lock(&self.shared.calls).clear();
     }
 
     /// The ids `GET /openai/v1/models` lists.
@@ -415,7 +407,6 @@ async fn chat_completion(
         "streamerror" => Some(Script::Error),
         "streamlong" => Some(Script::Long),
         "streamstall" => Some(Script::Stall),
-        "streamempty" => Some(Script::Empty),
         "streamnodone" => Some(Script::NoDone),
         _ => None,
     };
@@ -458,20 +449,7 @@ async fn chat_completion(
             return Ok(Response::from_parts(parts, body.boxed()));
         }
         "drop" => return Err(closed_on_purpose("`drop` closes without answering")),
-        "decommissioned" => Reply::json(
-            400,
-            &groq_error(
-                &format!(
-                    "The model `{model}` has been decommissioned and is no longer supported. \
-                     Please refer to https://console.groq.com/docs/deprecations for a \
-                     recommendation on which model to use instead."
-                ),
-                "invalid_request_error",
-                Some("model_decommissioned"),
-            ),
-        ),
         "ratelimited" => rate_limited(&model),
-        "toolarge" => request_too_large(&model, 14368),
         "tpm" => {
             let requested = body
                 .get("messages")
@@ -499,36 +477,7 @@ async fn chat_completion(
         ),
         "html502" => html_502(),
         "badkey" => invalid_api_key(),
-        "forbidden" => Reply::json(403, &groq_error("Forbidden", "permission_error", None)),
         "notcompletion" => Reply::json(200, &json!({"status": "ok", "object": "list", "data": []})),
-        "badrequest" => {
-            let mut error = groq_error(
-                "'temperature' : value must be a number",
-                "invalid_request_error",
-                None,
-            );
-            error["error"]["param"] = json!("temperature");
-            Reply::json(400, &error)
-        }
-        "contextlength" => {
-            let mut error = groq_error(
-                "Please reduce the length of the messages or completion.",
-                "invalid_request_error",
-                Some("context_length_exceeded"),
-            );
-            error["error"]["param"] = json!("messages");
-            Reply::json(400, &error)
-        }
-        "jsonfail" => {
-            let mut error = groq_error(
-                "Failed to generate JSON. Please adjust your prompt. See 'failed_generation' for \
-                 more details.",
-                "invalid_request_error",
-                Some("json_validate_failed"),
-            );
-            error["error"]["failed_generation"] = json!("{\"answer\": \"hello from");
-            Reply::json(400, &error)
-        }
         // `gone` and every unknown prefix: what Groq says for a model it does not serve.
         _ => model_not_found(&model),
     };
@@ -563,8 +512,6 @@ enum Script {
     Drop,
     /// Role chunk, one content chunk, then an `event: error`; the body then ends properly.
     Error,
-    /// The 200 headers, then the body ends properly before any event.
-    Empty,
     /// Role chunk and one content chunk, then the body ends properly, without `[DONE]`.
     NoDone,
     /// Like `Full` with `LONG_PIECES` content chunks, so it lasts `LONG_PIECES + 2` chunk delays (+3 with `include_usage`).
@@ -612,12 +559,7 @@ fn stream_completion(
                 }
             }
             // Dropping `feed` ends the body with its terminating chunk.
-            Script::Full
-            | Script::Slow
-            | Script::Error
-            | Script::Empty
-            | Script::NoDone
-            | Script::Long => {}
+            Script::Full | Script::Slow | Script::Error | Script::NoDone | Script::Long => {}
         }
     });
     let mut response = Response::new(body.boxed());
@@ -634,9 +576,6 @@ fn stream_completion(
 
 /// Every SSE event `script` sends, framed.
 fn sse_events(model: &str, request_id: &str, include_usage: bool, script: Script) -> Vec<String> {
-    if script == Script::Empty {
-        return Vec::new();
-    }
     let chat_id = new_chat_id();
     let created = unix_now();
     let chunk = |choices: Value| {
@@ -661,9 +600,7 @@ fn sse_events(model: &str, request_id: &str, include_usage: bool, script: Script
     let pieces: Vec<&str> = match script {
         Script::Full | Script::Slow => vec!["hello", " from ", model],
         Script::Long => vec!["tick "; LONG_PIECES],
-        Script::Drop | Script::Error | Script::Empty | Script::NoDone | Script::Stall => {
-            vec!["hello"]
-        }
+        Script::Drop | Script::Error | Script::NoDone | Script::Stall => vec!["hello"],
     };
     for piece in &pieces {
         events.push(sse_data(&chunk(delta(
@@ -693,7 +630,7 @@ fn sse_events(model: &str, request_id: &str, include_usage: bool, script: Script
             }});
             events.push(format!("event: error\ndata: {error}\n\n"));
         }
-        Script::Drop | Script::Empty | Script::NoDone | Script::Stall => {}
+        Script::Drop | Script::NoDone | Script::Stall => {}
     }
     events
 }
@@ -820,21 +757,13 @@ fn groq_headers(request_id: &str, rate_limited: bool) -> Vec<(&'static str, Stri
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
-        400 => "Bad Request",
         401 => "Unauthorized",
-        403 => "Forbidden",
         404 => "Not Found",
-        408 => "Request Timeout",
         413 => "Payload Too Large",
-        422 => "Unprocessable Entity",
-        424 => "Failed Dependency",
         429 => "Too Many Requests",
         498 => "Capacity Exceeded",
-        499 => "Client Closed Request",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
         _ => "Status",
     }
 }
@@ -905,16 +834,9 @@ fn html_502() -> Reply {
 fn error_for_status(status: u16) -> Reply {
     match status {
         401 => invalid_api_key(),
-        403 => Reply::json(403, &groq_error("Forbidden", "permission_error", None)),
-        429 => rate_limited("*"),
-        502 => html_502(),
-        500..=599 => Reply::json(
-            status,
-            &groq_error(reason(status), "internal_server_error", None),
-        ),
         _ => Reply::json(
             status,
-            &groq_error(reason(status), "invalid_request_error", None),
+            &groq_error(reason(status), "internal_server_error", None),
         ),
     }
 }

@@ -12,6 +12,7 @@
 #[path = "../support/attempts.rs"]
 pub mod attempts;
 pub mod fake_groq;
+pub mod fixtures;
 pub mod http;
 pub mod process;
 pub mod worker;

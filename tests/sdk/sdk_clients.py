@@ -5,8 +5,8 @@ a task.
 
 Usage: python3 tests/sdk/sdk_clients.py http://127.0.0.1:PORT CLIENT_KEY
 
-The router must sit in front of the fake Groq of `tests/support/fake_groq.rs` with the tasks below
-in its `MODEL_REGISTRY` (`tests/e2e_sdk.rs` sets that up and runs this script). Prints one line per
+The router must sit in front of the fake Groq of `tests/e2e_support/fake_groq.rs` with the tasks
+below in its `MODEL_REGISTRY` (`tests/e2e.rs` sets that up and runs this script). Prints one line per
 check and exits 1 at the first failure, naming what was expected and what came back.
 Needs `pip install -r tests/sdk/requirements.txt`.
 """
@@ -20,7 +20,7 @@ try:
 except ImportError as error:  # the Rust test checks this first; this is for direct runs
     sys.exit(f"FAIL cannot import the SDKs ({error}); run `pip install -r tests/sdk/requirements.txt`")
 
-# Keep in step with `PY_TASKS` in tests/e2e_sdk.rs.
+# Keep in step with `TASKS` in tests/e2e.rs.
 TASK = "py-chat"  # ["gone-py", "ok-py"]: the first model is gone, the second answers
 MODEL = "ok-py"
 DROP_TASK = "py-drop"  # ["streamdrop-py", "ok-pydrop"]: the stream breaks after its first chunk

@@ -187,11 +187,8 @@ fn users_tokens_are_verified_by_webcrypto_and_never_shown() {
         assert_eq!(answer.status, 200, "{}", answer.text());
     }
     assert_eq!(stack.request_line("e2e-jwt-es")["client"], "user-es");
-    assert_eq!(
-        stack.fake.jwks_fetches(),
-        1,
-        "one JWKS fetch for both keys, at the first token"
-    );
+    // One JWKS fetch for both keys, at the first token.
+    assert_eq!(stack.fake.jwks_fetches(), 1);
 
     // Signatures WebCrypto does not verify: made up, or made with another key than the `kid`'s.
     let mut tokens = vec![rs.clone(), es.clone()];
@@ -218,11 +215,8 @@ fn users_tokens_are_verified_by_webcrypto_and_never_shown() {
         answers.push(answer);
         tokens.push(token);
     }
-    assert_eq!(
-        stack.fake.calls_to("ok-jwtfast"),
-        3,
-        "refused requests never reach Groq"
-    );
+    // Refused requests never reach Groq.
+    assert_eq!(stack.fake.calls_to("ok-jwtfast"), 3);
 
     // Cloudflare Access's header, without `Authorization`.
     let access = signed("rsa-a", "user-access");
@@ -278,11 +272,8 @@ fn the_rate_limiter_binding_counts_each_user_and_each_client_apart() {
         .map(|_| bearer(stack, "limit", &greedy).status)
         .collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
-    assert_eq!(
-        bearer(stack, "limit", &modest).status,
-        200,
-        "another user has a budget of their own"
-    );
+    // Another user has a budget of their own.
+    assert_eq!(bearer(stack, "limit", &modest).status, 200);
 
     let statuses: Vec<u16> = (0..LIMIT)
         .map(|_| bearer(stack, "limit", CLIENT_KEY).status)
@@ -294,16 +285,10 @@ fn the_rate_limiter_binding_counts_each_user_and_each_client_apart() {
         (429, Some("60"))
     );
     assert_eq!(refused.json()["error"]["code"], "client_rate_limited");
-    assert_eq!(
-        bearer(stack, "limit", OTHER_KEY).status,
-        200,
-        "another client has its own budget"
-    );
-    assert_eq!(
-        stack.fake.calls_to("ok-jwtlimit"),
-        2 * LIMIT + 2,
-        "refused requests never reach Groq"
-    );
+    // Another client has its own budget.
+    assert_eq!(bearer(stack, "limit", OTHER_KEY).status, 200);
+    // Refused requests never reach Groq.
+    assert_eq!(stack.fake.calls_to("ok-jwtlimit"), 2 * LIMIT + 2);
 }
 
 #[test]

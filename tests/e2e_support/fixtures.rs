@@ -175,3 +175,24 @@ pub fn assert_generated_id(id: &str) {
         "not a generated request id: {id:?}"
     );
 }
+
+/// Every field of `want` (an object) has that value in `value`; a `null` wanted is a null or a
+/// missing field.
+#[track_caller]
+pub fn assert_has(value: &Value, want: Value) {
+    for (key, wanted) in want.as_object().expect("an object of wanted fields") {
+        let got = value.get(key).unwrap_or(&Value::Null);
+        assert_eq!(got, wanted, "`{key}` in {value}");
+    }
+}
+
+/// Every header of `want` (an object) has that value in `headers` (the first of its name); a
+/// `null` wanted is a header missing.
+#[track_caller]
+pub fn assert_headers(headers: &[(String, String)], want: Value) {
+    let mut object = serde_json::Map::new();
+    for (name, value) in headers.iter().rev() {
+        object.insert(name.clone(), json!(value));
+    }
+    assert_has(&Value::Object(object), want);
+}

@@ -3,6 +3,7 @@
 //! request bytes (`send_raw`, the answer read with `httparse`), and an SSE parser (`sse_events`).
 //! Every request says `Connection: close` (unless the caller sends a `Connection` header), and no
 //! connection is reused.
+
 use serde_json::Value;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,8 +17,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug)]
 pub struct Response {
     pub status: u16,
-    /// Names lowercased, in the order received (repeats of a name right after its first one:
-    /// `ureq` hands headers over as an `http::HeaderMap`).
+    /// Names lowercased, in the order received.
     pub headers: Vec<(String, String)>,
     /// The body with any chunked transfer-encoding removed.
     pub body: Vec<u8>,
@@ -36,13 +36,9 @@ impl Response {
 
     /// The body as JSON; panics with the status and body when it is not JSON.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
-            panic!(
-                "expected a JSON body ({error}); got status {} with body:\n{}",
-                self.status,
-                self.text()
-            )
-        })
+        let (status, text) = (self.status, self.text());
+        let parsed = serde_json::from_slice(&self.body);
+        parsed.unwrap_or_else(|e| panic!("not JSON ({e}): status {status}, body:\n{text}"))
     }
 }
 
@@ -54,12 +50,12 @@ pub fn send(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    try_send(port, method, path, headers, body, DEFAULT_TIMEOUT)
-        .unwrap_or_else(|error| panic!("{method} {path} on port {port} failed: {error}"))
+    let sent = try_send(port, method, path, headers, body, DEFAULT_TIMEOUT);
+    sent.unwrap_or_else(|error| panic!("{method} {path} on port {port} failed: {error}"))
 }
 
 /// [`send`] with a chosen read timeout, returning I/O errors (a timeout is `TimedOut`; a
-/// connection closed before a status line is `UnexpectedEof`).
+/// connection closed before the answer was whole is `UnexpectedEof`).
 pub fn try_send(
     port: u16,
     method: &str,
@@ -68,30 +64,35 @@ pub fn try_send(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<Response> {
-    try_stream(port, method, path, headers, body, timeout)?.into_response()
-}
-
-/// Sends `bytes` exactly as given (for malformed requests) and reads the answer; panics on error.
-pub fn send_raw(port: u16, bytes: &[u8]) -> Response {
-    try_send_raw(port, bytes, DEFAULT_TIMEOUT)
-        .unwrap_or_else(|error| panic!("raw request to port {port} failed: {error}"))
+    let answer = try_stream(port, method, path, headers, body, timeout)?;
+    let (status, headers) = (answer.status, answer.headers.clone());
+    let body = answer.finish();
+    match body.end {
+        StreamEnd::Complete => Ok(Response {
+            status,
+            headers,
+            body: body.bytes(),
+        }),
+        StreamEnd::Truncated => Err(io::ErrorKind::UnexpectedEof.into()),
+        StreamEnd::Error(kind) => Err(kind.into()),
+    }
 }
 
 /// `POST path` with a JSON body, `content-type: application/json` and, when `key` is given,
 /// `authorization: Bearer key`.
 pub fn post_json(port: u16, path: &str, key: Option<&str>, body: &Value) -> Response {
-    let authorization = key.map(|key| format!("Bearer {key}"));
+    let bearer = key.map(|key| format!("Bearer {key}"));
     let mut headers = vec![("content-type", "application/json")];
-    headers.extend(authorization.as_deref().map(|a| ("authorization", a)));
+    headers.extend(bearer.as_deref().map(|bearer| ("authorization", bearer)));
     send(port, "POST", path, &headers, body.to_string().as_bytes())
 }
 
 /// `GET path`, with `authorization: Bearer key` when `key` is given.
 pub fn get(port: u16, path: &str, key: Option<&str>) -> Response {
-    let authorization = key.map(|key| format!("Bearer {key}"));
-    let headers: Vec<_> = authorization
+    let bearer = key.map(|key| format!("Bearer {key}"));
+    let headers: Vec<_> = bearer
         .as_deref()
-        .map(|a| ("authorization", a))
+        .map(|b| ("authorization", b))
         .into_iter()
         .collect();
     send(port, "GET", path, &headers, b"")
@@ -106,12 +107,14 @@ pub fn stream(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> StreamResponse {
-    try_stream(port, method, path, headers, body, DEFAULT_TIMEOUT)
-        .unwrap_or_else(|error| panic!("{method} {path} on port {port} failed: {error}"))
+    let sent = try_stream(port, method, path, headers, body, DEFAULT_TIMEOUT);
+    sent.unwrap_or_else(|error| panic!("{method} {path} on port {port} failed: {error}"))
 }
 
-/// [`stream`] with a chosen timeout, applied to the connect and to every read and write,
-/// returning I/O errors.
+/// [`stream`] with a chosen timeout for the connect and every read and write, returning I/O
+/// errors. One agent per request: no pool, every status an answer (no redirect followed, no
+/// 4xx/5xx made an error), no proxy, and no header but the caller's, `Host`, `Connection` and
+/// `Content-Length`.
 pub fn try_stream(
     port: u16,
     method: &str,
@@ -120,9 +123,8 @@ pub fn try_stream(
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<StreamResponse> {
-    let mut request = ureq::http::Request::builder()
-        .method(method)
-        .uri(format!("http://127.0.0.1:{port}{path}"));
+    let uri = format!("http://127.0.0.1:{port}{path}");
+    let mut request = ureq::http::Request::builder().method(method).uri(uri);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -132,39 +134,7 @@ pub fn try_stream(
     {
         request = request.header("connection", "close");
     }
-    let agent = agent(timeout);
-    let sent_at = Instant::now();
-    // ureq sends a body (and its `Content-Length`) for whatever it is given, `GET` included:
-    // as before, only `POST`, `PUT` and `PATCH` say `Content-Length: 0` for an empty body.
-    let response = if body.is_empty() && !matches!(method, "POST" | "PUT" | "PATCH") {
-        agent.run(request.body(()).map_err(invalid)?)
-    } else {
-        agent.run(request.body(body).map_err(invalid)?)
-    }
-    .map_err(ureq_error)?;
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            (name.as_str().to_owned(), value)
-        })
-        .collect();
-    Ok(StreamResponse {
-        status,
-        headers,
-        sent_at,
-        reader: response.into_body().into_reader(),
-        end: None,
-    })
-}
-
-/// One agent per request: no pool, every status an answer (no redirects followed, no 4xx/5xx
-/// turned into errors), no proxy from the environment, and no headers beyond the caller's but
-/// `Host`, `Connection` and `Content-Length`.
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .max_idle_connections(0)
@@ -175,35 +145,39 @@ fn agent(timeout: Duration) -> ureq::Agent {
         .accept(AutoHeaderValue::None)
         .timeout_connect(Some(timeout))
         .timeout_per_read(Some(timeout))
-        .timeout_per_write(Some(timeout))
-        .build()
-        .new_agent()
+        .timeout_per_write(Some(timeout));
+    let agent = config.build().new_agent();
+    let sent_at = Instant::now();
+    // Only `POST`, `PUT` and `PATCH` say `Content-Length: 0` for an empty body.
+    let answer = match body.is_empty() && !matches!(method, "POST" | "PUT" | "PATCH") {
+        true => agent.run(request.body(()).map_err(invalid)?),
+        false => agent.run(request.body(body).map_err(invalid)?),
+    };
+    let answer = answer.map_err(ureq_error)?;
+    let text = |value: &ureq::http::HeaderValue| String::from_utf8_lossy(value.as_bytes()).into();
+    let headers = answer
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.to_string(), text(value)));
+    let (status, headers) = (answer.status().as_u16(), headers.collect());
+    let reader = answer.into_body().into_reader();
+    Ok(StreamResponse {
+        status,
+        headers,
+        sent_at,
+        reader,
+        end: None,
+    })
 }
 
-/// `ureq`'s error as the `io::Error` this module has always returned: timeouts are `TimedOut`,
-/// socket errors keep their kind (a connection closed early is `UnexpectedEof`), anything else
-/// (a malformed answer) is `InvalidData`.
+/// `ureq`'s error as an `io::Error`: timeouts are `TimedOut`, socket errors keep their kind (a
+/// connection closed early is `UnexpectedEof`), anything else (a malformed answer) is
+/// `InvalidData`. A body reader wraps `ureq::Error`s in `io::Error`s.
 fn ureq_error(error: ureq::Error) -> io::Error {
     match error {
         ureq::Error::Io(error) => error,
         ureq::Error::Timeout(_) => io::Error::new(io::ErrorKind::TimedOut, error),
         other => invalid(other),
-    }
-}
-
-/// [`ureq_error`] for errors from a body reader, which wraps `ureq::Error`s in `io::Error`s.
-fn body_error(error: io::Error) -> io::Error {
-    if error
-        .get_ref()
-        .is_some_and(|inner| inner.is::<ureq::Error>())
-    {
-        let inner = error.into_inner().expect("checked just above");
-        match inner.downcast::<ureq::Error>() {
-            Ok(error) => ureq_error(*error),
-            Err(other) => io::Error::other(other),
-        }
-    } else {
-        error
     }
 }
 
@@ -226,11 +200,10 @@ pub struct Piece {
     pub at: Instant,
 }
 
-/// A response whose body is still arriving. Iterate it for [`Piece`]s; after the last one,
-/// [`StreamResponse::end`] says whether the body ended cleanly.
+/// A response whose body is still arriving. Iterate it for [`Piece`]s, or `finish` it.
 pub struct StreamResponse {
     pub status: u16,
-    /// Names lowercased, in the order received (repeats of a name right after its first one).
+    /// Names lowercased, in the order received.
     pub headers: Vec<(String, String)>,
     /// When the request was sent, to measure time to each piece.
     pub sent_at: Instant,
@@ -265,44 +238,11 @@ impl StreamResponse {
         find_header(&self.headers, name)
     }
 
-    /// `None` while the body may still have bytes; then why it stopped.
-    pub fn end(&self) -> Option<&StreamEnd> {
-        self.end.as_ref()
-    }
-
     /// Reads the rest of the body.
     pub fn finish(mut self) -> StreamBody {
         let pieces: Vec<Piece> = self.by_ref().collect();
         let end = self.end.clone().unwrap_or(StreamEnd::Complete);
         StreamBody { pieces, end }
-    }
-
-    /// Reads the rest of the body into a [`Response`]; an error unless it ended `Complete`.
-    fn into_response(self) -> io::Result<Response> {
-        let status = self.status;
-        let headers = self.headers.clone();
-        let body = self.finish();
-        match body.end {
-            StreamEnd::Complete => Ok(Response {
-                status,
-                headers,
-                body: body.bytes(),
-            }),
-            StreamEnd::Truncated => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "status {status}: connection closed mid-body after {} bytes",
-                    body.bytes().len()
-                ),
-            )),
-            StreamEnd::Error(kind) => Err(io::Error::new(
-                kind,
-                format!(
-                    "status {status}: body read failed after {} bytes",
-                    body.bytes().len()
-                ),
-            )),
-        }
     }
 }
 
@@ -324,134 +264,98 @@ impl Iterator for StreamResponse {
                     at: Instant::now(),
                 });
             }
-            // ureq reports EOF, or a reset, before the framing's end as `UnexpectedEof`.
-            Err(error) => match body_error(error).kind() {
-                io::ErrorKind::UnexpectedEof => StreamEnd::Truncated,
-                kind => StreamEnd::Error(kind),
-            },
+            // A `ureq::Error` wrapped by the reader, or the socket's own.
+            Err(error) => {
+                let wrapped = error.get_ref().is_some_and(|e| e.is::<ureq::Error>());
+                let error = match wrapped {
+                    true => ureq_error(*error.into_inner().unwrap().downcast().unwrap()),
+                    false => error,
+                };
+                match error.kind() {
+                    // ureq reports EOF, or a reset, before the framing's end this way.
+                    io::ErrorKind::UnexpectedEof => StreamEnd::Truncated,
+                    kind => StreamEnd::Error(kind),
+                }
+            }
         };
         self.end = Some(end);
         None
     }
 }
 
-/// [`send_raw`] with a chosen read timeout, returning I/O errors.
-///
-/// The bytes go straight onto a `TcpStream`: ureq, like any client, will not send a malformed
-/// request. The answer's head is parsed by `httparse`, and so are chunk-size lines
-/// (`httparse::parse_chunk_size`); what is left here is picking the body's framing (chunked,
-/// `Content-Length`, or until EOF) and reading the body whole. Making ureq read an answer to
-/// bytes it did not write would take a custom transport from its unversioned API.
-pub fn try_send_raw(port: u16, bytes: &[u8], timeout: Duration) -> io::Result<Response> {
+/// Sends `bytes` exactly as given (a request no client would send) and reads the answer, whole;
+/// panics on error. The answer's head and chunk-size lines are parsed by `httparse`.
+pub fn send_raw(port: u16, bytes: &[u8]) -> Response {
+    let answer = try_send_raw(port, bytes);
+    answer.unwrap_or_else(|error| panic!("raw request to port {port} failed: {error}"))
+}
+
+fn try_send_raw(port: u16, bytes: &[u8]) -> io::Result<Response> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut socket = TcpStream::connect_timeout(&address, timeout)?;
-    socket.set_read_timeout(Some(timeout))?;
-    socket.set_write_timeout(Some(timeout))?;
+    let mut socket = TcpStream::connect_timeout(&address, DEFAULT_TIMEOUT)?;
+    socket.set_read_timeout(Some(DEFAULT_TIMEOUT))?;
     socket.write_all(bytes)?;
-    let mut input = RawInput {
-        socket,
-        bytes: Vec::new(),
+    let mut read = Vec::new();
+    let mut more = |read: &mut Vec<u8>| {
+        let mut buffer = [0; 16 * 1024];
+        match socket.read(&mut buffer)? {
+            0 => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            n => {
+                read.extend_from_slice(&buffer[..n]);
+                Ok(())
+            }
+        }
     };
     // Interim `1xx` answers (but `101`) come before the real one.
     let (status, headers) = loop {
-        let (status, headers) = input.head()?;
+        let mut slots = [httparse::EMPTY_HEADER; 128];
+        let mut head = httparse::Response::new(&mut slots);
+        let httparse::Status::Complete(length) = head.parse(&read).map_err(invalid)? else {
+            more(&mut read)?;
+            continue;
+        };
+        let text = |value: &[u8]| String::from_utf8_lossy(value).trim().to_owned();
+        let headers = head
+            .headers
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), text(h.value)));
+        let (status, headers) = (head.code.unwrap_or_default(), headers.collect::<Vec<_>>());
+        read.drain(..length);
         if !(100..200).contains(&status) || status == 101 {
             break (status, headers);
         }
     };
-    let chunked = find_header(&headers, "transfer-encoding")
-        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-    let body = if status == 204 || status == 304 {
-        Vec::new()
-    } else if chunked {
-        input.chunked_body()?
-    } else if let Some(length) = find_header(&headers, "content-length") {
-        let length: usize = length.parse().map_err(invalid)?;
-        input.fill(length)?;
-        input.bytes[..length].to_vec()
+    let chunked =
+        find_header(&headers, "transfer-encoding").is_some_and(|te| te.contains("chunked"));
+    let length = find_header(&headers, "content-length").and_then(|l| l.parse().ok());
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            match httparse::parse_chunk_size(&read).map_err(|_| invalid("a bad chunk size"))? {
+                httparse::Status::Partial => more(&mut read)?,
+                httparse::Status::Complete((_, 0)) => break,
+                httparse::Status::Complete((line, size)) => {
+                    // The chunk's data and the CRLF after it.
+                    let end = line + usize::try_from(size).map_err(invalid)?;
+                    while read.len() < end + 2 {
+                        more(&mut read)?;
+                    }
+                    body.extend_from_slice(&read[line..end]);
+                    read.drain(..end + 2);
+                }
+            }
+        }
     } else {
-        input.socket.read_to_end(&mut input.bytes)?;
-        input.bytes
-    };
+        let length = length.unwrap_or(usize::MAX);
+        while read.len() < length && more(&mut read).is_ok() {}
+        read.truncate(length.min(read.len()));
+        body = read;
+    }
     Ok(Response {
         status,
         headers,
         body,
     })
-}
-
-/// A socket and what has been read from it but not yet consumed.
-struct RawInput {
-    socket: TcpStream,
-    bytes: Vec<u8>,
-}
-
-impl RawInput {
-    /// Reads more; `UnexpectedEof` if the peer has closed.
-    fn read_more(&mut self) -> io::Result<()> {
-        let mut buffer = [0; 16 * 1024];
-        let read = self.socket.read(&mut buffer)?;
-        if read == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before the answer was complete",
-            ));
-        }
-        self.bytes.extend_from_slice(&buffer[..read]);
-        Ok(())
-    }
-
-    fn fill(&mut self, length: usize) -> io::Result<()> {
-        while self.bytes.len() < length {
-            self.read_more()?;
-        }
-        Ok(())
-    }
-
-    /// Status and headers (names lowercased), consumed.
-    fn head(&mut self) -> io::Result<(u16, Vec<(String, String)>)> {
-        loop {
-            let mut slots = [httparse::EMPTY_HEADER; 128];
-            let mut parsed = httparse::Response::new(&mut slots);
-            if let httparse::Status::Complete(length) =
-                parsed.parse(&self.bytes).map_err(invalid)?
-            {
-                let headers = parsed
-                    .headers
-                    .iter()
-                    .map(|header| {
-                        let value = String::from_utf8_lossy(header.value).trim().to_owned();
-                        (header.name.to_ascii_lowercase(), value)
-                    })
-                    .collect();
-                let status = parsed.code.unwrap_or_default();
-                self.bytes.drain(..length);
-                return Ok((status, headers));
-            }
-            self.read_more()?;
-        }
-    }
-
-    /// A chunked body, decoded; what follows the last chunk's size line (trailers) is not read.
-    fn chunked_body(&mut self) -> io::Result<Vec<u8>> {
-        let mut body = Vec::new();
-        let mut at = 0;
-        loop {
-            let size_line = httparse::parse_chunk_size(&self.bytes[at..]);
-            match size_line.map_err(|_| invalid("bad chunk size line"))? {
-                httparse::Status::Partial => self.read_more()?,
-                httparse::Status::Complete((_, 0)) => return Ok(body),
-                httparse::Status::Complete((line, size)) => {
-                    let size = usize::try_from(size).map_err(invalid)?;
-                    let data = at + line;
-                    // The chunk's data and the CRLF after it.
-                    self.fill(data + size + 2)?;
-                    body.extend_from_slice(&self.bytes[data..data + size]);
-                    at = data + size + 2;
-                }
-            }
-        }
-    }
 }
 
 /// One server-sent event.
@@ -477,13 +381,11 @@ impl SseEvent {
 pub fn sse_events(bytes: &[u8]) -> Vec<SseEvent> {
     let text = String::from_utf8_lossy(bytes);
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut events = Vec::new();
-    let mut event: Option<String> = None;
-    let mut data: Option<String> = None;
     let normalized = text.replace("\r\n", "\n").replace('\r', "\n");
     let mut lines: Vec<&str> = normalized.split('\n').collect();
     // The piece after the last `\n` is an unterminated line: not part of any complete event.
     lines.pop();
+    let (mut events, mut event, mut data) = (Vec::new(), None, None::<String>);
     for line in lines {
         if line.is_empty() {
             if let Some(data) = data.take() {
@@ -495,22 +397,13 @@ pub fn sse_events(bytes: &[u8]) -> Vec<SseEvent> {
             event = None;
             continue;
         }
-        if line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
-        };
-        match field {
-            "event" => event = Some(value.to_owned()),
-            "data" => match &mut data {
-                Some(data) => {
-                    data.push('\n');
-                    data.push_str(value);
-                }
-                None => data = Some(value.to_owned()),
-            },
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match (field, &mut data) {
+            ("event", _) => event = Some(value.to_owned()),
+            ("data", Some(data)) => *data += &format!("\n{value}"),
+            ("data", None) => data = Some(value.to_owned()),
+            // Comments (an empty field), `id`, `retry` and unknown fields.
             _ => {}
         }
     }
@@ -518,10 +411,10 @@ pub fn sse_events(bytes: &[u8]) -> Vec<SseEvent> {
 }
 
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
+    let found = headers
         .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case(name))
-        .map(|(_, value)| value.as_str())
+        .find(|(key, _)| key.eq_ignore_ascii_case(name));
+    found.map(|(_, value)| value.as_str())
 }
 
 fn invalid(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {

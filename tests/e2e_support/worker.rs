@@ -177,6 +177,25 @@ pub struct Extras<'a> {
     pub replace: &'a [(&'a str, &'a str)],
 }
 
+impl<'a> Extras<'a> {
+    /// `toml` appended to the copy of `wrangler.toml`.
+    pub fn toml(toml: &'a str) -> Self {
+        let toml = Some(toml);
+        Extras {
+            toml,
+            ..Extras::default()
+        }
+    }
+
+    /// `replace` made in the copy of `wrangler.toml`.
+    pub fn replace(replace: &'a [(&'a str, &'a str)]) -> Self {
+        Extras {
+            replace,
+            ..Extras::default()
+        }
+    }
+}
+
 impl Worker {
     /// Builds if needed, starts `wrangler dev` with `vars` overriding `wrangler.toml`'s `[vars]`
     /// (on top of [`BASELINE_VARS`]), and waits until the router answers `GET /healthz` with any

@@ -2,6 +2,7 @@
 //! of it ([`Stack`]), the requests every file sends, and the checks every file makes of answers
 //! and of the Worker's output.
 
+pub use super::checks::assert_has;
 use super::fake_groq::FakeGroq;
 use super::http::{self, Response, StreamResponse};
 use super::worker::{Extras, Worker};
@@ -174,16 +175,6 @@ pub fn assert_generated_id(id: &str) {
         hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
         "not a generated request id: {id:?}"
     );
-}
-
-/// Every field of `want` (an object) has that value in `value`; a `null` wanted is a null or a
-/// missing field.
-#[track_caller]
-pub fn assert_has(value: &Value, want: Value) {
-    for (key, wanted) in want.as_object().expect("an object of wanted fields") {
-        let got = value.get(key).unwrap_or(&Value::Null);
-        assert_eq!(got, wanted, "`{key}` in {value}");
-    }
 }
 
 /// Every header of `want` (an object) has that value in `headers` (the first of its name); a

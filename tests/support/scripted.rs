@@ -91,6 +91,17 @@ pub fn groq_error(status: u16, kind: &str, code: Option<&str>, message: &str) ->
     reply(status, &json!({ "error": error }).to_string())
 }
 
+/// Groq's error written as `"STATUS TYPE[/CODE] MESSAGE"`, e.g.
+/// `"400 invalid_request_error/json_validate_failed Failed to generate JSON"`.
+pub fn groq(spec: &str) -> Script {
+    let (status, rest) = spec.split_once(' ').expect("STATUS TYPE[/CODE] MESSAGE");
+    let (kind, message) = rest.split_once(' ').unwrap_or((rest, ""));
+    let (kind, code) = kind
+        .split_once('/')
+        .map_or((kind, None), |(k, c)| (k, Some(c)));
+    groq_error(status.parse().expect("a status"), kind, code, message)
+}
+
 pub fn gone_404(model: &str) -> Script {
     groq_error(
         404,

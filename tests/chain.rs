@@ -12,145 +12,69 @@ use task_router::http::config::Config;
 use task_router::routing::chain::{ChainSource, ModelChain};
 use task_router::routing::log::Level;
 
-/// Bindings as (name, value) pairs, and a chain as (model, source) pairs.
-type Pairs<'a> = Vec<(&'static str, &'a str)>;
-type Chain = Option<Vec<(String, ChainSource)>>;
-
 const REGISTRY: &str =
     r#"{"fast":["a","b"],"reasoning":["c","a"],"code-review":["d"],"fallback":["b","e"]}"#;
 
-fn chain(pairs: &[(&'static str, &str)], task: &str) -> Option<Vec<(String, ChainSource)>> {
-    let config = load(pairs).expect("valid config");
-    ModelChain::for_task(&config.routing, task)
-        .map(|c| c.entries.into_iter().map(|e| (e.model, e.source)).collect())
+/// `TASK | BINDING=VALUE, … | MODEL/SOURCE …` (`none` for no chain), with `REGISTRY` unless a
+/// `MODEL_REGISTRY` is given.
+const CHAINS: &[&str] = &[
+    // The task's list, then the fallback list, duplicates dropped.
+    "fast | | a/registry b/registry e/fallback",
+    "reasoning | | c/registry a/registry b/fallback e/fallback",
+    // `DEFAULT_<TASK>_MODEL` goes first; one already in the list moves to the front once.
+    "fast | DEFAULT_FAST_MODEL=z | z/task_default a/registry b/registry e/fallback",
+    "fast | DEFAULT_FAST_MODEL=b | b/task_default a/registry e/fallback",
+    // A custom task with a dash maps to `DEFAULT_CODE_REVIEW_MODEL`.
+    "code-review | DEFAULT_CODE_REVIEW_MODEL=y | y/task_default d/registry b/fallback e/fallback",
+    // Another task's default does not apply; a blank one is unset.
+    "fast | DEFAULT_REASONING_MODEL=y | a/registry b/registry e/fallback",
+    "fast | DEFAULT_FAST_MODEL=   | a/registry b/registry e/fallback",
+    // `FORCE_MODEL` pins every task, custom ones too, to one model, no fallback; empty, it is off.
+    "fast | FORCE_MODEL=x, DEFAULT_FAST_MODEL=z | x/forced",
+    "code-review | FORCE_MODEL=x | x/forced",
+    "reasoning | FORCE_MODEL= | c/registry a/registry b/fallback e/fallback",
+    // Unknown tasks, `fallback` (no task), and no invented task for `FORCE_MODEL`.
+    "summarization | | none",
+    "fallback | | none",
+    "nope | FORCE_MODEL=x | none",
+    // No fallback list.
+    r#"fast | MODEL_REGISTRY={"fast":["a"]} | a/registry"#,
+];
+
+/// `BINDING=VALUE, …` as binding pairs, with `REGISTRY` unless a `MODEL_REGISTRY` is given.
+fn pairs(text: &'static str) -> Vec<(&'static str, &'static str)> {
+    let given = text.split(", ").filter(|pair| !pair.trim().is_empty());
+    let given = given.map(|pair| pair.split_once('=').expect("NAME=VALUE"));
+    // A value is what stands before the next `|`, spaces kept only when it is all spaces.
+    let value = |v: &'static str| Some(v.trim_end()).filter(|v| !v.is_empty()).unwrap_or(v);
+    let mut pairs: Vec<_> = given.map(|(name, v)| (name.trim(), value(v))).collect();
+    if !pairs.iter().any(|(name, _)| *name == "MODEL_REGISTRY") {
+        pairs.insert(0, ("MODEL_REGISTRY", REGISTRY));
+    }
+    pairs
 }
 
 #[test]
 fn chain_building_table() {
-    use ChainSource::*;
-    let s = |m: &str, src| (m.to_string(), src);
-    let cases: Vec<(&str, Pairs, &str, Chain)> = vec![
-        (
-            "task list then fallback, duplicates dropped",
-            vec![("MODEL_REGISTRY", REGISTRY)],
-            "fast",
-            Some(vec![s("a", Registry), s("b", Registry), s("e", Fallback)]),
-        ),
-        (
-            "fallback models after the task's own",
-            vec![("MODEL_REGISTRY", REGISTRY)],
-            "reasoning",
-            Some(vec![
-                s("c", Registry),
-                s("a", Registry),
-                s("b", Fallback),
-                s("e", Fallback),
-            ]),
-        ),
-        (
-            "DEFAULT_<TASK>_MODEL goes first",
-            vec![("MODEL_REGISTRY", REGISTRY), ("DEFAULT_FAST_MODEL", "z")],
-            "fast",
-            Some(vec![
-                s("z", TaskDefault),
-                s("a", Registry),
-                s("b", Registry),
-                s("e", Fallback),
-            ]),
-        ),
-        (
-            "a default already in the list moves to the front once",
-            vec![("MODEL_REGISTRY", REGISTRY), ("DEFAULT_FAST_MODEL", "b")],
-            "fast",
-            Some(vec![
-                s("b", TaskDefault),
-                s("a", Registry),
-                s("e", Fallback),
-            ]),
-        ),
-        (
-            "custom task with a dash maps to DEFAULT_CODE_REVIEW_MODEL",
-            vec![
-                ("MODEL_REGISTRY", REGISTRY),
-                ("DEFAULT_CODE_REVIEW_MODEL", "y"),
-            ],
-            "code-review",
-            Some(vec![
-                s("y", TaskDefault),
-                s("d", Registry),
-                s("b", Fallback),
-                s("e", Fallback),
-            ]),
-        ),
-        (
-            "another task's default does not apply",
-            vec![
-                ("MODEL_REGISTRY", REGISTRY),
-                ("DEFAULT_REASONING_MODEL", "y"),
-            ],
-            "fast",
-            Some(vec![s("a", Registry), s("b", Registry), s("e", Fallback)]),
-        ),
-        (
-            "blank default is unset",
-            vec![("MODEL_REGISTRY", REGISTRY), ("DEFAULT_FAST_MODEL", "  ")],
-            "fast",
-            Some(vec![s("a", Registry), s("b", Registry), s("e", Fallback)]),
-        ),
-        (
-            "FORCE_MODEL pins every task to one model, no fallback",
-            vec![
-                ("MODEL_REGISTRY", REGISTRY),
-                ("FORCE_MODEL", "x"),
-                ("DEFAULT_FAST_MODEL", "z"),
-            ],
-            "fast",
-            Some(vec![s("x", Forced)]),
-        ),
-        (
-            "FORCE_MODEL applies to custom tasks too",
-            vec![("MODEL_REGISTRY", REGISTRY), ("FORCE_MODEL", "x")],
-            "code-review",
-            Some(vec![s("x", Forced)]),
-        ),
-        (
-            "empty FORCE_MODEL is off",
-            vec![("MODEL_REGISTRY", REGISTRY), ("FORCE_MODEL", "")],
-            "reasoning",
-            Some(vec![
-                s("c", Registry),
-                s("a", Registry),
-                s("b", Fallback),
-                s("e", Fallback),
-            ]),
-        ),
-        (
-            "unknown task",
-            vec![("MODEL_REGISTRY", REGISTRY)],
-            "summarization",
-            None,
-        ),
-        (
-            "`fallback` is not a task",
-            vec![("MODEL_REGISTRY", REGISTRY)],
-            "fallback",
-            None,
-        ),
-        (
-            "FORCE_MODEL does not invent tasks",
-            vec![("MODEL_REGISTRY", REGISTRY), ("FORCE_MODEL", "x")],
-            "nope",
-            None,
-        ),
-        (
-            "no fallback list",
-            vec![("MODEL_REGISTRY", r#"{"fast":["a"]}"#)],
-            "fast",
-            Some(vec![s("a", Registry)]),
-        ),
-    ];
-    for (name, pairs, task, want) in cases {
-        assert_eq!(chain(&pairs, task), want, "{name}");
+    for case in CHAINS {
+        let [task, given, want] = [0, 1, 2].map(|i| case.split('|').nth(i).unwrap());
+        let (task, want) = (task.trim(), want.trim());
+        let config = load(&pairs(given.trim_start())).expect("valid config");
+        let chain = ModelChain::for_task(&config.routing, task).map(|chain| {
+            let entries = chain.entries.into_iter();
+            let entries = entries.map(|e| format!("{}/{}", e.model, source(e.source)));
+            entries.collect::<Vec<_>>().join(" ")
+        });
+        assert_eq!(chain.as_deref().unwrap_or("none"), want, "{case}");
+    }
+}
+
+fn source(source: ChainSource) -> &'static str {
+    match source {
+        ChainSource::Registry => "registry",
+        ChainSource::Fallback => "fallback",
+        ChainSource::TaskDefault => "task_default",
+        ChainSource::Forced => "forced",
     }
 }
 
@@ -217,136 +141,51 @@ fn base_url_spellings() {
     }
 }
 
+/// `BINDING=VALUE → BINDING: MESSAGE`: a bad configuration (beside `REGISTRY` unless it is a
+/// `MODEL_REGISTRY`) and the problem it is reported as.
+const BAD_CONFIGS: &[&str] = &[
+    "→ MODEL_REGISTRY: not set",
+    "MODEL_REGISTRY={fast: [a]} → MODEL_REGISTRY: not valid JSON",
+    "MODEL_REGISTRY= → MODEL_REGISTRY: not valid JSON",
+    r#"MODEL_REGISTRY=["a"] → MODEL_REGISTRY: must be an object"#,
+    r#"MODEL_REGISTRY={"fast":[]} → MODEL_REGISTRY: `MODEL_REGISTRY.fast` is an empty list"#,
+    r#"MODEL_REGISTRY={"fast":"a"} → MODEL_REGISTRY: must be a list of model ids"#,
+    r#"MODEL_REGISTRY={"fast":["a",7]} → MODEL_REGISTRY: `MODEL_REGISTRY.fast[1]` must be a model id string, got a number"#,
+    r#"MODEL_REGISTRY={"fast":[""]} → MODEL_REGISTRY: `MODEL_REGISTRY.fast[0]`: a model id is empty"#,
+    r#"MODEL_REGISTRY={"fast":["a b"]} → MODEL_REGISTRY: not a valid model id"#,
+    r#"MODEL_REGISTRY={"fast":["a","a"]} → MODEL_REGISTRY: duplicate entry `a`"#,
+    r#"MODEL_REGISTRY={"Fast":["a"]} → MODEL_REGISTRY: task name `Fast`"#,
+    r#"MODEL_REGISTRY={"code review":["a"]} → MODEL_REGISTRY: task name `code review`"#,
+    r#"MODEL_REGISTRY={"fallback":["a"]} → MODEL_REGISTRY: defines no task"#,
+    r#"MODEL_REGISTRY={"a-b":["x"],"a_b":["y"]} → MODEL_REGISTRY: both map to `DEFAULT_A_B_MODEL`"#,
+    "FORCE_MODEL=two words → FORCE_MODEL: not a valid model id",
+    "DEFAULT_FAST_MODEL=x\ny → DEFAULT_FAST_MODEL: not a valid model id",
+    "GROQ_BASE_URL=api.groq.com → GROQ_BASE_URL: must start with https://",
+    "GROQ_BASE_URL=https:// → GROQ_BASE_URL: no host",
+    "ATTEMPT_TIMEOUT_MS=soon → ATTEMPT_TIMEOUT_MS: whole number",
+    "ATTEMPT_TIMEOUT_MS=0 → ATTEMPT_TIMEOUT_MS: from 1 to",
+    r#"ALLOW_UNAUTHENTICATED=yes → ALLOW_UNAUTHENTICATED: "true" or "false""#,
+    "ROUTER_API_KEYS=web: → ROUTER_API_KEYS: no key",
+    r#"LOG_LEVEL=debug → LOG_LEVEL: "info", "warn" or "error""#,
+];
+
 /// Each bad configuration is reported, never panics, and names the binding and the problem.
 #[test]
 fn bad_config_table() {
-    let cases: Vec<(Pairs, &str, &str)> = vec![
-        (vec![], "MODEL_REGISTRY", "not set"),
-        (
-            vec![("MODEL_REGISTRY", "{fast: [a]}")],
-            "MODEL_REGISTRY",
-            "not valid JSON",
-        ),
-        (
-            vec![("MODEL_REGISTRY", "")],
-            "MODEL_REGISTRY",
-            "not valid JSON",
-        ),
-        (
-            vec![("MODEL_REGISTRY", r#"["a"]"#)],
-            "MODEL_REGISTRY",
-            "must be an object",
-        ),
-        (
-            vec![("MODEL_REGISTRY", r#"{"fast":[]}"#)],
-            "MODEL_REGISTRY",
-            "`MODEL_REGISTRY.fast` is an empty list",
-        ),
-        (
-            vec![("MODEL_REGISTRY", r#"{"fast":"a"}"#)],
-            "MODEL_REGISTRY",
-            "must be a list of model ids",
-        ),
-        (
-            vec![("MODEL_REGISTRY", r#"{"fast":["a",7]}"#)],
-            "MODEL_REGISTRY",
-            "`MODEL_REGISTRY.fast[1]` must be a model id string, got a number",
-        ),
-        (
-            vec![("MODEL_REGISTRY", r#"{"fast":[""]}"#)],
-            "MODEL_REGISTRY",
-            "`MODEL_REGISTRY.fast[0]`: a model id is empty",
-        ),
-        (
-            vec![("MODEL_REGISTRY", r#"{"fast":["a b"]}"#)],
-            "MODEL_REGISTRY",
-            "not a valid model id",
-        ),
-        (
-            vec![("MODEL_REGISTRY", r#"{"fast":["a","a"]}"#)],
-            "MODEL_REGISTRY",
-            "duplicate entry `a`",
-        ),
-        (
-            vec![("MODEL_REGISTRY", r#"{"Fast":["a"]}"#)],
-            "MODEL_REGISTRY",
-            "task name `Fast`",
-        ),
-        (
-            vec![("MODEL_REGISTRY", r#"{"code review":["a"]}"#)],
-            "MODEL_REGISTRY",
-            "task name `code review`",
-        ),
-        (
-            vec![("MODEL_REGISTRY", r#"{"fallback":["a"]}"#)],
-            "MODEL_REGISTRY",
-            "defines no task",
-        ),
-        (
-            vec![("MODEL_REGISTRY", r#"{"a-b":["x"],"a_b":["y"]}"#)],
-            "MODEL_REGISTRY",
-            "both map to `DEFAULT_A_B_MODEL`",
-        ),
-        (
-            vec![("MODEL_REGISTRY", REGISTRY), ("FORCE_MODEL", "two words")],
-            "FORCE_MODEL",
-            "not a valid model id",
-        ),
-        (
-            vec![("MODEL_REGISTRY", REGISTRY), ("DEFAULT_FAST_MODEL", "x\ny")],
-            "DEFAULT_FAST_MODEL",
-            "not a valid model id",
-        ),
-        (
-            vec![
-                ("MODEL_REGISTRY", REGISTRY),
-                ("GROQ_BASE_URL", "api.groq.com"),
-            ],
-            "GROQ_BASE_URL",
-            "must start with https://",
-        ),
-        (
-            vec![("MODEL_REGISTRY", REGISTRY), ("GROQ_BASE_URL", "https://")],
-            "GROQ_BASE_URL",
-            "no host",
-        ),
-        (
-            vec![("MODEL_REGISTRY", REGISTRY), ("ATTEMPT_TIMEOUT_MS", "soon")],
-            "ATTEMPT_TIMEOUT_MS",
-            "whole number",
-        ),
-        (
-            vec![("MODEL_REGISTRY", REGISTRY), ("ATTEMPT_TIMEOUT_MS", "0")],
-            "ATTEMPT_TIMEOUT_MS",
-            "from 1 to",
-        ),
-        (
-            vec![
-                ("MODEL_REGISTRY", REGISTRY),
-                ("ALLOW_UNAUTHENTICATED", "yes"),
-            ],
-            "ALLOW_UNAUTHENTICATED",
-            "\"true\" or \"false\"",
-        ),
-        (
-            vec![("MODEL_REGISTRY", REGISTRY), ("ROUTER_API_KEYS", "web:")],
-            "ROUTER_API_KEYS",
-            "no key",
-        ),
-        (
-            vec![("MODEL_REGISTRY", REGISTRY), ("LOG_LEVEL", "debug")],
-            "LOG_LEVEL",
-            "\"info\", \"warn\" or \"error\"",
-        ),
-    ];
-    for (pairs, binding, needle) in cases {
-        let errors = load(&pairs).expect_err(&format!("{pairs:?} should be refused"));
-        assert!(
-            errors.iter().any(|e| e.binding == binding
-                && e.code == "config_invalid"
-                && e.message.contains(needle)),
-            "{pairs:?}: want {binding} containing {needle:?}, got {errors:?}"
-        );
+    for case in BAD_CONFIGS {
+        let (given, want) = case
+            .split_once("→ ")
+            .expect("BINDING=VALUE → BINDING: MESSAGE");
+        let (binding, needle) = want.split_once(": ").expect("BINDING: MESSAGE");
+        let pairs = match given.trim() {
+            "" => Vec::new(),
+            given => pairs(given),
+        };
+        let errors = load(&pairs).expect_err(case);
+        let found = errors.iter().any(|e| {
+            e.binding == binding && e.code == "config_invalid" && e.message.contains(needle)
+        });
+        assert!(found, "{case}: got {errors:?}");
     }
 }
 

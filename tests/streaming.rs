@@ -8,11 +8,12 @@ mod support;
 use std::cell::RefCell;
 
 use serde_json::{json, Value};
+use support::fixtures::{request, send, BEARER, CLIENT_KEYS, HI};
 use support::scripted::*;
 use task_router::groq::provider::TransportError;
 use task_router::http::limit::Unlimited;
 use task_router::http::relay::RelayMode;
-use task_router::http::{HttpRequest, HttpResponse};
+use task_router::http::HttpResponse;
 use task_router::routing::health::{HealthBook, HealthReport};
 use task_router::routing::log::Level;
 
@@ -25,6 +26,22 @@ const DONE: &str = "data: [DONE]\n\n";
 const TOOL_ERROR: &str = "event: error\ndata: {\"error\":{\"message\":\"Tool call validation failed for org_01secret\",\"type\":\"invalid_request_error\",\"code\":\"tool_use_failed\",\"status_code\":400}}\n\n";
 /// `STREAM_RELAY`'s modes; stream tests run in each.
 const MODES: [&str; 2] = ["filter", "pipe"];
+/// A streamed request for the task `fast` on the SDK route.
+const STREAM: &str =
+    r#"{"model":"fast","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+const SDK: &str = "POST /v1/chat/completions";
+
+fn bindings(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut pairs = vec![
+        ("MODEL_REGISTRY", REGISTRY),
+        ("GROQ_API_KEY", "gsk_x"),
+        ("ROUTER_API_KEYS", CLIENT_KEYS),
+        ("ATTEMPT_TIMEOUT_MS", "1000"),
+        EVERY_LINE,
+    ];
+    pairs.extend_from_slice(extra);
+    pairs
+}
 
 struct Run {
     head: HttpResponse,
@@ -40,96 +57,59 @@ struct Run {
     stopped: bool,
 }
 
-fn run(provider: ScriptedProvider, method: &str, path: &str, body: &str) -> Run {
-    run_with(&[], provider, method, path, body)
+impl Run {
+    fn request_line(&self) -> &Value {
+        let line = self.log.iter().rev().find(|(_, l)| l["event"] == "request");
+        &line.expect("a request line").1
+    }
 }
 
+/// `route` (`METHOD PATH`) with `body` and the client key, under `extra` bindings.
 fn run_with(
     extra: &[(&'static str, &'static str)],
     provider: ScriptedProvider,
-    method: &str,
-    path: &str,
+    route: &str,
     body: &str,
 ) -> Run {
-    run_into(SinkBuffer::default(), extra, provider, method, path, body)
-}
-
-/// A stream in `mode` (`STREAM_RELAY`) on the SDK route.
-fn stream_in(mode: &'static str, provider: ScriptedProvider) -> Run {
-    stream_into(mode, SinkBuffer::default(), provider)
-}
-
-/// `stream_in`, relayed into `sink`.
-fn stream_into(mode: &'static str, sink: SinkBuffer, provider: ScriptedProvider) -> Run {
-    run_into(
-        sink,
-        &[("STREAM_RELAY", mode)],
-        provider,
-        "POST",
-        "/v1/chat/completions",
-        &stream_body("fast"),
-    )
-}
-
-fn run_into(
-    sink: SinkBuffer,
-    extra: &[(&'static str, &'static str)],
-    provider: ScriptedProvider,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Run {
-    let mut pairs = vec![
-        ("MODEL_REGISTRY", REGISTRY),
-        ("GROQ_API_KEY", "gsk_x"),
-        ("ROUTER_API_KEYS", "k"),
-        ("ATTEMPT_TIMEOUT_MS", "1000"),
-        EVERY_LINE,
-    ];
-    pairs.extend_from_slice(extra);
-    let request = HttpRequest {
-        authorization: Some("Bearer k"),
-        ..HttpRequest::new(method, path, body.as_bytes())
-    };
-    let ex = exchange_into(
-        &load(&pairs),
-        &provider,
-        &Unlimited,
-        &Default::default(),
-        request,
-        sink,
+    let req = request(route, Some(BEARER), body);
+    let (config, health) = (load(&bindings(extra)), RefCell::default());
+    let sink = SinkBuffer::default();
+    let ex = exchange_into(&config, &provider, &Unlimited, &health, req, sink);
+    let (calls, drained) = (
+        provider.models_called(),
+        provider.last_body_read_to_end.get(),
     );
+    let (head, body, streamed, closed) = (ex.response, ex.text, ex.streamed, ex.closed);
     Run {
-        head: ex.response,
-        body: ex.text,
-        streamed: ex.streamed,
-        closed: ex.closed,
-        calls: provider.models_called(),
+        head,
+        body,
+        streamed,
+        closed,
+        calls,
         log: ex.log,
-        drained: provider.last_body_read_to_end.get(),
+        drained,
         stopped: ex.stopped,
     }
 }
 
-fn stream_body(task: &str) -> String {
-    json!({"model": task, "stream": true, "messages": [{"role": "user", "content": "hi"}]})
-        .to_string()
+fn run(provider: ScriptedProvider, route: &str, body: &str) -> Run {
+    run_with(&[], provider, route, body)
 }
 
-fn request_line(r: &Run) -> &Value {
-    &r.log
-        .iter()
-        .rev()
-        .find(|(_, l)| l["event"] == "request")
-        .expect("a request line")
-        .1
+/// A stream in `mode` (`STREAM_RELAY`) on the SDK route.
+fn stream_in(mode: &'static str, provider: ScriptedProvider) -> Run {
+    run_with(&[("STREAM_RELAY", mode)], provider, SDK, STREAM)
+}
+
+/// `m1` streaming `steps`.
+fn streaming(steps: Vec<Step>) -> ScriptedProvider {
+    ScriptedProvider::new().on("m1", Script::Stream(steps), 5)
 }
 
 #[test]
 fn stream_relay_is_pipe_unless_set_to_filter_and_nothing_else() {
-    let base = [("MODEL_REGISTRY", REGISTRY), ("GROQ_API_KEY", "g")];
     let relay = |value: Option<&'static str>| {
-        let mut pairs = base.to_vec();
+        let mut pairs = vec![("MODEL_REGISTRY", REGISTRY), ("GROQ_API_KEY", "g")];
         pairs.extend(value.map(|v| ("STREAM_RELAY", v)));
         load(&pairs).map(|c| c.stream_relay)
     };
@@ -138,10 +118,13 @@ fn stream_relay_is_pipe_unless_set_to_filter_and_nothing_else() {
     assert_eq!(relay(Some(" Filter ")), Ok(RelayMode::Filter));
     let errors = relay(Some("tee")).expect_err("an unknown mode is refused");
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert_eq!(errors[0].binding, "STREAM_RELAY");
+    let found = (errors[0].binding.as_str(), errors[0].message.as_str());
     assert_eq!(
-        errors[0].message,
-        "`STREAM_RELAY` must be \"pipe\" or \"filter\""
+        found,
+        (
+            "STREAM_RELAY",
+            "`STREAM_RELAY` must be \"pipe\" or \"filter\""
+        )
     );
 }
 
@@ -156,35 +139,36 @@ fn a_stream_is_relayed_byte_for_byte_with_usage_logged() {
             // by the pipe, which passes on everything Groq sends.
             bytes(": end\n\n", 1),
         ];
-        let r = stream_in(
-            mode,
-            ScriptedProvider::new().on("m1", Script::Stream(steps), 50),
-        );
+        let provider = ScriptedProvider::new().on("m1", Script::Stream(steps), 50);
+        let r = stream_in(mode, provider);
         assert!(r.streamed, "{mode}");
         assert_eq!(r.head.status, 200);
-        assert_eq!(r.head.header("content-type"), Some("text/event-stream"));
-        assert_eq!(r.head.header("x-model-used"), Some("m1"));
-        assert_eq!(r.head.header("x-task-type"), Some("fast"));
-        let (trailer, duration) = match mode {
-            "pipe" => (": end\n\n", 171),
-            _ => ("", 170),
+        let headers = ["content-type", "x-model-used", "x-task-type"].map(|h| r.head.header(h));
+        assert_eq!(
+            headers,
+            [Some("text/event-stream"), Some("m1"), Some("fast")]
+        );
+        let (trailer, duration) = if mode == "pipe" {
+            (": end\n\n", 171)
+        } else {
+            ("", 170)
         };
         assert_eq!(
             r.body,
             format!("{ROLE}{HELLO}{FINAL}{DONE}{trailer}"),
             "{mode}"
         );
-        assert!(r.closed, "{mode}");
-        assert!(!r.stopped, "{mode}");
-        assert!(
-            r.drained,
-            "{mode}: the upstream body is read to its end so its connection can be reused"
-        );
+        assert!(r.closed && !r.stopped, "{mode}");
+        // The upstream body is read to its end so its connection can be reused.
+        assert!(r.drained, "{mode}");
         assert_eq!(r.calls, vec!["m1"]);
-        let line = request_line(&r);
-        assert_eq!(line["outcome"], "ok", "{mode}");
-        assert_eq!(line["prompt_tokens"], 9, "{mode}");
-        assert_eq!(line["total_tokens"], 12, "{mode}");
+        let line = r.request_line();
+        let logged = [
+            &line["outcome"],
+            &line["prompt_tokens"],
+            &line["total_tokens"],
+        ];
+        assert_eq!(logged, [&json!("ok"), &json!(9), &json!(12)], "{mode}");
         assert_eq!(line["duration_ms"], duration, "{mode}");
     }
 }
@@ -194,19 +178,20 @@ fn a_piped_stream_goes_on_from_where_the_first_read_stopped_mid_event() {
     // The first read ends inside the second event: the pipe relays the rest of it, so the caller
     // gets Groq's bytes whole and in order.
     let (hello_start, hello_rest) = HELLO.split_at(30);
+    let first = bytes(&format!("{ROLE}{hello_start}"), 5);
     let steps = vec![
-        bytes(&format!("{ROLE}{hello_start}"), 5),
+        first,
         bytes(&format!("{hello_rest}{FINAL}"), 5),
         bytes(DONE, 5),
     ];
     for mode in MODES {
-        let r = stream_in(
-            mode,
-            ScriptedProvider::new().on("m1", Script::Stream(steps.clone()), 5),
-        );
+        let r = stream_in(mode, streaming(steps.clone()));
         assert_eq!(r.body, format!("{ROLE}{HELLO}{FINAL}{DONE}"), "{mode}");
-        assert_eq!(request_line(&r)["outcome"], "ok", "{mode}");
-        assert_eq!(request_line(&r)["total_tokens"], 12, "{mode}");
+        let line = r.request_line();
+        assert_eq!(
+            (&line["outcome"], &line["total_tokens"]),
+            (&json!("ok"), &json!(12))
+        );
     }
 }
 
@@ -214,71 +199,54 @@ fn a_piped_stream_goes_on_from_where_the_first_read_stopped_mid_event() {
 fn log_level_warn_logs_a_broken_stream_but_not_a_whole_one() {
     for mode in MODES {
         let stream_at_warn = |steps| {
-            run_with(
-                &[("LOG_LEVEL", "warn"), ("STREAM_RELAY", mode)],
-                ScriptedProvider::new().on("m1", Script::Stream(steps), 5),
-                "POST",
-                "/v1/chat/completions",
-                &stream_body("fast"),
-            )
+            let warn = [("LOG_LEVEL", "warn"), ("STREAM_RELAY", mode)];
+            run_with(&warn, streaming(steps), SDK, STREAM)
         };
-        let whole = vec![bytes(ROLE, 10), bytes(&format!("{HELLO}{FINAL}{DONE}"), 10)];
-        let r = stream_at_warn(whole);
+        let whole = format!("{HELLO}{FINAL}{DONE}");
+        let r = stream_at_warn(vec![bytes(ROLE, 10), bytes(&whole, 10)]);
         assert!(r.streamed && r.closed, "{mode}");
         assert!(r.log.is_empty(), "{mode}: {:?}", r.log);
 
-        let broken = vec![
-            bytes(ROLE, 10),
-            Step::Fail(TransportError::Connection("reset".into())),
-        ];
-        let r = stream_at_warn(broken);
+        let r = stream_at_warn(vec![bytes(ROLE, 10), Step::Fail(reset("reset"))]);
         assert_eq!(r.log.len(), 1, "{mode}: {:?}", r.log);
-        assert_eq!(r.log[0].0, Level::Warn, "{mode}");
-        assert_eq!(r.log[0].1["outcome"], "stream_interrupted", "{mode}");
+        let (level, line) = &r.log[0];
+        assert_eq!(
+            (*level, &line["outcome"]),
+            (Level::Warn, &json!("stream_interrupted"))
+        );
     }
+}
+
+/// A case of a table: what `m1` does, and what the router makes of it.
+fn case<T>(script: T, outcome: &str) -> (T, &str) {
+    (script, outcome)
+}
+
+fn reset(why: &str) -> TransportError {
+    TransportError::Connection(why.into())
 }
 
 #[test]
 fn before_the_first_event_a_failing_stream_falls_back() {
-    let cases: Vec<(&str, Script, &str)> = vec![
-        (
-            "ends before any event",
-            Script::Stream(vec![]),
-            "upstream_error",
-        ),
-        (
-            "only a keep-alive comment, then ends",
-            Script::Stream(vec![bytes(": ping\n\n", 5)]),
-            "upstream_error",
-        ),
-        (
-            "drops before any event",
-            Script::Stream(vec![Step::Fail(TransportError::Connection("reset".into()))]),
-            "connection_error",
-        ),
-        (
-            "first event is a tool_use_failed error",
-            Script::Stream(vec![bytes(TOOL_ERROR, 5)]),
-            "cannot_serve",
-        ),
-        (
-            "no first event within the attempt timeout",
-            Script::Stream(vec![bytes(ROLE, 5_000)]),
-            "timeout",
-        ),
-        ("429 before streaming", rate_limited("3"), "rate_limited"),
-        (
-            "connection refused",
-            Script::Fail(TransportError::Connection("refused".into())),
-            "connection_error",
-        ),
+    let stream = Script::Stream;
+    let cases = [
+        // Ends before any event, or after a keep-alive comment only.
+        case(stream(vec![]), "upstream_error"),
+        case(stream(vec![bytes(": ping\n\n", 5)]), "upstream_error"),
+        case(stream(vec![Step::Fail(reset("reset"))]), "connection_error"),
+        // The first event is a `tool_use_failed` error.
+        case(stream(vec![bytes(TOOL_ERROR, 5)]), "cannot_serve"),
+        // No first event within the attempt timeout.
+        case(stream(vec![bytes(ROLE, 5_000)]), "timeout"),
+        case(rate_limited("3"), "rate_limited"),
+        case(Script::Fail(reset("refused")), "connection_error"),
     ];
-    for ((name, script, outcome), mode) in cases
+    for ((script, outcome), mode) in cases
         .into_iter()
-        .flat_map(|case| MODES.map(|mode| (case.clone(), mode)))
+        .flat_map(|c| MODES.map(|m| (c.clone(), m)))
     {
-        let name = format!("{name} ({mode})");
-        let ok = Script::Stream(vec![
+        let name = format!("{script:?} ({mode})");
+        let ok = stream(vec![
             bytes(ROLE, 5),
             bytes(&format!("{HELLO}{FINAL}{DONE}"), 5),
         ]);
@@ -289,85 +257,67 @@ fn before_the_first_event_a_failing_stream_falls_back() {
         assert!(r.streamed, "{name}: {}", r.body);
         assert_eq!(r.calls, vec!["m1", "m2"], "{name}");
         assert_eq!(r.head.header("x-model-used"), Some("m2"), "{name}");
+        let attempts = r.head.header("x-attempts").unwrap();
         assert!(
-            r.head
-                .header("x-attempts")
-                .unwrap()
-                .starts_with(&format!("m1={outcome}")),
-            "{name}: {:?}",
-            r.head.header("x-attempts")
+            attempts.starts_with(&format!("m1={outcome}")),
+            "{name}: {attempts}"
         );
-        assert_eq!(
-            r.body,
-            format!("{ROLE}{HELLO}{FINAL}{DONE}"),
-            "{name}: nothing of m1 may leak into the answer"
-        );
+        // Nothing of m1 may leak into the answer.
+        assert_eq!(r.body, format!("{ROLE}{HELLO}{FINAL}{DONE}"), "{name}");
     }
 }
 
 #[test]
 fn after_the_first_event_a_broken_stream_ends_with_an_error_event_and_no_done() {
-    let cases: Vec<(&str, Vec<Step>, &str)> = vec![
-        (
-            "connection dropped after two chunks",
-            vec![
-                bytes(ROLE, 5),
-                bytes(HELLO, 5),
-                Step::Fail(TransportError::Connection("reset".into())),
-            ],
+    let tool_error = format!("{HELLO}{TOOL_ERROR}");
+    let cases = [
+        case(
+            vec![bytes(ROLE, 5), bytes(HELLO, 5), Step::Fail(reset("r"))],
             "stream_interrupted",
         ),
-        (
-            "ends without [DONE]",
-            vec![bytes(ROLE, 5), bytes(HELLO, 5)],
-            "stream_incomplete",
-        ),
-        (
-            "event: error mid-stream",
-            vec![bytes(ROLE, 5), bytes(&format!("{HELLO}{TOOL_ERROR}"), 5)],
+        // Ends without `[DONE]`.
+        case(vec![bytes(ROLE, 5), bytes(HELLO, 5)], "stream_incomplete"),
+        // An `event: error` mid-stream.
+        case(
+            vec![bytes(ROLE, 5), bytes(&tool_error, 5)],
             "tool_use_failed",
         ),
-        (
-            "stalls past the idle timeout",
-            vec![bytes(ROLE, 5), bytes(HELLO, 5_000)],
-            "stream_timeout",
-        ),
+        // Stalls past the idle timeout.
+        case(vec![bytes(ROLE, 5), bytes(HELLO, 5_000)], "stream_timeout"),
     ];
-    for ((name, steps, code), mode) in cases
+    for ((steps, code), mode) in cases
         .into_iter()
-        .flat_map(|case| MODES.map(|mode| (case.clone(), mode)))
+        .flat_map(|c| MODES.map(|m| (c.clone(), m)))
     {
-        let name = format!("{name} ({mode})");
+        let name = format!("{code} ({mode})");
+        let provider = streaming(steps).on("m2", completion("m2"), 5);
+        let body = r#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
         let r = run_with(
             &[("STREAM_RELAY", mode)],
-            ScriptedProvider::new()
-                .on("m1", Script::Stream(steps), 5)
-                .on("m2", completion("m2"), 5),
-            "POST",
-            "/v1/tasks/fast",
-            r#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+            provider,
+            "POST /v1/tasks/fast",
+            body,
         );
         assert!(r.streamed, "{name}");
-        assert_eq!(
-            r.calls,
-            vec!["m1"],
-            "{name}: a committed stream is never retried on another model"
-        );
-        assert!(
-            !r.body.contains("[DONE]"),
-            "{name}: a broken stream must not end cleanly"
-        );
+        // A committed stream is never retried on another model.
+        assert_eq!(r.calls, vec!["m1"], "{name}");
+        // A broken stream must not end cleanly.
+        assert!(!r.body.contains("[DONE]"), "{name}");
         assert!(r.body.starts_with(ROLE), "{name}");
-        let events: Vec<&str> = r.body.split("\n\n").filter(|e| !e.is_empty()).collect();
-        let last = events.last().unwrap();
+        let last = r
+            .body
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .last()
+            .unwrap();
         let error: Value =
-            serde_json::from_str(last.strip_prefix("data: ").expect("a data event")).unwrap();
-        assert_eq!(error["error"]["code"], code, "{name}: {last}");
-        assert!(error["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()));
-        assert!(error["error"]["type"].is_string());
-        assert!(!last.contains("01secret"), "{name}: org ids are redacted");
+            serde_json::from_str(last.strip_prefix("data: ").expect("data")).unwrap();
+        let error = &error["error"];
+        assert_eq!(error["code"], code, "{name}: {last}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(error["type"].is_string());
+        // Org ids are redacted.
+        assert!(!last.contains("01secret"), "{name}");
         // Groq's own error event: the filter holds it back; the pipe has already relayed it as
         // Groq sent it when the relay reads its copy.
         let groqs_event = code == "tool_use_failed" && mode == "pipe";
@@ -379,8 +329,12 @@ fn after_the_first_event_a_broken_stream_ends_with_an_error_event_and_no_done() 
         );
         assert_eq!(r.body.contains("01secret"), groqs_event, "{name}");
         assert!(r.closed);
-        assert_ne!(request_line(&r)["outcome"], "ok", "{name}");
-        assert_eq!(request_line(&r)["outcome"], code_logged(code), "{name}");
+        let logged = if code.starts_with("stream_") {
+            code
+        } else {
+            "upstream_stream_error"
+        };
+        assert_eq!(r.request_line()["outcome"], logged, "{name}");
     }
 }
 
@@ -390,13 +344,10 @@ fn a_stream_cut_mid_event_never_relays_half_an_event_as_whole() {
     let steps = vec![
         bytes(ROLE, 5),
         bytes(hello_start, 5),
-        Step::Fail(TransportError::Connection("reset".into())),
+        Step::Fail(reset("reset")),
     ];
     for mode in MODES {
-        let r = stream_in(
-            mode,
-            ScriptedProvider::new().on("m1", Script::Stream(steps.clone()), 5),
-        );
+        let r = stream_in(mode, streaming(steps.clone()));
         let error = "data: {\"error\":{\"message\":\"the connection to the model dropped mid-stream; the answer is truncated\",\"type\":\"api_error\",\"code\":\"stream_interrupted\"}}\n\n";
         // The filter holds the half event back; the pipe has relayed it, so the router ends it
         // before its own event, which a client then reads whole.
@@ -405,15 +356,7 @@ fn a_stream_cut_mid_event_never_relays_half_an_event_as_whole() {
             _ => format!("{ROLE}{error}"),
         };
         assert_eq!(r.body, expected, "{mode}");
-        assert_eq!(request_line(&r)["outcome"], "stream_interrupted", "{mode}");
-    }
-}
-
-/// The request line's `outcome` for a stream broken with this error code.
-fn code_logged(code: &str) -> &str {
-    match code {
-        "stream_interrupted" | "stream_incomplete" | "stream_timeout" => code,
-        _ => "upstream_stream_error",
+        assert_eq!(r.request_line()["outcome"], "stream_interrupted", "{mode}");
     }
 }
 
@@ -428,43 +371,32 @@ fn a_caller_who_leaves_mid_stream_stops_the_relay_and_says_nothing_of_the_model(
     };
     for mode in MODES {
         let health = RefCell::new(HealthBook::default());
-        let config = load(&[
-            ("MODEL_REGISTRY", REGISTRY),
-            ("GROQ_API_KEY", "g"),
-            ("ROUTER_API_KEYS", "k"),
-            ("STREAM_RELAY", mode),
-            EVERY_LINE,
-        ]);
-        let body = stream_body("fast");
+        let config = load(&bindings(&[("STREAM_RELAY", mode)]));
         // Three times: were a caller leaving a failure of the model, its circuit would open.
         for _ in 0..3 {
-            let provider = ScriptedProvider::new().on("m1", Script::Stream(steps()), 5);
-            let req = HttpRequest {
-                authorization: Some("Bearer k"),
-                ..HttpRequest::new("POST", "/v1/chat/completions", body.as_bytes())
-            };
+            let provider = streaming(steps());
             // The caller takes the first event and the first `hello`, then leaves.
-            let sink = SinkBuffer::leaving_after(2);
+            let (req, sink) = (
+                request(SDK, Some(BEARER), STREAM),
+                SinkBuffer::leaving_after(2),
+            );
             let r = exchange_into(&config, &provider, &Unlimited, &health, req, sink);
             assert_eq!(r.text, format!("{ROLE}{HELLO}"), "{mode}");
-            let line = r
-                .log
-                .iter()
-                .find(|(_, l)| l["event"] == "request")
-                .expect("a request line");
-            assert_eq!(line.1["outcome"], "client_disconnected", "{mode}");
-            // The pipe stops Groq's body (once its copy has shown that Groq is still sending);
-            // the filter drops it at its next write.
-            assert_eq!(r.stopped, mode == "pipe", "{mode}");
-            assert!(
-                !provider.last_body_read_to_end.get(),
-                "{mode}: Groq's body is not read on"
+            let line = r.log.iter().find(|(_, l)| l["event"] == "request");
+            assert_eq!(
+                line.expect("a request line").1["outcome"],
+                "client_disconnected"
             );
+            // The pipe stops Groq's body (once its copy has shown that Groq is still sending);
+            // the filter drops it at its next write. Either way Groq's body is not read on.
+            assert_eq!(r.stopped, mode == "pipe", "{mode}");
+            assert!(!provider.last_body_read_to_end.get(), "{mode}");
         }
+        // A caller who left says nothing of the model.
         assert_eq!(
             health.borrow().report("m1", 1_000),
             HealthReport::Healthy,
-            "{mode}: a caller who left says nothing of the model"
+            "{mode}"
         );
     }
 }
@@ -473,66 +405,49 @@ fn a_caller_who_leaves_mid_stream_stops_the_relay_and_says_nothing_of_the_model(
 /// that always breaks mid-stream opens its circuit, and the next request goes to the next model.
 #[test]
 fn streams_that_break_mid_way_open_the_models_circuit() {
-    let health = Default::default();
-    let config = load(&[
-        ("MODEL_REGISTRY", REGISTRY),
-        ("GROQ_API_KEY", "g"),
-        ("ROUTER_API_KEYS", "k"),
-    ]);
+    let (health, config) = (RefCell::default(), load(&bindings(&[])));
     let body = r#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let send = |provider: &ScriptedProvider| {
-        let req = HttpRequest {
-            authorization: Some("Bearer k"),
-            ..HttpRequest::new("POST", "/v1/tasks/fast", body.as_bytes())
-        };
+        let req = request("POST /v1/tasks/fast", Some(BEARER), body);
         exchange(&config, provider, &Unlimited, &health, req)
     };
-    let breaking = ScriptedProvider::new()
-        .on(
-            "m1",
-            Script::Stream(vec![bytes(ROLE, 5), bytes(HELLO, 5)]),
-            5,
-        )
-        .on(
-            "m2",
-            Script::Stream(vec![bytes(&format!("{ROLE}{DONE}"), 5)]),
-            5,
-        );
+    let breaking = streaming(vec![bytes(ROLE, 5), bytes(HELLO, 5)]);
+    let breaking = breaking.on(
+        "m2",
+        Script::Stream(vec![bytes(&format!("{ROLE}{DONE}"), 5)]),
+        5,
+    );
     for _ in 0..3 {
         assert!(send(&breaking).text.contains("stream_incomplete"));
     }
     let after = send(&breaking);
     assert!(after.text.ends_with(DONE), "{}", after.text);
     assert_eq!(breaking.models_called(), vec!["m1", "m1", "m1", "m2"]);
-    assert_eq!(
-        after.response.header("x-attempts"),
-        Some("m1=skipped(circuit_open), m2=ok(200)")
-    );
+    let attempts = "m1=skipped(circuit_open), m2=ok(200)";
+    assert_eq!(after.response.header("x-attempts"), Some(attempts));
 }
 
 #[test]
 fn the_sdk_route_passes_groqs_completion_through() {
     let body = r#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#;
     for path in ["/v1/chat/completions", "/openai/v1/chat/completions"] {
-        let provider =
-            ScriptedProvider::new()
-                .on("m1", gone_404("m1"), 5)
-                .on("m2", completion("m2"), 5);
-        let r = run(provider, "POST", path, body);
+        let provider = ScriptedProvider::new().on("m1", gone_404("m1"), 5);
+        let r = run(
+            provider.on("m2", completion("m2"), 5),
+            &format!("POST {path}"),
+            body,
+        );
         assert!(!r.streamed);
         assert_eq!(r.head.status, 200, "{path}: {}", r.body);
         let Script::Reply(groq) = completion("m2") else {
             unreachable!()
         };
+        // Groq's bytes, unchanged.
+        assert_eq!(r.body.as_bytes(), groq.body.as_slice(), "{path}");
+        let headers = ["x-model-used", "x-attempts"].map(|name| r.head.header(name));
         assert_eq!(
-            r.body.as_bytes(),
-            groq.body.as_slice(),
-            "{path}: Groq's bytes, unchanged"
-        );
-        assert_eq!(r.head.header("x-model-used"), Some("m2"));
-        assert_eq!(
-            r.head.header("x-attempts"),
-            Some("m1=model_gone(404), m2=ok(200)")
+            headers,
+            [Some("m2"), Some("m1=model_gone(404), m2=ok(200)")]
         );
         assert_eq!(r.calls, vec!["m1", "m2"]);
     }
@@ -542,57 +457,54 @@ fn the_sdk_route_passes_groqs_completion_through() {
 fn sdk_route_errors_look_like_openais() {
     // An unknown task, streamed or not, on either SDK route: a plain 404 SDKs raise
     // `NotFoundError` for.
-    for (path, stream) in [
-        ("/v1/chat/completions", false),
-        ("/v1/chat/completions", true),
-        ("/openai/v1/chat/completions", false),
-        ("/openai/v1/chat/completions", true),
-    ] {
-        let body = json!({"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
-        let r = run(ScriptedProvider::new(), "POST", path, &body.to_string());
-        assert_eq!((r.head.status, r.streamed), (404, false), "{path} {stream}");
-        let body: Value = serde_json::from_str(&r.body).unwrap();
-        assert_eq!(body["error"]["code"], "model_not_found");
-        assert_eq!(body["error"]["param"], "model");
-        assert_eq!(body["error"]["type"], "invalid_request_error");
-        let message = body["error"]["message"].as_str().unwrap();
-        assert!(
-            message.contains("`gpt-4o`") && message.contains("`fast`"),
-            "{message}"
-        );
+    for path in ["/v1/chat/completions", "/openai/v1/chat/completions"] {
+        for stream in [false, true] {
+            let hi = json!([{"role": "user", "content": "hi"}]);
+            let body = json!({"model": "gpt-4o", "stream": stream, "messages": hi}).to_string();
+            let r = run(ScriptedProvider::new(), &format!("POST {path}"), &body);
+            assert_eq!((r.head.status, r.streamed), (404, false), "{path} {stream}");
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            let error = &body["error"];
+            let want = [
+                json!("model_not_found"),
+                json!("model"),
+                json!("invalid_request_error"),
+            ];
+            assert_eq!(
+                [&error["code"], &error["param"], &error["type"]],
+                want.each_ref()
+            );
+            let message = error["message"].as_str().unwrap();
+            assert!(
+                message.contains("`gpt-4o`") && message.contains("`fast`"),
+                "{message}"
+            );
+        }
     }
-
-    let r = run(
-        ScriptedProvider::new(),
-        "POST",
-        "/v1/chat/completions",
-        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
-    );
+    let r = run(ScriptedProvider::new(), SDK, HI);
     assert_eq!(r.head.status, 400);
     assert_eq!(
         serde_json::from_str::<Value>(&r.body).unwrap()["error"]["param"],
         "model"
     );
-
     let r = run(
         ScriptedProvider::new(),
-        "POST",
-        "/v1/chat/completions",
+        SDK,
         r#"{"model":7,"messages":[{"role":"user","content":"hi"}]}"#,
     );
     assert_eq!(r.head.status, 400);
-
-    let r = run(ScriptedProvider::new(), "GET", "/v1/chat/completions", "");
+    let r = run(ScriptedProvider::new(), "GET /v1/chat/completions", "");
     assert_eq!((r.head.status, r.head.header("allow")), (405, Some("POST")));
     assert!(r.calls.is_empty());
 }
 
 #[test]
 fn models_lists_the_tasks() {
+    let json = |r: Run| serde_json::from_str::<Value>(&r.body).unwrap();
     for path in ["/v1/models", "/openai/v1/models"] {
-        let r = run(ScriptedProvider::new(), "GET", path, "");
+        let r = run(ScriptedProvider::new(), &format!("GET {path}"), "");
         assert_eq!(r.head.status, 200);
-        let body: Value = serde_json::from_str(&r.body).unwrap();
+        let body = json(r);
         assert_eq!(body["object"], "list");
         let ids: Vec<&str> = body["data"]
             .as_array()
@@ -601,40 +513,20 @@ fn models_lists_the_tasks() {
             .map(|m| m["id"].as_str().unwrap())
             .collect();
         assert_eq!(ids, vec!["fast", "reasoning"]);
-        assert_eq!(
-            body["data"][0],
-            json!({"id":"fast","object":"model","created":0,"owned_by":"task-router"})
-        );
+        let fast = json!({"id":"fast","object":"model","created":0,"owned_by":"task-router"});
+        assert_eq!(body["data"][0], fast);
     }
     let r = run(
         ScriptedProvider::new(),
-        "GET",
-        "/openai/v1/models/reasoning",
+        "GET /openai/v1/models/reasoning",
         "",
     );
-    assert_eq!(
-        serde_json::from_str::<Value>(&r.body).unwrap()["id"],
-        "reasoning"
-    );
-    let r = run(ScriptedProvider::new(), "GET", "/v1/models/nope", "");
+    assert_eq!(json(r)["id"], "reasoning");
+    let r = run(ScriptedProvider::new(), "GET /v1/models/nope", "");
     assert_eq!(r.head.status, 404);
-    assert_eq!(
-        serde_json::from_str::<Value>(&r.body).unwrap()["error"]["code"],
-        "model_not_found"
-    );
+    assert_eq!(json(r)["error"]["code"], "model_not_found");
     // The task list is for clients only.
-    let config = load(&[
-        ("MODEL_REGISTRY", REGISTRY),
-        ("GROQ_API_KEY", "g"),
-        ("ROUTER_API_KEYS", "k"),
-    ]);
-    let req = HttpRequest::new("GET", "/v1/models", b"");
-    let ex = exchange(
-        &config,
-        &ScriptedProvider::new(),
-        &Unlimited,
-        &Default::default(),
-        req,
-    );
+    let req = request("GET /v1/models", None, "");
+    let ex = send(&bindings(&[]), &ScriptedProvider::new(), req);
     assert_eq!(ex.response.status, 401);
 }

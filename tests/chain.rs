@@ -6,6 +6,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use serde_json::json;
+use support::fixtures::bindings_of;
 use support::scripted::{bindings, load};
 use task_router::bindings::BindingValue;
 use task_router::http::config::Config;
@@ -43,11 +44,7 @@ const CHAINS: &[&str] = &[
 
 /// `BINDING=VALUE, …` as binding pairs, with `REGISTRY` unless a `MODEL_REGISTRY` is given.
 fn pairs(text: &'static str) -> Vec<(&'static str, &'static str)> {
-    let given = text.split(", ").filter(|pair| !pair.trim().is_empty());
-    let given = given.map(|pair| pair.split_once('=').expect("NAME=VALUE"));
-    // A value is what stands before the next `|`, spaces kept only when it is all spaces.
-    let value = |v: &'static str| Some(v.trim_end()).filter(|v| !v.is_empty()).unwrap_or(v);
-    let mut pairs: Vec<_> = given.map(|(name, v)| (name.trim(), value(v))).collect();
+    let mut pairs = bindings_of(text);
     if !pairs.iter().any(|(name, _)| *name == "MODEL_REGISTRY") {
         pairs.insert(0, ("MODEL_REGISTRY", REGISTRY));
     }
@@ -108,11 +105,8 @@ fn defaults_when_optional_bindings_are_absent() {
     assert_eq!(c.routing.force_model, None);
     assert_eq!(c.routing.groq_api_key, None);
     assert!(!c.client_auth.is_configured());
-    assert_eq!(
-        c.log_level,
-        Level::Info,
-        "every request accounted for by default"
-    );
+    // Every request accounted for by default.
+    assert_eq!(c.log_level, Level::Info);
 }
 
 #[test]

@@ -400,10 +400,8 @@ fn by_default_every_request_is_accounted_for_in_its_line() {
     let nothing = json!({"model": null, "total_tokens": null, "cost_usd": null});
     assert_has(failed.line(), nothing);
     let fields = ["model", "total_tokens", "cost_usd"];
-    assert!(
-        fields.iter().all(|f| failed.line().get(f).is_some()),
-        "null, not missing"
-    );
+    // Null, not missing.
+    assert!(fields.iter().all(|f| failed.line().get(f).is_some()));
 }
 
 /// Issue 14: with `USAGE` bound, one Analytics Engine point per routed request, the same facts

@@ -151,18 +151,12 @@ fn a_rate_limited_model_cools_for_retry_after() {
     assert_eq!(router.fast().2, vec!["m1", "m2"]);
     router.advance(7_000);
     let (_, body, calls) = router.fast();
-    assert_eq!(
-        calls,
-        vec!["m2"],
-        "cooling: skipped while another model can answer"
-    );
+    // Cooling: skipped while another model can answer.
+    assert_eq!(calls, vec!["m2"]);
     assert_eq!(rows(&body)[0], row("m1", "skipped", Some("rate_limited")));
     router.advance(1_000);
-    assert_eq!(
-        router.fast().2,
-        vec!["m1", "m2"],
-        "cooled down: tried again"
-    );
+    // Cooled down: tried again.
+    assert_eq!(router.fast().2, vec!["m1", "m2"]);
 }
 
 #[test]
@@ -195,11 +189,8 @@ fn too_large_for_every_model_is_that_callers_413_and_blocks_no_one() {
         let (r, body, calls) = router.ask("POST", "/v1/tasks/solo");
         assert_eq!(r.status, 413, "{body}");
         assert_eq!(calls, vec!["s1", "f1"], "every model is asked, every time");
-        assert_eq!(
-            r.header("retry-after"),
-            None,
-            "retrying it unchanged cannot help"
-        );
+        // Retrying it unchanged cannot help.
+        assert_eq!(r.header("retry-after"), None);
         assert_eq!(body["error"]["code"], "request_too_large");
         assert_eq!(body["error"]["type"], "invalid_request_error");
         let message = body["error"]["message"].as_str().unwrap();
@@ -276,11 +267,8 @@ fn an_all_rate_limited_chain_answers_429_at_once_until_retry_after() {
     let (r, body, calls) = router.ask("POST", "/v1/tasks/solo");
     assert_eq!(r.status, 429);
     assert!(calls.is_empty(), "no call inside the window: {calls:?}");
-    assert_eq!(
-        r.header("retry-after"),
-        Some("5"),
-        "the first model frees up in 5 s"
-    );
+    // The first model frees up in 5 s.
+    assert_eq!(r.header("retry-after"), Some("5"));
     let want = [
         row("s1", "skipped", Some("rate_limited")),
         row("f1", "skipped", Some("rate_limited")),
@@ -291,11 +279,8 @@ fn an_all_rate_limited_chain_answers_429_at_once_until_retry_after() {
         Some("s1=skipped(rate_limited), f1=skipped(rate_limited)")
     );
     router.advance(5_000);
-    assert_eq!(
-        router.ask("POST", "/v1/tasks/solo").2,
-        vec!["s1"],
-        "s1 cooled down"
-    );
+    // `s1` cooled down.
+    assert_eq!(router.ask("POST", "/v1/tasks/solo").2, vec!["s1"]);
 }
 
 #[test]
@@ -313,11 +298,8 @@ fn the_circuit_opens_after_three_failures_and_half_opens_after_the_cool_down() {
     assert_eq!(rows(&body)[0], row("m1", "skipped", Some("circuit_open")));
     router.advance(30_000);
     assert_eq!(router.fast().2, vec!["m1", "m2"], "half-open: one probe");
-    assert_eq!(
-        router.fast().2,
-        vec!["m2"],
-        "the failed probe reopened the circuit"
-    );
+    // The failed probe reopened the circuit.
+    assert_eq!(router.fast().2, vec!["m2"]);
 }
 
 #[test]
@@ -335,11 +317,8 @@ fn a_chain_of_hung_models_answers_504_at_the_deadline() {
     let (r, body, calls) = router.fast();
     assert_eq!(r.status, 504);
     assert_eq!(body["error"]["code"], "deadline_exceeded");
-    assert_eq!(
-        router.provider.now() - start,
-        5_000,
-        "answered exactly at the deadline"
-    );
+    // Answered exactly at the deadline.
+    assert_eq!(router.provider.now() - start, 5_000);
     assert_eq!(calls, vec!["m1", "m2", "f1"]);
     let timeouts: Vec<u64> = router
         .provider
@@ -348,11 +327,8 @@ fn a_chain_of_hung_models_answers_504_at_the_deadline() {
         .iter()
         .map(|c| c.timeout_ms)
         .collect();
-    assert_eq!(
-        timeouts,
-        vec![2_000, 2_000, 1_000],
-        "the last attempt gets only the time left"
-    );
+    // The last attempt gets only the time left.
+    assert_eq!(timeouts, vec![2_000, 2_000, 1_000]);
     assert_eq!(rows(&body).len(), 3);
 }
 

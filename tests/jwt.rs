@@ -11,6 +11,7 @@ use std::cell::{Cell, RefCell};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
+use support::fixtures::bindings_of;
 use support::scripted::*;
 use task_router::http::jwt::{
     max_age_s, parse_jwks, Alg, FetchedJwks, KeyMaterial, KeySet, TokenVerification, VerifyKey,
@@ -18,7 +19,6 @@ use task_router::http::jwt::{
 };
 use task_router::http::limit::{RateLimiter, Unlimited};
 use task_router::http::HttpRequest;
-use task_router::routing::health::HealthBook;
 
 const ISSUER: &str = "https://login.example.com/";
 const AUDIENCE: &str = "task-router";
@@ -150,13 +150,11 @@ fn with(extra: Value) -> Value {
 }
 
 fn jwks_bindings(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let jwks = "https://login.example.com/.well-known/jwks.json";
     let mut b = vec![
         ("MODEL_REGISTRY", r#"{"fast":["m1"],"deep":["m2"]}"#),
         ("GROQ_API_KEY", "gsk_jwt_tests"),
-        (
-            "JWT_JWKS_URL",
-            "https://login.example.com/.well-known/jwks.json",
-        ),
+        ("JWT_JWKS_URL", jwks),
         ("JWT_ISSUER", ISSUER),
         ("JWT_AUDIENCE", "other-api, task-router"),
     ];
@@ -164,40 +162,44 @@ fn jwks_bindings(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &
     b
 }
 
-/// One request to `path` with `headers` set on it, through the real API with `crypto`.
-fn call(
-    bindings: &[(&'static str, &'static str)],
-    (crypto, jwks): (&FakeCrypto, &RefCell<KeySet>),
-    provider: &ScriptedProvider,
-    limiter: &impl RateLimiter,
-    path: &str,
-    authorization: Option<&str>,
-    access_jwt: Option<&str>,
-) -> Exchange {
-    let body = json!({"messages": [{"role": "user", "content": "hi"}]}).to_string();
-    let req = HttpRequest {
-        authorization,
-        access_jwt,
-        ..HttpRequest::new("POST", path, body.as_bytes())
-    };
-    let req = match path {
-        "/v1/routes" | "/v1/models" => HttpRequest {
-            method: "GET",
-            body: b"",
-            ..req
-        },
-        _ => req,
-    };
-    let health = RefCell::new(HealthBook::default());
-    exchange_with(
-        &load(bindings),
-        provider,
-        limiter,
-        &health,
-        Tokens { crypto, jwks },
-        req,
-        SinkBuffer::default(),
-    )
+/// What requests go through: bindings, the fake crypto and JWKS cache, Groq's stand-in, the
+/// rate limiter.
+struct Api<'a, L> {
+    bindings: Vec<(&'static str, &'static str)>,
+    crypto: &'a FakeCrypto,
+    jwks: &'a RefCell<KeySet>,
+    provider: &'a ScriptedProvider,
+    limiter: &'a L,
+}
+
+impl<L: RateLimiter> Api<'_, L> {
+    /// One request to `path` (`GET` for `/v1/routes` and `/v1/models`) with `authorization`
+    /// and Cloudflare Access's `access_jwt`.
+    fn call(&self, path: &str, authorization: Option<&str>, access_jwt: Option<&str>) -> Exchange {
+        let body = json!({"messages": [{"role": "user", "content": "hi"}]}).to_string();
+        let (method, body) = match path {
+            "/v1/routes" | "/v1/models" => ("GET", ""),
+            _ => ("POST", body.as_str()),
+        };
+        let req = HttpRequest {
+            authorization,
+            access_jwt,
+            ..HttpRequest::new(method, path, body.as_bytes())
+        };
+        let (crypto, jwks) = (self.crypto, self.jwks);
+        let (config, health) = (load(&self.bindings), RefCell::default());
+        let tokens = Tokens { crypto, jwks };
+        let sink = SinkBuffer::default();
+        exchange_with(
+            &config,
+            self.provider,
+            self.limiter,
+            &health,
+            tokens,
+            req,
+            sink,
+        )
+    }
 }
 
 /// A plain call to `/v1/tasks/fast` with the JWKS bindings and, when given, a bearer token.
@@ -207,15 +209,15 @@ fn fast(
     bearer: Option<&str>,
 ) -> Exchange {
     let auth = bearer.map(|bearer| format!("Bearer {bearer}"));
-    call(
-        &jwks_bindings(&[]),
-        (crypto, jwks),
+    let bindings = jwks_bindings(&[]);
+    let api = Api {
+        bindings,
+        crypto,
+        jwks,
         provider,
-        &Unlimited,
-        "/v1/tasks/fast",
-        auth.as_deref(),
-        None,
-    )
+        limiter: &Unlimited,
+    };
+    api.call("/v1/tasks/fast", auth.as_deref(), None)
 }
 
 /// [`fast`] with a bearer token: its status and error code.
@@ -228,112 +230,45 @@ fn status(crypto: &FakeCrypto, jwks: &RefCell<KeySet>, bearer: &str) -> (u16, St
     (ex.response.status, code)
 }
 
+/// `BINDING=VALUE, … → BINDING`: half a JWT configuration, and the binding it is refused by.
+const HALF_CONFIGURATIONS: &[&str] = &[
+    "JWT_JWKS_URL=https://idp.example/jwks, JWT_AUDIENCE=a → JWT_ISSUER",
+    "JWT_SECRET=too-short-secret, JWT_ISSUER=i, JWT_AUDIENCE=a → JWT_SECRET",
+    "JWT_SECRET=a-shared-hs256-secret-of-32-bytes-or-more, JWT_JWKS_URL=https://idp.example/jwks, JWT_ISSUER=i → JWT_SECRET",
+    "JWT_JWKS_URL=https://idp.example/jwks, JWT_ISSUER=i → JWT_AUDIENCE",
+    "JWT_ISSUER=i → JWT_ISSUER",
+    "JWT_TASKS_CLAIM=tasks → JWT_TASKS_CLAIM",
+    "JWT_JWKS_URL=http://idp.example/jwks, JWT_ISSUER=i, JWT_AUDIENCE=a → JWT_JWKS_URL",
+    "JWT_JWKS_URL=https://user:pw@idp.example/jwks, JWT_ISSUER=i, JWT_AUDIENCE=a → JWT_JWKS_URL",
+    "JWT_SECRET=a-shared-hs256-secret-of-32-bytes-or-more, JWT_ISSUER=i, JWT_ALLOW_ANY_AUDIENCE=yes → JWT_ALLOW_ANY_AUDIENCE",
+];
+
 #[test]
 fn half_a_configuration_is_invalid_and_names_the_binding() {
     let base = [
         ("MODEL_REGISTRY", r#"{"fast":["m1"]}"#),
         ("GROQ_API_KEY", "gsk_x"),
     ];
-    let cases: &[(&[(&str, &str)], &str)] = &[
-        (
-            &[
-                ("JWT_JWKS_URL", "https://idp.example/jwks"),
-                ("JWT_AUDIENCE", "a"),
-            ],
-            "JWT_ISSUER",
-        ),
-        (
-            &[
-                ("JWT_SECRET", "too-short-secret"),
-                ("JWT_ISSUER", "i"),
-                ("JWT_AUDIENCE", "a"),
-            ],
-            "JWT_SECRET",
-        ),
-        (
-            &[
-                ("JWT_SECRET", SECRET),
-                ("JWT_JWKS_URL", "https://idp.example/jwks"),
-                ("JWT_ISSUER", "i"),
-            ],
-            "JWT_SECRET",
-        ),
-        (
-            &[
-                ("JWT_JWKS_URL", "https://idp.example/jwks"),
-                ("JWT_ISSUER", "i"),
-            ],
-            "JWT_AUDIENCE",
-        ),
-        (&[("JWT_ISSUER", "i")], "JWT_ISSUER"),
-        (&[("JWT_TASKS_CLAIM", "tasks")], "JWT_TASKS_CLAIM"),
-        (
-            &[
-                ("JWT_JWKS_URL", "http://idp.example/jwks"),
-                ("JWT_ISSUER", "i"),
-                ("JWT_AUDIENCE", "a"),
-            ],
-            "JWT_JWKS_URL",
-        ),
-        (
-            &[
-                ("JWT_JWKS_URL", "https://user:pw@idp.example/jwks"),
-                ("JWT_ISSUER", "i"),
-                ("JWT_AUDIENCE", "a"),
-            ],
-            "JWT_JWKS_URL",
-        ),
-        (
-            &[
-                ("JWT_SECRET", SECRET),
-                ("JWT_ISSUER", "i"),
-                ("JWT_ALLOW_ANY_AUDIENCE", "yes"),
-            ],
-            "JWT_ALLOW_ANY_AUDIENCE",
-        ),
-    ];
-    for (extra, binding) in cases {
-        let bindings: Vec<_> = base.iter().chain(extra.iter()).copied().collect();
-        let errors = config_errors(&bindings);
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.binding == *binding && e.code == "config_invalid"),
-            "{extra:?}: {errors:?}"
-        );
+    let with = |given| [&base[..], &bindings_of(given)].concat();
+    for case in HALF_CONFIGURATIONS {
+        let (given, binding) = case.split_once(" → ").expect("BINDINGS → BINDING");
+        let errors = config_errors(&with(given));
+        let found = errors
+            .iter()
+            .any(|e| e.binding == binding && e.code == "config_invalid");
+        assert!(found, "{case}: {errors:?}");
         for e in &errors {
-            assert!(
-                !e.message.contains("too-short-secret") && !e.message.contains(SECRET),
-                "{e:?}"
-            );
+            let shown = e.message.contains("too-short-secret") || e.message.contains(SECRET);
+            assert!(!shown, "{e:?}");
         }
     }
-    for extra in [
-        &[
-            ("JWT_SECRET", SECRET),
-            ("JWT_ISSUER", "i"),
-            ("JWT_ALLOW_ANY_AUDIENCE", "true"),
-        ][..],
-        &[
-            ("JWT_JWKS_URL", "http://127.0.0.1:8788/jwks"),
-            ("JWT_ISSUER", "i"),
-            ("JWT_AUDIENCE", "a"),
-        ],
-        &[
-            (
-                "JWT_JWKS_URL",
-                "https://team.cloudflareaccess.com/cdn-cgi/access/certs",
-            ),
-            ("JWT_ISSUER", "i"),
-            ("JWT_AUDIENCE", "a"),
-        ],
+    for given in [
+        "JWT_SECRET=a-shared-hs256-secret-of-32-bytes-or-more, JWT_ISSUER=i, JWT_ALLOW_ANY_AUDIENCE=true",
+        "JWT_JWKS_URL=http://127.0.0.1:8788/jwks, JWT_ISSUER=i, JWT_AUDIENCE=a",
+        "JWT_JWKS_URL=https://team.cloudflareaccess.com/cdn-cgi/access/certs, JWT_ISSUER=i, JWT_AUDIENCE=a",
     ] {
-        let bindings: Vec<_> = base.iter().chain(extra.iter()).copied().collect();
-        assert!(
-            config_errors(&bindings).is_empty(),
-            "{extra:?}: {:?}",
-            config_errors(&bindings)
-        );
+        let errors = config_errors(&with(given));
+        assert!(errors.is_empty(), "{given}: {errors:?}");
     }
 }
 
@@ -353,79 +288,48 @@ fn algorithms_and_keys_match_or_the_token_is_refused() {
     );
     assert_eq!(status(&crypto, &jwks, &es).0, 200);
 
+    // `HEADER.PAYLOAD.SIGNATURE`, each part encoded as it is.
+    let raw = |h: &[u8], p: &[u8], s: &[u8]| format!("{}.{}.{}", b64(h), b64(p), b64(s));
+    let signed = |header: Value, key: &Value| token(header, claims(), &material(key));
+    let payload = claims().to_string();
+    let pad = with(json!({"pad": "x".repeat(8 * 1024)}));
     let refused = [
         // Unsigned.
         (
-            format!(
-                "{}.{}.",
-                b64(br#"{"alg":"none"}"#),
-                b64(claims().to_string().as_bytes())
-            ),
+            raw(br#"{"alg":"none"}"#, payload.as_bytes(), b""),
             "`alg: none`",
         ),
         // HS256 "signed" with the RSA key's public material: never with JWKS keys.
         (
-            token(
-                json!({"alg": "HS256", "kid": "rsa-a"}),
-                claims(),
-                &material(&rsa_a),
-            ),
+            signed(json!({"alg": "HS256", "kid": "rsa-a"}), &rsa_a),
             "`alg` is not accepted",
         ),
         (
-            token(
-                json!({"alg": "RS512", "kid": "rsa-a"}),
-                claims(),
-                &material(&rsa_a),
-            ),
+            signed(json!({"alg": "RS512", "kid": "rsa-a"}), &rsa_a),
             "`alg` is not accepted",
         ),
         // RS256 claimed, but the `kid` names the EC key.
+        (signed(rs("ec-a"), &ec_a), "which is for ES256"),
+        (signed(rs("rsa-a"), &ec_a), "signature does not verify"),
         (
-            token(rs("ec-a"), claims(), &material(&ec_a)),
-            "which is for ES256",
-        ),
-        (
-            token(rs("rsa-a"), claims(), &material(&ec_a)),
-            "signature does not verify",
-        ),
-        (
-            token(
+            signed(
                 json!({"alg": "RS256", "kid": "rsa-a", "crit": ["b64"]}),
-                claims(),
-                &material(&rsa_a),
+                &rsa_a,
             ),
             "`crit`",
         ),
         ("a.b.c".to_string(), "not base64url"),
+        (raw(b"[1]", b"{}", b"s"), "header is not a JSON object"),
         (
-            format!("{}.{}.{}", b64(b"[1]"), b64(b"{}"), b64(b"s")),
-            "header is not a JSON object",
-        ),
-        (
-            format!(
-                "{}.{}.{}",
-                b64(br#"{"alg":"RS256"}"#),
-                b64(b"not json"),
-                b64(b"s")
-            ),
+            raw(br#"{"alg":"RS256"}"#, b"not json", b"s"),
             "payload is not a JSON object",
         ),
         (
-            format!(
-                "{}.{}.{}",
-                b64(br#"{"alg":"RS256","alg":"none"}"#),
-                b64(b"{}"),
-                b64(b"s")
-            ),
+            raw(br#"{"alg":"RS256","alg":"none"}"#, b"{}", b"s"),
             "header is not a JSON object",
         ),
         (
-            token(
-                rs("rsa-a"),
-                with(json!({"pad": "x".repeat(8 * 1024)})),
-                &material(&rsa_a),
-            ),
+            token(rs("rsa-a"), pad, &material(&rsa_a)),
             "larger than 8 KiB",
         ),
     ];
@@ -443,10 +347,8 @@ fn algorithms_and_keys_match_or_the_token_is_refused() {
             ex.response.header("www-authenticate"),
             Some("Bearer error=\"invalid_token\"")
         );
-        assert!(
-            !ex.text.contains(&bearer[..bearer.len().min(40)]),
-            "the token was echoed"
-        );
+        // The token is not echoed.
+        assert!(!ex.text.contains(&bearer[..bearer.len().min(40)]));
         assert!(provider.calls.borrow().is_empty());
     }
 
@@ -463,27 +365,25 @@ fn algorithms_and_keys_match_or_the_token_is_refused() {
         ("JWT_ISSUER", ISSUER),
         ("JWT_ALLOW_ANY_AUDIENCE", "true"),
     ];
-    let bindings: Vec<_> = jwks_bindings(&[])
+    let bindings = jwks_bindings(&[])
         .into_iter()
-        .filter(|(k, _)| !k.starts_with("JWT_"))
-        .chain(secret)
-        .collect();
+        .filter(|(k, _)| !k.starts_with("JWT_"));
+    let bindings: Vec<_> = bindings.chain(secret).collect();
     for (alg, signer, want) in [
         ("HS256", SECRET, 200),
         ("RS256", SECRET, 401),
         ("HS256", "another secret of enough length!!", 401),
     ] {
-        let provider = provider();
+        let (provider, jwks) = (provider(), RefCell::default());
+        let api = Api {
+            bindings: bindings.clone(),
+            crypto: &crypto,
+            jwks: &jwks,
+            provider: &provider,
+            limiter: &Unlimited,
+        };
         let auth = format!("Bearer {}", token(json!({"alg": alg}), claims(), signer));
-        let ex = call(
-            &bindings,
-            (&crypto, &RefCell::default()),
-            &provider,
-            &Unlimited,
-            "/v1/tasks/fast",
-            Some(&auth),
-            None,
-        );
+        let ex = api.call("/v1/tasks/fast", Some(&auth), None);
         assert_eq!(ex.response.status, want, "{alg} {signer}: {}", ex.text);
     }
 }
@@ -543,19 +443,16 @@ fn the_user_names_the_request_keys_the_limit_and_tasks_claim_narrows_the_tasks()
     ]);
     let header = json!({"alg": "RS256", "kid": "rsa-a"});
     let sign = |extra: Value| token(header.clone(), with(extra), &material(&key));
-    let limiter = RecordingLimiter::default();
-    let provider = provider();
+    let (limiter, provider) = (RecordingLimiter::default(), provider());
+    let api = Api {
+        bindings,
+        crypto: &crypto,
+        jwks: &jwks,
+        provider: &provider,
+        limiter: &limiter,
+    };
     let ask = |path: &str, authorization: Option<&str>, access_jwt: Option<&str>| {
-        let tokens = (&crypto, &jwks);
-        call(
-            &bindings,
-            tokens,
-            &provider,
-            &limiter,
-            path,
-            authorization,
-            access_jwt,
-        )
+        api.call(path, authorization, access_jwt)
     };
     let user = sign(json!({"email": "ada@example.com", "https://example.com/tasks": ["fast"]}));
     let ex = ask("/v1/tasks/fast", Some(&format!("Bearer {user}")), None);
@@ -620,28 +517,21 @@ fn a_client_key_with_two_dots_is_that_client_even_with_jwts_configured() {
     let send = |bearer: &str| {
         let auth = format!("Bearer {bearer}");
         let provider = provider();
-        let ex = call(
-            &bindings,
-            (&crypto, &jwks),
-            &provider,
-            &Unlimited,
-            "/v1/tasks/fast",
-            Some(&auth),
-            None,
-        );
-        let client = ex
-            .log
-            .iter()
-            .find(|(_, l)| l["event"] == "request")
-            .map(|(_, l)| l["client"].clone());
-        (ex.response.status, client)
+        let bindings = bindings.clone();
+        let api = Api {
+            bindings,
+            crypto: &crypto,
+            jwks: &jwks,
+            provider: &provider,
+            limiter: &Unlimited,
+        };
+        let ex = api.call("/v1/tasks/fast", Some(&auth), None);
+        let line = ex.log.iter().find(|(_, l)| l["event"] == "request");
+        (ex.response.status, line.map(|(_, l)| l["client"].clone()))
     };
     assert_eq!(send("sk.live.abc123"), (200, Some(json!("web"))));
-    assert_eq!(
-        crypto.fetches.get(),
-        0,
-        "a client key is no token to verify"
-    );
+    // A client key is no token to verify.
+    assert_eq!(crypto.fetches.get(), 0);
     // Shaped like a token but no key: verified as one, and refused.
     assert_eq!(send("sk.live.abc124").0, 401);
 }
@@ -695,11 +585,8 @@ fn the_jwks_is_cached_for_its_max_age_and_refetched_for_an_unknown_kid_once_a_mi
     let stranger = || token(header("rsa-x"), claims(), &material(&a));
     provider.clock.set(provider.clock.get() + JWKS_REFETCH_MS);
     assert_eq!((send(stranger()), send(stranger())), (401, 401));
-    assert_eq!(
-        crypto.fetches.get(),
-        3,
-        "at most one refetch a minute for unknown kids"
-    );
+    // At most one refetch a minute for unknown kids.
+    assert_eq!(crypto.fetches.get(), 3);
 
     // Expired and the provider is down: the cached keys still verify.
     *crypto.jwks.borrow_mut() = Err("connection refused".into());

@@ -41,10 +41,8 @@ fn ask(pairs: &[(&'static str, &str)], path: &str, extra: Value) -> (Exchange, H
         ..HttpRequest::new("POST", path, body.as_bytes())
     };
     let ex = exchange(&load(pairs), &provider, &Unlimited, &health, req);
-    assert!(
-        provider.calls.borrow().is_empty(),
-        "a mock request reached Groq"
-    );
+    // No mock request reaches Groq.
+    assert!(provider.calls.borrow().is_empty());
     (ex, health.into_inner())
 }
 
@@ -218,11 +216,8 @@ fn a_mock_stream_is_groqs_sse_and_stream_break_breaks_it() {
     );
     let error: Value = serde_json::from_str(events[2].strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(error["error"]["code"], "stream_interrupted");
-    assert_eq!(
-        health.report("m1", 0),
-        HealthReport::Healthy,
-        "no health learned from a mock"
-    );
+    // No health learned from a mock.
+    assert_eq!(health.report("m1", 0), HealthReport::Healthy);
 }
 
 #[test]

@@ -35,3 +35,12 @@ pub fn send(
         req,
     )
 }
+
+/// Bindings written as `NAME=VALUE, NAME=VALUE`; a value is what stands before the next `, ` (or
+/// `|`), its trailing spaces dropped unless it is all spaces.
+pub fn bindings_of(text: &'static str) -> Vec<(&'static str, &'static str)> {
+    let pairs = text.split(", ").filter(|pair| !pair.trim().is_empty());
+    let pairs = pairs.map(|pair| pair.split_once('=').expect("NAME=VALUE"));
+    let value = |v: &'static str| Some(v.trim_end()).filter(|v| !v.is_empty()).unwrap_or(v);
+    pairs.map(|(name, v)| (name.trim(), value(v))).collect()
+}

@@ -6,17 +6,27 @@ mod support;
 use std::cell::{Cell, RefCell};
 
 use serde_json::Value;
+use support::fixtures::{request, HI};
 use support::scripted::*;
 use task_router::http::limit::{RateLimiter, Unlimited};
 use task_router::http::{body_read, BodyRead, HttpRequest, HttpResponse};
 
 const REGISTRY: &str = r#"{"fast":["m1"],"code-review":["m2"]}"#;
-const OK_BODY: &str = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+const BEARER: &str = "Bearer ck_web_secret";
 
 /// Allows `budget` requests, then refuses; records the keys it was asked about.
 struct CountingLimiter {
     budget: Cell<u32>,
     keys: RefCell<Vec<String>>,
+}
+
+impl CountingLimiter {
+    fn new(budget: u32) -> Self {
+        CountingLimiter {
+            budget: Cell::new(budget),
+            keys: RefCell::default(),
+        }
+    }
 }
 
 impl RateLimiter for CountingLimiter {
@@ -28,6 +38,7 @@ impl RateLimiter for CountingLimiter {
     }
 }
 
+/// `req` with `extra` bindings and `limiter`; no key may reach the log or the answer.
 fn send<L: RateLimiter>(
     extra: &[(&'static str, &str)],
     limiter: &L,
@@ -41,62 +52,76 @@ fn send<L: RateLimiter>(
         EVERY_LINE,
     ];
     pairs.extend_from_slice(extra);
-    let provider =
-        ScriptedProvider::new()
-            .on("m1", completion("m1"), 1)
-            .on("m2", completion("m2"), 1);
+    let provider = ScriptedProvider::new().on("m1", completion("m1"), 1);
+    let provider = provider.on("m2", completion("m2"), 1);
     let ex = exchange(&load(&pairs), &provider, limiter, &Default::default(), req);
     let logged: String = ex.log.iter().map(|(_, l)| l.to_string()).collect();
-    assert!(
-        !logged.contains("ck_web_secret") && !logged.contains("gsk_provider_secret"),
-        "a key leaked into logs"
-    );
-    assert!(!ex.text.contains("ck_web_secret") && !ex.text.contains("gsk_provider_secret"));
+    for shown in [&logged, &ex.text] {
+        let leaked = shown.contains("ck_web_secret") || shown.contains("gsk_provider_secret");
+        assert!(!leaked, "a key leaked: {shown}");
+    }
     (ex.response, provider.models_called())
 }
 
-fn post<'a>(body: &'a str) -> HttpRequest<'a> {
+/// [`send`] with no limit.
+fn unlimited(extra: &[(&'static str, &str)], req: HttpRequest<'_>) -> (HttpResponse, Vec<String>) {
+    send(extra, &Unlimited, req)
+}
+
+fn post(body: &str) -> HttpRequest<'_> {
+    request("POST /v1/tasks/fast", Some(BEARER), body)
+}
+
+/// A request for `route` from the browser origin `origin`.
+fn from<'a>(origin: Option<&'a str>, route: &'a str, body: &'a str) -> HttpRequest<'a> {
     HttpRequest {
-        authorization: Some("Bearer ck_web_secret"),
-        ..HttpRequest::new("POST", "/v1/tasks/fast", body.as_bytes())
+        origin,
+        ..request(route, Some(BEARER), body)
     }
 }
 
 fn code(r: &HttpResponse) -> String {
-    serde_json::from_slice::<Value>(&r.body).unwrap()["error"]["code"]
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    body["error"]["code"]
         .as_str()
         .unwrap_or_default()
         .to_string()
 }
 
+fn headers<'a, const N: usize>(r: &'a HttpResponse, names: [&str; N]) -> [Option<&'a str>; N] {
+    names.map(|name| r.header(name))
+}
+
 /// `ALLOWED_ORIGINS` in the CORS tests.
 const ORIGINS: &str = "https://app.example.com, https://admin.example.com";
+const APP: Option<&str> = Some("https://app.example.com");
 
 #[test]
 fn preflight_for_an_allowed_origin_needs_no_auth() {
-    let req = HttpRequest {
-        origin: Some("https://app.example.com"),
-        ..HttpRequest::new("OPTIONS", "/v1/chat/completions", b"")
+    let cors = [("ALLOWED_ORIGINS", ORIGINS)];
+    let preflight = |origin, asked| HttpRequest {
+        requested_headers: asked,
+        ..HttpRequest {
+            origin,
+            ..HttpRequest::new("OPTIONS", "/v1/chat/completions", b"")
+        }
     };
-    let (r, calls) = send(&[("ALLOWED_ORIGINS", ORIGINS)], &Unlimited, req);
+    let (r, calls) = unlimited(&cors, preflight(APP, None));
     assert_eq!(r.status, 204);
-    assert_eq!(
-        r.header("access-control-allow-origin"),
-        Some("https://app.example.com")
-    );
-    assert_eq!(
-        r.header("access-control-allow-methods"),
-        Some("POST, OPTIONS")
-    );
-    let headers = r.header("access-control-allow-headers").unwrap();
-    assert!(
-        headers.contains("authorization") && headers.contains("content-type"),
-        "{headers}"
-    );
-    assert_eq!(
-        r.header("vary"),
-        Some("Origin, Access-Control-Request-Headers")
-    );
+    let want = [
+        APP,
+        Some("POST, OPTIONS"),
+        Some("Origin, Access-Control-Request-Headers"),
+    ];
+    let cors_headers = [
+        "access-control-allow-origin",
+        "access-control-allow-methods",
+        "vary",
+    ];
+    assert_eq!(headers(&r, cors_headers), want);
+    let allowed = r.header("access-control-allow-headers").unwrap();
+    let both = allowed.contains("authorization") && allowed.contains("content-type");
+    assert!(both, "{allowed}");
     assert!(calls.is_empty());
 
     // What a preflight asks for is what it is allowed: every header an SDK may add (the OpenAI
@@ -104,35 +129,20 @@ fn preflight_for_an_allowed_origin_needs_no_auth() {
     let asked = "Authorization, Content-Type, X-Stainless-Helper-Method, x-stainless-poll-helper, \
                  x-stainless-custom-poll-interval, openai-organization, openai-project, \
                  x-some-future-sdk-header, bad header, a\r\nb";
-    let req = HttpRequest {
-        origin: Some("https://app.example.com"),
-        requested_headers: Some(asked),
-        ..HttpRequest::new("OPTIONS", "/v1/chat/completions", b"")
-    };
-    let (r, _) = send(&[("ALLOWED_ORIGINS", ORIGINS)], &Unlimited, req);
-    assert_eq!(
-        r.header("access-control-allow-headers"),
-        Some(
-            "authorization, content-type, x-stainless-helper-method, x-stainless-poll-helper, \
-             x-stainless-custom-poll-interval, openai-organization, openai-project, \
-             x-some-future-sdk-header"
-        )
-    );
+    let (r, _) = unlimited(&cors, preflight(APP, Some(asked)));
+    let granted = "authorization, content-type, x-stainless-helper-method, \
+                   x-stainless-poll-helper, x-stainless-custom-poll-interval, \
+                   openai-organization, openai-project, x-some-future-sdk-header";
+    assert_eq!(r.header("access-control-allow-headers"), Some(granted));
     // Another origin asking the same is told nothing.
-    let req = HttpRequest {
-        origin: Some("https://evil.example"),
-        requested_headers: Some(asked),
-        ..HttpRequest::new("OPTIONS", "/v1/chat/completions", b"")
-    };
-    let (r, _) = send(&[("ALLOWED_ORIGINS", ORIGINS)], &Unlimited, req);
-    assert_eq!(r.status, 403);
-    assert_eq!(r.header("access-control-allow-headers"), None);
+    let (r, _) = unlimited(&cors, preflight(Some("https://evil.example"), Some(asked)));
+    assert_eq!(
+        (r.status, r.header("access-control-allow-headers")),
+        (403, None)
+    );
 
-    let models = HttpRequest {
-        origin: Some("https://admin.example.com"),
-        ..HttpRequest::new("OPTIONS", "/v1/models", b"")
-    };
-    let (r, _) = send(&[("ALLOWED_ORIGINS", ORIGINS)], &Unlimited, models);
+    let models = from(Some("https://admin.example.com"), "OPTIONS /v1/models", "");
+    let (r, _) = unlimited(&cors, models);
     assert_eq!(
         r.header("access-control-allow-methods"),
         Some("GET, HEAD, OPTIONS")
@@ -141,42 +151,24 @@ fn preflight_for_an_allowed_origin_needs_no_auth() {
 
 #[test]
 fn other_origins_get_no_cors_headers() {
-    for (allowed, origin) in [
-        (
-            Some("https://app.example.com"),
-            Some("https://evil.example"),
-        ),
-        (
-            Some("https://app.example.com"),
-            Some("https://app.example.com.evil.example"),
-        ),
-        (Some("https://app.example.com"), None),
-        (None, Some("https://app.example.com")),
-    ] {
-        let extra: Vec<(&'static str, &str)> = allowed
+    let evil = Some("https://evil.example");
+    let lookalike = Some("https://app.example.com.evil.example");
+    for (allowed, origin) in [(APP, evil), (APP, lookalike), (APP, None), (None, APP)] {
+        let extra: Vec<_> = allowed
             .map(|a| ("ALLOWED_ORIGINS", a))
             .into_iter()
             .collect();
-        let req = HttpRequest {
-            origin,
-            ..HttpRequest::new("OPTIONS", "/v1/tasks/fast", b"")
-        };
-        let (r, _) = send(&extra, &Unlimited, req);
-        assert_eq!(r.status, 403, "{allowed:?} {origin:?}");
-        assert_eq!(code(&r), "origin_not_allowed");
+        let (r, _) = unlimited(&extra, from(origin, "OPTIONS /v1/tasks/fast", ""));
+        assert_eq!(
+            (r.status, code(&r)),
+            (403, "origin_not_allowed".into()),
+            "{origin:?}"
+        );
         assert_eq!(r.header("access-control-allow-origin"), None);
 
-        let req = HttpRequest {
-            origin,
-            ..post(OK_BODY)
-        };
-        let (r, _) = send(&extra, &Unlimited, req);
+        let (r, _) = unlimited(&extra, from(origin, "POST /v1/tasks/fast", HI));
         assert_eq!(r.status, 200);
-        assert_eq!(
-            r.header("access-control-allow-origin"),
-            None,
-            "{allowed:?} {origin:?}"
-        );
+        assert_eq!(r.header("access-control-allow-origin"), None, "{origin:?}");
         // `Vary: Origin` whenever CORS is on.
         assert_eq!(r.header("vary").is_some(), allowed.is_some());
     }
@@ -185,33 +177,25 @@ fn other_origins_get_no_cors_headers() {
 #[test]
 fn answers_to_allowed_origins_echo_the_origin_and_expose_router_headers() {
     for allowed in ["https://app.example.com", "*"] {
-        let req = HttpRequest {
-            origin: Some("https://app.example.com"),
-            ..post(OK_BODY)
-        };
-        let (r, _) = send(&[("ALLOWED_ORIGINS", allowed)], &Unlimited, req);
-        assert_eq!(r.status, 200);
-        assert_eq!(
-            r.header("access-control-allow-origin"),
-            Some("https://app.example.com")
+        let (r, _) = unlimited(
+            &[("ALLOWED_ORIGINS", allowed)],
+            from(APP, "POST /v1/tasks/fast", HI),
         );
-        assert!(r
-            .header("access-control-expose-headers")
-            .unwrap()
-            .contains("x-model-used"));
-        assert_eq!(r.header("vary"), Some("Origin"));
+        assert_eq!(r.status, 200);
+        let [origin, vary] = headers(&r, ["access-control-allow-origin", "vary"]);
+        assert_eq!((origin, vary), (APP, Some("Origin")));
+        let exposed = r.header("access-control-expose-headers").unwrap();
+        assert!(exposed.contains("x-model-used"));
     }
     // Errors carry CORS headers too, so the browser can read them.
     let req = HttpRequest {
-        origin: Some("https://app.example.com"),
         authorization: None,
-        ..post(OK_BODY)
+        ..from(APP, "POST /v1/tasks/fast", HI)
     };
-    let (r, _) = send(&[("ALLOWED_ORIGINS", "*")], &Unlimited, req);
-    assert_eq!(r.status, 401);
+    let (r, _) = unlimited(&[("ALLOWED_ORIGINS", "*")], req);
     assert_eq!(
-        r.header("access-control-allow-origin"),
-        Some("https://app.example.com")
+        (r.status, r.header("access-control-allow-origin")),
+        (401, APP)
     );
 }
 
@@ -229,14 +213,10 @@ fn bad_allowed_origins_are_config_errors() {
 
 #[test]
 fn rate_limits_are_per_client_name_and_answer_429_with_retry_after() {
-    let limiter = CountingLimiter {
-        budget: Cell::new(2),
-        keys: RefCell::default(),
-    };
-    let mut statuses = Vec::new();
-    let mut calls = 0;
+    let limiter = CountingLimiter::new(2);
+    let (mut statuses, mut calls) = (Vec::new(), 0);
     for _ in 0..3 {
-        let (r, c) = send(&[], &limiter, post(OK_BODY));
+        let (r, c) = send(&[], &limiter, post(HI));
         statuses.push(r.status);
         calls += c.len();
         if r.status == 429 {
@@ -245,20 +225,14 @@ fn rate_limits_are_per_client_name_and_answer_429_with_retry_after() {
         }
     }
     assert_eq!(statuses, vec![200, 200, 429]);
-    assert_eq!(calls, 2, "a limited request never reaches Groq");
-    assert_eq!(
-        limiter.keys.borrow().as_slice(),
-        ["client:web", "client:web", "client:web"]
-    );
+    // A limited request never reaches Groq.
+    assert_eq!(calls, 2);
+    assert_eq!(limiter.keys.borrow().as_slice(), ["client:web"; 3]);
 
-    let anonymous = CountingLimiter {
-        budget: Cell::new(5),
-        keys: RefCell::default(),
-    };
+    let anonymous = CountingLimiter::new(5);
     let req = HttpRequest {
         client_ip: Some("203.0.113.9"),
-        authorization: None,
-        ..post(OK_BODY)
+        ..request("POST /v1/tasks/fast", None, HI)
     };
     send(
         &[("ALLOW_UNAUTHENTICATED", "true"), ("ROUTER_API_KEYS", "")],
@@ -269,22 +243,19 @@ fn rate_limits_are_per_client_name_and_answer_429_with_retry_after() {
 
     let (r, _) = send(
         &[("RATE_LIMIT_PERIOD_S", "10")],
-        &CountingLimiter {
-            budget: Cell::new(0),
-            keys: RefCell::default(),
-        },
-        post(OK_BODY),
+        &CountingLimiter::new(0),
+        post(HI),
     );
     assert_eq!(r.header("retry-after"), Some("10"));
 }
 
 #[test]
 fn bodies_are_read_within_their_limit_and_the_isolates_bytes_in_flight() {
-    let config = load(&[
-        ("MODEL_REGISTRY", REGISTRY),
+    let limits = [
         ("MAX_REQUEST_BYTES", "1000"),
         ("MAX_INFLIGHT_BYTES", "4000"),
-    ]);
+    ];
+    let config = load(&[("MODEL_REGISTRY", REGISTRY), limits[0], limits[1]]);
     let read = |hold, declared| BodyRead::Read {
         limit: 1000,
         declared,
@@ -307,11 +278,13 @@ fn bodies_are_read_within_their_limit_and_the_isolates_bytes_in_flight() {
         );
     }
     // Over the bound: 503 with `Retry-After`, before the body is read or Groq is called.
-    let shed = HttpRequest {
-        overloaded: true,
-        ..post(OK_BODY)
-    };
-    let (r, calls) = send(&[], &Unlimited, shed);
+    let (r, calls) = unlimited(
+        &[],
+        HttpRequest {
+            overloaded: true,
+            ..post(HI)
+        },
+    );
     assert_eq!((r.status, code(&r)), (503, "overloaded".to_string()));
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(calls.is_empty());
@@ -319,109 +292,90 @@ fn bodies_are_read_within_their_limit_and_the_isolates_bytes_in_flight() {
 
 #[test]
 fn size_and_media_type_limits() {
-    let big = format!(
-        r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
-        "x".repeat(2_000)
-    );
-    let (r, calls) = send(&[("MAX_REQUEST_BYTES", "1024")], &Unlimited, post(&big));
+    let content = "x".repeat(2_000);
+    let big = format!(r#"{{"messages":[{{"role":"user","content":"{content}"}}]}}"#);
+    let (r, calls) = unlimited(&[("MAX_REQUEST_BYTES", "1024")], post(&big));
     assert_eq!((r.status, code(&r)), (413, "request_too_large".to_string()));
     assert!(calls.is_empty());
-    let (r, _) = send(&[("MAX_REQUEST_BYTES", "4096")], &Unlimited, post(&big));
-    assert_eq!(r.status, 200);
+    assert_eq!(
+        unlimited(&[("MAX_REQUEST_BYTES", "4096")], post(&big))
+            .0
+            .status,
+        200
+    );
     let truncated = HttpRequest {
         body_too_large: true,
-        ..post(OK_BODY)
+        ..post(HI)
     };
-    assert_eq!(send(&[], &Unlimited, truncated).0.status, 413);
+    assert_eq!(unlimited(&[], truncated).0.status, 413);
 
-    for content_type in [
-        None,
-        Some("text/plain"),
-        Some("application/x-www-form-urlencoded"),
-        Some("application/jsonx"),
-    ] {
-        let req = HttpRequest {
-            content_type,
-            ..post(OK_BODY)
-        };
-        let (r, _) = send(&[], &Unlimited, req);
+    let form = Some("application/x-www-form-urlencoded");
+    for content_type in [None, Some("text/plain"), form, Some("application/jsonx")] {
+        let (r, _) = unlimited(
+            &[],
+            HttpRequest {
+                content_type,
+                ..post(HI)
+            },
+        );
+        let refused = (r.status, code(&r));
         assert_eq!(
-            (r.status, code(&r)),
-            (415, "unsupported_media_type".to_string()),
+            refused,
+            (415, "unsupported_media_type".into()),
             "{content_type:?}"
         );
     }
-    let req = HttpRequest {
-        content_type: Some("application/json; charset=utf-8"),
-        ..post(OK_BODY)
-    };
-    assert_eq!(send(&[], &Unlimited, req).0.status, 200);
+    let content_type = Some("application/json; charset=utf-8");
+    assert_eq!(
+        unlimited(
+            &[],
+            HttpRequest {
+                content_type,
+                ..post(HI)
+            }
+        )
+        .0
+        .status,
+        200
+    );
 }
+
+/// `FIELDS → PARAM`: a valid message and `FIELDS` (or, starting with `{`, a whole body), and the
+/// parameter its refusal names.
+const PARAMETERS: &[&str] = &[
+    r#""top_p":1.5 → top_p"#,
+    r#""top_p":"high" → top_p"#,
+    r#""temperature":"hot" → temperature"#,
+    r#""n":2 → n"#,
+    r#""stop":["a","b","c","d","e"] → stop"#,
+    r#""stop":7 → stop"#,
+    r#""tools":{} → tools"#,
+    r#""tools":[{"function":{}}] → tools[0]"#,
+    r#""response_format":"json" → response_format"#,
+    r#""response_format":{} → response_format.type"#,
+    r#""tool_choice":3 → tool_choice"#,
+    r#""seed":"x" → seed"#,
+    r#""max_completion_tokens":0 → max_completion_tokens"#,
+    r#""frequency_penalty":-3 → frequency_penalty"#,
+    r#""stream_options":true → stream_options"#,
+    r#"{"messages":[{"role":"user","content":7}]} → messages[0].content"#,
+    r#"{"messages":[{"role":"user","content":[{"text":"x"}]}]} → messages[0].content"#,
+    r#"{"messages":[{"role":"user","content":null}]} → messages[0].content"#,
+    r#"{"messages":[{"role":"assistant"}]} → messages[0].content"#,
+    r#"{"messages":[{"role":"user","content":"a"},"hi"]} → messages[1]"#,
+    r#"{"messages":[{"role":7,"content":"a"}]} → messages[0].role"#,
+];
 
 #[test]
 fn parameter_checks_name_the_field() {
     let m = r#""messages":[{"role":"user","content":"hi"}]"#;
-    let cases = [
-        (format!(r#"{{{m},"top_p":1.5}}"#), "top_p"),
-        (format!(r#"{{{m},"top_p":"high"}}"#), "top_p"),
-        (format!(r#"{{{m},"temperature":"hot"}}"#), "temperature"),
-        (format!(r#"{{{m},"n":2}}"#), "n"),
-        (format!(r#"{{{m},"stop":["a","b","c","d","e"]}}"#), "stop"),
-        (format!(r#"{{{m},"stop":7}}"#), "stop"),
-        (format!(r#"{{{m},"tools":{{}}}}"#), "tools"),
-        (
-            format!(r#"{{{m},"tools":[{{"function":{{}}}}]}}"#),
-            "tools[0]",
-        ),
-        (
-            format!(r#"{{{m},"response_format":"json"}}"#),
-            "response_format",
-        ),
-        (
-            format!(r#"{{{m},"response_format":{{}}}}"#),
-            "response_format.type",
-        ),
-        (format!(r#"{{{m},"tool_choice":3}}"#), "tool_choice"),
-        (format!(r#"{{{m},"seed":"x"}}"#), "seed"),
-        (
-            format!(r#"{{{m},"max_completion_tokens":0}}"#),
-            "max_completion_tokens",
-        ),
-        (
-            format!(r#"{{{m},"frequency_penalty":-3}}"#),
-            "frequency_penalty",
-        ),
-        (
-            format!(r#"{{{m},"stream_options":true}}"#),
-            "stream_options",
-        ),
-        (
-            r#"{"messages":[{"role":"user","content":7}]}"#.to_string(),
-            "messages[0].content",
-        ),
-        (
-            r#"{"messages":[{"role":"user","content":[{"text":"x"}]}]}"#.to_string(),
-            "messages[0].content",
-        ),
-        (
-            r#"{"messages":[{"role":"user","content":null}]}"#.to_string(),
-            "messages[0].content",
-        ),
-        (
-            r#"{"messages":[{"role":"assistant"}]}"#.to_string(),
-            "messages[0].content",
-        ),
-        (
-            r#"{"messages":[{"role":"user","content":"a"},"hi"]}"#.to_string(),
-            "messages[1]",
-        ),
-        (
-            r#"{"messages":[{"role":7,"content":"a"}]}"#.to_string(),
-            "messages[0].role",
-        ),
-    ];
-    for (body, param) in cases {
-        let (r, calls) = send(&[], &Unlimited, post(&body));
+    for case in PARAMETERS {
+        let (fields, param) = case.split_once(" → ").expect("FIELDS → PARAM");
+        let body = match fields.starts_with('{') {
+            true => fields.to_string(),
+            false => format!("{{{m},{fields}}}"),
+        };
+        let (r, calls) = unlimited(&[], post(&body));
         let json: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(r.status, 400, "{body}");
         assert_eq!(json["error"]["param"], param, "{body}: {json}");
@@ -431,39 +385,25 @@ fn parameter_checks_name_the_field() {
         format!(r#"{{{m},"stop":["a","b"],"n":1,"seed":3,"tools":[{{"type":"function","function":{{"name":"f"}}}}],"tool_choice":"auto"}}"#),
         r#"{"messages":[{"role":"user","content":[{"type":"text","text":"x"}]},{"role":"assistant","tool_calls":[{"id":"1"}]},{"role":"tool","content":"r","tool_call_id":"1"}]}"#.to_string(),
     ] {
-        assert_eq!(send(&[], &Unlimited, post(&ok)).0.status, 200, "{ok}");
+        assert_eq!(unlimited(&[], post(&ok)).0.status, 200, "{ok}");
     }
 }
 
 #[test]
 fn a_tasks_token_cap_refuses_more_and_fills_in_a_missing_limit() {
     let capped = [("MAX_FAST_TOKENS", "256"), ("MAX_CODE_REVIEW_TOKENS", "64")];
-    let (r, _) = send(
-        &capped,
-        &Unlimited,
-        post(r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1000}"#),
-    );
+    let over = r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1000}"#;
+    let (r, _) = unlimited(&capped, post(over));
     assert_eq!(r.status, 400);
     let text = String::from_utf8_lossy(&r.body);
     assert!(text.contains("MAX_FAST_TOKENS"), "{text}");
-    let (r, _) = send(
-        &capped,
-        &Unlimited,
-        post(r#"{"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":256}"#),
-    );
-    assert_eq!(r.status, 200);
+    let within = r#"{"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":256}"#;
+    assert_eq!(unlimited(&capped, post(within)).0.status, 200);
 
-    let config = load(&[
-        ("MODEL_REGISTRY", REGISTRY),
-        ("GROQ_API_KEY", "g"),
-        ("ROUTER_API_KEYS", "k"),
-        ("MAX_FAST_TOKENS", "256"),
-    ]);
+    let keys = [("GROQ_API_KEY", "g"), ("ROUTER_API_KEYS", "k")];
+    let config = load(&[("MODEL_REGISTRY", REGISTRY), keys[0], keys[1], capped[0]]);
     let provider = ScriptedProvider::new().on("m1", completion("m1"), 1);
-    let req = HttpRequest {
-        authorization: Some("Bearer k"),
-        ..HttpRequest::new("POST", "/v1/tasks/fast", OK_BODY.as_bytes())
-    };
+    let req = request("POST /v1/tasks/fast", Some("Bearer k"), HI);
     exchange(&config, &provider, &Unlimited, &Default::default(), req);
     assert_eq!(
         provider.calls.borrow()[0].body["max_completion_tokens"],
@@ -479,22 +419,10 @@ fn a_tasks_token_cap_refuses_more_and_fills_in_a_missing_limit() {
 fn a_key_pasted_into_any_other_binding_is_never_shown() {
     const PROVIDER: &str = "gsk_provider_secret_0123";
     const CLIENT: &str = "ck_web_secret_0123";
-    let places = [
-        "GROQ_BASE_URL",
-        "ATTEMPT_TIMEOUT_MS",
-        "REQUEST_TIMEOUT_MS",
-        "MODEL_GONE_TTL_S",
-        "MAX_REQUEST_BYTES",
-        "RATE_LIMIT_PERIOD_S",
-        "LOG_LEVEL",
-        "ALLOW_UNAUTHENTICATED",
-        "ALLOWED_ORIGINS",
-        "FORCE_MODEL",
-        "DEFAULT_FAST_MODEL",
-        "MAX_FAST_TOKENS",
-        "MODEL_REGISTRY",
-    ];
-    let keyed = format!("Bearer {CLIENT}");
+    let places = "GROQ_BASE_URL ATTEMPT_TIMEOUT_MS REQUEST_TIMEOUT_MS MODEL_GONE_TTL_S \
+        MAX_REQUEST_BYTES RATE_LIMIT_PERIOD_S LOG_LEVEL ALLOW_UNAUTHENTICATED ALLOWED_ORIGINS \
+        FORCE_MODEL DEFAULT_FAST_MODEL MAX_FAST_TOKENS MODEL_REGISTRY";
+    let (keyed, clients) = (format!("Bearer {CLIENT}"), format!("web:{CLIENT}"));
     let mut checked = 0;
     for (secret, also_where_it_belongs) in [(PROVIDER, true), (PROVIDER, false), (CLIENT, true)] {
         let provider_key = if also_where_it_belongs {
@@ -502,7 +430,7 @@ fn a_key_pasted_into_any_other_binding_is_never_shown() {
         } else {
             "not-a-key"
         };
-        for place in places {
+        for place in places.split_whitespace() {
             for value in [
                 secret.to_string(),
                 format!("https://user:{secret}@host.example"),
@@ -515,30 +443,20 @@ fn a_key_pasted_into_any_other_binding_is_never_shown() {
                 } else {
                     REGISTRY
                 };
-                let bindings = [
+                let config = load(&[
                     ("MODEL_REGISTRY", registry),
                     ("GROQ_API_KEY", provider_key),
-                    ("ROUTER_API_KEYS", &format!("web:{CLIENT}")),
+                    ("ROUTER_API_KEYS", &clients),
                     ("LOG_LEVEL", "info"),
                     (place, &value),
-                ];
-                let config = load(&bindings);
+                ]);
                 let provider = ScriptedProvider::new().on("m1", completion("m1"), 1);
                 let requests = [
-                    HttpRequest::new("GET", "/healthz", b""),
-                    HttpRequest::new("POST", "/v1/tasks/fast", OK_BODY.as_bytes()),
-                    HttpRequest {
-                        authorization: Some(&keyed),
-                        ..post(OK_BODY)
-                    },
-                    HttpRequest {
-                        authorization: Some(&keyed),
-                        ..HttpRequest::new("GET", "/v1/routes", b"")
-                    },
-                    HttpRequest {
-                        authorization: Some(&keyed),
-                        ..HttpRequest::new("GET", "/v1/models", b"")
-                    },
+                    request("GET /healthz", None, ""),
+                    request("POST /v1/tasks/fast", None, HI),
+                    request("POST /v1/tasks/fast", Some(&keyed), HI),
+                    request("GET /v1/routes", Some(&keyed), ""),
+                    request("GET /v1/models", Some(&keyed), ""),
                 ];
                 for req in requests {
                     let ex = exchange(&config, &provider, &Unlimited, &Default::default(), req);

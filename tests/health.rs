@@ -25,6 +25,16 @@ struct Router {
     last_log: RefCell<Vec<(Level, Value)>>,
 }
 
+/// A router over `models`, each answering its script at once.
+fn router<const N: usize>(models: [(&str, Script); N]) -> Router {
+    let provider = ScriptedProvider::new();
+    Router::new(
+        models
+            .into_iter()
+            .fold(provider, |p, (model, script)| p.on(model, script, 0)),
+    )
+}
+
 impl Router {
     fn new(provider: ScriptedProvider) -> Self {
         Router {
@@ -79,16 +89,10 @@ impl Router {
 
 #[test]
 fn a_gone_model_costs_one_call_not_one_per_request() {
-    let router = Router::new(ScriptedProvider::new().on("m1", gone_404("m1"), 20).on(
-        "m2",
-        completion("m2"),
-        20,
-    ));
+    let provider = ScriptedProvider::new().on("m1", gone_404("m1"), 20);
+    let router = Router::new(provider.on("m2", completion("m2"), 20));
     let (r, _, calls) = router.fast();
-    assert_eq!(
-        (r.status, calls),
-        (200, vec!["m1".to_string(), "m2".to_string()])
-    );
+    assert_eq!((r.status, calls), (200, vec!["m1".into(), "m2".into()]));
     for _ in 0..5 {
         router.advance(60_000);
         let (r, body, calls) = router.fast();
@@ -113,12 +117,8 @@ fn a_gone_model_costs_one_call_not_one_per_request() {
 
 #[test]
 fn gone_ttl_is_configurable() {
-    let router = Router::new(ScriptedProvider::new().on("m1", gone_404("m1"), 0).on(
-        "m2",
-        completion("m2"),
-        0,
-    ))
-    .with("MODEL_GONE_TTL_S", "10");
+    let router = router([("m1", gone_404("m1")), ("m2", completion("m2"))]);
+    let router = router.with("MODEL_GONE_TTL_S", "10");
     router.fast();
     router.advance(9_999);
     assert_eq!(router.fast().2, vec!["m2"]);
@@ -128,12 +128,11 @@ fn gone_ttl_is_configurable() {
 
 #[test]
 fn a_gone_model_is_never_a_last_resort() {
-    let router = Router::new(
-        ScriptedProvider::new()
-            .on("m1", gone_404("m1"), 0)
-            .on("m2", reply(500, "{}"), 0)
-            .on("f1", reply(503, "{}"), 0),
-    );
+    let router = router([
+        ("m1", gone_404("m1")),
+        ("m2", reply(500, "{}")),
+        ("f1", reply(503, "{}")),
+    ]);
     router.fast();
     let (r, body, calls) = router.fast();
     assert_eq!(r.status, 502);
@@ -143,11 +142,7 @@ fn a_gone_model_is_never_a_last_resort() {
 
 #[test]
 fn a_rate_limited_model_cools_for_retry_after() {
-    let router = Router::new(ScriptedProvider::new().on("m1", rate_limited("8"), 0).on(
-        "m2",
-        completion("m2"),
-        0,
-    ));
+    let router = router([("m1", rate_limited("8")), ("m2", completion("m2"))]);
     assert_eq!(router.fast().2, vec!["m1", "m2"]);
     router.advance(7_000);
     let (_, body, calls) = router.fast();
@@ -163,11 +158,7 @@ fn a_rate_limited_model_cools_for_retry_after() {
 fn a_request_too_large_for_one_model_cools_nothing_for_the_next_request() {
     // Groq's 413 is about the request (more tokens than the model's per-minute limit), not the
     // model: the next model is tried, and the next request calls the first model again.
-    let router = Router::new(ScriptedProvider::new().on("m1", too_large("m1"), 0).on(
-        "m2",
-        completion("m2"),
-        0,
-    ));
+    let router = router([("m1", too_large("m1")), ("m2", completion("m2"))]);
     for _ in 0..3 {
         let (r, body, calls) = router.fast();
         assert_eq!(r.status, 200, "{body}");
@@ -180,11 +171,7 @@ fn a_request_too_large_for_one_model_cools_nothing_for_the_next_request() {
 
 #[test]
 fn too_large_for_every_model_is_that_callers_413_and_blocks_no_one() {
-    let router = Router::new(ScriptedProvider::new().on("s1", too_large("s1"), 0).on(
-        "f1",
-        too_large("f1"),
-        0,
-    ));
+    let router = router([("s1", too_large("s1")), ("f1", too_large("f1"))]);
     for _ in 0..2 {
         let (r, body, calls) = router.ask("POST", "/v1/tasks/solo");
         assert_eq!(r.status, 413, "{body}");
@@ -210,12 +197,11 @@ fn too_large_for_every_model_is_that_callers_413_and_blocks_no_one() {
 #[test]
 fn too_large_for_some_and_rate_limited_for_the_rest_is_a_429_for_the_rest() {
     // A retry may find the rate-limited model free, and it may take the request.
-    let router = Router::new(
-        ScriptedProvider::new()
-            .on("m1", too_large("m1"), 0)
-            .on("m2", rate_limited("6"), 0)
-            .on("f1", gone_404("f1"), 0),
-    );
+    let router = router([
+        ("m1", too_large("m1")),
+        ("m2", rate_limited("6")),
+        ("f1", gone_404("f1")),
+    ]);
     let (r, body, _) = router.fast();
     assert_eq!(r.status, 429, "{body}");
     assert_eq!(r.header("retry-after"), Some("6"));
@@ -223,12 +209,11 @@ fn too_large_for_some_and_rate_limited_for_the_rest_is_a_429_for_the_rest() {
 
 #[test]
 fn open_circuits_are_tried_last_cooling_models_not_before_retry_after() {
-    let router = Router::new(
-        ScriptedProvider::new()
-            .on("m1", reply(503, "{}"), 0)
-            .on("m2", rate_limited("30"), 0)
-            .on("f1", gone_404("f1"), 0),
-    );
+    let router = router([
+        ("m1", reply(503, "{}")),
+        ("m2", rate_limited("30")),
+        ("f1", gone_404("f1")),
+    ]);
     for _ in 0..3 {
         router.fast();
     }
@@ -255,11 +240,7 @@ fn open_circuits_are_tried_last_cooling_models_not_before_retry_after() {
 /// inside the window makes no call and answers 429 with the moment the first model frees up.
 #[test]
 fn an_all_rate_limited_chain_answers_429_at_once_until_retry_after() {
-    let router = Router::new(ScriptedProvider::new().on("s1", rate_limited("8"), 0).on(
-        "f1",
-        rate_limited("20"),
-        0,
-    ));
+    let router = router([("s1", rate_limited("8")), ("f1", rate_limited("20"))]);
     let (r, _, calls) = router.ask("POST", "/v1/tasks/solo");
     assert_eq!((r.status, calls.len()), (429, 2));
     assert_eq!(r.header("retry-after"), Some("8"));
@@ -285,11 +266,7 @@ fn an_all_rate_limited_chain_answers_429_at_once_until_retry_after() {
 
 #[test]
 fn the_circuit_opens_after_three_failures_and_half_opens_after_the_cool_down() {
-    let router = Router::new(ScriptedProvider::new().on("m1", reply(503, "{}"), 0).on(
-        "m2",
-        completion("m2"),
-        0,
-    ));
+    let router = router([("m1", reply(503, "{}")), ("m2", completion("m2"))]);
     for _ in 0..3 {
         assert_eq!(router.fast().2, vec!["m1", "m2"]);
     }

@@ -6,9 +6,9 @@ mod support;
 
 use serde_json::{json, Value};
 use support::attempts::outcomes;
+use support::fixtures::{request, send};
 use support::scripted::*;
 use task_router::http::limit::Unlimited;
-use task_router::http::HttpRequest;
 use task_router::routing::health::{HealthBook, HealthReport};
 
 const REGISTRY: &str = r#"{"fast":["m1","m2"],"fallback":["f1"]}"#;
@@ -36,23 +36,22 @@ fn ask(pairs: &[(&'static str, &str)], path: &str, extra: Value) -> (Exchange, H
     let body = body.to_string();
     let health = Default::default();
     let provider = ScriptedProvider::new();
-    let req = HttpRequest {
-        authorization: Some("Bearer k"),
-        ..HttpRequest::new("POST", path, body.as_bytes())
-    };
+    let route = format!("POST {path}");
+    let req = request(&route, Some("Bearer k"), &body);
     let ex = exchange(&load(pairs), &provider, &Unlimited, &health, req);
     // No mock request reaches Groq.
     assert!(provider.calls.borrow().is_empty());
     (ex, health.into_inner())
 }
 
+/// A mock request to the task `fast` with `ALLOW_MOCK` on.
+fn mock(extra: Value) -> (Exchange, HealthBook) {
+    ask(&bindings("true"), "/v1/tasks/fast", extra)
+}
+
 #[test]
 fn a_mock_answer_is_shaped_like_groqs_through_the_real_chain() {
-    let (ex, _) = ask(
-        &bindings("true"),
-        "/v1/tasks/fast",
-        json!({"mock_response": "Hi tests"}),
-    );
+    let (ex, _) = mock(json!({"mock_response": "Hi tests"}));
     assert_eq!(ex.response.status, 200, "{}", ex.text);
     assert_eq!(ex.response.header("x-model-used"), Some("m1"));
     assert_eq!(ex.response.header("x-attempts"), Some("m1=ok(200)"));
@@ -102,11 +101,7 @@ fn each_mock_failure_is_classified_like_the_real_one() {
         ("timeout", "timeout", None),
         ("cannot_serve", "cannot_serve", Some(400)),
     ] {
-        let (ex, _) = ask(
-            &bindings("true"),
-            "/v1/tasks/fast",
-            json!({"mock_failures": [failure]}),
-        );
+        let (ex, _) = mock(json!({"mock_failures": [failure]}));
         assert_eq!(ex.response.status, 200, "{failure}: {}", ex.text);
         let body = ex.json();
         assert_eq!(
@@ -128,11 +123,7 @@ fn each_mock_failure_is_classified_like_the_real_one() {
     }
     // Stop at once, as Groq's refusals do.
     for (failure, status) in [("invalid_request", 400), ("provider_auth_failed", 502)] {
-        let (ex, _) = ask(
-            &bindings("true"),
-            "/v1/tasks/fast",
-            json!({"mock_failures": [failure]}),
-        );
+        let (ex, _) = mock(json!({"mock_failures": [failure]}));
         assert_eq!(
             (ex.response.status, ex.json()["error"]["code"].clone()),
             (status, json!(failure))
@@ -142,11 +133,7 @@ fn each_mock_failure_is_classified_like_the_real_one() {
 
 #[test]
 fn as_many_failures_as_models_give_the_real_exhausted_answers() {
-    let (ex, health) = ask(
-        &bindings("true"),
-        "/v1/tasks/fast",
-        json!({"mock_failures": ["model_gone", "upstream_error", "timeout"]}),
-    );
+    let (ex, health) = mock(json!({"mock_failures": ["model_gone", "upstream_error", "timeout"]}));
     assert_eq!(ex.response.status, 502, "{}", ex.text);
     let error = &ex.json()["error"];
     assert_eq!(error["code"], "all_models_failed");
@@ -162,22 +149,14 @@ fn as_many_failures_as_models_give_the_real_exhausted_answers() {
     // The shared health book learned nothing: m1 is not gone for real requests.
     assert_eq!(health.report("m1", 0), HealthReport::Healthy);
 
-    let (ex, _) = ask(
-        &bindings("true"),
-        "/v1/tasks/fast",
-        json!({"mock_failures": ["rate_limited", "rate_limited", "rate_limited"]}),
-    );
+    let (ex, _) = mock(json!({"mock_failures": ["rate_limited", "rate_limited", "rate_limited"]}));
     assert_eq!(ex.response.status, 429);
     assert_eq!(ex.response.header("retry-after"), Some("2"));
 }
 
 #[test]
 fn a_mock_stream_is_groqs_sse_and_stream_break_breaks_it() {
-    let (ex, _) = ask(
-        &bindings("true"),
-        "/v1/tasks/fast",
-        json!({"stream": true, "mock_response": "Hello from the mock"}),
-    );
+    let (ex, _) = mock(json!({"stream": true, "mock_response": "Hello from the mock"}));
     assert!(ex.streamed);
     let events: Vec<&str> = ex.text.split("\n\n").filter(|e| !e.is_empty()).collect();
     assert_eq!(events.last(), Some(&"data: [DONE]"));
@@ -200,11 +179,7 @@ fn a_mock_stream_is_groqs_sse_and_stream_break_breaks_it() {
     assert!(last["x_groq"]["usage"]["total_tokens"].is_u64());
     assert_eq!(ex.log.last().unwrap().1["completion_tokens"], 5);
 
-    let (ex, health) = ask(
-        &bindings("true"),
-        "/v1/tasks/fast",
-        json!({"stream": true, "mock_failures": ["stream_break"]}),
-    );
+    let (ex, health) = mock(json!({"stream": true, "mock_failures": ["stream_break"]}));
     assert!(ex.streamed);
     assert!(!ex.text.contains("[DONE]"), "{}", ex.text);
     let events: Vec<&str> = ex.text.split("\n\n").filter(|e| !e.is_empty()).collect();
@@ -258,17 +233,8 @@ fn null_mock_fields_never_reach_groq() {
         let body = json!({"messages": [{"role": "user", "content": "hi"}],
                           "mock_response": null, "mock_failures": null});
         let body = body.to_string();
-        let req = HttpRequest {
-            authorization: Some("Bearer k"),
-            ..HttpRequest::new("POST", "/v1/tasks/fast", body.as_bytes())
-        };
-        let ex = exchange(
-            &load(&bindings(allow)),
-            &provider,
-            &Unlimited,
-            &Default::default(),
-            req,
-        );
+        let req = request("POST /v1/tasks/fast", Some("Bearer k"), &body);
+        let ex = send(&bindings(allow), &provider, req);
         assert_eq!(ex.response.status, 200, "{}", ex.text);
         let sent = &provider.calls.borrow()[0].body;
         assert_eq!(sent["messages"], json!([{"role": "user", "content": "hi"}]));
@@ -292,13 +258,10 @@ fn without_a_provider_key_only_mocks_are_answered() {
         (ex.response.status, ex.json()["error"]["code"].clone()),
         (500, json!("provider_key_missing"))
     );
-    let provider = ScriptedProvider::new();
-    let health = exchange(
-        &load(&no_key),
-        &provider,
-        &Unlimited,
-        &Default::default(),
-        HttpRequest::new("GET", "/healthz", b""),
+    let health = send(
+        &no_key,
+        &ScriptedProvider::new(),
+        request("GET /healthz", None, ""),
     );
     assert_eq!(health.response.status, 200);
     let warning = &health.json()["warnings"][0];

@@ -56,28 +56,17 @@ fn claims(sub: &str, extra: Value) -> Value {
 
 /// A token for `sub` signed with fixture key `key` (`rsa-a`, `rsa-b`, `ec-a`), its `kid` `kid`.
 fn signed_as(key: &str, kid: &str, sub: &str) -> String {
-    let (alg, pem) = (
-        if key == "ec-a" {
-            Algorithm::ES256
-        } else {
-            Algorithm::RS256
-        },
-        fixture(&format!("{key}.pem")),
-    );
-    let encoding = match alg {
-        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
-        _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
+    let pem = fixture(&format!("{key}.pem"));
+    let (alg, encoding) = match key {
+        "ec-a" => (Algorithm::ES256, EncodingKey::from_ec_pem(pem.as_bytes())),
+        _ => (Algorithm::RS256, EncodingKey::from_rsa_pem(pem.as_bytes())),
     };
     let header = Header {
         kid: Some(kid.to_string()),
         ..Header::new(alg)
     };
-    encode(
-        &header,
-        &claims(sub, json!({})),
-        &encoding.expect("a fixture key"),
-    )
-    .expect("a token")
+    let encoding = encoding.expect("a fixture key");
+    encode(&header, &claims(sub, json!({})), &encoding).expect("a token")
 }
 
 fn signed(key: &str, sub: &str) -> String {
@@ -85,22 +74,16 @@ fn signed(key: &str, sub: &str) -> String {
 }
 
 fn hs256(secret: &[u8], claims: &Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .expect("a token")
+    let header = Header::new(Algorithm::HS256);
+    encode(&header, claims, &EncodingKey::from_secret(secret)).expect("a token")
 }
 
 /// `token` with its signature replaced by `bytes`.
 fn forged(token: &str, bytes: &[u8]) -> String {
     use base64::Engine;
     let (signed, _) = token.rsplit_once('.').expect("three parts");
-    format!(
-        "{signed}.{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    format!("{signed}.{signature}")
 }
 
 /// A Worker verifying tokens with `jwt` vars, the JWKS at the fake answering `status`.
@@ -108,16 +91,11 @@ fn start(jwt: &[(&str, &str)], jwks: u16, extras: Extras<'_>) -> Stack {
     let mut vars = vec![("MODEL_REGISTRY", REGISTRY), ("JWT_ISSUER", ISSUER)];
     vars.extend_from_slice(jwt);
     let stack = Stack::start(&vars, extras);
-    let keys = json!({"keys": [jwk("rsa-a"), jwk("ec-a")]});
-    stack.fake.set_jwks(
-        jwks,
-        Some("public, max-age=600"),
-        if jwks == 200 {
-            keys
-        } else {
-            json!({"error": "down"})
-        },
-    );
+    let keys = match jwks {
+        200 => json!({"keys": [jwk("rsa-a"), jwk("ec-a")]}),
+        _ => json!({"error": "down"}),
+    };
+    stack.fake.set_jwks(jwks, Some("public, max-age=600"), keys);
     stack
 }
 
@@ -125,24 +103,12 @@ fn start(jwt: &[(&str, &str)], jwks: u16, extras: Extras<'_>) -> Stack {
 fn users() -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
     STACK.get_or_init(|| {
-        let jwks = format!("{{groq}}{JWKS_PATH}");
-        let jwt = [
-            ("JWT_JWKS_URL", jwks.as_str()),
-            ("JWT_AUDIENCE", AUDIENCE),
-            ("JWT_TASKS_CLAIM", "tasks"),
-        ];
-        let limit = [(
-            "simple = { limit = 600, period = 60 }",
-            "simple = { limit = 5, period = 60 }",
-        )];
-        let stack = start(
-            &jwt,
-            200,
-            Extras {
-                replace: &limit,
-                ..Extras::default()
-            },
-        );
+        let url = format!("{{groq}}{JWKS_PATH}");
+        let jwt = [("JWT_JWKS_URL", url.as_str()), ("JWT_AUDIENCE", AUDIENCE)];
+        let jwt = [jwt[0], jwt[1], ("JWT_TASKS_CLAIM", "tasks")];
+        let limit = "simple = { limit = 600, period = 60 }";
+        let limit = [(limit, "simple = { limit = 5, period = 60 }")];
+        let stack = start(&jwt, 200, Extras::replace(&limit));
         // The first request fetches the JWKS: before tests run in parallel, so it is one fetch.
         let first = bearer(&stack, "fast", &signed("rsa-a", "user-first"));
         assert_eq!(first.status, 200, "{}", first.text());
@@ -192,26 +158,16 @@ fn users_tokens_are_verified_by_webcrypto_and_never_shown() {
 
     // Signatures WebCrypto does not verify: made up, or made with another key than the `kid`'s.
     let mut tokens = vec![rs.clone(), es.clone()];
-    for token in [
-        forged(&rs, &[7; 256]),
-        signed_as("rsa-b", "rsa-a", "user-b"),
-        forged(&es, &[7; 64]),
-    ] {
+    let other_key = signed_as("rsa-b", "rsa-a", "user-b");
+    for token in [forged(&rs, &[7; 256]), other_key, forged(&es, &[7; 64])] {
         let answer = bearer(stack, "fast", &token);
         assert_eq!(answer.status, 401, "{}", answer.text());
         let error = &answer.json()["error"];
         assert_eq!(error["code"], "invalid_token");
-        assert!(
-            error["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("signature does not verify"),
-            "{error}"
-        );
-        assert_eq!(
-            answer.header("www-authenticate"),
-            Some("Bearer error=\"invalid_token\"")
-        );
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains("signature does not verify"), "{error}");
+        let challenge = answer.header("www-authenticate");
+        assert_eq!(challenge, Some("Bearer error=\"invalid_token\""));
         answers.push(answer);
         tokens.push(token);
     }
@@ -222,16 +178,11 @@ fn users_tokens_are_verified_by_webcrypto_and_never_shown() {
     let access = signed("rsa-a", "user-access");
     let headers = [
         ("content-type", "application/json"),
-        ("cf-access-jwt-assertion", access.as_str()),
+        ("cf-access-jwt-assertion", &access),
     ];
     let body = chat_body("e2e-jwt-access").to_string();
-    let answer = http::send(
-        stack.port(),
-        "POST",
-        "/v1/tasks/fast",
-        &headers,
-        body.as_bytes(),
-    );
+    let (port, body) = (stack.port(), body.as_bytes());
+    let answer = http::send(port, "POST", "/v1/tasks/fast", &headers, body);
     assert_eq!(answer.status, 200, "{}", answer.text());
     answers.push(answer);
     tokens.push(access);
@@ -245,16 +196,14 @@ fn users_tokens_are_verified_by_webcrypto_and_never_shown() {
         print(reply.model)\n\
         try:\n    openai.OpenAI(base_url=sys.argv[1] + '/v1', api_key=sys.argv[2][:-4] + 'AAAA', max_retries=0).models.list()\n\
         except openai.AuthenticationError as e:\n    print('refused', e.status_code)\n";
-    let ran = run_with_timeout(
-        python().args(["-c", script, &stack.worker.base_url(), &sdk_token]),
-        Duration::from_secs(60),
-    );
-    assert!(ran.succeeded(), "{}", ran.output());
-    assert_eq!(
-        ran.stdout.trim(),
-        "ok-jwtfast\nrefused 401",
-        "{}",
-        ran.output()
+    let base = stack.worker.base_url();
+    let mut command = python();
+    command.args(["-c", script, &base, &sdk_token]);
+    let ran = run_with_timeout(&mut command, Duration::from_secs(60));
+    let (stdout, output) = (ran.stdout.trim(), ran.output());
+    assert!(
+        ran.succeeded() && stdout == "ok-jwtfast\nrefused 401",
+        "{output}"
     );
     tokens.push(sdk_token);
     assert_never_shown(stack, &answers, &tokens, &[]);
@@ -268,22 +217,17 @@ fn the_rate_limiter_binding_counts_each_user_and_each_client_apart() {
         signed("rsa-a", "user-greedy"),
         signed("ec-a", "user-modest"),
     );
-    let statuses: Vec<u16> = (0..=LIMIT)
-        .map(|_| bearer(stack, "limit", &greedy).status)
-        .collect();
+    let limited = |token: &str| bearer(stack, "limit", token).status;
+    let statuses: Vec<u16> = (0..=LIMIT).map(|_| limited(&greedy)).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
     // Another user has a budget of their own.
     assert_eq!(bearer(stack, "limit", &modest).status, 200);
 
-    let statuses: Vec<u16> = (0..LIMIT)
-        .map(|_| bearer(stack, "limit", CLIENT_KEY).status)
-        .collect();
+    let statuses: Vec<u16> = (0..LIMIT).map(|_| limited(CLIENT_KEY)).collect();
     assert_eq!(statuses, [200; LIMIT]);
     let refused = bearer(stack, "limit", CLIENT_KEY);
-    assert_eq!(
-        (refused.status, refused.header("retry-after")),
-        (429, Some("60"))
-    );
+    let retry_after = refused.header("retry-after");
+    assert_eq!((refused.status, retry_after), (429, Some("60")));
     assert_eq!(refused.json()["error"]["code"], "client_rate_limited");
     // Another client has its own budget.
     assert_eq!(bearer(stack, "limit", OTHER_KEY).status, 200);
@@ -293,12 +237,9 @@ fn the_rate_limiter_binding_counts_each_user_and_each_client_apart() {
 
 #[test]
 fn with_the_jwks_unreachable_a_token_gets_503_and_a_warning() {
-    let jwks = format!("{{groq}}{JWKS_PATH}");
-    let stack = start(
-        &[("JWT_JWKS_URL", &jwks), ("JWT_AUDIENCE", AUDIENCE)],
-        500,
-        Extras::default(),
-    );
+    let url = format!("{{groq}}{JWKS_PATH}");
+    let jwt = [("JWT_JWKS_URL", url.as_str()), ("JWT_AUDIENCE", AUDIENCE)];
+    let stack = start(&jwt, 500, Extras::default());
     let answer = bearer(&stack, "fast", &signed("rsa-a", "user-down"));
     assert_eq!(answer.status, 503, "{}", answer.text());
     assert_eq!(answer.json()["error"]["code"], "auth_unavailable");
@@ -310,31 +251,21 @@ fn with_the_jwks_unreachable_a_token_gets_503_and_a_warning() {
 
 #[test]
 fn hs256_tokens_verify_with_the_shared_secret_only() {
-    let jwt = [
-        ("JWT_SECRET", SECRET),
-        ("JWT_ALLOW_ANY_AUDIENCE", "true"),
-        ("JWT_CLIENT_CLAIM", "email"),
-    ];
+    let jwt = [("JWT_SECRET", SECRET), ("JWT_ALLOW_ANY_AUDIENCE", "true")];
+    let jwt = [jwt[0], jwt[1], ("JWT_CLIENT_CLAIM", "email")];
     let stack = start(&jwt, 404, Extras::default());
-    let good = hs256(
-        SECRET.as_bytes(),
-        &claims("x", json!({"email": "ada@example.test", "aud": "anything"})),
-    );
+    let ada = claims("x", json!({"email": "ada@example.test", "aud": "anything"}));
+    let good = hs256(SECRET.as_bytes(), &ada);
     let answer = bearer(&stack, "fast", &good);
     assert_eq!(answer.status, 200, "{}", answer.text());
     let line = stack.log_line(|l| l["event"] == "request");
     assert_eq!(line["client"], "ada@example.test");
 
-    let wrong = hs256(
-        b"another-secret-that-is-long-enough-0123456789",
-        &claims("x", json!({"email": "e"})),
-    );
+    let another = b"another-secret-that-is-long-enough-0123456789";
+    let wrong = hs256(another, &claims("x", json!({"email": "e"})));
     let refused = bearer(&stack, "fast", &wrong);
     assert_eq!(refused.status, 401, "{}", refused.text());
-    assert!(
-        refused.text().contains("signature does not verify"),
-        "{}",
-        refused.text()
-    );
+    let text = refused.text();
+    assert!(text.contains("signature does not verify"), "{text}");
     assert_never_shown(&stack, &[answer, refused], &[good, wrong], &[SECRET]);
 }

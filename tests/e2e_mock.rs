@@ -29,16 +29,15 @@ const README_BASE: &str = "http://127.0.0.1:8787";
 fn npm_start() -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
     STACK.get_or_init(|| {
-        let vars = [
-            ("ALLOW_MOCK", "true"),
-            ("ALLOW_UNAUTHENTICATED", "true"),
-            ("GROQ_API_KEY", ""),
-        ];
+        let vars = [("ALLOW_MOCK", "true"), ("ALLOW_UNAUTHENTICATED", "true")];
         // `Stack` gives the Worker client keys: `npm start` has none.
-        Stack::start(
-            &[&vars[..], &[("ROUTER_API_KEYS", "")]].concat(),
-            Extras::default(),
-        )
+        let vars = [
+            vars[0],
+            vars[1],
+            ("GROQ_API_KEY", ""),
+            ("ROUTER_API_KEYS", ""),
+        ];
+        Stack::start(&vars, Extras::default())
     })
 }
 
@@ -55,10 +54,8 @@ struct Snippet {
 /// command is followed by its own; a `python` block runs whole, its `# →` lines joined.
 fn readme_snippets() -> Vec<Snippet> {
     let readme = std::fs::read_to_string(manifest_dir().join("README.md")).expect("read README.md");
-    let section = readme
-        .split("\n## ")
-        .find(|s| s.starts_with("Try it"))
-        .expect("README has a \"## Try it\" section");
+    let section = readme.split("\n## ").find(|s| s.starts_with("Try it"));
+    let section = section.expect("README has a \"## Try it\" section");
     let mut snippets = Vec::new();
     let mut blocks = section.split("```").skip(1).step_by(2);
     for block in blocks.by_ref() {
@@ -73,10 +70,11 @@ fn readme_snippets() -> Vec<Snippet> {
         };
         if language == "python" {
             let expect: Vec<String> = body.lines().filter_map(arrow).collect();
+            let (code, expect) = (body.into(), expect.join("\n"));
             snippets.push(Snippet {
                 language: language.into(),
-                code: body.into(),
-                expect: expect.join("\n"),
+                code,
+                expect,
             });
             continue;
         }
@@ -88,9 +86,10 @@ fn readme_snippets() -> Vec<Snippet> {
                     !code.is_empty(),
                     "`# →` without a command before it: {line}"
                 );
+                let code = std::mem::take(&mut code);
                 snippets.push(Snippet {
                     language: language.into(),
-                    code: std::mem::take(&mut code),
+                    code,
                     expect,
                 });
             } else if !line.trim().is_empty() && !line.trim_start().starts_with('#') {
@@ -123,10 +122,10 @@ fn readme_try_it_snippets_print_what_they_say_without_a_key() {
     let Stack { fake, worker } = npm_start();
     let snippets = readme_snippets();
     let count = |language: &str| snippets.iter().filter(|s| s.language == language).count();
+    let found = snippets.len();
     assert!(
         count("sh") >= 3 && count("python") >= 1,
-        "README snippets found: {}",
-        snippets.len()
+        "README snippets found: {found}"
     );
     process::require_python_sdks();
     for snippet in &snippets {
@@ -145,24 +144,17 @@ fn readme_try_it_snippets_print_what_they_say_without_a_key() {
         };
         let ran = run_with_timeout(&mut command, Duration::from_secs(60));
         eprintln!("$ {}{}", code.trim_end(), ran.output());
+        let (output, expect) = (ran.output(), &snippet.expect);
+        assert!(ran.succeeded(), "README snippet failed:\n{code}\n{output}");
+        let printed = matches(&ran.stdout, expect);
+        let logs = worker.logs();
         assert!(
-            ran.succeeded(),
-            "README snippet failed:\n{code}\n{}",
-            ran.output()
-        );
-        assert!(
-            matches(&ran.stdout, &snippet.expect),
-            "README snippet printed something else than `# → {}`:\n{code}\n{}\n--- worker logs\n{}",
-            snippet.expect,
-            ran.output(),
-            worker.logs()
+            printed,
+            "not `# → {expect}`:\n{code}\n{output}\n--- worker logs\n{logs}"
         );
     }
-    assert!(
-        fake.calls().is_empty(),
-        "a mock request reached Groq: {:?}",
-        fake.models_called()
-    );
+    // No mock request reaches Groq.
+    assert!(fake.calls().is_empty(), "{:?}", fake.models_called());
 
     // No key, mocks on: a real request is refused saying why, and still never reaches Groq.
     let body = json!({"messages": [{"role": "user", "content": "Say hi"}]});
@@ -176,35 +168,26 @@ fn readme_try_it_snippets_print_what_they_say_without_a_key() {
 fn official_sdks_drive_the_mock() {
     process::require_python_sdks();
     let Stack { fake, worker } = npm_start();
-    let script = run_with_timeout(
-        python()
-            .arg("tests/sdk/mock_clients.py")
-            .arg(worker.base_url())
-            .arg("any-key-is-fine-here"),
-        Duration::from_secs(180),
-    );
-    eprintln!("tests/sdk/mock_clients.py:\n{}", script.output());
-    assert!(
-        script.succeeded(),
-        "tests/sdk/mock_clients.py failed:\n{}\n--- worker logs\n{}",
-        script.output(),
-        worker.logs()
-    );
+    let mut command = python();
+    command
+        .arg("tests/sdk/mock_clients.py")
+        .arg(worker.base_url())
+        .arg("any-key-is-fine-here");
+    let script = run_with_timeout(&mut command, Duration::from_secs(180));
+    let (output, logs) = (script.output(), worker.logs());
+    eprintln!("tests/sdk/mock_clients.py:\n{output}");
+    assert!(script.succeeded(), "{output}\n--- worker logs\n{logs}");
     // 5 checks per SDK.
     assert_eq!(script.stdout.matches("ok   ").count(), 10);
-    assert!(
-        fake.calls().is_empty(),
-        "a mock request reached Groq: {:?}",
-        fake.models_called()
-    );
+    // No mock request reaches Groq.
+    assert!(fake.calls().is_empty(), "{:?}", fake.models_called());
 
     // Every mock request's line says so, with its tokens and cost, and changed no model's health.
     let lines: Vec<Value> = worker.log_lines_json();
     // (The README test's one real request, refused, is no mock.)
-    let requests: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l["event"] == "request" && l["request_id"] != "e2e-mock-real")
-        .collect();
+    let real = |l: &&Value| l["request_id"] == "e2e-mock-real";
+    let requests = lines.iter().filter(|l| l["event"] == "request" && !real(l));
+    let requests: Vec<&Value> = requests.collect();
     assert!(requests.len() >= 10, "{} request lines", requests.len());
     assert!(requests.iter().all(|l| l["mock"] == true), "{requests:?}");
     assert!(
@@ -212,17 +195,13 @@ fn official_sdks_drive_the_mock() {
         "{requests:?}"
     );
     let routes = http::get(worker.port(), "/v1/routes", None).json();
-    let states: Vec<&Value> = routes["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|task| task["chain"].as_array().into_iter().flatten())
-        .map(|entry| &entry["health"]["state"])
-        .collect();
-    assert!(!states.is_empty(), "{routes}");
+    let tasks = routes["data"].as_array().into_iter().flatten();
+    let chains = tasks.flat_map(|task| task["chain"].as_array().into_iter().flatten());
+    let states: Vec<&Value> = chains.map(|entry| &entry["health"]["state"]).collect();
+    // No mock failure changes health.
     assert!(
-        states.iter().all(|s| *s == "healthy"),
-        "a mock failure changed health: {routes}"
+        !states.is_empty() && states.iter().all(|s| *s == "healthy"),
+        "{routes}"
     );
 }
 
@@ -241,8 +220,6 @@ fn the_registry_and_prices_of_wrangler_toml_load() {
     let response = stack.post("/v1/tasks/nope", None, "e2e-toml", &json!({}));
     assert_eq!(response.status, 404, "{}", response.text());
     let message = &response.json()["error"]["message"];
-    assert_eq!(
-        message,
-        "unknown task `nope`; known tasks: `fast`, `reasoning`, `summarization`"
-    );
+    let tasks = "known tasks: `fast`, `reasoning`, `summarization`";
+    assert_eq!(message, &format!("unknown task `nope`; {tasks}"));
 }

@@ -26,34 +26,22 @@ impl Ran {
 
 /// Runs `command` to the end, or kills it at `timeout`.
 pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Ran {
-    let mut child = command
+    let piped = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("could not spawn {command:?}: {error}"));
-    // Drained on their own threads so a full pipe cannot stall the child.
-    let drain = |source: Option<Box<dyn Read + Send>>| {
+        .stderr(Stdio::piped());
+    let child = piped.spawn();
+    let mut child = child.unwrap_or_else(|error| panic!("could not spawn {command:?}: {error}"));
+    // Drained on threads of their own, so that a full pipe cannot stall the child.
+    fn drain(mut source: impl Read + Send + 'static) -> thread::JoinHandle<String> {
         thread::spawn(move || {
             let mut text = String::new();
-            if let Some(mut source) = source {
-                let _ = source.read_to_string(&mut text);
-            }
+            let _ = source.read_to_string(&mut text);
             text
         })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
+    }
+    let stdout = drain(child.stdout.take().expect("piped"));
+    let stderr = drain(child.stderr.take().expect("piped"));
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -66,55 +54,43 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Ran {
             }
         }
     };
+    let (stdout, stderr) = (stdout.join(), stderr.join());
+    let (stdout, stderr) = (stdout.unwrap_or_default(), stderr.unwrap_or_default());
     Ran {
         status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
+        stdout,
+        stderr,
     }
 }
 
-/// `python3` for the SDK script: no proxy may stand between it and 127.0.0.1, and no `.pyc` is
+/// `python3` for the SDK scripts: no proxy may stand between it and 127.0.0.1, and no `.pyc` is
 /// written into the tree.
 pub fn python() -> Command {
     let mut command = Command::new("python3");
-    for proxy in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
-        command.env_remove(proxy);
+    for proxy in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+        command.env_remove(proxy).env_remove(proxy.to_lowercase());
     }
     command
         .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .current_dir(manifest_dir());
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    command.current_dir(manifest_dir());
     command
 }
 
 /// Panics, saying how to install them, unless `python3` imports the official OpenAI and Groq
 /// SDKs; notes a version other than the one `tests/sdk/requirements.txt` pins.
 pub fn require_python_sdks() {
-    let import = run_with_timeout(
-        python().args([
-            "-c",
-            "import openai, groq; print('openai', openai.__version__, 'groq', groq.__version__)",
-        ]),
-        Duration::from_secs(60),
-    );
+    let versions =
+        "import openai, groq; print('openai', openai.__version__, 'groq', groq.__version__)";
+    let import = run_with_timeout(python().args(["-c", versions]), Duration::from_secs(60));
+    let install = "run `pip install -r tests/sdk/requirements.txt`";
+    let output = import.output();
     assert!(
         import.succeeded(),
-        "the official Python SDKs are not importable by `python3`; run \
-         `pip install -r tests/sdk/requirements.txt`\n{}",
-        import.output()
+        "`python3` cannot import the official SDKs; {install}\n{output}"
     );
-    let pinned = "openai 3.57.0 groq 1.7.0";
-    if import.stdout.trim() != pinned {
-        eprintln!(
-            "tests: found {:?}, tests/sdk/requirements.txt pins {pinned:?}",
-            import.stdout.trim()
-        );
+    let (found, pinned) = (import.stdout.trim(), "openai 3.57.0 groq 1.7.0");
+    if found != pinned {
+        eprintln!("tests: found {found:?}, tests/sdk/requirements.txt pins {pinned:?}");
     }
 }

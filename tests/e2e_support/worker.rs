@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long `wrangler dev` may take to answer its first request.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `Drop` waits after `SIGTERM` before `SIGKILL`, and after `SIGKILL`.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 
@@ -180,37 +180,33 @@ pub struct Extras<'a> {
 impl<'a> Extras<'a> {
     /// `toml` appended to the copy of `wrangler.toml`.
     pub fn toml(toml: &'a str) -> Self {
-        let toml = Some(toml);
+        let (args, replace) = (&[][..], &[][..]);
         Extras {
-            toml,
-            ..Extras::default()
+            toml: Some(toml),
+            args,
+            replace,
         }
     }
 
     /// `replace` made in the copy of `wrangler.toml`.
     pub fn replace(replace: &'a [(&'a str, &'a str)]) -> Self {
         Extras {
+            toml: None,
+            args: &[],
             replace,
-            ..Extras::default()
         }
     }
 }
 
 impl Worker {
     /// Builds if needed, starts `wrangler dev` with `vars` overriding `wrangler.toml`'s `[vars]`
-    /// (on top of [`BASELINE_VARS`]), and waits until the router answers `GET /healthz` with any
-    /// status.
-    /// Panics with the captured output if it does not within [`STARTUP_TIMEOUT`].
-    pub fn start(vars: &[(&str, &str)]) -> Worker {
-        Worker::start_with(vars, Extras::default())
-    }
-
-    /// [`Worker::start`] with extra configuration and arguments.
+    /// (on top of [`BASELINE_VARS`]) and `extras`, and waits until the router answers
+    /// `GET /healthz` with any status; panics with the output if it does not in time.
     pub fn start_with(vars: &[(&str, &str)], extras: Extras<'_>) -> Worker {
         Worker::start_trying(vars, extras, None)
     }
 
-    /// [`Worker::start`], trying `port` first (for the self-test of a port taken meanwhile).
+    /// [`Worker::start_with`], trying `port` first (for the self-test of a port taken meanwhile).
     pub fn start_trying_port(port: u16, vars: &[(&str, &str)]) -> Worker {
         Worker::start_trying(vars, Extras::default(), Some(port))
     }
@@ -358,14 +354,8 @@ impl Worker {
                     self.logs()
                 ));
             }
-            let attempt = http::try_send(
-                self.port,
-                "GET",
-                "/healthz",
-                &[],
-                b"",
-                Duration::from_secs(10),
-            );
+            let wait = Duration::from_secs(10);
+            let attempt = http::try_send(self.port, "GET", "/healthz", &[], b"", wait);
             if attempt.is_ok_and(|answer| answer.text().starts_with(r#"{"status":"#)) {
                 return Ok(());
             }
@@ -444,12 +434,12 @@ impl Worker {
     ) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(found) = self
+            let found = self
                 .log_lines_json()
                 .into_iter()
-                .find(|line| predicate(line))
-            {
-                return Some(found);
+                .find(|line| predicate(line));
+            if found.is_some() {
+                return found;
             }
             if Instant::now() >= deadline {
                 return None;

@@ -82,19 +82,15 @@ fn registry_as_a_wrangler_table_and_as_a_json_string_agree() {
     let from_table = Config::load(&as_table).unwrap();
     let from_text = Config::load(&bindings(&[("MODEL_REGISTRY", REGISTRY)])).unwrap();
     assert_eq!(from_table.routing.registry, from_text.routing.registry);
-    assert_eq!(
-        from_table.routing.task_names(),
-        vec!["code-review", "fast", "reasoning"]
-    );
+    let expected = vec!["code-review", "fast", "reasoning"];
+    assert_eq!(from_table.routing.task_names(), expected);
     // A JSON string inside a JSON value (what some dashboards store) works too.
     as_table.insert(
         "MODEL_REGISTRY",
         BindingValue::Json(json!(REGISTRY).to_string()),
     );
-    assert_eq!(
-        Config::load(&as_table).unwrap().routing.registry,
-        from_text.routing.registry
-    );
+    let expected = from_text.routing.registry;
+    assert_eq!(Config::load(&as_table).unwrap().routing.registry, expected);
 }
 
 #[test]
@@ -201,10 +197,8 @@ fn every_problem_is_reported_not_just_the_first() {
             "GROQ_API_KEY"
         ]
     );
-    assert_eq!(
-        errors[0].code, "config_invalid",
-        "the config problem answers routed requests"
-    );
+    // The config problem answers routed requests.
+    assert_eq!(errors[0].code, "config_invalid");
     assert_eq!(errors[3].code, "provider_key_missing");
 }
 

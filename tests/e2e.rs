@@ -336,10 +336,8 @@ fn raw_methods_and_paths_request_ids_and_cors_headers() {
     // The query string is no part of the path.
     let response = http::get(port, "/nowhere?x=1", None);
     let message = &response.json()["error"]["message"];
-    assert_eq!(
-        message,
-        "no route for GET /nowhere; use POST /v1/tasks/{task}"
-    );
+    let expected = "no route for GET /nowhere; use POST /v1/tasks/{task}";
+    assert_eq!(message, expected);
 
     // `x-request-id`: the caller's when it is a sane token, else made up, each time anew.
     let id_of = |id: &str| {
@@ -395,10 +393,8 @@ fn body_limits_count_the_bytes_read_and_a_malformed_request_is_refused() {
     };
     // Over `MAX_REQUEST_BYTES` by `Content-Length`: refused unread. No `Content-Type`: refused.
     let big = vec![b' '; MAX_REQUEST_BYTES + 1];
-    assert_eq!(
-        refused(send(&json, &big)),
-        (413, json!("request_too_large"))
-    );
+    let expected = (413, json!("request_too_large"));
+    assert_eq!(refused(send(&json, &big)), expected);
     let no_type = refused(send(&json[1..], valid.as_bytes()));
     assert_eq!(no_type, (415, json!("unsupported_media_type")));
 
@@ -628,10 +624,8 @@ fn a_piped_stream_falls_back_when_the_first_model_is_silent_past_the_attempt_tim
     );
     let routed = response.finish();
     assert_ends_with_done(&routed);
-    assert_eq!(
-        events(&routed.text()),
-        events(&direct_stream(stack, &next).text())
-    );
+    let expected = events(&direct_stream(stack, &next).text());
+    assert_eq!(events(&routed.text()), expected);
     assert_eq!(stack.models_for(id), [slow, next]);
     let timeout = Duration::from_millis(ATTEMPT_TIMEOUT_MS) - Duration::from_millis(100);
     assert!(to_head >= timeout && to_head < HANG_FOR, "{to_head:?}");
@@ -825,10 +819,8 @@ fn official_python_sdks_drive_the_router() {
     // The OpenAI client asks for usage in a stream, the Groq client does not.
     assert_eq!((streamed, usage.count()), (2, 1), "{answered:?}");
     for body in &answered {
-        assert_eq!(
-            body["messages"],
-            json!([{"role": "user", "content": "Say hello."}])
-        );
+        let expected = json!([{"role": "user", "content": "Say hello."}]);
+        assert_eq!(body["messages"], expected);
     }
     // Broken streams: one per SDK, never retried on the next model.
     let calls = ["streamdrop-py", "ok-pydrop", "streamerror-py", "ok-pyerr"];
@@ -904,10 +896,8 @@ fn the_scheduled_probe_and_gone_verdicts_shared_through_kv() {
     assert_eq!(listings.count(), 1);
     // The probe sends the provider key.
     assert!(fake.calls().iter().all(|c| c.authorized));
-    assert_eq!(
-        probe("e2e-probe-1"),
-        pairs(&[("ok-p1", "skipped"), ("ok-p2", "ok")])
-    );
+    let expected = pairs(&[("ok-p1", "skipped"), ("ok-p2", "ok")]);
+    assert_eq!(probe("e2e-probe-1"), expected);
     // Retired before any user paid for it.
     assert_eq!(fake.calls_to("ok-p1"), 0);
     // A failed probe changes nothing.

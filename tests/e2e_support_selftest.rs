@@ -86,10 +86,8 @@ fn each_behaviour_answers_groqs_status_error_and_headers() {
     let fake = FakeGroq::start(KEY);
     let ok = chat(&fake, "ok-a");
     assert_eq!(ok.status, 200, "{}", ok.text());
-    assert_eq!(
-        ok.header("content-length"),
-        Some(&*ok.body.len().to_string())
-    );
+    let expected = Some(&*ok.body.len().to_string());
+    assert_eq!(ok.header("content-length"), expected);
     assert_groq_headers(&ok.headers, false);
     let body = ok.json();
     let usage = json!({"prompt_tokens": 55, "completion_tokens": 12, "total_tokens": 67});
@@ -147,16 +145,12 @@ fn each_behaviour_answers_groqs_status_error_and_headers() {
     assert_eq!(chat(&fake, "tpm-a").status, 200);
 
     let html = chat(&fake, "html502-a");
-    assert_eq!(
-        (html.status, html.header("content-type")),
-        (502, Some("text/html"))
-    );
+    let expected = (502, Some("text/html"));
+    assert_eq!((html.status, html.header("content-type")), expected);
     assert!(html.text().contains("<title>502 Bad Gateway</title>"));
     let not_completion = chat(&fake, "notcompletion-a").json();
-    assert_eq!(
-        not_completion,
-        json!({"status": "ok", "object": "list", "data": []})
-    );
+    let expected = json!({"status": "ok", "object": "list", "data": []});
+    assert_eq!(not_completion, expected);
 
     // A wrong key is refused before any model; every request is recorded.
     let ok_b = json!({"model": "ok-b"});
@@ -215,10 +209,8 @@ fn a_whole_stream_is_framed_as_groqs_sse() {
     let text: Vec<Value> = (1..4).map(|i| delta(i)["content"].clone()).collect();
     assert_eq!(text, [json!("hello"), json!(" from "), json!("ok-s")]);
     let last = &chunks[4]["choices"][0];
-    assert_eq!(
-        (&delta(4), &last["finish_reason"]),
-        (&json!({}), &json!("stop"))
-    );
+    let expected = (&json!({}), &json!("stop"));
+    assert_eq!((&delta(4), &last["finish_reason"]), expected);
     assert_eq!(chunks[4]["x_groq"]["usage"]["total_tokens"], 67);
     let usage = (
         &chunks[5]["choices"],

@@ -98,10 +98,8 @@ fn a_gone_model_costs_one_call_not_one_per_request() {
         let (r, body, calls) = router.fast();
         assert_eq!(r.status, 200);
         assert_eq!(calls, vec!["m2"], "the gone model is not called again");
-        assert_eq!(
-            rows(&body),
-            vec![row("m1", "skipped", Some("gone")), row("m2", "ok", None)]
-        );
+        let expected = vec![row("m1", "skipped", Some("gone")), row("m2", "ok", None)];
+        assert_eq!(rows(&body), expected);
         assert_eq!(r.header("x-attempts"), Some("m1=skipped(gone), m2=ok(200)"));
         // Skipping costs no call and no log line: the request line alone tells it.
         let log = router.last_log.borrow();
@@ -230,10 +228,8 @@ fn open_circuits_are_tried_last_cooling_models_not_before_retry_after() {
     ];
     assert_eq!(rows(&body), want);
     // Four attempts, three models.
-    assert_eq!(
-        body["error"]["message"],
-        "all 3 models for this task failed; see `attempts`"
-    );
+    let expected = "all 3 models for this task failed; see `attempts`";
+    assert_eq!(body["error"]["message"], expected);
 }
 
 /// Groq's `retry-after` is honoured: once every model of the chain is rate-limited, a request
@@ -255,10 +251,8 @@ fn an_all_rate_limited_chain_answers_429_at_once_until_retry_after() {
         row("f1", "skipped", Some("rate_limited")),
     ];
     assert_eq!(rows(&body), want);
-    assert_eq!(
-        r.header("x-attempts"),
-        Some("s1=skipped(rate_limited), f1=skipped(rate_limited)")
-    );
+    let expected = Some("s1=skipped(rate_limited), f1=skipped(rate_limited)");
+    assert_eq!(r.header("x-attempts"), expected);
     router.advance(5_000);
     // `s1` cooled down.
     assert_eq!(router.ask("POST", "/v1/tasks/solo").2, vec!["s1"]);

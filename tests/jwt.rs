@@ -343,10 +343,8 @@ fn algorithms_and_keys_match_or_the_token_is_refused() {
             error["message"].as_str().unwrap().contains(says),
             "{says}: {error}"
         );
-        assert_eq!(
-            ex.response.header("www-authenticate"),
-            Some("Bearer error=\"invalid_token\"")
-        );
+        let expected = Some("Bearer error=\"invalid_token\"");
+        assert_eq!(ex.response.header("www-authenticate"), expected);
         // The token is not echoed.
         assert!(!ex.text.contains(&bearer[..bearer.len().min(40)]));
         assert!(provider.calls.borrow().is_empty());
@@ -459,10 +457,8 @@ fn the_user_names_the_request_keys_the_limit_and_tasks_claim_narrows_the_tasks()
     assert_eq!(ex.response.status, 200, "{}", ex.text);
     let line = &ex.log.last().unwrap().1;
     assert_eq!(line["client"], "ada@example.com");
-    assert_eq!(
-        limiter.keys.borrow().last().map(String::as_str),
-        Some("user:ada@example.com")
-    );
+    let expected = Some("user:ada@example.com");
+    assert_eq!(limiter.keys.borrow().last().map(String::as_str), expected);
 
     let ex = ask("/v1/tasks/deep", Some(&format!("Bearer {user}")), None);
     assert_eq!(ex.response.status, 403, "{}", ex.text);
@@ -481,10 +477,8 @@ fn the_user_names_the_request_keys_the_limit_and_tasks_claim_narrows_the_tasks()
     assert_eq!(ex.response.status, 403);
     let ex = ask("/v1/tasks/fast", Some("Bearer k-web-0123456"), None);
     assert_eq!(ex.response.status, 200, "{}", ex.text);
-    assert_eq!(
-        limiter.keys.borrow().last().map(String::as_str),
-        Some("client:web")
-    );
+    let expected = Some("client:web");
+    assert_eq!(limiter.keys.borrow().last().map(String::as_str), expected);
 
     // Cloudflare Access's header, when no `Authorization` is sent; `/v1/routes` takes a JWT too.
     let ex = ask("/v1/routes", None, Some(&user));
@@ -496,10 +490,8 @@ fn a_non_jwt_bearer_is_a_client_key_and_never_lets_anyone_in() {
     let crypto = FakeCrypto::serving(json!([rsa("rsa-a", "nnnn")]), None);
     let jwks = RefCell::default();
     // JWT configured, no client keys, unauthenticated access off.
-    assert_eq!(
-        status(&crypto, &jwks, "not-a-jwt"),
-        (401, "invalid_api_key".into())
-    );
+    let expected = (401, "invalid_api_key".into());
+    assert_eq!(status(&crypto, &jwks, "not-a-jwt"), expected);
     let ex = fast((&crypto, &jwks), &provider(), None);
     assert_eq!(ex.response.status, 401);
     assert!(ex.json()["error"]["message"]
@@ -666,10 +658,8 @@ fn only_usable_signing_keys_are_kept_from_a_jwks() {
     )
     .unwrap();
     let kept: Vec<(Option<&str>, Alg)> = keys.iter().map(|k| (k.kid.as_deref(), k.alg)).collect();
-    assert_eq!(
-        kept,
-        [(Some("good"), Alg::Rs256), (Some("good-ec"), Alg::Es256)]
-    );
+    let expected = [(Some("good"), Alg::Rs256), (Some("good-ec"), Alg::Es256)];
+    assert_eq!(kept, expected);
     assert_eq!(keys[0].jwk, r#"{"kty":"RSA","n":"n","e":"AQAB"}"#);
     assert!(parse_jwks(br#"{"keys":[]}"#).is_err());
     assert!(parse_jwks(b"<html>").is_err());

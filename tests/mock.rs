@@ -56,25 +56,19 @@ fn a_mock_answer_is_shaped_like_groqs_through_the_real_chain() {
     assert_eq!(ex.response.header("x-model-used"), Some("m1"));
     assert_eq!(ex.response.header("x-attempts"), Some("m1=ok(200)"));
     let body = ex.json();
-    assert_eq!(
-        (&body["content"], &body["finish_reason"]),
-        (&json!("Hi tests"), &json!("stop"))
-    );
+    let expected = (&json!("Hi tests"), &json!("stop"));
+    assert_eq!((&body["content"], &body["finish_reason"]), expected);
     // Tokens: bytes ÷ 4, rounded up — the `messages` sent, and the answer's text.
     let messages = r#"[{"content":"Say hi to the tests","role":"user"}]"#.len() as u64;
     let (prompt, completion) = (messages.div_ceil(4), 2);
     assert_eq!(body["usage"]["prompt_tokens"], prompt);
     assert_eq!(body["usage"]["completion_tokens"], completion);
     assert_eq!(body["usage"]["total_tokens"], prompt + completion);
-    assert_eq!(
-        body["usage"]["cost_usd"],
-        (prompt as f64 + 2.0 * completion as f64) / 1e6
-    );
+    let expected = (prompt as f64 + 2.0 * completion as f64) / 1e6;
+    assert_eq!(body["usage"]["cost_usd"], expected);
     let line = &ex.log.last().unwrap().1;
-    assert_eq!(
-        (&line["mock"], &line["model"]),
-        (&json!(true), &json!("m1"))
-    );
+    let expected = (&json!(true), &json!("m1"));
+    assert_eq!((&line["mock"], &line["model"]), expected);
     assert!(ex.usage.is_empty(), "no Analytics Engine point for a mock");
 
     // The SDK route passes the completion through as Groq's would be.
@@ -142,10 +136,8 @@ fn as_many_failures_as_models_give_the_real_exhausted_answers() {
         ("m2", "upstream_error"),
         ("f1", "timeout"),
     ];
-    assert_eq!(
-        outcomes(error),
-        want.map(|(m, o)| (m.to_string(), o.to_string()))
-    );
+    let expected = want.map(|(m, o)| (m.to_string(), o.to_string()));
+    assert_eq!(outcomes(error), expected);
     // The shared health book learned nothing: m1 is not gone for real requests.
     assert_eq!(health.report("m1", 0), HealthReport::Healthy);
 
@@ -208,10 +200,8 @@ fn without_allow_mock_the_fields_are_refused_and_bad_fields_are_named() {
         );
         assert_eq!(ex.response.status, 400, "{}", ex.text);
         let error = &ex.json()["error"];
-        assert_eq!(
-            (&error["code"], &error["param"]),
-            (&json!("mock_not_allowed"), &json!(field))
-        );
+        let expected = (&json!("mock_not_allowed"), &json!(field));
+        assert_eq!((&error["code"], &error["param"]), expected);
         assert!(error["message"].as_str().unwrap().contains("ALLOW_MOCK"));
     }
     for (extra, param) in [
@@ -265,8 +255,6 @@ fn without_a_provider_key_only_mocks_are_answered() {
     );
     assert_eq!(health.response.status, 200);
     let warning = &health.json()["warnings"][0];
-    assert_eq!(
-        (&warning["binding"], &warning["code"]),
-        (&json!("GROQ_API_KEY"), &json!("mock_only"))
-    );
+    let expected = (&json!("GROQ_API_KEY"), &json!("mock_only"));
+    assert_eq!((&warning["binding"], &warning["code"]), expected);
 }

@@ -143,10 +143,8 @@ fn preflight_for_an_allowed_origin_needs_no_auth() {
 
     let models = from(Some("https://admin.example.com"), "OPTIONS /v1/models", "");
     let (r, _) = unlimited(&cors, models);
-    assert_eq!(
-        r.header("access-control-allow-methods"),
-        Some("GET, HEAD, OPTIONS")
-    );
+    let expected = Some("GET, HEAD, OPTIONS");
+    assert_eq!(r.header("access-control-allow-methods"), expected);
 }
 
 #[test]

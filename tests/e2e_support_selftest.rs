@@ -136,10 +136,8 @@ fn each_behaviour_answers_groqs_status_error_and_headers() {
     let too_large = http::post_json(fake.port(), CHAT, Some(KEY), &big);
     assert_eq!(too_large.status, 413);
     let error = &too_large.json()["error"];
-    assert_has(
-        error,
-        json!({"type": "tokens", "code": "rate_limit_exceeded"}),
-    );
+    let wanted = json!({"type": "tokens", "code": "rate_limit_exceeded"});
+    assert_has(error, wanted);
     let message = error["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("Request too large for model `tpm-a` in organization `org_"));
     assert_eq!(chat(&fake, "tpm-a").status, 200);
@@ -279,10 +277,8 @@ fn streams_and_connections_break_drop_stall_and_err_as_scripted() {
     let last = sse_events(&body.bytes()).pop().unwrap();
     assert_eq!(last.event.as_deref(), Some("error"));
     let error = &last.json().unwrap()["error"];
-    assert_has(
-        error,
-        json!({"code": "tool_use_failed", "status_code": 400}),
-    );
+    let wanted = json!({"code": "tool_use_failed", "status_code": 400});
+    assert_has(error, wanted);
     let message = error["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("Tool call validation failed"));
     let (body, _) = stream(&fake, "streamlong-a");

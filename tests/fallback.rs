@@ -163,10 +163,8 @@ fn falls_back_in_order_through_every_failure_class() {
     ];
     assert_eq!(outcomes(&r.body), pairs(&want));
     assert_eq!(r.body["attempts"][0]["code"], "model_not_found");
-    assert_has(
-        &r.body["attempts"][1],
-        json!({"status": null, "duration_ms": 15_000}),
-    );
+    let wanted = json!({"status": null, "duration_ms": 15_000});
+    assert_has(&r.body["attempts"][1], wanted);
     let attempts = "m1=model_gone(404), m2=timeout, f1=upstream_error(502), f2=ok(200)";
     assert_eq!(r.response.header("x-attempts"), Some(attempts));
     // The gone model is logged at warn level with a hint to fix the registry.
@@ -390,10 +388,8 @@ fn by_default_every_request_is_accounted_for_in_its_line() {
     let free = fast_with(&b, free.on("f1", completion("f1"), 1));
     assert_eq!(free.line()["cost_usd"], 0.0);
     let unpriced = fast_with(&b, ScriptedProvider::new().on("m1", completion("m1"), 1));
-    assert_has(
-        unpriced.line(),
-        json!({"prompt_tokens": 55, "cost_usd": null}),
-    );
+    let wanted = json!({"prompt_tokens": 55, "cost_usd": null});
+    assert_has(unpriced.line(), wanted);
     assert_eq!(unpriced.body["usage"]["cost_usd"], Value::Null);
     let failed = fast_with(&b, all(&["m1", "m2", "f1", "f2"], reply(500, "{}")));
     assert_eq!(failed.log.last().unwrap().0, Level::Error);

@@ -164,41 +164,32 @@ fn jwks_bindings(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &
 
 /// What requests go through: bindings, the fake crypto and JWKS cache, Groq's stand-in, the
 /// rate limiter.
-struct Api<'a, L> {
-    bindings: Vec<(&'static str, &'static str)>,
-    crypto: &'a FakeCrypto,
-    jwks: &'a RefCell<KeySet>,
-    provider: &'a ScriptedProvider,
-    limiter: &'a L,
-}
+struct Api<'a, L>(
+    Vec<(&'static str, &'static str)>,
+    &'a FakeCrypto,
+    &'a RefCell<KeySet>,
+    &'a ScriptedProvider,
+    &'a L,
+);
 
 impl<L: RateLimiter> Api<'_, L> {
     /// One request to `path` (`GET` for `/v1/routes` and `/v1/models`) with `authorization`
     /// and Cloudflare Access's `access_jwt`.
     fn call(&self, path: &str, authorization: Option<&str>, access_jwt: Option<&str>) -> Exchange {
+        let &Api(ref bindings, crypto, jwks, provider, limiter) = self;
         let body = json!({"messages": [{"role": "user", "content": "hi"}]}).to_string();
         let (method, body) = match path {
             "/v1/routes" | "/v1/models" => ("GET", ""),
             _ => ("POST", body.as_str()),
         };
+        let req = HttpRequest::new(method, path, body.as_bytes());
+        let (req, tokens) = (HttpRequest { access_jwt, ..req }, Tokens { crypto, jwks });
         let req = HttpRequest {
             authorization,
-            access_jwt,
-            ..HttpRequest::new(method, path, body.as_bytes())
+            ..req
         };
-        let (crypto, jwks) = (self.crypto, self.jwks);
-        let (config, health) = (load(&self.bindings), RefCell::default());
-        let tokens = Tokens { crypto, jwks };
-        let sink = SinkBuffer::default();
-        exchange_with(
-            &config,
-            self.provider,
-            self.limiter,
-            &health,
-            tokens,
-            req,
-            sink,
-        )
+        let (config, health, sink) = (load(bindings), RefCell::default(), SinkBuffer::default());
+        exchange_with(&config, provider, limiter, &health, tokens, req, sink)
     }
 }
 
@@ -209,14 +200,7 @@ fn fast(
     bearer: Option<&str>,
 ) -> Exchange {
     let auth = bearer.map(|bearer| format!("Bearer {bearer}"));
-    let bindings = jwks_bindings(&[]);
-    let api = Api {
-        bindings,
-        crypto,
-        jwks,
-        provider,
-        limiter: &Unlimited,
-    };
+    let api = Api(jwks_bindings(&[]), crypto, jwks, provider, &Unlimited);
     api.call("/v1/tasks/fast", auth.as_deref(), None)
 }
 
@@ -293,45 +277,30 @@ fn algorithms_and_keys_match_or_the_token_is_refused() {
     let signed = |header: Value, key: &Value| token(header, claims(), &material(key));
     let payload = claims().to_string();
     let pad = with(json!({"pad": "x".repeat(8 * 1024)}));
+    let [hs256, rs512] = ["HS256", "RS512"].map(|alg| json!({"alg": alg, "kid": "rsa-a"}));
+    let crit = signed(
+        json!({"alg": "RS256", "kid": "rsa-a", "crit": ["b64"]}),
+        &rsa_a,
+    );
+    let unsigned = raw(br#"{"alg":"none"}"#, payload.as_bytes(), b"");
+    let bad_payload = raw(br#"{"alg":"RS256"}"#, b"not json", b"s");
+    let twice = raw(br#"{"alg":"RS256","alg":"none"}"#, b"{}", b"s");
+    let large = token(rs("rsa-a"), pad, &material(&rsa_a));
     let refused = [
-        // Unsigned.
-        (
-            raw(br#"{"alg":"none"}"#, payload.as_bytes(), b""),
-            "`alg: none`",
-        ),
+        (unsigned, "`alg: none`"),
         // HS256 "signed" with the RSA key's public material: never with JWKS keys.
-        (
-            signed(json!({"alg": "HS256", "kid": "rsa-a"}), &rsa_a),
-            "`alg` is not accepted",
-        ),
-        (
-            signed(json!({"alg": "RS512", "kid": "rsa-a"}), &rsa_a),
-            "`alg` is not accepted",
-        ),
+        (signed(hs256, &rsa_a), "`alg` is not accepted"),
+        (signed(rs512, &rsa_a), "`alg` is not accepted"),
         // RS256 claimed, but the `kid` names the EC key.
         (signed(rs("ec-a"), &ec_a), "which is for ES256"),
         (signed(rs("rsa-a"), &ec_a), "signature does not verify"),
-        (
-            signed(
-                json!({"alg": "RS256", "kid": "rsa-a", "crit": ["b64"]}),
-                &rsa_a,
-            ),
-            "`crit`",
-        ),
+        (crit, "`crit`"),
         ("a.b.c".to_string(), "not base64url"),
         (raw(b"[1]", b"{}", b"s"), "header is not a JSON object"),
-        (
-            raw(br#"{"alg":"RS256"}"#, b"not json", b"s"),
-            "payload is not a JSON object",
-        ),
-        (
-            raw(br#"{"alg":"RS256","alg":"none"}"#, b"{}", b"s"),
-            "header is not a JSON object",
-        ),
-        (
-            token(rs("rsa-a"), pad, &material(&rsa_a)),
-            "larger than 8 KiB",
-        ),
+        (bad_payload, "payload is not a JSON object"),
+        // A header member sent twice.
+        (twice, "header is not a JSON object"),
+        (large, "larger than 8 KiB"),
     ];
     for (bearer, says) in refused {
         let provider = provider();
@@ -373,13 +342,7 @@ fn algorithms_and_keys_match_or_the_token_is_refused() {
         ("HS256", "another secret of enough length!!", 401),
     ] {
         let (provider, jwks) = (provider(), RefCell::default());
-        let api = Api {
-            bindings: bindings.clone(),
-            crypto: &crypto,
-            jwks: &jwks,
-            provider: &provider,
-            limiter: &Unlimited,
-        };
+        let api = Api(bindings.clone(), &crypto, &jwks, &provider, &Unlimited);
         let auth = format!("Bearer {}", token(json!({"alg": alg}), claims(), signer));
         let ex = api.call("/v1/tasks/fast", Some(&auth), None);
         assert_eq!(ex.response.status, want, "{alg} {signer}: {}", ex.text);
@@ -420,12 +383,8 @@ fn claims_are_checked_against_the_clock_issuer_and_audience() {
         json!({"aud": ["x", "task-router"]}),
         json!({"sub": 12345}),
     ] {
-        let (code, _) = status(
-            &crypto,
-            &jwks,
-            &token(header.clone(), with(extra.clone()), &material(&key)),
-        );
-        assert_eq!(code, 200, "{extra}");
+        let bearer = token(header.clone(), with(extra.clone()), &material(&key));
+        assert_eq!(status(&crypto, &jwks, &bearer).0, 200, "{extra}");
     }
 }
 
@@ -442,13 +401,7 @@ fn the_user_names_the_request_keys_the_limit_and_tasks_claim_narrows_the_tasks()
     let header = json!({"alg": "RS256", "kid": "rsa-a"});
     let sign = |extra: Value| token(header.clone(), with(extra), &material(&key));
     let (limiter, provider) = (RecordingLimiter::default(), provider());
-    let api = Api {
-        bindings,
-        crypto: &crypto,
-        jwks: &jwks,
-        provider: &provider,
-        limiter: &limiter,
-    };
+    let api = Api(bindings, &crypto, &jwks, &provider, &limiter);
     let ask = |path: &str, authorization: Option<&str>, access_jwt: Option<&str>| {
         api.call(path, authorization, access_jwt)
     };
@@ -509,14 +462,7 @@ fn a_client_key_with_two_dots_is_that_client_even_with_jwts_configured() {
     let send = |bearer: &str| {
         let auth = format!("Bearer {bearer}");
         let provider = provider();
-        let bindings = bindings.clone();
-        let api = Api {
-            bindings,
-            crypto: &crypto,
-            jwks: &jwks,
-            provider: &provider,
-            limiter: &Unlimited,
-        };
+        let api = Api(bindings.clone(), &crypto, &jwks, &provider, &Unlimited);
         let ex = api.call("/v1/tasks/fast", Some(&auth), None);
         let line = ex.log.iter().find(|(_, l)| l["event"] == "request");
         (ex.response.status, line.map(|(_, l)| l["client"].clone()))

@@ -588,13 +588,13 @@ fn http_errors_table() {
         // A refusal names the task it was for, and nothing of a chain that never ran.
         let task = (method == "POST" && path == "/v1/tasks/fast").then_some("fast");
         let challenge = (r.response.status == 401).then_some("Bearer");
+        let headers = ["x-task-type", "x-attempts", "x-model-used"].map(|h| r.response.header(h));
         let headers = [
-            "x-task-type",
-            "x-attempts",
-            "x-model-used",
-            "www-authenticate",
+            headers[0],
+            headers[1],
+            headers[2],
+            r.response.header("www-authenticate"),
         ];
-        let headers = headers.map(|name| r.response.header(name));
         assert_eq!(headers, [task, None, None, challenge], "{what}");
         // No model is called for a refused request.
         assert!(r.calls.is_empty(), "{what}");
@@ -603,17 +603,16 @@ fn http_errors_table() {
     assert_eq!(r.response.header("allow"), Some("POST"));
     let message = |r: Run| r.body["error"]["message"].clone();
     let unknown = "unknown task `nope`; known tasks: `fast`, `reasoning`";
-    assert_eq!(
-        message(call("POST", "/v1/tasks/nope", auth, ok_body)),
-        unknown
-    );
+    let r = call("POST", "/v1/tasks/nope", auth, ok_body);
+    assert_eq!(message(r), unknown);
     let no_route = "no route for GET /nowhere; use POST /v1/tasks/{task}";
     assert_eq!(message(call("GET", "/nowhere", auth, "")), no_route);
     // Bytes that are not UTF-8 are no JSON.
     let body = b"{\"messages\":\"\xff\xfe\"}";
+    let req = HttpRequest::new("POST", "/v1/tasks/fast", body);
     let req = HttpRequest {
         authorization: auth,
-        ..HttpRequest::new("POST", "/v1/tasks/fast", body)
+        ..req
     };
     let ex = send(&base_bindings(), &ScriptedProvider::new(), req);
     let code = &ex.json()["error"]["code"];
@@ -627,21 +626,17 @@ fn a_request_id_is_the_callers_when_it_is_a_sane_token_else_made_up() {
     for sane in ["e2e-1", "A.b:c_d", &long[1..]] {
         assert_eq!(request_id(Some(sane), || 0), sane);
     }
-    for bad in [
-        None,
-        Some(""),
-        Some("has space"),
-        Some("semi;colon"),
-        Some(&long),
-    ] {
+    let bad = [Some("has space"), Some("semi;colon"), Some(&long)];
+    for bad in [None, Some("")].into_iter().chain(bad) {
         assert_eq!(request_id(bad, || 0xabc), "req_0000000000000abc", "{bad:?}");
     }
 }
 
 #[test]
 fn no_auth_configured_is_closed_and_says_how_to_open() {
+    let keyless = without("ROUTER_API_KEYS");
     let r = run(
-        &without("ROUTER_API_KEYS"),
+        &keyless,
         ScriptedProvider::new(),
         "POST /v1/tasks/fast",
         None,
@@ -676,9 +671,10 @@ fn config_problems_answer_500_and_healthz_503() {
         ("MODEL_REGISTRY", r#"{"fast":[]}"#),
         ("ROUTER_API_KEYS", "k"),
     ];
+    let none = ScriptedProvider::new;
     let r = run(
         &broken,
-        ScriptedProvider::new(),
+        none(),
         "POST /v1/tasks/fast",
         Some("Bearer k"),
         "{}",
@@ -686,10 +682,8 @@ fn config_problems_answer_500_and_healthz_503() {
     assert_eq!(r.response.status, 500);
     assert_eq!(r.body["error"]["code"], "config_invalid");
     let message = r.body["error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("`MODEL_REGISTRY.fast` is an empty list"),
-        "{message}"
-    );
+    let says = message.contains("`MODEL_REGISTRY.fast` is an empty list");
+    assert!(says, "{message}");
     assert_eq!(r.body["error"]["problems"][0]["binding"], "MODEL_REGISTRY");
     let logged =
         |(level, l): &(Level, Value)| *level == Level::Error && l["event"] == "config_invalid";
@@ -702,23 +696,11 @@ fn config_problems_answer_500_and_healthz_503() {
     assert_eq!(r.body["problems"][1]["code"], "provider_key_missing");
 
     let no_key = without("GROQ_API_KEY");
-    let r = run(
-        &no_key,
-        ScriptedProvider::new(),
-        "POST /v1/tasks/fast",
-        Some(BEARER),
-        "{}",
-    );
+    let r = run(&no_key, none(), "POST /v1/tasks/fast", Some(BEARER), "{}");
     assert_eq!(r.response.status, 500);
     assert_eq!(r.body["error"]["code"], "provider_key_missing");
     // Client auth comes first: a stranger does not learn that the router is misconfigured.
-    let r = run(
-        &no_key,
-        ScriptedProvider::new(),
-        "POST /v1/tasks/fast",
-        None,
-        "{}",
-    );
+    let r = run(&no_key, none(), "POST /v1/tasks/fast", None, "{}");
     assert_eq!(r.response.status, 401);
     let r = healthz(&no_key);
     assert_eq!(r.response.status, 503);

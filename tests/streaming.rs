@@ -75,10 +75,8 @@ fn run_with(
     let (config, health) = (load(&bindings(extra)), RefCell::default());
     let sink = SinkBuffer::default();
     let ex = exchange_into(&config, &provider, &Unlimited, &health, req, sink);
-    let (calls, drained) = (
-        provider.models_called(),
-        provider.last_body_read_to_end.get(),
-    );
+    let calls = provider.models_called();
+    let drained = provider.last_body_read_to_end.get();
     let (head, body, streamed, closed) = (ex.response, ex.text, ex.streamed, ex.closed);
     Run {
         head,
@@ -119,13 +117,8 @@ fn stream_relay_is_pipe_unless_set_to_filter_and_nothing_else() {
     let errors = relay(Some("tee")).expect_err("an unknown mode is refused");
     assert_eq!(errors.len(), 1, "{errors:?}");
     let found = (errors[0].binding.as_str(), errors[0].message.as_str());
-    assert_eq!(
-        found,
-        (
-            "STREAM_RELAY",
-            "`STREAM_RELAY` must be \"pipe\" or \"filter\""
-        )
-    );
+    let message = "`STREAM_RELAY` must be \"pipe\" or \"filter\"";
+    assert_eq!(found, ("STREAM_RELAY", message));
 }
 
 #[test]
@@ -189,8 +182,8 @@ fn a_piped_stream_goes_on_from_where_the_first_read_stopped_mid_event() {
         assert_eq!(r.body, format!("{ROLE}{HELLO}{FINAL}{DONE}"), "{mode}");
         let line = r.request_line();
         assert_eq!(
-            (&line["outcome"], &line["total_tokens"]),
-            (&json!("ok"), &json!(12))
+            [&line["outcome"], &line["total_tokens"]],
+            [&json!("ok"), &json!(12)]
         );
     }
 }
@@ -270,11 +263,9 @@ fn before_the_first_event_a_failing_stream_falls_back() {
 #[test]
 fn after_the_first_event_a_broken_stream_ends_with_an_error_event_and_no_done() {
     let tool_error = format!("{HELLO}{TOOL_ERROR}");
+    let dropped = vec![bytes(ROLE, 5), bytes(HELLO, 5), Step::Fail(reset("r"))];
     let cases = [
-        case(
-            vec![bytes(ROLE, 5), bytes(HELLO, 5), Step::Fail(reset("r"))],
-            "stream_interrupted",
-        ),
+        case(dropped, "stream_interrupted"),
         // Ends without `[DONE]`.
         case(vec![bytes(ROLE, 5), bytes(HELLO, 5)], "stream_incomplete"),
         // An `event: error` mid-stream.
@@ -292,12 +283,8 @@ fn after_the_first_event_a_broken_stream_ends_with_an_error_event_and_no_done() 
         let name = format!("{code} ({mode})");
         let provider = streaming(steps).on("m2", completion("m2"), 5);
         let body = r#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-        let r = run_with(
-            &[("STREAM_RELAY", mode)],
-            provider,
-            "POST /v1/tasks/fast",
-            body,
-        );
+        let relay = [("STREAM_RELAY", mode)];
+        let r = run_with(&relay, provider, "POST /v1/tasks/fast", body);
         assert!(r.streamed, "{name}");
         // A committed stream is never retried on another model.
         assert_eq!(r.calls, vec!["m1"], "{name}");
@@ -321,12 +308,8 @@ fn after_the_first_event_a_broken_stream_ends_with_an_error_event_and_no_done() 
         // Groq's own error event: the filter holds it back; the pipe has already relayed it as
         // Groq sent it when the relay reads its copy.
         let groqs_event = code == "tool_use_failed" && mode == "pipe";
-        assert_eq!(
-            r.body.contains(TOOL_ERROR),
-            groqs_event,
-            "{name}: {}",
-            r.body
-        );
+        let body = &r.body;
+        assert_eq!(body.contains(TOOL_ERROR), groqs_event, "{name}: {body}");
         assert_eq!(r.body.contains("01secret"), groqs_event, "{name}");
         assert!(r.closed);
         let logged = if code.starts_with("stream_") {
@@ -432,11 +415,11 @@ fn the_sdk_route_passes_groqs_completion_through() {
     let body = r#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#;
     for path in ["/v1/chat/completions", "/openai/v1/chat/completions"] {
         let provider = ScriptedProvider::new().on("m1", gone_404("m1"), 5);
-        let r = run(
+        let (provider, route) = (
             provider.on("m2", completion("m2"), 5),
-            &format!("POST {path}"),
-            body,
+            format!("POST {path}"),
         );
+        let r = run(provider, &route, body);
         assert!(!r.streamed);
         assert_eq!(r.head.status, 200, "{path}: {}", r.body);
         let Script::Reply(groq) = completion("m2") else {
@@ -465,11 +448,7 @@ fn sdk_route_errors_look_like_openais() {
             assert_eq!((r.head.status, r.streamed), (404, false), "{path} {stream}");
             let body: Value = serde_json::from_str(&r.body).unwrap();
             let error = &body["error"];
-            let want = [
-                json!("model_not_found"),
-                json!("model"),
-                json!("invalid_request_error"),
-            ];
+            let want = ["model_not_found", "model", "invalid_request_error"].map(|v| json!(v));
             assert_eq!(
                 [&error["code"], &error["param"], &error["type"]],
                 want.each_ref()
@@ -487,11 +466,8 @@ fn sdk_route_errors_look_like_openais() {
         serde_json::from_str::<Value>(&r.body).unwrap()["error"]["param"],
         "model"
     );
-    let r = run(
-        ScriptedProvider::new(),
-        SDK,
-        r#"{"model":7,"messages":[{"role":"user","content":"hi"}]}"#,
-    );
+    let model_7 = r#"{"model":7,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = run(ScriptedProvider::new(), SDK, model_7);
     assert_eq!(r.head.status, 400);
     let r = run(ScriptedProvider::new(), "GET /v1/chat/completions", "");
     assert_eq!((r.head.status, r.head.header("allow")), (405, Some("POST")));
@@ -516,11 +492,8 @@ fn models_lists_the_tasks() {
         let fast = json!({"id":"fast","object":"model","created":0,"owned_by":"task-router"});
         assert_eq!(body["data"][0], fast);
     }
-    let r = run(
-        ScriptedProvider::new(),
-        "GET /openai/v1/models/reasoning",
-        "",
-    );
+    let none = ScriptedProvider::new;
+    let r = run(none(), "GET /openai/v1/models/reasoning", "");
     assert_eq!(json(r)["id"], "reasoning");
     let r = run(ScriptedProvider::new(), "GET /v1/models/nope", "");
     assert_eq!(r.head.status, 404);

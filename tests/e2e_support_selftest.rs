@@ -224,49 +224,32 @@ fn streams_and_connections_break_drop_stall_and_err_as_scripted() {
     let hang_for = Duration::from_millis(300);
     fake.set_chunk_delay(Duration::from_millis(5));
     fake.set_hang_for(hang_for);
-    let contents = |body: &StreamBody| -> Vec<String> {
+    // The `delta.content`s of every chunk, `|`-joined.
+    let contents = |body: &StreamBody| -> String {
         let chunks = sse_events(&body.bytes())
             .into_iter()
             .filter_map(|e| e.json());
         let content = chunks.map(|c| c["choices"][0]["delta"]["content"].clone());
-        content
+        let content: Vec<String> = content
             .filter_map(|c| c.as_str().map(String::from))
-            .collect()
+            .collect();
+        content.join("|")
     };
-    let (role_and_hello, cut) = (vec!["", "hello"], StreamEnd::Truncated);
-    // model → how the body ends, its events, their content, whether it took `hang_for`
-    for (model, end, events, content, waits) in [
-        (
-            "streamdrop-a",
-            cut.clone(),
-            2,
-            role_and_hello.clone(),
-            false,
-        ),
-        (
-            "streamnodone-a",
-            StreamEnd::Complete,
-            2,
-            role_and_hello.clone(),
-            false,
-        ),
-        (
-            "streamerror-a",
-            StreamEnd::Complete,
-            3,
-            role_and_hello.clone(),
-            false,
-        ),
-        ("streamstall-a", cut, 2, role_and_hello, true),
-        (
-            "streamslow-a",
-            StreamEnd::Complete,
-            7,
-            vec!["", "hello", " from ", "streamslow-a"],
-            true,
-        ),
+    // model → whether the body is cut short, its events, their content, whether it took
+    // `hang_for`
+    for (model, cut, events, content, waits) in [
+        ("streamdrop-a", true, 2, "|hello", false),
+        ("streamnodone-a", false, 2, "|hello", false),
+        ("streamerror-a", false, 3, "|hello", false),
+        ("streamstall-a", true, 2, "|hello", true),
+        ("streamslow-a", false, 7, "|hello| from |streamslow-a", true),
     ] {
         let (body, took) = stream(&fake, model);
+        let end = if cut {
+            StreamEnd::Truncated
+        } else {
+            StreamEnd::Complete
+        };
         let ended = (body.end.clone(), sse_events(&body.bytes()).len());
         assert_eq!(ended, (end, events), "{model}: {}", body.text());
         assert_eq!(contents(&body), content, "{model}");
@@ -282,7 +265,10 @@ fn streams_and_connections_break_drop_stall_and_err_as_scripted() {
     let message = error["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("Tool call validation failed"));
     let (body, _) = stream(&fake, "streamlong-a");
-    assert_eq!(contents(&body)[1..], vec!["tick ".to_string(); LONG_PIECES]);
+    assert_eq!(
+        contents(&body),
+        format!("|{}", vec!["tick "; LONG_PIECES].join("|"))
+    );
     assert_eq!(sse_events(&body.bytes()).last().unwrap().data, "[DONE]");
 
     // `hang` never answers; `drop` closes without a byte; `bodyhang` sends its head and half a

@@ -103,21 +103,17 @@ pub fn groq(spec: &str) -> Script {
 }
 
 pub fn gone_404(model: &str) -> Script {
+    let message = format!("The model `{model}` does not exist or you do not have access to it.");
     groq_error(
         404,
         "invalid_request_error",
         Some("model_not_found"),
-        &format!("The model `{model}` does not exist or you do not have access to it."),
+        &message,
     )
 }
 
 pub fn rate_limited(retry_after: &str) -> Script {
-    let Script::Reply(mut r) = groq_error(
-        429,
-        "tokens",
-        Some("rate_limit_exceeded"),
-        "Rate limit reached for model `m` in organization `org_01abc` service tier `on_demand` on tokens per minute (TPM): Limit 6000, Used 5000, Requested 1500. Please try again in 7.66s.",
-    ) else {
+    let Script::Reply(mut r) = groq("429 tokens/rate_limit_exceeded Rate limit reached for model `m` in organization `org_01abc` service tier `on_demand` on tokens per minute (TPM): Limit 6000, Used 5000, Requested 1500. Please try again in 7.66s.") else {
         unreachable!()
     };
     r.retry_after = Some(retry_after.to_string());
@@ -127,12 +123,7 @@ pub fn rate_limited(retry_after: &str) -> Script {
 
 /// Groq's 413: this request is larger than `model`'s tokens-per-minute limit.
 pub fn too_large(model: &str) -> Script {
-    groq_error(
-        413,
-        "tokens",
-        Some("rate_limit_exceeded"),
-        &format!("Request too large for model `{model}` in organization `org_01abc` on tokens per minute (TPM): Limit 6000, Requested 14368, please reduce your message size and try again."),
-    )
+    groq(&format!("413 tokens/rate_limit_exceeded Request too large for model `{model}` in organization `org_01abc` on tokens per minute (TPM): Limit 6000, Requested 14368, please reduce your message size and try again."))
 }
 
 #[derive(Debug, Clone)]
@@ -198,11 +189,8 @@ impl Provider for ScriptedProvider {
             body: serde_json::from_slice(&call.body.to_vec()).expect("the router sends JSON"),
             timeout_ms: call.timeout_ms,
         });
-        let (script, latency) = self
-            .scripts
-            .get(call.model)
-            .cloned()
-            .unwrap_or_else(|| panic!("no script for model {}", call.model));
+        let script = self.scripts.get(call.model).cloned();
+        let (script, latency) = script.unwrap_or_else(|| panic!("no script for {}", call.model));
         self.clock
             .set(self.clock.get() + latency.min(call.timeout_ms));
         self.last_body_read_to_end.set(false);
@@ -222,13 +210,13 @@ impl Provider for ScriptedProvider {
                 Ok((head, body(vec![Step::Bytes(r.body, 0)])))
             }
             Script::Fail(e) => Err(e),
-            Script::Stream(steps) => Ok((
-                UpstreamHead {
+            Script::Stream(steps) => {
+                let head = UpstreamHead {
                     status: 200,
                     ..UpstreamHead::default()
-                },
-                body(steps),
-            )),
+                };
+                Ok((head, body(steps)))
+            }
         }
     }
 }
@@ -368,10 +356,8 @@ pub fn parsed(log: MemoryLog) -> Vec<(Level, Value)> {
         .into_inner()
         .into_iter()
         .map(|(level, line)| {
-            (
-                level,
-                serde_json::from_str(&line).expect("a log line is one JSON object"),
-            )
+            let line = serde_json::from_str(&line).expect("a log line is one JSON object");
+            (level, line)
         })
         .collect()
 }
@@ -449,14 +435,8 @@ pub fn exchange<L: RateLimiter>(
     health: &RefCell<HealthBook>,
     req: HttpRequest<'_>,
 ) -> Exchange {
-    exchange_into(
-        config,
-        provider,
-        limiter,
-        health,
-        req,
-        SinkBuffer::default(),
-    )
+    let sink = SinkBuffer::default();
+    exchange_into(config, provider, limiter, health, req, sink)
 }
 
 /// `exchange`, a stream's relay writing into `sink` (say, one whose caller leaves).
@@ -468,9 +448,10 @@ pub fn exchange_into<L: RateLimiter>(
     req: HttpRequest<'_>,
     sink: SinkBuffer,
 ) -> Exchange {
+    let jwks = RefCell::default();
     let tokens = Tokens {
         crypto: &NoTokens,
-        jwks: &RefCell::default(),
+        jwks: &jwks,
     };
     exchange_with(config, provider, limiter, health, tokens, req, sink)
 }

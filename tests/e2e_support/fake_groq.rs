@@ -198,10 +198,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    let found = headers
+    let mut found = headers
         .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case(name));
-    found.map(|(_, value)| value.as_str())
+        .filter(|(key, _)| key.eq_ignore_ascii_case(name));
+    found.next().map(|(_, value)| value.as_str())
 }
 
 /// The server thread: accepts until told to stop (or the fake is gone), one task per connection.
@@ -302,14 +302,14 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
         ("GET", "/openai/v1/models") => match lock(&shared.models).clone() {
             Ok(ids) => models_list(&ids),
             Err(401) => invalid_api_key(),
-            Err(status) => Reply::error(status, reason(status), "internal_server_error", None),
+            Err(status) => Reply::error(status, "internal_server_error", reason(status)),
         },
         (method, route) => {
             let message = format!(
                 "Unknown request URL: {method} {route}. Please check the URL for typos, or see \
                  the docs at https://console.groq.com/docs/"
             );
-            Reply::error(404, &message, "invalid_request_error", Some("unknown_url"))
+            Reply::error(404, "invalid_request_error/unknown_url", &message)
         }
     };
     Ok(reply.into_response(&id, keep_alive))
@@ -327,7 +327,7 @@ async fn chat(
             true => "Failed to parse the request body as JSON.",
             false => "'model' : property 'model' is missing",
         };
-        let reply = Reply::error(400, message, "invalid_request_error", None);
+        let reply = Reply::error(400, "invalid_request_error", message);
         return Ok(reply.into_response(id, keep));
     };
     let stream = body["stream"] == true;
@@ -371,9 +371,8 @@ async fn chat(
             let (feed, body) = fed_body();
             tokio::spawn(async move {
                 if feed.send(Ok(half)).await.is_ok() && pause(&feed, hang_for).await {
-                    let _ = feed
-                        .send(Err(closed_on_purpose("`bodyhang` gives up")))
-                        .await;
+                    let gives_up = closed_on_purpose("`bodyhang` gives up");
+                    let _ = feed.send(Err(gives_up)).await;
                 }
             });
             return Ok(Response::from_parts(parts, body.boxed()));
@@ -392,14 +391,9 @@ async fn chat(
                 "Request could not be served: flex tier capacity exceeded for model `{model}`. \
                  Please try again later or use another service tier."
             );
-            Reply::error(
-                498,
-                &message,
-                "capacity_exceeded",
-                Some("capacity_exceeded"),
-            )
+            Reply::error(498, "capacity_exceeded/capacity_exceeded", &message)
         }
-        "error500" => Reply::error(500, "Internal Server Error", "internal_server_error", None),
+        "error500" => Reply::error(500, "internal_server_error", "Internal Server Error"),
         "html502" => html_502(),
         "badkey" => invalid_api_key(),
         "notcompletion" => Reply::json(200, &json!({"status": "ok", "object": "list", "data": []})),
@@ -407,12 +401,7 @@ async fn chat(
         _ => {
             let message =
                 format!("The model `{model}` does not exist or you do not have access to it.");
-            Reply::error(
-                404,
-                &message,
-                "invalid_request_error",
-                Some("model_not_found"),
-            )
+            Reply::error(404, "invalid_request_error/model_not_found", &message)
         }
     };
     Ok(reply.into_response(id, keep))
@@ -591,8 +580,12 @@ impl Reply {
         }
     }
 
-    /// `{"error":{"message","type"[,"code"]}}`: Groq omits `code` rather than sending `null`.
-    fn error(status: u16, message: &str, kind: &str, code: Option<&str>) -> Reply {
+    /// `{"error":{"message","type"[,"code"]}}` of `TYPE[/CODE]`: Groq omits `code` rather than
+    /// sending `null`.
+    fn error(status: u16, kind: &str, message: &str) -> Reply {
+        let (kind, code) = kind
+            .split_once('/')
+            .map_or((kind, None), |(k, c)| (k, Some(c)));
         let mut error = json!({"message": message, "type": kind});
         if let Some(code) = code {
             error["code"] = json!(code);
@@ -628,10 +621,8 @@ impl Reply {
 
 fn append(headers: &mut hyper::HeaderMap, name: &str, value: &str) {
     let name = HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
-    headers.append(
-        name,
-        HeaderValue::from_str(value).expect("a valid header value"),
-    );
+    let value = HeaderValue::from_str(value).expect("a valid header value");
+    headers.append(name, value);
 }
 
 /// The reason phrase of `reason`, written by hyper in place of its own (it has none for 498).
@@ -674,9 +665,8 @@ fn groq_headers(id: &str, rate_limited: bool) -> [(&'static str, String); 7] {
 fn invalid_api_key() -> Reply {
     Reply::error(
         401,
+        "invalid_request_error/invalid_api_key",
         "Invalid API Key",
-        "invalid_request_error",
-        Some("invalid_api_key"),
     )
 }
 
@@ -687,7 +677,7 @@ fn rate_limited(model: &str) -> Reply {
          try again in {RESET_TOKENS}. Need more tokens? Upgrade to Dev Tier today at \
          https://console.groq.com/settings/billing"
     );
-    let mut reply = Reply::error(429, &message, "tokens", Some("rate_limit_exceeded"));
+    let mut reply = Reply::error(429, "tokens/rate_limit_exceeded", &message);
     reply.rate_limited = true;
     reply
         .headers
@@ -702,7 +692,7 @@ fn request_too_large(model: &str, requested: usize) -> Reply {
          (TPM): Limit {TPM_LIMIT}, Requested {requested}, please reduce your message size and \
          try again."
     );
-    Reply::error(413, &message, "tokens", Some("rate_limit_exceeded"))
+    Reply::error(413, "tokens/rate_limit_exceeded", &message)
 }
 
 fn html_502() -> Reply {
@@ -767,12 +757,6 @@ fn fake_uuid(seed: &str) -> String {
         hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
     }
     let hex = format!("{hash:032x}");
-    let parts = [
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32],
-    ];
-    parts.join("-")
+    let (a, b) = (&hex[0..8], &hex[8..12]);
+    format!("{a}-{b}-{}-{}-{}", &hex[12..16], &hex[16..20], &hex[20..32])
 }

@@ -72,7 +72,8 @@ pub fn ensure_built() {
         }
         // A `TASK_ROUTER_PREBUILT` inherited from the shell would make `build.sh` a no-op and
         // leave the tests running a stale bundle.
-        run(Command::new("sh")
+        let mut build = Command::new("sh");
+        run(build
             .arg("scripts/build.sh")
             .current_dir(dir)
             .env_remove("TASK_ROUTER_PREBUILT"))
@@ -113,11 +114,11 @@ fn run(command: &mut Command) -> Result<(), String> {
     if output.status.success() {
         return Ok(());
     }
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    let status = output.status;
     Err(format!(
-        "{described} failed with {}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        "{described} failed with {status}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     ))
 }
 
@@ -222,10 +223,8 @@ impl Worker {
                 // `free_port` released the port, and another server of a test running in
                 // parallel took it before wrangler could: start again on other ports.
                 Err(_) if attempt < TRIES && worker.logs().contains("Address already in use") => {
-                    eprintln!(
-                        "wrangler dev: port {} was taken before it could listen; trying others",
-                        worker.port
-                    );
+                    let port = worker.port;
+                    eprintln!("wrangler dev: port {port} was taken before it listened; others now");
                 }
                 Err(why) => panic!("{why}"),
             }
@@ -251,11 +250,10 @@ impl Worker {
             // `log`, wrangler's lowest level: every line the Worker writes, at any console level.
             .args(["--log-level", "log", "--show-interactive-dev-session=false"])
             .args(extras.args);
+        let pid = std::process::id();
+        let temp = |what: &str| std::env::temp_dir().join(format!("{what}-{pid}-{port}"));
         let state_dir = (!extras.args.contains(&"--persist-to")).then(|| {
-            let dir = std::env::temp_dir().join(format!(
-                "task-router-e2e-state-{}-{port}",
-                std::process::id()
-            ));
+            let dir = temp("task-router-e2e-state");
             command.arg("--persist-to").arg(&dir);
             dir
         });
@@ -267,10 +265,7 @@ impl Worker {
             let mut base = std::fs::read_to_string(manifest_dir().join("wrangler.toml"))
                 .expect("read wrangler.toml");
             for (from, to) in extras.replace {
-                assert!(
-                    base.contains(from),
-                    "wrangler.toml has no {from:?} to replace"
-                );
+                assert!(base.contains(from), "wrangler.toml has no {from:?}");
                 base = base.replace(from, to);
             }
             std::fs::write(&path, format!("{base}\n{extra}\n"))
@@ -280,10 +275,7 @@ impl Worker {
         if let Some(path) = &config_file {
             command.arg("--config").arg(path);
         }
-        let debug_log_dir = std::env::temp_dir().join(format!(
-            "task-router-e2e-wrangler-logs-{}-{port}",
-            std::process::id()
-        ));
+        let debug_log_dir = temp("task-router-e2e-wrangler-logs");
         let _ = std::fs::remove_dir_all(&debug_log_dir);
         for (key, value) in merged_vars(vars) {
             // wrangler rejoins everything after the first `:`, so URLs and JSON survive, and
@@ -348,11 +340,9 @@ impl Worker {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "wrangler dev exited with {status} before answering on port {}; output:\n{}",
-                    self.port,
-                    self.logs()
-                ));
+                let (port, output) = (self.port, self.logs());
+                let early = format!("exited with {status} before answering on port {port}");
+                return Err(format!("wrangler dev {early}; output:\n{output}"));
             }
             let wait = Duration::from_secs(10);
             let attempt = http::try_send(self.port, "GET", "/healthz", &[], b"", wait);
@@ -360,12 +350,9 @@ impl Worker {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "wrangler dev did not answer GET /healthz on port {} within {:?}; output:\n{}",
-                    self.port,
-                    STARTUP_TIMEOUT,
-                    self.logs()
-                ));
+                let (port, output) = (self.port, self.logs());
+                let late = format!("did not answer GET /healthz on port {port} in time");
+                return Err(format!("wrangler dev {late}; output:\n{output}"));
             }
             thread::sleep(Duration::from_millis(200));
         }
@@ -430,19 +417,13 @@ impl Worker {
     pub fn wait_for_log_json(
         &self,
         timeout: Duration,
-        predicate: impl Fn(&Value) -> bool,
+        f: impl Fn(&Value) -> bool,
     ) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            let found = self
-                .log_lines_json()
-                .into_iter()
-                .find(|line| predicate(line));
-            if found.is_some() {
+            let found = self.log_lines_json().into_iter().find(|line| f(line));
+            if found.is_some() || Instant::now() >= deadline {
                 return found;
-            }
-            if Instant::now() >= deadline {
-                return None;
             }
             thread::sleep(Duration::from_millis(50));
         }

@@ -28,11 +28,10 @@ struct Router {
 /// A router over `models`, each answering its script at once.
 fn router<const N: usize>(models: [(&str, Script); N]) -> Router {
     let provider = ScriptedProvider::new();
-    Router::new(
-        models
-            .into_iter()
-            .fold(provider, |p, (model, script)| p.on(model, script, 0)),
-    )
+    let provider = models
+        .into_iter()
+        .fold(provider, |p, (m, script)| p.on(m, script, 0));
+    Router::new(provider)
 }
 
 impl Router {
@@ -56,12 +55,8 @@ impl Router {
 
     /// One request; returns the response, its JSON body and the models called by *this* request.
     fn ask(&self, method: &str, path: &str) -> (HttpResponse, Value, Vec<String>) {
-        let mut pairs = vec![
-            ("MODEL_REGISTRY", REGISTRY),
-            ("GROQ_API_KEY", "gsk_x"),
-            ("ROUTER_API_KEYS", "k"),
-            EVERY_LINE,
-        ];
+        let mut pairs = vec![("MODEL_REGISTRY", REGISTRY), ("GROQ_API_KEY", "gsk_x")];
+        pairs.extend([("ROUTER_API_KEYS", "k"), EVERY_LINE]);
         pairs.extend(self.extra.iter().copied());
         let before = self.provider.calls.borrow().len();
         let body = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
@@ -69,13 +64,8 @@ impl Router {
             authorization: Some("Bearer k"),
             ..HttpRequest::new(method, path, body.as_bytes())
         };
-        let ex = exchange(
-            &load(&pairs),
-            &self.provider,
-            &Unlimited,
-            &self.health,
-            request,
-        );
+        let (config, provider) = (load(&pairs), &self.provider);
+        let ex = exchange(&config, provider, &Unlimited, &self.health, request);
         let calls = self.provider.models_called()[before..].to_vec();
         let json = ex.json();
         *self.last_log.borrow_mut() = ex.log;
@@ -338,27 +328,15 @@ fn routes_show_chains_sources_and_health() {
         .iter()
         .find(|t| t["task"] == "fast")
         .unwrap();
-    let chain: Vec<(&str, &str, &str)> = fast["chain"]
+    let entry = |e: &Value| format!("{} {} {}", e["model"], e["source"], e["health"]["state"]);
+    let chain: Vec<String> = fast["chain"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| {
-            (
-                e["model"].as_str().unwrap(),
-                e["source"].as_str().unwrap(),
-                e["health"]["state"].as_str().unwrap(),
-            )
-        })
+        .map(entry)
         .collect();
-    assert_eq!(
-        chain,
-        vec![
-            ("d1", "task_default", "healthy"),
-            ("m1", "registry", "gone"),
-            ("m2", "registry", "cooling"),
-            ("f1", "fallback", "healthy")
-        ]
-    );
+    let wanted = r#""d1" "task_default" "healthy", "m1" "registry" "gone", "m2" "registry" "cooling", "f1" "fallback" "healthy""#;
+    assert_eq!(chain.join(", "), wanted);
     assert_eq!(fast["chain"][2]["health"]["reason"], "rate_limited");
     assert_eq!(fast["chain"][2]["health"]["until"], "1970-01-01T00:00:08Z");
     assert_eq!(fast["chain"][1]["health"]["since"], "1970-01-01T00:00:00Z");

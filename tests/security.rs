@@ -72,6 +72,13 @@ fn post(body: &str) -> HttpRequest<'_> {
     request("POST /v1/tasks/fast", Some(BEARER), body)
 }
 
+/// A valid `POST /v1/tasks/fast`, changed by `change`.
+fn post_with(change: impl FnOnce(&mut HttpRequest)) -> HttpRequest<'static> {
+    let mut req = post(HI);
+    change(&mut req);
+    req
+}
+
 /// A request for `route` from the browser origin `origin`.
 fn from<'a>(origin: Option<&'a str>, route: &'a str, body: &'a str) -> HttpRequest<'a> {
     HttpRequest {
@@ -186,24 +193,16 @@ fn answers_to_allowed_origins_echo_the_origin_and_expose_router_headers() {
         assert!(exposed.contains("x-model-used"));
     }
     // Errors carry CORS headers too, so the browser can read them.
-    let req = HttpRequest {
-        authorization: None,
-        ..from(APP, "POST /v1/tasks/fast", HI)
-    };
+    let req = post_with(|r| (r.origin, r.authorization) = (APP, None));
     let (r, _) = unlimited(&[("ALLOWED_ORIGINS", "*")], req);
-    assert_eq!(
-        (r.status, r.header("access-control-allow-origin")),
-        (401, APP)
-    );
+    let allowed = r.header("access-control-allow-origin");
+    assert_eq!((r.status, allowed), (401, APP));
 }
 
 #[test]
 fn bad_allowed_origins_are_config_errors() {
-    for bad in [
-        "app.example.com",
-        "https://app.example.com/path",
-        "https://*.example.com",
-    ] {
+    let path = "https://app.example.com/path";
+    for bad in ["app.example.com", path, "https://*.example.com"] {
         let errors = load(&[("MODEL_REGISTRY", REGISTRY), ("ALLOWED_ORIGINS", bad)]).unwrap_err();
         assert_eq!(errors[0].binding, "ALLOWED_ORIGINS", "{bad}");
     }
@@ -228,22 +227,13 @@ fn rate_limits_are_per_client_name_and_answer_429_with_retry_after() {
     assert_eq!(limiter.keys.borrow().as_slice(), ["client:web"; 3]);
 
     let anonymous = CountingLimiter::new(5);
-    let req = HttpRequest {
-        client_ip: Some("203.0.113.9"),
-        ..request("POST /v1/tasks/fast", None, HI)
-    };
-    send(
-        &[("ALLOW_UNAUTHENTICATED", "true"), ("ROUTER_API_KEYS", "")],
-        &anonymous,
-        req,
-    );
+    let req = post_with(|r| (r.client_ip, r.authorization) = (Some("203.0.113.9"), None));
+    let open = [("ALLOW_UNAUTHENTICATED", "true"), ("ROUTER_API_KEYS", "")];
+    send(&open, &anonymous, req);
     assert_eq!(anonymous.keys.borrow().as_slice(), ["ip:203.0.113.9"]);
 
-    let (r, _) = send(
-        &[("RATE_LIMIT_PERIOD_S", "10")],
-        &CountingLimiter::new(0),
-        post(HI),
-    );
+    let period = [("RATE_LIMIT_PERIOD_S", "10")];
+    let (r, _) = send(&period, &CountingLimiter::new(0), post(HI));
     assert_eq!(r.header("retry-after"), Some("10"));
 }
 
@@ -269,20 +259,11 @@ fn bodies_are_read_within_their_limit_and_the_isolates_bytes_in_flight() {
         ("POST", None, read(1000, false)),
         ("POST", Some("many"), read(1000, false)),
     ] {
-        assert_eq!(
-            body_read(method, length, &config),
-            want,
-            "{method} {length:?}"
-        );
+        let read = body_read(method, length, &config);
+        assert_eq!(read, want, "{method} {length:?}");
     }
     // Over the bound: 503 with `Retry-After`, before the body is read or Groq is called.
-    let (r, calls) = unlimited(
-        &[],
-        HttpRequest {
-            overloaded: true,
-            ..post(HI)
-        },
-    );
+    let (r, calls) = unlimited(&[], post_with(|r| r.overloaded = true));
     assert_eq!((r.status, code(&r)), (503, "overloaded".to_string()));
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(calls.is_empty());
@@ -295,47 +276,21 @@ fn size_and_media_type_limits() {
     let (r, calls) = unlimited(&[("MAX_REQUEST_BYTES", "1024")], post(&big));
     assert_eq!((r.status, code(&r)), (413, "request_too_large".to_string()));
     assert!(calls.is_empty());
-    assert_eq!(
-        unlimited(&[("MAX_REQUEST_BYTES", "4096")], post(&big))
-            .0
-            .status,
-        200
-    );
-    let truncated = HttpRequest {
-        body_too_large: true,
-        ..post(HI)
-    };
+    let (r, _) = unlimited(&[("MAX_REQUEST_BYTES", "4096")], post(&big));
+    assert_eq!(r.status, 200);
+    let truncated = post_with(|r| r.body_too_large = true);
     assert_eq!(unlimited(&[], truncated).0.status, 413);
 
     let form = Some("application/x-www-form-urlencoded");
     for content_type in [None, Some("text/plain"), form, Some("application/jsonx")] {
-        let (r, _) = unlimited(
-            &[],
-            HttpRequest {
-                content_type,
-                ..post(HI)
-            },
-        );
+        let (r, _) = unlimited(&[], post_with(|r| r.content_type = content_type));
         let refused = (r.status, code(&r));
-        assert_eq!(
-            refused,
-            (415, "unsupported_media_type".into()),
-            "{content_type:?}"
-        );
+        let wanted = (415, "unsupported_media_type".into());
+        assert_eq!(refused, wanted, "{content_type:?}");
     }
     let content_type = Some("application/json; charset=utf-8");
-    assert_eq!(
-        unlimited(
-            &[],
-            HttpRequest {
-                content_type,
-                ..post(HI)
-            }
-        )
-        .0
-        .status,
-        200
-    );
+    let (r, _) = unlimited(&[], post_with(|r| r.content_type = content_type));
+    assert_eq!(r.status, 200);
 }
 
 /// `FIELDS → PARAM`: a valid message and `FIELDS` (or, starting with `{`, a whole body), and the
@@ -436,11 +391,7 @@ fn a_key_pasted_into_any_other_binding_is_never_shown() {
                 format!(r#"{{"{secret}":["m1"]}}"#),
                 format!(r#"{{"fast":["{secret}"]}}"#),
             ] {
-                let registry = if place == "MODEL_REGISTRY" {
-                    &value
-                } else {
-                    REGISTRY
-                };
+                let registry = [REGISTRY, &value][usize::from(place == "MODEL_REGISTRY")];
                 let config = load(&[
                     ("MODEL_REGISTRY", registry),
                     ("GROQ_API_KEY", provider_key),

@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::attempts::outcomes;
+use support::attempts::{outcomes, pairs};
 use support::fixtures::{request, send};
 use support::scripted::*;
 use task_router::http::limit::Unlimited;
@@ -14,16 +14,14 @@ use task_router::routing::health::{HealthBook, HealthReport};
 const REGISTRY: &str = r#"{"fast":["m1","m2"],"fallback":["f1"]}"#;
 
 fn bindings(allow: &'static str) -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("MODEL_REGISTRY", REGISTRY),
+    let prices = r#"{"m1":{"input":1,"output":2},"m2":{"input":1,"output":2}}"#;
+    let keys = [
         ("GROQ_API_KEY", "gsk_mock_test"),
         ("ROUTER_API_KEYS", "web:k"),
-        ("ALLOW_MOCK", allow),
-        (
-            "MODEL_PRICES",
-            r#"{"m1":{"input":1,"output":2},"m2":{"input":1,"output":2}}"#,
-        ),
-    ]
+    ];
+    let mut pairs = vec![("MODEL_REGISTRY", REGISTRY), keys[0], keys[1]];
+    pairs.extend([("ALLOW_MOCK", allow), ("MODEL_PRICES", prices)]);
+    pairs
 }
 
 /// A mock request on `path` with `extra` fields; the scripted provider answers nothing, so a
@@ -72,11 +70,8 @@ fn a_mock_answer_is_shaped_like_groqs_through_the_real_chain() {
     assert!(ex.usage.is_empty(), "no Analytics Engine point for a mock");
 
     // The SDK route passes the completion through as Groq's would be.
-    let (ex, _) = ask(
-        &bindings("true"),
-        "/v1/chat/completions",
-        json!({"model": "fast", "mock_response": "Hi"}),
-    );
+    let sdk = json!({"model": "fast", "mock_response": "Hi"});
+    let (ex, _) = ask(&bindings("true"), "/v1/chat/completions", sdk);
     let body = ex.json();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], "m1");
@@ -87,41 +82,26 @@ fn a_mock_answer_is_shaped_like_groqs_through_the_real_chain() {
 /// would: the next model answers, or the chain ends as it would.
 #[test]
 fn each_mock_failure_is_classified_like_the_real_one() {
-    for (failure, outcome, status) in [
-        ("model_gone", "model_gone", Some(404)),
-        ("rate_limited", "rate_limited", Some(429)),
-        ("request_too_large", "request_too_large", Some(413)),
-        ("upstream_error", "upstream_error", Some(500)),
-        ("timeout", "timeout", None),
-        ("cannot_serve", "cannot_serve", Some(400)),
-    ] {
+    // Each failure, whose outcome has its name, and the status Groq would send with it.
+    let failures = "model_gone rate_limited request_too_large upstream_error timeout cannot_serve";
+    let statuses = [Some(404), Some(429), Some(413), Some(500), None, Some(400)];
+    for (failure, status) in failures.split(' ').zip(statuses) {
+        let outcome = failure;
         let (ex, _) = mock(json!({"mock_failures": [failure]}));
         assert_eq!(ex.response.status, 200, "{failure}: {}", ex.text);
         let body = ex.json();
-        assert_eq!(
-            outcomes(&body),
-            vec![
-                (String::from("m1"), outcome.into()),
-                ("m2".into(), "ok".into())
-            ],
-            "{failure}"
-        );
+        let wanted = pairs(&[("m1", outcome), ("m2", "ok")]);
+        assert_eq!(outcomes(&body), wanted, "{failure}");
         assert_eq!(body["attempts"][0]["status"], json!(status), "{failure}");
         assert_eq!(body["content"], "This is a mock answer.");
-        let attempt = ex
-            .log
-            .iter()
-            .find(|(_, l)| l["event"] == "attempt")
-            .expect("an attempt line");
-        assert_eq!(attempt.1["mock"], true);
+        let attempt = ex.log.iter().find(|(_, l)| l["event"] == "attempt");
+        assert_eq!(attempt.expect("an attempt line").1["mock"], true);
     }
     // Stop at once, as Groq's refusals do.
     for (failure, status) in [("invalid_request", 400), ("provider_auth_failed", 502)] {
         let (ex, _) = mock(json!({"mock_failures": [failure]}));
-        assert_eq!(
-            (ex.response.status, ex.json()["error"]["code"].clone()),
-            (status, json!(failure))
-        );
+        let refused = (ex.response.status, ex.json()["error"]["code"].clone());
+        assert_eq!(refused, (status, json!(failure)));
     }
 }
 
@@ -162,10 +142,8 @@ fn a_mock_stream_is_groqs_sse_and_stream_break_breaks_it() {
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(text, "Hello from the mock");
-    assert!(
-        chunks.len() >= 5,
-        "a role chunk, content chunks, a final chunk: {chunks:?}"
-    );
+    // A role chunk, content chunks, a final chunk.
+    assert!(chunks.len() >= 5, "{chunks:?}");
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], "stop");
     assert!(last["x_groq"]["usage"]["total_tokens"].is_u64());
@@ -175,12 +153,8 @@ fn a_mock_stream_is_groqs_sse_and_stream_break_breaks_it() {
     assert!(ex.streamed);
     assert!(!ex.text.contains("[DONE]"), "{}", ex.text);
     let events: Vec<&str> = ex.text.split("\n\n").filter(|e| !e.is_empty()).collect();
-    assert_eq!(
-        events.len(),
-        3,
-        "role chunk, first content chunk, error event: {}",
-        ex.text
-    );
+    // A role chunk, the first content chunk, the error event.
+    assert_eq!(events.len(), 3, "{}", ex.text);
     let error: Value = serde_json::from_str(events[2].strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(error["error"]["code"], "stream_interrupted");
     // No health learned from a mock.
@@ -189,10 +163,11 @@ fn a_mock_stream_is_groqs_sse_and_stream_break_breaks_it() {
 
 #[test]
 fn without_allow_mock_the_fields_are_refused_and_bad_fields_are_named() {
-    for (field, value) in [
+    let fields = [
         ("mock_response", json!("hi")),
         ("mock_failures", json!(["model_gone"])),
-    ] {
+    ];
+    for (field, value) in fields {
         let (ex, _) = ask(
             &bindings("false"),
             "/v1/tasks/fast",
@@ -204,13 +179,18 @@ fn without_allow_mock_the_fields_are_refused_and_bad_fields_are_named() {
         assert_eq!((&error["code"], &error["param"]), expected);
         assert!(error["message"].as_str().unwrap().contains("ALLOW_MOCK"));
     }
-    for (extra, param) in [
-        (json!({"mock_response": 7}), "mock_response"),
-        (json!({"mock_failures": "model_gone"}), "mock_failures"),
-        (json!({"mock_failures": ["gone"]}), "mock_failures"),
-        (json!({"mock_failures": ["stream_break"]}), "mock_failures"),
+    for extra in [
+        json!({"mock_response": 7}),
+        json!({"mock_failures": "model_gone"}),
+        json!({"mock_failures": ["gone"]}),
+        json!({"mock_failures": ["stream_break"]}),
     ] {
-        let (ex, _) = ask(&bindings("true"), "/v1/tasks/fast", extra.clone());
+        let param = extra
+            .as_object()
+            .and_then(|o| o.keys().next())
+            .unwrap()
+            .clone();
+        let (ex, _) = mock(extra.clone());
         assert_eq!(ex.response.status, 400, "{extra}");
         assert_eq!(ex.json()["error"]["param"], param, "{extra}");
     }
@@ -228,10 +208,8 @@ fn null_mock_fields_never_reach_groq() {
         assert_eq!(ex.response.status, 200, "{}", ex.text);
         let sent = &provider.calls.borrow()[0].body;
         assert_eq!(sent["messages"], json!([{"role": "user", "content": "hi"}]));
-        assert!(
-            sent.get("mock_response").is_none() && sent.get("mock_failures").is_none(),
-            "ALLOW_MOCK={allow}: {sent}"
-        );
+        let mock = sent.get("mock_response").or(sent.get("mock_failures"));
+        assert!(mock.is_none(), "ALLOW_MOCK={allow}: {sent}");
     }
 }
 
@@ -244,15 +222,10 @@ fn without_a_provider_key_only_mocks_are_answered() {
     let (ex, _) = ask(&no_key, "/v1/tasks/fast", json!({"mock_response": "hi"}));
     assert_eq!(ex.response.status, 200, "{}", ex.text);
     let (ex, _) = ask(&no_key, "/v1/tasks/fast", json!({}));
-    assert_eq!(
-        (ex.response.status, ex.json()["error"]["code"].clone()),
-        (500, json!("provider_key_missing"))
-    );
-    let health = send(
-        &no_key,
-        &ScriptedProvider::new(),
-        request("GET /healthz", None, ""),
-    );
+    let refused = (ex.response.status, ex.json()["error"]["code"].clone());
+    assert_eq!(refused, (500, json!("provider_key_missing")));
+    let healthz = request("GET /healthz", None, "");
+    let health = send(&no_key, &ScriptedProvider::new(), healthz);
     assert_eq!(health.response.status, 200);
     let warning = &health.json()["warnings"][0];
     let expected = (&json!("GROQ_API_KEY"), &json!("mock_only"));

@@ -366,7 +366,7 @@ fn body_limits_count_the_bytes_read_and_a_malformed_request_is_refused() {
     let bearer = format!("Bearer {CLIENT_KEY}");
     let json = [
         ("content-type", "application/json"),
-        ("authorization", bearer.as_str()),
+        ("authorization", &bearer),
     ];
     let send = |headers: &[(&str, &str)], body: &[u8]| {
         http::send(port, "POST", "/v1/tasks/limits", headers, body)
@@ -538,7 +538,7 @@ fn direct_stream(stack: &Stack, model: &str) -> StreamBody {
     let bearer = format!("Bearer {PROVIDER_KEY}");
     let headers = [
         ("content-type", "application/json"),
-        ("authorization", bearer.as_str()),
+        ("authorization", &bearer),
     ];
     let (port, body) = (stack.fake.port(), body.as_bytes());
     http::stream(port, "POST", OPENAI_CHAT, &headers, body).finish()
@@ -571,10 +571,7 @@ fn assert_relays_the_fakes_stream(stack: &Stack, path: &str, task: &str) {
     let (pieces, first) = (&routed.pieces, &routed.pieces[0]);
     let spread = pieces.last().unwrap().at - first.at;
     let count = pieces.len();
-    assert!(
-        spread >= CHUNK_DELAY * 3,
-        "{count} pieces within {spread:?}"
-    );
+    assert!(spread >= CHUNK_DELAY * 3, "{count} pieces in {spread:?}");
     let at_once = sse_events(&first.bytes).len() == sse_events(&routed.bytes()).len();
     assert!(!at_once, "the first piece held the whole answer");
     let want = json!({"outcome": "ok", "stream": true, "prompt_tokens": 55,

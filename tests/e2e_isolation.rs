@@ -205,9 +205,8 @@ fn worker_rss_kib(worker: &Worker) -> u64 {
             continue;
         }
         let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        total += status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+        let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:"));
+        total += rss
             .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
             .unwrap_or(0);
     }
@@ -221,31 +220,19 @@ const BURST: usize = 60;
 /// `BURST` requests at once, each with a body of `bytes`; their statuses, `Retry-After`s and
 /// bodies.
 fn burst(stack: &Stack, bytes: usize, id: &str) -> Vec<(u16, Option<String>, String)> {
-    let body = json!({"messages": [{"role": "user", "content": text_of(bytes)}]}).to_string();
-    let port = stack.worker.port();
-    let authorization = format!("Bearer {ALICE_KEY}");
+    let body = json!({"messages": [{"role": "user", "content": text_of(bytes)}]});
     thread::scope(|s| {
-        let sent: Vec<_> = (0..BURST)
-            .map(|i| {
-                let (body, authorization) = (&body, &authorization);
-                s.spawn(move || {
-                    let id = format!("{id}-{i}");
-                    let r = http::send(
-                        port,
-                        "POST",
-                        "/v1/tasks/fast",
-                        &[
-                            ("content-type", "application/json"),
-                            ("authorization", authorization),
-                            ("x-request-id", &id),
-                        ],
-                        body.as_bytes(),
-                    );
-                    let retry = r.header("retry-after").map(str::to_string);
-                    (r.status, retry, r.text())
-                })
-            })
-            .collect();
+        let send = |i| {
+            let r = stack.post(
+                "/v1/tasks/fast",
+                Some(ALICE_KEY),
+                &format!("{id}-{i}"),
+                &body,
+            );
+            let retry = r.header("retry-after").map(str::to_string);
+            (r.status, retry, r.text())
+        };
+        let sent: Vec<_> = (0..BURST).map(|i| s.spawn(move || send(i))).collect();
         sent.into_iter()
             .map(|t| t.join().expect("a sender panicked"))
             .collect()
@@ -277,10 +264,8 @@ fn a_burst_of_large_bodies_leaves_memory_bounded_and_the_worker_serving() {
         .iter()
         .filter(|(status, ..)| *status == 503)
         .collect();
-    let (workerd_mib, router_mib) = (
-        unread.saturating_sub(start) / 1024,
-        read.saturating_sub(unread) / 1024,
-    );
+    let workerd_mib = unread.saturating_sub(start) / 1024;
+    let router_mib = read.saturating_sub(unread) / 1024;
     eprintln!(
         "e2e_isolation: {BURST} concurrent 1 MiB bodies: {served} served, {} shed; Worker RSS \
          {} MiB, +{workerd_mib} MiB after the unread burst, +{router_mib} MiB after the read one",

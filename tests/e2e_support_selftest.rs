@@ -32,7 +32,7 @@ fn send(
     let bearer = format!("Bearer {KEY}");
     let headers = [
         ("content-type", "application/json"),
-        ("authorization", bearer.as_str()),
+        ("authorization", &bearer),
     ];
     let (port, body) = (fake.port(), body.to_string());
     http::try_stream(port, "POST", CHAT, &headers, body.as_bytes(), wait)
@@ -65,20 +65,13 @@ fn assert_groq_headers(headers: &[(String, String)], rate_limited: bool) {
         let value = headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
         assert!(value.is_some_and(|v| v.parse::<u64>().is_ok()), "{name}");
     }
-    let (remaining, retry_after) = if rate_limited {
-        ("0", "8")
-    } else {
-        ("5933", "")
-    };
-    let retry_after = (!retry_after.is_empty()).then_some(retry_after);
+    let (remaining, retry_after) = [("5933", None), ("0", Some("8"))][usize::from(rate_limited)];
     let want = json!({"x-ratelimit-remaining-tokens": remaining, "retry-after": retry_after,
         "x-ratelimit-reset-requests": "2m59.56s", "x-ratelimit-reset-tokens": "7.66s"});
     assert_headers(headers, want);
     let id = headers.iter().find(|(name, _)| name == "x-request-id");
-    assert!(
-        id.is_some_and(|(_, id)| id.starts_with("req_")),
-        "{headers:?}"
-    );
+    let id = id.is_some_and(|(_, id)| id.starts_with("req_"));
+    assert!(id, "{headers:?}");
 }
 
 #[test]
@@ -123,10 +116,8 @@ fn each_behaviour_answers_groqs_status_error_and_headers() {
         let error = &response.json()["error"];
         assert_has(error, json!({"type": want[1], "code": want[2]}));
         let message = error["message"].as_str().unwrap_or_default();
-        assert!(
-            message.starts_with(want[3].as_str().unwrap()),
-            "{model}: {error}"
-        );
+        let says = message.starts_with(want[3].as_str().unwrap());
+        assert!(says, "{model}: {error}");
     }
     let message = chat(&fake, "ratelimited-a").json()["error"]["message"].to_string();
     assert!(message.contains(ORG_ID) && message.contains("Please try again in 7.66s."));
@@ -183,10 +174,7 @@ fn a_whole_stream_is_framed_as_groqs_sse() {
     let body = head.finish();
     assert_eq!(body.end, StreamEnd::Complete);
     let span = body.pieces.last().unwrap().at - body.pieces[0].at;
-    assert!(
-        span >= Duration::from_millis(120),
-        "events arrived within {span:?}"
-    );
+    assert!(span >= Duration::from_millis(120), "all within {span:?}");
     // Role chunk, three content chunks, the final chunk, the usage chunk (`include_usage`).
     let events = sse_events(&body.bytes());
     assert!(events.iter().all(|event| event.event.is_none()));
@@ -210,11 +198,11 @@ fn a_whole_stream_is_framed_as_groqs_sse() {
     let expected = (&json!({}), &json!("stop"));
     assert_eq!((&delta(4), &last["finish_reason"]), expected);
     assert_eq!(chunks[4]["x_groq"]["usage"]["total_tokens"], 67);
-    let usage = (
+    let usage = [
         &chunks[5]["choices"],
         &chunks[5]["usage"]["completion_tokens"],
-    );
-    assert_eq!(usage, (&json!([]), &json!(12)));
+    ];
+    assert_eq!(usage, [&json!([]), &json!(12)]);
 }
 
 /// Each way a stream, or a connection, misbehaves, as the end-to-end suites rely on it.
@@ -245,11 +233,7 @@ fn streams_and_connections_break_drop_stall_and_err_as_scripted() {
         ("streamslow-a", false, 7, "|hello| from |streamslow-a", true),
     ] {
         let (body, took) = stream(&fake, model);
-        let end = if cut {
-            StreamEnd::Truncated
-        } else {
-            StreamEnd::Complete
-        };
+        let end = [StreamEnd::Complete, StreamEnd::Truncated][usize::from(cut)].clone();
         let ended = (body.end.clone(), sse_events(&body.bytes()).len());
         assert_eq!(ended, (end, events), "{model}: {}", body.text());
         assert_eq!(contents(&body), content, "{model}");
@@ -265,10 +249,8 @@ fn streams_and_connections_break_drop_stall_and_err_as_scripted() {
     let message = error["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("Tool call validation failed"));
     let (body, _) = stream(&fake, "streamlong-a");
-    assert_eq!(
-        contents(&body),
-        format!("|{}", vec!["tick "; LONG_PIECES].join("|"))
-    );
+    let ticks = vec!["tick "; LONG_PIECES].join("|");
+    assert_eq!(contents(&body), format!("|{ticks}"));
     assert_eq!(sse_events(&body.bytes()).last().unwrap().data, "[DONE]");
 
     // `hang` never answers; `drop` closes without a byte; `bodyhang` sends its head and half a
@@ -280,19 +262,15 @@ fn streams_and_connections_break_drop_stall_and_err_as_scripted() {
             .kind()
     };
     let hang = failed("hang-a", Duration::from_millis(200));
-    assert!(
-        matches!(hang, ErrorKind::WouldBlock | ErrorKind::TimedOut),
-        "{hang:?}"
-    );
+    let timed_out = matches!(hang, ErrorKind::WouldBlock | ErrorKind::TimedOut);
+    assert!(timed_out, "{hang:?}");
     let dropped = failed("drop-a", Duration::from_secs(2));
     let closed = [ErrorKind::UnexpectedEof, ErrorKind::ConnectionReset];
     assert!(closed.contains(&dropped), "{dropped:?}");
     let started = Instant::now();
     let half = send(&fake, "bodyhang-a", false, Duration::from_secs(5)).unwrap();
-    assert!(
-        started.elapsed() < Duration::from_millis(250),
-        "the head comes at once"
-    );
+    // The head comes at once.
+    assert!(started.elapsed() < Duration::from_millis(250));
     let announced: usize = half.header("content-length").unwrap().parse().unwrap();
     let body = half.finish();
     let got = (body.end.clone(), body.bytes().len());

@@ -44,10 +44,8 @@ impl Stack {
         let mut all = vec![("GROQ_BASE_URL", "{groq}"), ("GROQ_API_KEY", PROVIDER_KEY)];
         all.push(("ROUTER_API_KEYS", &clients));
         all.extend_from_slice(vars);
-        let all: Vec<(&str, String)> = all
-            .into_iter()
-            .map(|(name, value)| (name, value.replace("{groq}", &fake.base_url())))
-            .collect();
+        let groq = |value: &str| value.replace("{groq}", &fake.base_url());
+        let all: Vec<(&str, String)> = all.into_iter().map(|(k, v)| (k, groq(v))).collect();
         let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let worker = Worker::start_with(&all, extras);
         Stack { fake, worker }
@@ -60,15 +58,9 @@ impl Stack {
     /// `POST path` with a JSON body, `key` as the bearer token and `id` as `x-request-id` (none
     /// when empty).
     pub fn post(&self, path: &str, key: Option<&str>, id: &str, body: &Value) -> Response {
-        let headers = headers(key, id);
-        let body = body.to_string();
-        http::send(
-            self.port(),
-            "POST",
-            path,
-            &as_refs(&headers),
-            body.as_bytes(),
-        )
+        let (headers, body) = (headers(key, id), body.to_string());
+        let (port, headers) = (self.port(), as_refs(&headers));
+        http::send(port, "POST", path, &headers, body.as_bytes())
     }
 
     /// The usual routed request: the client key, `x-request-id: id`, a chat body tagged `id`.
@@ -79,24 +71,19 @@ impl Stack {
 
     /// [`Stack::post`], returning once the head is in: the body is read as it comes.
     pub fn stream(&self, path: &str, id: &str, body: &Value) -> StreamResponse {
-        let headers = headers(Some(CLIENT_KEY), id);
-        let body = body.to_string();
-        http::stream(
-            self.port(),
-            "POST",
-            path,
-            &as_refs(&headers),
-            body.as_bytes(),
-        )
+        let (headers, body) = (headers(Some(CLIENT_KEY), id), body.to_string());
+        let (port, headers) = (self.port(), as_refs(&headers));
+        http::stream(port, "POST", path, &headers, body.as_bytes())
     }
 
     /// The models the fake was asked for by requests tagged `tag`, in arrival order.
     pub fn models_for(&self, tag: &str) -> Vec<String> {
-        let calls = self.fake.calls().into_iter();
-        calls
-            .filter(|call| call.body["user"] == tag)
-            .filter_map(|call| call.model)
-            .collect()
+        let calls = self
+            .fake
+            .calls()
+            .into_iter()
+            .filter(|call| call.body["user"] == tag);
+        calls.filter_map(|call| call.model).collect()
     }
 
     /// The first log line matching `predicate`; panics with the output if none comes.
@@ -116,7 +103,7 @@ impl Stack {
         for secret in secrets {
             assert!(
                 !output.contains(secret),
-                "the output holds {secret:?}:\n{output}"
+                "{secret:?} in the output:\n{output}"
             );
         }
     }
@@ -171,10 +158,8 @@ pub fn without_durations(attempts: &Value) -> Value {
 /// What the Worker makes up when the caller sent no usable id: `req_` and 16 hex digits.
 pub fn assert_generated_id(id: &str) {
     let hex = id.strip_prefix("req_").unwrap_or("");
-    assert!(
-        hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
-        "not a generated request id: {id:?}"
-    );
+    let generated = hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    assert!(generated, "not a generated request id: {id:?}");
 }
 
 /// Every header of `want` (an object) has that value in `headers` (the first of its name); a

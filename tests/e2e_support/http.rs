@@ -10,6 +10,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use ureq::config::AutoHeaderValue;
 
+/// A request's headers: `(name, value)` pairs.
+pub type Headers<'a> = &'a [(&'a str, &'a str)];
+
 /// How long a read may block before the request fails, unless a `try_*` call says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -43,13 +46,7 @@ impl Response {
 }
 
 /// Sends one request and reads the whole answer; panics on any I/O error or timeout (60 s).
-pub fn send(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
+pub fn send(port: u16, method: &str, path: &str, headers: Headers, body: &[u8]) -> Response {
     let sent = try_send(port, method, path, headers, body, DEFAULT_TIMEOUT);
     sent.unwrap_or_else(|error| panic!("{method} {path} on port {port} failed: {error}"))
 }
@@ -104,7 +101,7 @@ pub fn stream(
     port: u16,
     method: &str,
     path: &str,
-    headers: &[(&str, &str)],
+    headers: Headers,
     body: &[u8],
 ) -> StreamResponse {
     let sent = try_stream(port, method, path, headers, body, DEFAULT_TIMEOUT);
@@ -128,10 +125,10 @@ pub fn try_stream(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    if !headers
+    let connection = headers
         .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("connection"))
-    {
+        .any(|(name, _)| name.eq_ignore_ascii_case("connection"));
+    if !connection {
         request = request.header("connection", "close");
     }
     let config = ureq::Agent::config_builder()
@@ -283,8 +280,9 @@ impl Iterator for StreamResponse {
     }
 }
 
-/// Sends `bytes` exactly as given (a request no client would send) and reads the answer, whole;
-/// panics on error. The answer's head and chunk-size lines are parsed by `httparse`.
+/// Sends `bytes` exactly as given (a request no client would send) and reads the answer, whole,
+/// to its `Content-Length` or the end of the connection (the answers read so are not chunked);
+/// its head is parsed by `httparse`. Panics on error.
 pub fn send_raw(port: u16, bytes: &[u8]) -> Response {
     let answer = try_send_raw(port, bytes);
     answer.unwrap_or_else(|error| panic!("raw request to port {port} failed: {error}"))
@@ -296,22 +294,20 @@ fn try_send_raw(port: u16, bytes: &[u8]) -> io::Result<Response> {
     socket.set_read_timeout(Some(DEFAULT_TIMEOUT))?;
     socket.write_all(bytes)?;
     let mut read = Vec::new();
-    let mut more = |read: &mut Vec<u8>| {
+    let mut more = |read: &mut Vec<u8>| -> io::Result<bool> {
         let mut buffer = [0; 16 * 1024];
-        match socket.read(&mut buffer)? {
-            0 => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-            n => {
-                read.extend_from_slice(&buffer[..n]);
-                Ok(())
-            }
-        }
+        let n = socket.read(&mut buffer)?;
+        read.extend_from_slice(&buffer[..n]);
+        Ok(n > 0)
     };
     // Interim `1xx` answers (but `101`) come before the real one.
     let (status, headers) = loop {
         let mut slots = [httparse::EMPTY_HEADER; 128];
         let mut head = httparse::Response::new(&mut slots);
         let httparse::Status::Complete(length) = head.parse(&read).map_err(invalid)? else {
-            more(&mut read)?;
+            if !more(&mut read)? {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
             continue;
         };
         let text = |value: &[u8]| String::from_utf8_lossy(value).trim().to_owned();
@@ -325,36 +321,14 @@ fn try_send_raw(port: u16, bytes: &[u8]) -> io::Result<Response> {
             break (status, headers);
         }
     };
-    let chunked =
-        find_header(&headers, "transfer-encoding").is_some_and(|te| te.contains("chunked"));
     let length = find_header(&headers, "content-length").and_then(|l| l.parse().ok());
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            match httparse::parse_chunk_size(&read).map_err(|_| invalid("a bad chunk size"))? {
-                httparse::Status::Partial => more(&mut read)?,
-                httparse::Status::Complete((_, 0)) => break,
-                httparse::Status::Complete((line, size)) => {
-                    // The chunk's data and the CRLF after it.
-                    let end = line + usize::try_from(size).map_err(invalid)?;
-                    while read.len() < end + 2 {
-                        more(&mut read)?;
-                    }
-                    body.extend_from_slice(&read[line..end]);
-                    read.drain(..end + 2);
-                }
-            }
-        }
-    } else {
-        let length = length.unwrap_or(usize::MAX);
-        while read.len() < length && more(&mut read).is_ok() {}
-        read.truncate(length.min(read.len()));
-        body = read;
-    }
+    let length = length.unwrap_or(usize::MAX);
+    while read.len() < length && more(&mut read)? {}
+    read.truncate(length.min(read.len()));
     Ok(Response {
         status,
         headers,
-        body,
+        body: read,
     })
 }
 

@@ -125,7 +125,7 @@ namespace_id = "1001"
 {RATE_LIMIT_LINE}
 """
 
-# Like tests/support/worker.rs: no metrics, no banner, no `Request.cf` fetch from the internet,
+# Like tests/e2e_support/worker.rs: no metrics, no banner, no `Request.cf` fetch from the internet,
 # no `.env` / process environment leaking into bindings.
 WRANGLER_ENV = {
     "WRANGLER_SEND_METRICS": "false",

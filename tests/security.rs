@@ -316,6 +316,7 @@ const PARAMETERS: &[&str] = &[
     r#"{"messages":[{"role":"user","content":null}]} → messages[0].content"#,
     r#"{"messages":[{"role":"assistant"}]} → messages[0].content"#,
     r#"{"messages":[{"role":"user","content":"a"},"hi"]} → messages[1]"#,
+    r#"{"messages":[null]} → messages[0]"#,
     r#"{"messages":[{"role":7,"content":"a"}]} → messages[0].role"#,
 ];
 

@@ -15,7 +15,10 @@
 //! serde_json parser that `from_slice` built in, took it to 206.0 KiB (the parts not measured
 //! apart). Issue 22 (a too-large request's own verdict, the preflight's echoed headers, the
 //! answer's task that outlives a caller who leaves and the caller's signal on Groq's calls,
-//! Groq's body written into JS memory, the bytes in flight): 210.4 KiB.
+//! Groq's body written into JS memory, the bytes in flight): 210.4 KiB. Issue 24
+//! (capability-aware chains: `MODEL_CAPABILITIES` read and checked, what a request needs read
+//! from its body, the narrow matcher of Groq's refusals, capabilities in `/v1/routes` and
+//! `/healthz`): 228.2 KiB.
 //! The limit below is the measured size with about 1.5% of room, a guard against growth nobody
 //! noticed, until the team moves the budget (see `docs/performance.md`).
 //!
@@ -25,7 +28,7 @@ mod e2e_support;
 
 use std::process::Command;
 
-const BUDGET_KIB: f64 = 214.0;
+const BUDGET_KIB: f64 = 232.0;
 
 #[test]
 fn the_deployable_bundle_stays_within_its_gzip_budget() {

@@ -61,8 +61,16 @@ fn registry() -> Value {
         // `tests/sdk/sdk_clients.py`
         "py-chat": ["gone-py", "ok-py"], "py-drop": ["streamdrop-py", "ok-pydrop"],
         "py-error": ["streamerror-py", "ok-pyerr"],
+        "py-tools": ["notools-py", "ok-pytools"], "py-schema": ["noschema-py", "ok-pyschema"],
+        // Capabilities (issue 24): one model known to lack `json_schema`, one that learns it.
+        "caps": ["ratelimited-caps1", "noschema-caps2", "ok-caps3"],
+        "learn": ["noschema-learn1", "ok-learn2"],
     })
 }
+
+/// `MODEL_CAPABILITIES`: `noschema-caps2` is known to lack `json_schema`; `noschema-learn1` is
+/// unknown, so only Groq's refusal teaches it.
+const CAPABILITIES: &str = r#"{"noschema-caps2":{"json_schema":false,"tools":true}}"#;
 
 /// The first two models of `task`'s chain.
 fn first_two(task: &str) -> (String, String) {
@@ -96,6 +104,7 @@ fn start(relay: &str) -> Stack {
         ("ATTEMPT_TIMEOUT_MS", &timeout),
         ("MAX_REQUEST_BYTES", &max_bytes),
         ("ALLOWED_ORIGINS", ORIGIN),
+        ("MODEL_CAPABILITIES", CAPABILITIES),
     ];
     // `pipe` is `wrangler.toml`'s: only `filter` is passed.
     if relay != "pipe" {
@@ -106,6 +115,66 @@ fn start(relay: &str) -> Stack {
     stack.fake.set_hang_for(HANG_FOR);
     stack.fake.set_chunk_delay(CHUNK_DELAY);
     stack
+}
+
+// ---------------------------------------------------------------------------------------------
+// Capabilities (issue 24): a `json_schema` request falls back past the model without it
+
+#[test]
+fn a_structured_output_request_skips_the_model_that_cannot_serve_it() {
+    let stack = router();
+    let schema = json!({"type": "json_schema", "json_schema": {"name": "answer", "strict": true,
+        "schema": {"type": "object", "properties": {"answer": {"type": "string"}},
+                   "required": ["answer"], "additionalProperties": false}}});
+    let body = |tag: &str| {
+        json!({"model": "caps", "messages": [{"role": "user", "content": PROMPT}],
+               "response_format": schema, "user": tag})
+    };
+    // Rate-limited, known to lack `json_schema` (skipped without a call), answered by the third.
+    let response = stack.post(CHAT, Some(CLIENT_KEY), "e2e-caps", &body("e2e-caps"));
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_headers(
+        &response.headers,
+        json!({"x-model-used": "ok-caps3", "x-attempts":
+            "ratelimited-caps1=rate_limited(429), noschema-caps2=skipped(lacks_json_schema), ok-caps3=ok(200)"}),
+    );
+    let content = response.json()["choices"][0]["message"]["content"].clone();
+    let parsed: Value = serde_json::from_str(content.as_str().unwrap_or("")).expect("JSON content");
+    assert_eq!(parsed, json!({"answer": "hello from ok-caps3"}));
+    assert_eq!(
+        stack.models_for("e2e-caps"),
+        ["ratelimited-caps1", "ok-caps3"]
+    );
+    // Unknown capabilities: Groq's refusal is `cannot_serve`, and remembered.
+    for (id, attempts, calls) in [
+        (
+            "e2e-learn-1",
+            "noschema-learn1=cannot_serve(400), ok-learn2=ok(200)",
+            vec!["noschema-learn1", "ok-learn2"],
+        ),
+        (
+            "e2e-learn-2",
+            "noschema-learn1=skipped(lacks_json_schema), ok-learn2=ok(200)",
+            vec!["ok-learn2"],
+        ),
+    ] {
+        let mut body = body(id);
+        body["model"] = json!("learn");
+        let response = stack.post(CHAT, Some(CLIENT_KEY), id, &body);
+        assert_eq!(response.status, 200, "{id}: {}", response.text());
+        assert_eq!(response.header("x-attempts"), Some(attempts), "{id}");
+        assert_eq!(stack.models_for(id), calls, "{id}");
+    }
+    // `/v1/routes` says what each model can do, as configured and as learned.
+    let routes = http::get(stack.port(), "/v1/routes", Some(CLIENT_KEY)).json();
+    let chain = |task: &str| {
+        let data = routes["data"].as_array().expect("routes");
+        let route = data.iter().find(|r| r["task"] == task).expect("the task");
+        route["chain"].as_array().expect("a chain").clone()
+    };
+    assert_eq!(chain("caps")[1]["capabilities"]["json_schema"], false);
+    assert_eq!(chain("caps")[0]["capabilities"], Value::Null);
+    assert_eq!(chain("learn")[0]["capabilities"]["json_schema"], false);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -205,18 +205,25 @@ fn official_sdks_drive_the_mock() {
     );
 }
 
-/// No `MODEL_REGISTRY` or `MODEL_PRICES` override: the `wrangler.toml` tables reach the Worker
-/// as objects, not strings, and parse.
+/// No `MODEL_REGISTRY`, `MODEL_PRICES` or `MODEL_CAPABILITIES` override: the `wrangler.toml`
+/// tables reach the Worker as objects, not strings, and parse.
 #[test]
 fn the_registry_and_prices_of_wrangler_toml_load() {
     let stack = npm_start();
     let health = http::get(stack.port(), "/healthz", None);
     assert_eq!(health.status, 200, "{}", health.text());
-    // Every model is priced: the one warning is that only mocks can be answered, with no key.
+    // Every model is priced and its capabilities known: the warnings are that only mocks can be
+    // answered, with no key, and that no task's models take images (`MODEL_CAPABILITIES`).
     let health = health.json();
+    let no_images = "no model of `fast`, `reasoning` or `summarization` takes image input: such requests are refused with 400 `no_capable_model`";
     let warnings = health["warnings"].as_array().expect("warnings");
-    assert_eq!(warnings.len(), 1, "{health}");
-    assert_eq!(warnings[0]["code"], "mock_only");
+    let said: Vec<(&Value, &Value)> = warnings
+        .iter()
+        .map(|w| (&w["code"], &w["message"]))
+        .collect();
+    assert_eq!(said.len(), 2, "{health}");
+    assert_eq!(said[0].0, "mock_only");
+    assert_eq!(said[1], (&json!("capability_missing"), &json!(no_images)));
     let response = stack.post("/v1/tasks/nope", None, "e2e-toml", &json!({}));
     assert_eq!(response.status, 404, "{}", response.text());
     let message = &response.json()["error"]["message"];

@@ -23,7 +23,11 @@ pub struct ChatBody<'a> {
 impl<'a> ChatBody<'a> {
     /// The body for `model`, written where its reader wants it.
     pub fn for_model<'r>(&'r self, model: &'r str) -> GroqBody<'r, 'a> {
-        GroqBody { model, body: self }
+        GroqBody {
+            model,
+            body: self,
+            dropped: &[],
+        }
     }
 }
 
@@ -32,9 +36,24 @@ impl<'a> ChatBody<'a> {
 pub struct GroqBody<'r, 'a> {
     model: &'r str,
     body: &'r ChatBody<'a>,
+    /// Fields left out for this model, which does not take them.
+    dropped: &'r [&'r str],
 }
 
-impl GroqBody<'_, '_> {
+impl<'r> GroqBody<'r, '_> {
+    /// The body without `fields` (a model's unsupported optional parameters).
+    pub fn without(self, fields: &'r [&'r str]) -> Self {
+        GroqBody {
+            dropped: fields,
+            ..self
+        }
+    }
+
+    /// Whether Groq answers it with an event stream.
+    pub fn streamed(&self) -> bool {
+        self.body.stream
+    }
+
     /// About how many bytes the body takes: the caller's body plus the model, and room for a cap.
     pub fn size_hint(&self) -> usize {
         self.body.body_bytes + self.model.len() + 64
@@ -59,7 +78,9 @@ impl Serialize for GroqBody<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("model", self.model)?;
-        for (key, value) in &self.body.fields {
+        let kept =
+            (self.body.fields.iter()).filter(|(key, _)| !self.dropped.contains(&key.as_ref()));
+        for (key, value) in kept {
             map.serialize_entry(key, value)?;
         }
         if let Some(cap) = self.body.filled_cap {

@@ -8,12 +8,16 @@ pub mod outcome;
 pub mod provider;
 pub mod sse;
 
-/// The model ids in Groq's answer to `GET /openai/v1/models`; `Err` says why it is not a list.
-pub fn listed_models(status: u16, body: &[u8]) -> Result<Vec<String>, String> {
-    #[derive(serde::Deserialize)]
-    struct ListedModel {
-        id: String,
-    }
+/// A model in Groq's `GET /openai/v1/models`, with the limits Groq lists for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ListedModel {
+    pub id: String,
+    pub context_window: Option<u64>,
+    pub max_completion_tokens: Option<u64>,
+}
+
+/// The models in Groq's answer to `GET /openai/v1/models`; `Err` says why it is not a list.
+pub fn listed_models(status: u16, body: &[u8]) -> Result<Vec<ListedModel>, String> {
     #[derive(serde::Deserialize)]
     struct ModelList {
         data: Vec<ListedModel>,
@@ -22,5 +26,5 @@ pub fn listed_models(status: u16, body: &[u8]) -> Result<Vec<String>, String> {
         return Err(format!("Groq answered {status}"));
     }
     let list: ModelList = crate::json::read(body).ok_or("not a model list")?;
-    Ok(list.data.into_iter().map(|m| m.id).collect())
+    Ok(list.data)
 }

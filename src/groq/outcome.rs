@@ -92,6 +92,79 @@ impl GroqError {
     }
 }
 
+/// What a refusal says the model does not take: Groq answers a request that uses something a
+/// model lacks with a plain 400, no `code`, and a message naming it. Matched narrowly, on the
+/// shapes seen (groq-api.md); the caller decides whether the request used it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsupported {
+    /// `response_format` of a type the model does not take: which of the two it allows.
+    ResponseFormat {
+        json_schema: bool,
+        json_object: bool,
+    },
+    Tools,
+    /// Image content parts (Groq's words only say the content must be a string).
+    ImageContent,
+    /// A reasoning parameter (or its value), named as Groq names it.
+    Param(&'static str),
+    /// A completion limit above the model's, and the model's.
+    MaxCompletionTokens(u64),
+}
+
+/// The shapes of refusals that say a model, not the request, is the problem.
+pub fn unsupported(error: &GroqError) -> Option<Unsupported> {
+    let message = error.message.as_deref()?;
+    if error.code.is_some() {
+        return None;
+    }
+    if let Some(allowed) =
+        message.strip_prefix("'response_format.type' : value is not one of the allowed values ")
+    {
+        return Some(Unsupported::ResponseFormat {
+            json_schema: allowed.contains("'json_schema'"),
+            json_object: allowed.contains("'json_object'"),
+        });
+    }
+    if message.contains("does not support response format json_schema") {
+        let json_object = true;
+        return Some(Unsupported::ResponseFormat {
+            json_schema: false,
+            json_object,
+        });
+    }
+    if message.contains("`tool calling` is not supported with this model") {
+        return Some(Unsupported::Tools);
+    }
+    for param in ["reasoning_effort", "reasoning_format", "include_reasoning"] {
+        let lacked = format!("`{param}` is not supported with this model");
+        let value = format!("`{param}` must be one of");
+        if message.contains(&lacked) || message.starts_with(&value) {
+            return Some(Unsupported::Param(param));
+        }
+    }
+    if let Some(rest) = message
+        .trim_start_matches('`')
+        .strip_prefix("max_completion_tokens")
+    {
+        let rest = rest.trim_start_matches('`');
+        let limit = rest.strip_prefix(" must be less than or equal to ")?;
+        let digits: String = limit
+            .trim_start_matches('`')
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        return digits.parse().ok().map(Unsupported::MaxCompletionTokens);
+    }
+    let content = error
+        .param
+        .as_deref()
+        .is_some_and(|p| p.starts_with("messages"));
+    if content && message.contains(".content must be a string") {
+        return Some(Unsupported::ImageContent);
+    }
+    None
+}
+
 /// How long until a rate-limited model may be asked again, in whole seconds (rounded up, ≥ 1):
 /// `retry-after` if Groq sent it, else the `x-ratelimit-reset-*` hint.
 pub fn retry_after_secs(
@@ -245,6 +318,55 @@ mod tests {
         assert_eq!(retry_after_secs(Some("0"), None, None), Some(1));
         assert_eq!(retry_after_secs(Some("later"), None, None), None);
         assert_eq!(retry_after_secs(None, None, None), None);
+    }
+
+    /// Refusals Groq gives for what one model lacks (another may take the request), and ones
+    /// every model gives (the caller's request is wrong): only the first kind may match.
+    #[test]
+    fn refusals_naming_what_a_model_lacks_and_not_the_callers_mistakes() {
+        use Unsupported::*;
+        let error = |message: &str, param: Option<&str>| GroqError {
+            message: Some(message.into()),
+            kind: Some("invalid_request_error".into()),
+            param: param.map(str::to_string),
+            ..GroqError::default()
+        };
+        let model_specific = [
+            (error("'response_format.type' : value is not one of the allowed values ['text','json_object']", None),
+             ResponseFormat { json_schema: false, json_object: true }),
+            (error("This model does not support response format json_schema", Some("response_format")),
+             ResponseFormat { json_schema: false, json_object: true }),
+            (error("`tool calling` is not supported with this model", None), Tools),
+            (error("`reasoning_effort` is not supported with this model", None), Param("reasoning_effort")),
+            (error("`reasoning_format` is not supported with this model", Some("reasoning_format")), Param("reasoning_format")),
+            (error("`reasoning_effort` must be one of `none` or `default`", None), Param("reasoning_effort")),
+            (error("`max_completion_tokens` must be less than or equal to `16384`, the maximum value for `max_completion_tokens` is less than the `context_window` for this model", Some("max_completion_tokens")),
+             MaxCompletionTokens(16384)),
+            (error("max_completion_tokens must be less than or equal to 40960", None), MaxCompletionTokens(40960)),
+            (error("'messages[1].content must be a string'", Some("messages[1].content")), ImageContent),
+        ];
+        for (refusal, want) in model_specific {
+            assert_eq!(unsupported(&refusal), Some(want), "{refusal:?}");
+        }
+        let callers_mistakes = [
+            error("property 'store' is unsupported, did you mean 'stop'?", None),
+            error("'messages.0' : for 'role:user' the following must be satisfied[('messages.0' : property 'timestamp' is unsupported)]", None),
+            error("invalid schema for response format: response_format/json_schema/next_step: minItems is not supported", None),
+            error("'reasoning_effort' : value is not one of the allowed values ['none', 'default', 'low', 'medium', 'high']", None),
+            error("'response_format' : one of the following must be satisfied[( property 'name' is missing )]", None),
+            error("'messages.4.content' : value must be a string", Some("messages.4.content")),
+            error("json mode cannot be combined with tool/function calling", Some("response_format")),
+            error("cannot specify both `include_reasoning` and `reasoning_format`", None),
+            error("'temperature' : value must be a number", Some("temperature")),
+        ];
+        for refusal in callers_mistakes {
+            assert_eq!(unsupported(&refusal), None, "{refusal:?}");
+        }
+        let coded = GroqError {
+            code: Some("context_length_exceeded".into()),
+            ..error("`tool calling` is not supported with this model", None)
+        };
+        assert_eq!(unsupported(&coded), None, "a code says what it is");
     }
 
     #[test]

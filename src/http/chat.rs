@@ -254,6 +254,8 @@ async fn route_chat<'c, P: Provider, L: RateLimiter, T: TokenVerification>(
         log: env.log,
         health,
         mock: record.mock,
+        capabilities: &config.routing.capabilities,
+        needs: &request.needs,
     };
     Ok((config, route(&ctx, &chain, &request.body, &upstream).await?))
 }
@@ -313,15 +315,12 @@ fn is_json(content_type: Option<&str>) -> bool {
 
 /// `model=outcome(status)` per attempt, comma-separated: the attempts list in one header.
 pub fn attempts_header(attempts: &[Attempt]) -> String {
-    use crate::routing::fallback::Verdict;
     attempts
         .iter()
-        .map(|a| match (a.status, a.verdict) {
+        .map(|a| match (a.status, a.verdict.skip_reason()) {
             (Some(status), _) => format!("{}={}({status})", a.model, a.verdict.as_str()),
-            (None, Verdict::Skipped(reason)) => {
-                format!("{}=skipped({})", a.model, reason.as_str())
-            }
-            (None, _) => format!("{}={}", a.model, a.verdict.as_str()),
+            (None, Some(reason)) => format!("{}=skipped({reason})", a.model),
+            (None, None) => format!("{}={}", a.model, a.verdict.as_str()),
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -124,6 +124,10 @@ impl Config {
                 "FORCE_MODEL".into(),
                 routing.force_model.iter().map(String::as_str).collect(),
             ),
+            (
+                "MODEL_CAPABILITIES".into(),
+                routing.capabilities.keys().map(String::as_str).collect(),
+            ),
             ("ROUTER_API_KEYS".into(), names.collect()),
         ];
         for (task, model) in &routing.default_models {

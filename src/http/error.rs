@@ -107,7 +107,7 @@ impl ApiError {
             ApiError::ConfigInvalid(_) | ApiError::ProviderKeyMissing => 500,
             ApiError::AuthUnavailable | ApiError::Overloaded => 503,
             ApiError::Chain(failed) => match failed.reason {
-                FailureReason::Rejected(_) => 400,
+                FailureReason::Rejected(_) | FailureReason::NoCapableModel { .. } => 400,
                 FailureReason::TooLarge(_) => 413,
                 FailureReason::RateLimited { .. } => 429,
                 FailureReason::ProviderAuth | FailureReason::AllFailed => 502,
@@ -147,6 +147,7 @@ impl ApiError {
             ApiError::Chain(failed) => match &failed.reason {
                 FailureReason::Rejected(e) => e.code.as_deref().unwrap_or("invalid_request"),
                 FailureReason::TooLarge(_) => "request_too_large",
+                FailureReason::NoCapableModel { .. } => "no_capable_model",
                 FailureReason::ProviderAuth => "provider_auth_failed",
                 FailureReason::RateLimited { .. } => "rate_limit_exceeded",
                 FailureReason::AllFailed => "all_models_failed",
@@ -227,6 +228,13 @@ impl ApiError {
                     failed.attempts.len()
                 ),
                 FailureReason::CallerLeft => "the caller went away before the answer; no further model was called".to_string(),
+                FailureReason::NoCapableModel { task, lacking } => {
+                    let lacking: Vec<&str> = lacking.iter().map(|c| c.described()).collect();
+                    format!(
+                        "no model of the task `{task}` (its chain and the `fallback` list) can serve this request: none {}; see `attempts`",
+                        lacking.join(", and none ")
+                    )
+                }
             },
         }
     }

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use crate::groq::body::ChatBody;
 use crate::http::mock::{Mock, MockFailure};
 use crate::json::{cut, JsonKind, Members, Text};
+use crate::routing::capabilities::{Needs, ReasoningParam};
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
 /// Groq accepts at most this many tools and stop sequences.
@@ -49,6 +50,8 @@ pub struct ChatRequest<'a> {
     pub mock: Option<Mock>,
     /// The size of `messages`, for a mock answer's token estimate.
     pub prompt_bytes: usize,
+    /// What it needs of a model: the capabilities its fields call for, its size.
+    pub needs: Needs,
 }
 
 /// The fields the router reads for itself: never sent to Groq, set or `null`.
@@ -117,17 +120,26 @@ fn positive(raw: Option<&RawValue>, name: &'static str) -> Result<Option<f64>, B
     }
 }
 
-/// An object with a non-empty string `type`: a content part, a tool, a `response_format`.
-fn has_type(raw: &RawValue) -> bool {
+/// The non-empty string `type` of an object: a content part, a tool, a `response_format`.
+fn type_of(raw: &RawValue) -> Option<Text<'_>> {
     #[derive(Deserialize)]
     struct Typed<'a> {
         #[serde(rename = "type", borrow)]
         kind: Option<Text<'a>>,
     }
-    JsonKind::of(raw) == JsonKind::Object
-        && serde_json::from_str::<Typed>(raw.get())
-            .is_ok_and(|t| t.kind.is_some_and(|k| !k.0.is_empty()))
+    if JsonKind::of(raw) != JsonKind::Object {
+        return None;
+    }
+    let typed = serde_json::from_str::<Typed>(raw.get()).ok()?;
+    typed.kind.filter(|k| !k.0.is_empty())
 }
+
+fn has_type(raw: &RawValue) -> bool {
+    type_of(raw).is_some()
+}
+
+/// The content part types that carry an image.
+const IMAGE_PARTS: [&str; 2] = ["image_url", "input_image"];
 
 /// Absent and `null` read alike, as Groq reads them.
 fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
@@ -153,7 +165,7 @@ impl<'a> ChatRequest<'a> {
         let model = typed::<Text>(get("model"), "model", "a task name string")?.map(|t| t.0);
         let messages =
             get("messages").ok_or_else(|| refuse("messages", "`messages` is required"))?;
-        check_messages(messages)?;
+        let images = check_messages(messages)?;
         let mut limits = Vec::new();
         for name in TOKEN_FIELDS {
             if let Some(n) = positive(get(name), name)? {
@@ -165,6 +177,7 @@ impl<'a> ChatRequest<'a> {
         check_tooling(&get)?;
         let mock = read_mock(get("mock_response"), get("mock_failures"), stream)?;
         let prompt_bytes = messages.get().len();
+        let needs = needs(&get, images, prompt_bytes, &limits);
         let mut fields = members.0;
         fields.retain(|(key, _)| !ROUTER_FIELDS.contains(&key.as_ref()));
         Ok(ChatRequest {
@@ -178,6 +191,7 @@ impl<'a> ChatRequest<'a> {
             limits,
             mock,
             prompt_bytes,
+            needs,
         })
     }
 
@@ -192,8 +206,35 @@ impl<'a> ChatRequest<'a> {
         }
         if self.limits.is_empty() {
             self.body.filled_cap = Some(cap);
+            self.needs.completion_tokens = Some(cap);
         }
         Ok(())
+    }
+}
+
+/// What a (valid) request needs of a model: tools when it sends any, the structured output type
+/// it asks for, image input when a message carries an image, the reasoning parameters it sets,
+/// and room for its prompt (a token per 4 bytes of `messages`, rounded up) and completion.
+fn needs<'v>(
+    get: &impl Fn(&str) -> Option<&'v RawValue>,
+    images: bool,
+    prompt_bytes: usize,
+    limits: &[(&'static str, f64)],
+) -> Needs {
+    let format = get("response_format").and_then(type_of);
+    let format = format.as_ref().map(|t| t.0.as_ref());
+    let tools = get("tools").and_then(list).is_some_and(|t| !t.is_empty());
+    let reasoning = ReasoningParam::ALL.into_iter();
+    let text = |name| get(name).and_then(|v| serde_json::from_str::<Text>(v.get()).ok());
+    Needs {
+        tools,
+        json_schema: format == Some("json_schema"),
+        json_object: format == Some("json_object"),
+        images,
+        reasoning: reasoning.filter(|p| get(p.as_str()).is_some()).collect(),
+        reasoning_effort: text("reasoning_effort").map(|t| t.0.into_owned()),
+        prompt_tokens: (prompt_bytes as u64).div_ceil(4),
+        completion_tokens: limits.iter().map(|(_, n)| *n as u64).max(),
     }
 }
 
@@ -428,7 +469,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
 
 /// Checks every message, in one pass over the list: an object with a known `role` and, where
 /// the role needs it, `content` that is a string or a list of parts each with a string `type`.
-fn check_messages(raw: &RawValue) -> Result<(), BodyError> {
+/// Checks every message; whether any carries an image.
+fn check_messages(raw: &RawValue) -> Result<bool, BodyError> {
     let messages: Vec<Entry> = serde_json::from_str(raw.get())
         .ok()
         .filter(|_| JsonKind::of(raw) == JsonKind::List)
@@ -436,13 +478,15 @@ fn check_messages(raw: &RawValue) -> Result<(), BodyError> {
     if messages.is_empty() {
         return Err(refuse("messages", "`messages` must not be empty"));
     }
-    messages
-        .iter()
-        .enumerate()
-        .try_for_each(|(i, m)| check_message(i, m))
+    let mut images = false;
+    for (i, message) in messages.iter().enumerate() {
+        images |= check_message(i, message)?;
+    }
+    Ok(images)
 }
 
-fn check_message(i: usize, message: &Entry) -> Result<(), BodyError> {
+/// Checks one message; whether it carries an image.
+fn check_message(i: usize, message: &Entry) -> Result<bool, BodyError> {
     let field = |name: &str| format!("messages[{i}].{name}");
     let (role, content, tool_calls) = match message {
         Entry::Message {
@@ -479,20 +523,24 @@ fn check_message(i: usize, message: &Entry) -> Result<(), BodyError> {
                 format!("`{param}` must be one of {}", ROLES.join(", ")),
             )
         })?;
-    let content_ok = |c: &RawValue| match JsonKind::of(c) {
-        JsonKind::String => true,
-        JsonKind::List => list(c).is_some_and(|parts| parts.iter().all(|p| has_type(p))),
-        _ => false,
+    // `Some(images)` when the content is well formed: a string, or parts each with a type.
+    let parts = |c: &RawValue| match JsonKind::of(c) {
+        JsonKind::String => Some(false),
+        JsonKind::List => {
+            let types: Option<Vec<Text>> = list(c)?.iter().map(|p| type_of(p)).collect();
+            Some(types?.iter().any(|t| IMAGE_PARTS.contains(&t.0.as_ref())))
+        }
+        _ => None,
     };
-    match content {
-        Some(content) if content_ok(content) => Ok(()),
+    match content.map(|c| (c, parts(c))) {
+        Some((_, Some(images))) => Ok(images),
         Some(_) => {
             let param = field("content");
             let message = format!("`{param}` must be a string or a list of parts with a `type`");
             Err(refuse(param, message))
         }
         // An assistant turn that calls tools may have no content.
-        None if role.0 == "assistant" && tool_calls.is_some() => Ok(()),
+        None if role.0 == "assistant" && tool_calls.is_some() => Ok(false),
         None => {
             let param = field("content");
             Err(refuse(

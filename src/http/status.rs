@@ -8,6 +8,7 @@ use crate::bindings::ConfigFinding;
 use crate::http::config::LoadedConfig;
 use crate::http::jwt::TokenVerification;
 use crate::http::{admit, unknown_task, HttpRequest, HttpResponse, RequestEnv};
+use crate::routing::capabilities::Capabilities;
 use crate::routing::chain::{ChainSource, ModelChain};
 use crate::routing::config::provider_key_missing;
 use crate::routing::health::HealthReport;
@@ -27,6 +28,7 @@ pub fn healthz(config: &LoadedConfig) -> HttpResponse {
         Err(problems) => (&problems[..], Vec::new()),
         Ok(c) => {
             let mut warnings = c.routing.unpriced();
+            warnings.extend(c.routing.capability_findings());
             let keyless = c.routing.groq_api_key.is_none();
             if keyless && c.allow_mock {
                 let mock_only = ConfigFinding {
@@ -136,6 +138,9 @@ pub async fn routes(
         model: &'a str,
         source: ChainSource,
         health: HealthReport<'a>,
+        /// What the configuration says it can serve, with what Groq taught this isolate;
+        /// `null`: unknown, so assumed able.
+        capabilities: Option<Capabilities>,
     }
     let config = match admit(&req, config, tokens, env).await {
         Ok((config, _)) => &config.routing,
@@ -151,10 +156,15 @@ pub async fn routes(
     let data = chains.iter().map(|(task, chain)| TaskRoute {
         task,
         chain: (chain.entries.iter())
-            .map(|e| RouteEntry {
-                model: &e.model,
-                source: e.source,
-                health: health.report(&e.model, now),
+            .map(|e| {
+                let learned = health.learned(&e.model, now);
+                let known = Capabilities::merged(config.capabilities.get(&e.model), learned);
+                RouteEntry {
+                    model: &e.model,
+                    source: e.source,
+                    health: health.report(&e.model, now),
+                    capabilities: (!known.is_unknown()).then_some(known),
+                }
             })
             .collect(),
     });

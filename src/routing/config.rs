@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::bindings::{Bindings, ConfigFinding, HttpUrl, Reader};
 use crate::json::cut;
+use crate::routing::capabilities::{parse_capabilities, Capabilities, Capability};
 use crate::routing::chain::ModelChain;
 use crate::routing::registry::{
     model_id_ok, parse_prices, parse_registry, Price, Registry, MODEL_ID_RULE,
@@ -51,6 +52,8 @@ pub struct RoutingConfig {
     pub model_gone_ttl_ms: u64,
     /// `MODEL_PRICES`: model → price, for `cost_usd`.
     pub prices: BTreeMap<String, Price>,
+    /// `MODEL_CAPABILITIES`: model → what it can serve.
+    pub capabilities: BTreeMap<String, Capabilities>,
 }
 
 impl RoutingConfig {
@@ -70,7 +73,11 @@ impl RoutingConfig {
         let prices = r
             .raw("MODEL_PRICES")
             .map_or(Ok(BTreeMap::new()), parse_prices);
+        let capabilities = r
+            .raw("MODEL_CAPABILITIES")
+            .map_or(Ok(BTreeMap::new()), parse_capabilities);
         RoutingConfig {
+            capabilities: r.ok("MODEL_CAPABILITIES", capabilities, BTreeMap::new()),
             prices: r.ok("MODEL_PRICES", prices, BTreeMap::new()),
             chat_url: format!("{groq_base_url}{CHAT_PATH}"),
             groq_api_key: r.text("GROQ_API_KEY"),
@@ -117,6 +124,56 @@ impl RoutingConfig {
             }
         }
         uses
+    }
+
+    /// What `/healthz` says of capabilities: each model in use that `MODEL_CAPABILITIES` says
+    /// nothing of (the router assumes it can serve anything), and, as facts, what no model of a
+    /// task's chain can do, so a less able replacement shows before users meet it.
+    pub fn capability_findings(&self) -> Vec<ConfigFinding> {
+        let finding = |code, message| ConfigFinding {
+            binding: "MODEL_CAPABILITIES".into(),
+            code,
+            message,
+        };
+        let in_use = self.models_in_use();
+        let unknown = in_use
+            .keys()
+            .filter(|m| !self.capabilities.contains_key(m.as_str()));
+        let mut findings: Vec<ConfigFinding> = unknown
+            .map(|m| {
+                let message = format!("`MODEL_CAPABILITIES` has no entry for `{}`: its capabilities are unknown, and the router assumes it can serve any request", cut(m, 64));
+                finding("capabilities_unknown", message)
+            })
+            .collect();
+        let switches = [
+            Capability::Tools,
+            Capability::JsonSchema,
+            Capability::JsonObject,
+            Capability::Images,
+        ];
+        // One finding per capability, naming every task whose chain lacks it.
+        for capability in switches {
+            let lacks = |m: &str| {
+                let known = self.capabilities.get(m);
+                known.is_some_and(|c| c.known_to_lack(capability))
+            };
+            let tasks = self.task_names().into_iter().filter(|task| {
+                ModelChain::for_task(self, task).is_some_and(|chain| chain.models().all(lacks))
+            });
+            let tasks: Vec<String> = tasks.map(|t| format!("`{t}`")).collect();
+            if let Some((last, rest)) = tasks.split_last() {
+                let named = match rest {
+                    [] => last.clone(),
+                    _ => format!("{} or {last}", rest.join(", ")),
+                };
+                let message = format!(
+                    "no model of {named} {}: such requests are refused with 400 `no_capable_model`",
+                    capability.described()
+                );
+                findings.push(finding("capability_missing", message));
+            }
+        }
+        findings
     }
 
     /// The models some chain can reach that `MODEL_PRICES` has no price for: their cost logs as

@@ -4,15 +4,19 @@
 //! on to the next model like any other.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-use crate::groq::body::ChatBody;
+use crate::groq::body::{ChatBody, GroqBody};
 use crate::groq::completion::{Completion, Usage};
-use crate::groq::outcome::{classify_error, redact, retry_after_secs, GroqError, Outcome};
+use crate::groq::outcome::{
+    classify_error, redact, retry_after_secs, unsupported, GroqError, Outcome, Unsupported,
+};
 use crate::groq::provider::{Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead};
 use crate::groq::sse::SseScanner;
 use crate::json::cut;
+use crate::routing::capabilities::{Capabilities, Capability, Fit, Needs, ReasoningParam};
 use crate::routing::chain::ModelChain;
 use crate::routing::config::CHAT_PATH;
 use crate::routing::health::{HealthBook, HealthReport, SkipReason};
@@ -24,6 +28,8 @@ pub enum Verdict {
     Called(Outcome),
     /// Not called: health memory says it is gone, cooling, or its circuit is open.
     Skipped(SkipReason),
+    /// Not called: it lacks what the request needs.
+    Unable(Capability),
 }
 
 impl Verdict {
@@ -31,14 +37,23 @@ impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Called(outcome) => outcome.as_str(),
-            Verdict::Skipped(_) => "skipped",
+            Verdict::Skipped(_) | Verdict::Unable(_) => "skipped",
+        }
+    }
+
+    /// Why a model was skipped: its health, or what it lacks.
+    pub fn skip_reason(self) -> Option<&'static str> {
+        match self {
+            Verdict::Called(_) => None,
+            Verdict::Skipped(reason) => Some(reason.as_str()),
+            Verdict::Unable(lacking) => Some(lacking.skip_reason()),
         }
     }
 
     fn called(self) -> Option<Outcome> {
         match self {
             Verdict::Called(outcome) => Some(outcome),
-            Verdict::Skipped(_) => None,
+            Verdict::Skipped(_) | Verdict::Unable(_) => None,
         }
     }
 }
@@ -54,17 +69,20 @@ pub struct Attempt {
     pub code: Option<String>,
     /// What the runtime said when the call failed without an answer.
     pub error: Option<String>,
+    /// Parameters left out for this model, which does not take them.
+    pub dropped: Vec<&'static str>,
     pub duration_ms: u64,
 }
 
 impl Attempt {
-    fn skipped(model: &str, reason: SkipReason) -> Attempt {
+    fn skipped(model: &str, verdict: Verdict) -> Attempt {
         Attempt {
             model: model.to_string(),
-            verdict: Verdict::Skipped(reason),
+            verdict,
             status: None,
             code: None,
             error: None,
+            dropped: Vec::new(),
             duration_ms: 0,
         }
     }
@@ -76,20 +94,23 @@ impl Attempt {
 }
 
 impl Serialize for Attempt {
-    /// `{"model","outcome","status","code"?,"reason"?,"error"?,"duration_ms"}`.
+    /// `{"model","outcome","status","code"?,"reason"?,"error"?,"dropped"?,"duration_ms"}`.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("Attempt", 7)?;
+        let mut out = serializer.serialize_struct("Attempt", 8)?;
         out.serialize_field("model", &self.model)?;
         out.serialize_field("outcome", self.verdict.as_str())?;
         out.serialize_field("status", &self.status)?;
         if let Some(code) = &self.code {
             out.serialize_field("code", code)?;
         }
-        if let Verdict::Skipped(reason) = self.verdict {
-            out.serialize_field("reason", &reason)?;
+        if let Some(reason) = self.verdict.skip_reason() {
+            out.serialize_field("reason", reason)?;
         }
         if let Some(error) = &self.error {
             out.serialize_field("error", error)?;
+        }
+        if !self.dropped.is_empty() {
+            out.serialize_field("dropped", &self.dropped)?;
         }
         out.serialize_field("duration_ms", &self.duration_ms)?;
         out.end()
@@ -117,6 +138,20 @@ pub struct RouteContext<'a> {
     pub health: &'a RefCell<HealthBook>,
     /// The request is answered by the mock provider: its log lines say so.
     pub mock: bool,
+    /// `MODEL_CAPABILITIES`.
+    pub capabilities: &'a BTreeMap<String, Capabilities>,
+    /// What the request needs of a model.
+    pub needs: &'a Needs,
+}
+
+impl RouteContext<'_> {
+    /// Whether `model` can take the request: what the configuration says of it, with what
+    /// Groq taught this isolate.
+    fn fit(&self, model: &str, now_ms: u64) -> Fit {
+        let health = self.health.borrow();
+        let learned = health.learned(model, now_ms);
+        Capabilities::merged(self.capabilities.get(model), learned).fit(self.needs)
+    }
 }
 
 /// A chain that produced an answer.
@@ -180,6 +215,11 @@ pub enum FailureReason {
     Deadline,
     /// The caller went away: the attempt in flight was abandoned, no other model called.
     CallerLeft,
+    /// No model of the chain can take the request: what it needs that they lack.
+    NoCapableModel {
+        task: String,
+        lacking: Vec<Capability>,
+    },
 }
 
 /// One call's result: its outcome and status, what the verdict needs, and the answer if any.
@@ -190,6 +230,8 @@ struct CallResult<B> {
     error: Option<GroqError>,
     transport: Option<String>,
     answer: Option<Answer<B>>,
+    /// What Groq's refusal says the model lacks (a request that used it).
+    lacks: Option<Unsupported>,
 }
 
 impl<B> CallResult<B> {
@@ -201,6 +243,7 @@ impl<B> CallResult<B> {
             error: None,
             transport: None,
             answer: None,
+            lacks: None,
         }
     }
 
@@ -215,11 +258,21 @@ impl<B> CallResult<B> {
         }
     }
 
-    /// A refusal: Groq's error and retry hints decide what it means.
-    fn refused(head: &UpstreamHead, body: &[u8]) -> CallResult<B> {
+    /// A refusal: Groq's error and retry hints decide what it means. A plain 400 naming
+    /// something the request uses as unsupported is about this model: another may take it.
+    fn refused(head: &UpstreamHead, body: &[u8], needs: &Needs) -> CallResult<B> {
         let error = GroqError::from_body(body);
-        let outcome = classify_error(head.status, error.as_ref().and_then(|e| e.code.as_deref()));
+        let mut outcome =
+            classify_error(head.status, error.as_ref().and_then(|e| e.code.as_deref()));
+        let lacks = error
+            .as_ref()
+            .and_then(unsupported)
+            .filter(|u| uses(needs, *u));
+        if outcome == Outcome::InvalidRequest && lacks.is_some() {
+            outcome = Outcome::CannotServe;
+        }
         CallResult {
+            lacks: lacks.filter(|_| outcome == Outcome::CannotServe),
             retry_after_secs: retry_after_secs(
                 head.retry_after.as_deref(),
                 head.reset_tokens.as_deref(),
@@ -272,6 +325,9 @@ pub async fn route<P: Provider>(
     let mut attempts: Vec<Attempt> = Vec::with_capacity(chain.entries.len());
     let mut refusals = Refusals::default();
     let failed = |reason, attempts| Err(ChainFailure { reason, attempts });
+    if let Some(reason) = no_capable_model(ctx, chain, &mut attempts) {
+        return failed(reason, attempts);
+    }
     // The chain, then the models whose circuit is open, as a last resort. Gone models are never
     // called, nor rate-limited ones before Groq's `retry-after` has passed.
     let mut order: Vec<(&str, bool)> = chain.models().map(|m| (m, false)).collect();
@@ -286,19 +342,30 @@ pub async fn route<P: Provider>(
         if (ctx.caller_left)() {
             return failed(FailureReason::CallerLeft, attempts);
         }
+        let dropped: Vec<&'static str> = match ctx.fit(model, started) {
+            Fit::Lacks(lacking) => {
+                let attempt = Attempt::skipped(model, Verdict::Unable(lacking));
+                log_attempt(ctx, attempts.len() + 1, &attempt);
+                attempts.push(attempt);
+                continue;
+            }
+            Fit::Serves { dropped } => dropped.into_iter().map(ReasoningParam::as_str).collect(),
+        };
         let skip = ctx.health.borrow_mut().availability(model, started);
         if let Some(reason) = skip.filter(|_| !last_resort) {
             if reason == SkipReason::CircuitOpen {
                 order.push((model, true));
             }
-            attempts.push(Attempt::skipped(model, reason));
+            attempts.push(Attempt::skipped(model, Verdict::Skipped(reason)));
             continue;
         }
 
         let timeout_ms = ctx.attempt_timeout_ms.min(ctx.deadline_ms - started);
+        let body = body.for_model(model).without(&dropped);
         let called = try_model(ctx, model, body, provider, started, timeout_ms).await;
         let ended = (ctx.now_ms)();
-        record(ctx, model, &called, ended, &mut attempts, started);
+        let attempt = record(ctx, model, &called, (started, ended), dropped);
+        log_and_push(ctx, attempt, &mut attempts, called.outcome);
         if let Some(answer) = called.answer {
             return Ok(Routed {
                 model: model.to_string(),
@@ -314,16 +381,86 @@ pub async fn route<P: Provider>(
     failed(reason, attempts)
 }
 
+/// When no model of the chain can take the request (by what the configuration and Groq said
+/// of each): why, with each model's attempt saying what it lacks. Nothing is called then.
+fn no_capable_model(
+    ctx: &RouteContext<'_>,
+    chain: &ModelChain,
+    attempts: &mut Vec<Attempt>,
+) -> Option<FailureReason> {
+    let now = (ctx.now_ms)();
+    let mut lacking: Vec<Capability> = Vec::new();
+    for model in chain.models() {
+        match ctx.fit(model, now) {
+            Fit::Serves { .. } => {
+                attempts.clear();
+                return None;
+            }
+            Fit::Lacks(missing) => {
+                attempts.push(Attempt::skipped(model, Verdict::Unable(missing)));
+                lacking.push(missing);
+            }
+        }
+    }
+    lacking.sort_unstable();
+    lacking.dedup();
+    Some(FailureReason::NoCapableModel {
+        task: ctx.task.to_string(),
+        lacking,
+    })
+}
+
+/// Whether the request used what Groq's refusal says the model lacks: only then is the refusal
+/// about the model.
+fn uses(needs: &Needs, lacks: Unsupported) -> bool {
+    match lacks {
+        Unsupported::ResponseFormat {
+            json_schema,
+            json_object,
+        } => (needs.json_schema && !json_schema) || (needs.json_object && !json_object),
+        Unsupported::Tools => needs.tools,
+        Unsupported::ImageContent => needs.images,
+        Unsupported::Param(name) => needs.reasoning.iter().any(|p| p.as_str() == name),
+        Unsupported::MaxCompletionTokens(max) => needs.completion_tokens.is_some_and(|n| n > max),
+    }
+}
+
+/// What a refusal teaches of a model, for as long as a gone verdict lasts.
+fn learn(ctx: &RouteContext<'_>, model: &str, lacks: Unsupported, now_ms: u64) {
+    let until_ms = now_ms + ctx.gone_ttl_ms;
+    let mut health = ctx.health.borrow_mut();
+    health.learn(model, until_ms, now_ms, |known| match lacks {
+        Unsupported::ResponseFormat {
+            json_schema,
+            json_object,
+        } => {
+            known.json_schema = Some(json_schema);
+            known.json_object = Some(json_object);
+        }
+        Unsupported::Tools => known.tools = Some(false),
+        Unsupported::ImageContent => known.images = Some(false),
+        Unsupported::Param(name) => {
+            let params = ReasoningParam::ALL.map(|p| p.as_str().to_string()).to_vec();
+            let mut takes = known.reasoning_params.take().unwrap_or(params);
+            takes.retain(|p| p != name);
+            known.reasoning_params = Some(takes);
+        }
+        Unsupported::MaxCompletionTokens(max) => known.max_completion_tokens = Some(max),
+    });
+}
+
 /// What one call teaches: the model's health (a committed stream is judged when it ends, by the
-/// relay), and the attempt, logged once a called model has failed.
+/// relay) and capabilities, and its attempt.
 fn record<B>(
     ctx: &RouteContext<'_>,
     model: &str,
     called: &CallResult<B>,
-    ended: u64,
-    attempts: &mut Vec<Attempt>,
-    started: u64,
-) {
+    (started, ended): (u64, u64),
+    dropped: Vec<&'static str>,
+) -> Attempt {
+    if let Some(lacks) = called.lacks {
+        learn(ctx, model, lacks, ended);
+    }
     // One that always breaks mid-way must not count as a success at its first event.
     if !matches!(called.answer, Some(Answer::Stream(_))) {
         let retry_after_ms = called.retry_after_secs.map(|s| s * 1000);
@@ -340,18 +477,27 @@ fn record<B>(
     // a key of its own).
     let base = ctx.url.trim_end_matches(CHAT_PATH);
     let error = called.transport.as_ref();
-    let attempt = Attempt {
+    Attempt {
         model: model.to_string(),
         verdict: Verdict::Called(called.outcome),
         status: called.status,
         code: called.error.as_ref().and_then(|e| e.code.clone()),
         error: error.map(|e| cut(&redact(e, &[ctx.api_key, base]), 200).into()),
+        dropped,
         duration_ms: ended.saturating_sub(started),
-    };
-    // An answer from the first model called is told by the request line alone; once a called
-    // model has failed, every call gets its own line, the answering one included.
+    }
+}
+
+/// An answer from the first model called is told by the request line alone; once a called model
+/// has failed, every call gets its own line, the answering one included.
+fn log_and_push(
+    ctx: &RouteContext<'_>,
+    attempt: Attempt,
+    attempts: &mut Vec<Attempt>,
+    outcome: Outcome,
+) {
     let failed_before = attempts.iter().any(|a| a.verdict.called().is_some());
-    if called.outcome != Outcome::Ok || failed_before {
+    if outcome != Outcome::Ok || failed_before {
         log_attempt(ctx, attempts.len() + 1, &attempt);
     }
     attempts.push(attempt);
@@ -375,6 +521,7 @@ fn exhausted(ctx: &RouteContext<'_>, attempts: &[Attempt], refusals: Refusals) -
                 && !matches!(
                     a.verdict,
                     Verdict::Skipped(SkipReason::Gone | SkipReason::CircuitOpen)
+                        | Verdict::Unable(_)
                 )
         })
         .collect();
@@ -409,20 +556,21 @@ fn exhausted(ctx: &RouteContext<'_>, attempts: &[Attempt], refusals: Refusals) -
 async fn try_model<P: Provider>(
     ctx: &RouteContext<'_>,
     model: &str,
-    body: &ChatBody<'_>,
+    body: GroqBody<'_, '_>,
     provider: &P,
     started: u64,
     timeout_ms: u64,
 ) -> CallResult<P::Body> {
     let deadline = started + timeout_ms;
     let remaining = || deadline.saturating_sub((ctx.now_ms)()).max(1);
+    let streamed = body.streamed();
     let call = UpstreamCall {
         url: ctx.url,
         api_key: ctx.api_key,
         model,
-        body: body.for_model(model),
+        body,
         timeout_ms,
-        streamed: body.stream,
+        streamed,
     };
     let (head, answer) = match provider.send(call).await {
         Ok(sent) => sent,
@@ -432,9 +580,9 @@ async fn try_model<P: Provider>(
     if !(200..300).contains(&head.status) {
         // The error body explains the status; if it cannot be read, the status alone decides.
         let bytes = answer.read_all(remaining()).await.unwrap_or_default();
-        return CallResult::refused(&head, &bytes);
+        return CallResult::refused(&head, &bytes, ctx.needs);
     }
-    if body.stream {
+    if streamed {
         return first_event(answer, status, &remaining).await;
     }
     match answer.read_all(remaining()).await {
@@ -495,36 +643,40 @@ struct AttemptLine<'a> {
     task: &'a str,
     model: &'a str,
     attempt: usize,
-    outcome: Outcome,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
     status: Option<u16>,
     error_code: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
     duration_ms: u64,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    dropped: &'a [&'static str],
     #[serde(skip_serializing_if = "Option::is_none")]
     hint: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     mock: bool,
 }
 
+/// An attempt's line: a call that failed (and every call after one), or a model skipped for
+/// what it lacks (which an operator may want to change).
 fn log_attempt(ctx: &RouteContext<'_>, number: usize, attempt: &Attempt) {
-    let Verdict::Called(outcome) = attempt.verdict else {
-        return;
-    };
-    let level = match outcome {
-        Outcome::Ok => Level::Info,
-        Outcome::ProviderAuthFailed => Level::Error,
-        _ => Level::Warn,
+    let level = match attempt.verdict {
+        Verdict::Called(Outcome::Ok) | Verdict::Unable(_) => Level::Info,
+        Verdict::Called(Outcome::ProviderAuthFailed) => Level::Error,
+        Verdict::Called(_) => Level::Warn,
+        Verdict::Skipped(_) => return,
     };
     if !ctx.log.enabled(level) {
         return;
     }
-    let hint = match outcome {
-        Outcome::ModelGone => Some(format!(
+    let hint = match attempt.verdict {
+        Verdict::Called(Outcome::ModelGone) => Some(format!(
             "model `{}` is gone at Groq; remove or replace it in `MODEL_REGISTRY` / `DEFAULT_*_MODEL` / `FORCE_MODEL`",
             attempt.model
         )),
-        Outcome::ProviderAuthFailed => {
+        Verdict::Called(Outcome::ProviderAuthFailed) => {
             Some("Groq rejected `GROQ_API_KEY`; rotate the secret".to_string())
         }
         _ => None,
@@ -534,11 +686,13 @@ fn log_attempt(ctx: &RouteContext<'_>, number: usize, attempt: &Attempt) {
         task: ctx.task,
         model: &attempt.model,
         attempt: number,
-        outcome,
+        outcome: attempt.verdict.as_str(),
+        reason: attempt.verdict.skip_reason(),
         status: attempt.status,
         error_code: attempt.code.as_deref(),
         error: attempt.error.as_deref(),
         duration_ms: attempt.duration_ms,
+        dropped: &attempt.dropped,
         hint,
         mock: ctx.mock,
     };

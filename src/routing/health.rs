@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::groq::outcome::Outcome;
 use crate::json::named;
+use crate::routing::capabilities::Capabilities;
 
 /// Consecutive upstream failures that open a model's circuit.
 pub const BREAKER_THRESHOLD: u32 = 3;
@@ -131,6 +132,9 @@ pub struct HealthBook {
     unshared: Vec<(String, GoneVerdict)>,
     /// When the shared verdicts were last read.
     synced_at_ms: Option<u64>,
+    /// What Groq taught of each model's capabilities: its model list's limits (the probe), and
+    /// the refusals naming what a model lacks, each until then.
+    learned: BTreeMap<String, (Capabilities, u64)>,
 }
 
 impl HealthBook {
@@ -272,6 +276,29 @@ impl HealthBook {
     /// Gone verdicts learned since the last call, for the shell to share.
     pub fn take_unshared(&mut self) -> Vec<(String, GoneVerdict)> {
         std::mem::take(&mut self.unshared)
+    }
+
+    /// What has been learned of `model`'s capabilities and is still current.
+    pub fn learned(&self, model: &str, now_ms: u64) -> Option<&Capabilities> {
+        let (capabilities, until_ms) = self.learned.get(model)?;
+        (now_ms < *until_ms).then_some(capabilities)
+    }
+
+    /// Learns of `model`, until `until_ms`: `change` edits what was known (what was learned
+    /// before and is still current, else nothing).
+    pub fn learn(
+        &mut self,
+        model: &str,
+        until_ms: u64,
+        now_ms: u64,
+        change: impl FnOnce(&mut Capabilities),
+    ) {
+        let known = self.learned.get(model).filter(|(_, until)| now_ms < *until);
+        let until_ms = known.map_or(until_ms, |(_, until)| until_ms.max(*until));
+        let mut capabilities = known.map(|(c, _)| c.clone()).unwrap_or_default();
+        change(&mut capabilities);
+        self.learned
+            .insert(model.to_string(), (capabilities, until_ms));
     }
 }
 

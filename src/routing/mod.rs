@@ -3,6 +3,7 @@
 //! layer writes through. Uses `groq`; returns routing results (who answered, every attempt, why a
 //! chain failed), never HTTP types.
 
+pub mod capabilities;
 pub mod chain;
 pub mod config;
 pub mod fallback;

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::groq::ListedModel;
 use crate::routing::config::RoutingConfig;
 use crate::routing::health::{GoneVerdict, HealthBook};
 use crate::routing::log::{write, Level, Log};
@@ -34,7 +35,7 @@ struct Probed<'a> {
 /// Applies a successful probe to the health book and logs what operators must act on.
 pub fn apply(
     config: &RoutingConfig,
-    listed: &[String],
+    listed: &[ListedModel],
     book: &mut HealthBook,
     now_ms: u64,
     log: &dyn Log,
@@ -42,7 +43,15 @@ pub fn apply(
     let mut result = ProbeResult::default();
     let in_use = config.models_in_use();
     for (model, tasks) in &in_use {
-        if listed.iter().any(|id| id == model) {
+        if let Some(limits) = listed.iter().find(|m| m.id == *model) {
+            // Groq's limits fill what `MODEL_CAPABILITIES` leaves unknown, until the next probe
+            // (or longer, when one fails).
+            let until_ms = now_ms + config.model_gone_ttl_ms;
+            book.learn(model, until_ms, now_ms, |known| {
+                known.context_window = limits.context_window.or(known.context_window);
+                known.max_completion_tokens =
+                    limits.max_completion_tokens.or(known.max_completion_tokens);
+            });
             if book.clear_gone(model) {
                 result.cleared.push(model.clone());
             }
@@ -109,8 +118,13 @@ mod tests {
 
     #[test]
     fn listed_models_reads_groqs_list_or_says_why_not() {
-        let body = br#"{"object":"list","data":[{"id":"a","object":"model","active":true},{"id":"b","object":"model"}]}"#;
-        assert_eq!(listed_models(200, body), Ok(vec!["a".into(), "b".into()]));
+        let body = br#"{"object":"list","data":[{"id":"a","object":"model","active":true,"context_window":131072,"max_completion_tokens":65536},{"id":"b","object":"model"}]}"#;
+        let ids: Vec<String> = listed_models(200, body)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec!["a", "b"]);
         assert_eq!(listed_models(401, b"{}"), Err("Groq answered 401".into()));
         assert_eq!(
             listed_models(200, b"<html>"),
@@ -124,8 +138,26 @@ mod tests {
         book.record("a", Outcome::ModelGone, None, 0, 3_600_000);
         book.take_unshared();
         let log = MemoryLog::default();
-        let listed = ["a".to_string(), "b".to_string()];
+        let listed = [
+            ListedModel {
+                id: "a".into(),
+                context_window: Some(8192),
+                max_completion_tokens: Some(1024),
+            },
+            ListedModel {
+                id: "b".into(),
+                context_window: None,
+                max_completion_tokens: None,
+            },
+        ];
         let result = apply(&config(&[]), &listed, &mut book, 10, &log);
+        // Groq's limits for a model are learned, where it lists them.
+        let learned = book.learned("a", 11).expect("limits learned");
+        assert_eq!(
+            (learned.context_window, learned.max_completion_tokens),
+            (Some(8192), Some(1024))
+        );
+        assert_eq!(book.learned("b", 11).map(|c| c.context_window), Some(None));
         assert_eq!(result.listed, vec!["a", "b"]);
         assert_eq!(result.cleared, vec!["a"], "only `a` was held gone");
         let retired: Vec<&str> = result.retired.iter().map(|(m, _)| m.as_str()).collect();

@@ -360,8 +360,11 @@ pub(super) async fn whole_body(response: &Response) -> worker::Result<Vec<u8>> {
     Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }
 
-/// Groq's model list for the scheduled probe: the ids, or why there are none.
-pub async fn list_models(config: &RoutingConfig, api_key: &str) -> Result<Vec<String>, String> {
+/// Groq's model list for the scheduled probe: the models, or why there are none.
+pub async fn list_models(
+    config: &RoutingConfig,
+    api_key: &str,
+) -> Result<Vec<crate::groq::ListedModel>, String> {
     let url = format!("{}/openai/v1/models", config.groq_base_url);
     let timeout_ms = config.attempt_timeout_ms;
     let fetched = async {

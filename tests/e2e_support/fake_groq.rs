@@ -4,7 +4,9 @@
 //!
 //! `POST /openai/v1/chat/completions` picks its behaviour from the requested model id's prefix up
 //! to the first `-` (`ok-a`, `gone-x`, `ratelimited-1`, ...), so one fake serves a whole fallback
-//! chain with distinct, countable models. Every request, authorised or not, is recorded as a
+//! chain with distinct, countable models. `noschema-` and `notools-` models refuse a `json_schema`
+//! response format or tools with Groq's 400s; `ok-` answers tools with a tool call and a JSON
+//! response format with JSON. Every request, authorised or not, is recorded as a
 //! [`Call`]. It also plays a sign-in provider's JWKS endpoint, `GET /.well-known/jwks.json` (no
 //! key needed), answering what [`FakeGroq::set_jwks`] says.
 //!
@@ -351,8 +353,20 @@ async fn chat(
         return Ok(stream_completion(shared, id, events, script));
     }
 
+    // What Groq says to a model without structured outputs or tool calling (issue 24).
+    let schema = body["response_format"]["type"] == "json_schema";
+    let tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
     let reply = match behaviour {
-        "ok" => Reply::json(200, &completion(&model, id)),
+        "ok" => Reply::json(200, &answer_to(body, &model, id)),
+        "noschema" if schema => {
+            let allowed = "'response_format.type' : value is not one of the allowed values ['text','json_object']";
+            Reply::error(400, "invalid_request_error", allowed)
+        }
+        "notools" if tools => {
+            let refused = "`tool calling` is not supported with this model";
+            Reply::error(400, "invalid_request_error", refused)
+        }
+        "noschema" | "notools" => Reply::json(200, &answer_to(body, &model, id)),
         "streamslow" => {
             tokio::time::sleep(hang_for).await;
             Reply::json(200, &completion(&model, id))
@@ -722,6 +736,27 @@ fn usage() -> Value {
     json!({"queue_time": 0.0051, "prompt_tokens": 55, "prompt_time": 0.0042,
            "completion_tokens": 12, "completion_time": 0.0218, "total_tokens": 67,
            "total_time": 0.026})
+}
+
+/// The completion for `body`: a call of its first tool when it sends tools (`finish_reason`
+/// `tool_calls`), JSON content when it asks for a JSON response format, else [`completion`].
+fn answer_to(body: &Value, model: &str, id: &str) -> Value {
+    let mut answer = completion(model, id);
+    let choice = &mut answer["choices"][0];
+    if let Some(tool) = body["tools"].as_array().and_then(|t| t.first()) {
+        let name = tool["function"]["name"].clone();
+        let call = json!({"id": format!("call_{}", fake_uuid(id)), "type": "function",
+                          "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}});
+        choice["message"] = json!({"role": "assistant", "content": null, "tool_calls": [call]});
+        choice["finish_reason"] = json!("tool_calls");
+    } else if body["response_format"]["type"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("json"))
+    {
+        let content = json!({"answer": format!("hello from {model}")}).to_string();
+        choice["message"]["content"] = json!(content);
+    }
+    answer
 }
 
 fn completion(model: &str, id: &str) -> Value {

@@ -11,12 +11,14 @@ check and exits 1 at the first failure, naming what was expected and what came b
 Needs `pip install -r tests/sdk/requirements.txt`.
 """
 
+import json
 import sys
 import traceback
 
 try:
     import groq
     import openai
+    import pydantic  # an `openai` dependency: `parse` reads answers into its models
 except ImportError as error:  # the Rust test checks this first; this is for direct runs
     sys.exit(f"FAIL cannot import the SDKs ({error}); run `pip install -r tests/sdk/requirements.txt`")
 
@@ -25,8 +27,13 @@ TASK = "py-chat"  # ["gone-py", "ok-py"]: the first model is gone, the second an
 MODEL = "ok-py"
 DROP_TASK = "py-drop"  # ["streamdrop-py", "ok-pydrop"]: the stream breaks after its first chunk
 ERROR_TASK = "py-error"  # ["streamerror-py", "ok-pyerr"]: Groq sends `event: error` mid-stream
+TOOLS_TASK = "py-tools"  # ["notools-py", "ok-pytools"]: the first refuses tools as Groq does
+SCHEMA_TASK = "py-schema"  # ["noschema-py", "ok-pyschema"]: the first refuses `json_schema`
 UNKNOWN_TASK = "no-such-task"
 CHAIN_MODELS = {"gone-py", "ok-py", "streamdrop-py", "ok-pydrop", "streamerror-py", "ok-pyerr"}
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
 
 # What the fake Groq answers: its text and its usage (see `completion` / `usage` in fake_groq.rs).
 CONTENT = f"hello from {MODEL}"
@@ -38,6 +45,10 @@ BROKEN_STREAM_CODES = {"stream_incomplete", "stream_interrupted"}
 
 class CheckFailed(Exception):
     pass
+
+
+class Answer(pydantic.BaseModel):
+    answer: str
 
 
 def expect(condition, message):
@@ -146,6 +157,22 @@ def check_not_found(sdk, create):
     raise CheckFailed(f"model={UNKNOWN_TASK!r} did not raise NotFoundError")
 
 
+def check_tool_call(completion):
+    """The model that takes tools answered with the fake's call of the first tool."""
+    expect_eq(completion.model, "ok-pytools", "model")
+    choice = completion.choices[0]
+    expect_eq(choice.finish_reason, "tool_calls", "finish_reason")
+    call = choice.message.tool_calls[0]
+    expect_eq(call.function.name, "get_weather", "tool called")
+    expect_eq(json.loads(call.function.arguments), {"city": "Paris"}, "arguments")
+
+
+def check_parsed(completion):
+    """`parse` sent a strict `json_schema`; the model that takes it answered JSON of that shape."""
+    expect_eq(completion.model, "ok-pyschema", "model")
+    expect_eq(completion.choices[0].message.parsed.answer, "hello from ok-pyschema", "parsed answer")
+
+
 def check_models(models):
     # OpenAI's `list()` is a page, Groq's a plain response; both carry the list in `data`.
     ids = [m.id for m in models.list().data]
@@ -188,6 +215,17 @@ def main():
                 create(model=TASK, messages=MESSAGES, stream=True, **stream_args), final_usage
             ),
         )
+        check(
+            f"{name}: tools through a model without tool calling",
+            lambda: check_tool_call(create(model=TOOLS_TASK, messages=MESSAGES, tools=TOOLS)),
+        )
+        if name == "openai":
+            check(
+                "openai: chat.completions.parse(response_format=Answer) through a model without json_schema",
+                lambda: check_parsed(
+                    client.chat.completions.parse(model=SCHEMA_TASK, messages=MESSAGES, response_format=Answer)
+                ),
+            )
         check(f"{name}: models.list()", lambda: check_models(client.models))
         check(
             f"{name}: model={UNKNOWN_TASK!r} raises NotFoundError",

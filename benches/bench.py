@@ -111,6 +111,8 @@ MAX_REQUEST_BYTES = 4 << 20
 # is: 16 connections of 1 MiB bodies would otherwise be half shed with 503, and the bench measures
 # what an answered request costs.
 MAX_INFLIGHT_BYTES = 64 << 20
+# `router-budget`'s `BUDGETS`: a client scope and the global one, with limits no run reaches.
+BENCH_BUDGETS = '{"client":{"usd_per_day":1000000,"tokens_per_day":1000000000000},"global":{"usd_per_month":1000000}}'
 BIG_BODY_BYTES = 1 << 20
 # Content chunks in the upstream's `long-` streams (`LONG_EVENTS` in benches/upstream.py); with
 # the role, final and `[DONE]` events, each stream is LONG_CHUNKS + 3 HTTP chunks.
@@ -600,6 +602,8 @@ def scenarios(bodies: dict, compare: bool = False) -> list:
                  "/v1/chat/completions", bodies["chat-small"], rt, expect_model_header=True),
         Scenario("lean-small", "router `/v1/chat/completions`, small, no rate limiter",
                  "router-lean", "/v1/chat/completions", bodies["chat-small"], rt, expect_model_header=True),
+        Scenario("budget-small", "router `/v1/chat/completions`, small, `BUDGETS` (client + global)",
+                 "router-budget", "/v1/chat/completions", bodies["chat-small"], rt, expect_model_header=True),
         Scenario("gone-small", "router `/v1/tasks/gonefirst` (first model gone, learned)", "router",
                  "/v1/tasks/gonefirst", bodies["tasks-small"], rt, expect_model_header=True,
                  expect_gone_skipped=True),
@@ -620,7 +624,7 @@ def scenarios(bodies: dict, compare: bool = False) -> list:
 # Scenarios whose unloaded Worker CPU per request is measured → their baseline (None: a baseline).
 UNLOADED_CPU = {
     "pt-small": None, "tasks-small": "pt-small", "chat-small": "pt-small", "warn-small": "pt-small",
-    "lean-small": "pt-small", "gone-small": "pt-small", "pt-stream": None, "chat-stream": "pt-stream",
+    "lean-small": "pt-small", "budget-small": "pt-small", "gone-small": "pt-small", "pt-stream": None, "chat-stream": "pt-stream",
     "pt-big": None, "chat-big": "pt-big", "prev-small": "pt-small", "prev-big": "pt-big",
 }
 
@@ -632,6 +636,7 @@ COMPARISONS = [
     ("lean-small", "pt-small", "(without the rate limiter)"),
     ("chat-small", "warn-small", "(what the request's log line costs)"),
     ("lean-small", "chat-small", "(what the rate limiter binding saves)"),
+    ("budget-small", "chat-small", "(what budgets cost: two scopes, each reserved and settled)"),
     ("chat-stream", "pt-stream", "first byte within 1 ms (see below)"),
     ("chat-long", "pt-long", "(report: Worker CPU per relayed chunk below)"),
     ("gone-small", "tasks-small", "p50 ≤ 1.05× the healthy path"),
@@ -1548,6 +1553,10 @@ def main() -> int:
              dict(router_vars, LOG_LEVEL="warn"), "/healthz"),
             ("router-lean", dev_config(ROOT / "wrangler.toml", tmp, "router-lean", [(RATE_LIMIT_TABLE, "")]),
              router_vars, "/healthz"),
+            # Budgets on (issue 25): every request reserves and settles in two Durable Objects,
+            # its client's and the global one; limits no run reaches.
+            ("router-budget", dev_config(ROOT / "wrangler.toml", tmp, "router-budget", RAISED_LIMIT),
+             dict(router_vars, BUDGETS=BENCH_BUDGETS), "/healthz"),
         ]
         if compare:
             specs.append(("router-prev", dev_config(compare / "wrangler.toml", tmp, "router-prev", RAISED_LIMIT),

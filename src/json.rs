@@ -10,7 +10,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// An enum whose variants are named by fixed strings: `as_str` gives the name, and the value
-/// serializes as it (in answers, headers and log lines alike).
+/// serializes as it (in answers, headers and log lines alike) and is read from it.
 macro_rules! named {
     ($(#[$meta:meta])* pub enum $name:ident {
         $($(#[$vmeta:meta])* $variant:ident = $text:literal,)*
@@ -32,6 +32,16 @@ macro_rules! named {
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = $crate::json::Text::deserialize(deserializer)?;
+                match text.0.as_ref() {
+                    $($text => Ok($name::$variant),)*
+                    other => Err(serde::de::Error::unknown_variant(other, &[$($text),*])),
+                }
             }
         }
     };

@@ -18,7 +18,11 @@
 //! Groq's body written into JS memory, the bytes in flight): 210.4 KiB. Issue 24
 //! (capability-aware chains: `MODEL_CAPABILITIES` read and checked, what a request needs read
 //! from its body, the narrow matcher of Groq's refusals, capabilities in `/v1/routes` and
-//! `/healthz`): 228.2 KiB.
+//! `/healthz`): 228.2 KiB. Issue 25 (budgets): 267.6 KiB, about 16 KiB of it the Durable
+//! Object class that keeps a ledger (the wasm-bindgen class, SQLite storage, its alarm, the
+//! ledger's JSON both ways) and 24 KiB the Worker's side (the `BUDGETS` table, scopes, holds and
+//! settlements, the ledgers asked in parallel within a deadline, `/v1/usage`, the refusals),
+//! measured by building without each; most of both is serde's code for the ledger's types.
 //! The limit below is the measured size with about 1.5% of room, a guard against growth nobody
 //! noticed, until the team moves the budget (see `docs/performance.md`).
 //!
@@ -28,7 +32,7 @@ mod e2e_support;
 
 use std::process::Command;
 
-const BUDGET_KIB: f64 = 232.0;
+const BUDGET_KIB: f64 = 272.0;
 
 #[test]
 fn the_deployable_bundle_stays_within_its_gzip_budget() {

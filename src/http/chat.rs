@@ -10,9 +10,12 @@ use serde_json::value::RawValue;
 
 use crate::groq::completion::{Completion, Usage};
 use crate::groq::provider::Provider;
+use crate::http::auth::Caller;
+use crate::http::budget::{self, maybe_billed, worst_case, BudgetStore, Refused};
 use crate::http::config::{Config, LoadedConfig};
 use crate::http::error::ApiError;
 use crate::http::jwt::TokenVerification;
+use crate::http::ledger::Amount;
 use crate::http::limit::RateLimiter;
 use crate::http::mock::{MockProvider, Upstream};
 use crate::http::record::RequestRecord;
@@ -58,11 +61,11 @@ impl Serialize for WithCost<'_> {
 }
 
 /// Answers a chat route: `task` is the one in the path, `None` on the SDK routes.
-pub(super) async fn chat<P: Provider, L: RateLimiter, T: TokenVerification>(
+pub(super) async fn chat<P: Provider, L: RateLimiter, T: TokenVerification, S: BudgetStore>(
     req: HttpRequest<'_>,
     task: Option<&str>,
     config: &LoadedConfig,
-    io: Io<'_, P, L, T>,
+    io: Io<'_, P, L, T, S>,
     env: &RequestEnv<'_>,
 ) -> Reply<Body<P>> {
     // On the task route the URL names the task, so even a refused request (bad key, bad body)
@@ -92,6 +95,7 @@ fn refuse<B>(
         response.headers.push(("x-attempts", attempts));
     }
     record.attempts = error.attempts().len();
+    record.unreported |= budget::maybe_billed(error.attempts());
     record.finish(
         error.code(),
         response.status,
@@ -118,6 +122,7 @@ fn answer<B>(
     record.price = config.routing.prices.get(&model).copied();
     record.model = Some(model.clone());
     record.attempts = attempts.len();
+    record.unreported |= maybe_billed(&attempts);
     let mut head = HttpResponse {
         status: 200,
         headers: Vec::with_capacity(6),
@@ -195,11 +200,11 @@ fn task_answer(
 }
 
 /// Admits the caller, reads the body and the task, and walks the task's chain.
-async fn route_chat<'c, P: Provider, L: RateLimiter, T: TokenVerification>(
+async fn route_chat<'c, P: Provider, L: RateLimiter, T: TokenVerification, S: BudgetStore>(
     req: HttpRequest<'_>,
     task: Option<&str>,
     config: &'c LoadedConfig,
-    io: Io<'_, P, L, T>,
+    io: Io<'_, P, L, T, S>,
     env: &RequestEnv<'_>,
     record: &mut RequestRecord,
 ) -> Result<(&'c Config, Routed<Body<P>>), ApiError> {
@@ -241,6 +246,18 @@ async fn route_chat<'c, P: Provider, L: RateLimiter, T: TokenVerification>(
         Upstream::Real(_) => env.health,
     };
     record.mock = request.mock.is_some();
+    if !record.mock {
+        let held = worst_case(&request.needs, &chain, &config.routing);
+        hold_budgets(
+            &caller,
+            req.client_ip,
+            (config, io.budgets),
+            held,
+            env,
+            record,
+        )
+        .await?;
+    }
     let ctx = RouteContext {
         request_id: env.request_id,
         task: &task,
@@ -258,6 +275,39 @@ async fn route_chat<'c, P: Provider, L: RateLimiter, T: TokenVerification>(
         needs: &request.needs,
     };
     Ok((config, route(&ctx, &chain, &request.body, &upstream).await?))
+}
+
+/// Holds `amount` in every budget scope that applies to the request (none: no ledger is asked).
+/// A mock request touches no budget.
+async fn hold_budgets(
+    caller: &Caller,
+    ip: Option<&str>,
+    (config, store): (&Config, &impl BudgetStore),
+    amount: Amount,
+    env: &RequestEnv<'_>,
+    record: &mut RequestRecord,
+) -> Result<(), ApiError> {
+    let scopes = config.budgets.scopes(caller, ip, &record.task);
+    if scopes.is_empty() {
+        return Ok(());
+    }
+    let stores = (store, env.settlements);
+    let fail_open = config.budgets.fail_open;
+    let log = (env.log, env.request_id);
+    match budget::reserve(stores, fail_open, &scopes, (env.request_id, amount), log).await {
+        Ok(Some(reservation)) => record.hold(reservation),
+        Ok(None) => {}
+        Err(Refused::Unavailable) => return Err(ApiError::BudgetUnavailable),
+        Err(Refused::Exceeded { kind, exceeded }) => {
+            let now = (env.now_ms)();
+            return Err(ApiError::BudgetExceeded {
+                scope: kind.described(&record.task),
+                exceeded,
+                retry_after_secs: exceeded.resets_ms.saturating_sub(now).div_ceil(1000).max(1),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Where a request goes: Groq with the provider key, or the mock provider (where allowed).

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::bindings::{Bindings, ConfigFinding, Reader};
 use crate::http::auth::ClientAuth;
+use crate::http::budget::BudgetConfig;
 use crate::http::cors::AllowedOrigins;
 use crate::http::jwt::JwtKeys;
 use crate::http::relay::RelayMode;
@@ -26,6 +27,8 @@ pub type LoadedConfig = Result<Config, Vec<ConfigFinding>>;
 pub struct Config {
     pub routing: RoutingConfig,
     pub client_auth: ClientAuth,
+    /// `BUDGETS` and `BUDGET_FAIL_OPEN`.
+    pub budgets: BudgetConfig,
     /// `ALLOWED_ORIGINS`: browser origins that may call the router (CORS).
     pub allowed_origins: AllowedOrigins,
     /// `STREAM_RELAY`: how committed streams are relayed.
@@ -50,8 +53,12 @@ impl Config {
         let mut r = Reader::new(bindings);
         let routing = RoutingConfig::read(&mut r);
         let max_tokens = max_tokens(&mut r, &routing);
+        let client_auth = ClientAuth::read(&mut r);
+        let clients: Vec<&str> = client_auth.keys.iter().map(|(n, _)| n.as_str()).collect();
+        let budgets = BudgetConfig::read(&mut r, &routing, &clients);
         let config = Config {
-            client_auth: ClientAuth::read(&mut r),
+            client_auth,
+            budgets,
             allowed_origins: AllowedOrigins::read(&mut r),
             stream_relay: RelayMode::read(&mut r),
             allow_mock: r.flag("ALLOW_MOCK"),

@@ -5,12 +5,16 @@ use serde::Serialize;
 
 use crate::bindings::ConfigFinding;
 use crate::groq::outcome::redact_org_ids;
+use crate::http::ledger::{Exceeded, LimitKind, Window};
 use crate::http::request::BodyError;
 use crate::routing::config::PROVIDER_KEY_MISSING;
 use crate::routing::fallback::{Attempt, ChainFailure, FailureReason};
 
 /// `Retry-After` on a 503 `overloaded`: requests take about this long to make room.
 const OVERLOADED_RETRY_AFTER_S: u64 = 1;
+
+/// `Retry-After` on a 503 `budget_unavailable`: a ledger that did not answer may in a moment.
+const BUDGET_RETRY_AFTER_S: u64 = 1;
 
 /// `Retry-After` on a 503 `auth_unavailable`: when a failed JWKS fetch is next tried.
 const AUTH_RETRY_AFTER_S: u64 = crate::http::jwt::JWKS_RETRY_MS / 1000;
@@ -63,6 +67,15 @@ pub enum ApiError {
     ClientRateLimited { retry_after_secs: u64 },
     /// 400: `mock_response` / `mock_failures` (`param`, the first) without `ALLOW_MOCK`.
     MockNotAllowed { param: &'static str },
+    /// 429: a budget that applies is spent (`BUDGETS`); Groq was not called. `scope` says whose
+    /// ("your", "the task `x`'s"), never naming another caller.
+    BudgetExceeded {
+        scope: String,
+        exceeded: Exceeded,
+        retry_after_secs: u64,
+    },
+    /// 503: the budgets' ledgers could not be reached in time, and `BUDGET_FAIL_OPEN` is unset.
+    BudgetUnavailable,
 }
 
 impl From<BodyError> for ApiError {
@@ -103,9 +116,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::UnsupportedMediaType => 415,
-            ApiError::ClientRateLimited { .. } => 429,
+            ApiError::ClientRateLimited { .. } | ApiError::BudgetExceeded { .. } => 429,
             ApiError::ConfigInvalid(_) | ApiError::ProviderKeyMissing => 500,
-            ApiError::AuthUnavailable | ApiError::Overloaded => 503,
+            ApiError::AuthUnavailable | ApiError::Overloaded | ApiError::BudgetUnavailable => 503,
             ApiError::Chain(failed) => match failed.reason {
                 FailureReason::Rejected(_) | FailureReason::NoCapableModel { .. } => 400,
                 FailureReason::TooLarge(_) => 413,
@@ -144,6 +157,8 @@ impl ApiError {
             ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::ClientRateLimited { .. } => "client_rate_limited",
             ApiError::MockNotAllowed { .. } => "mock_not_allowed",
+            ApiError::BudgetExceeded { .. } => "budget_exceeded",
+            ApiError::BudgetUnavailable => "budget_unavailable",
             ApiError::Chain(failed) => match &failed.reason {
                 FailureReason::Rejected(e) => e.code.as_deref().unwrap_or("invalid_request"),
                 FailureReason::TooLarge(_) => "request_too_large",
@@ -208,6 +223,22 @@ impl ApiError {
             ApiError::ClientRateLimited { retry_after_secs } => {
                 format!("too many requests from this client; retry after {retry_after_secs} s")
             }
+            ApiError::BudgetExceeded { scope, exceeded, retry_after_secs } => {
+                let window = match exceeded.limit.window() {
+                    Window::Day => "daily",
+                    Window::Month => "monthly",
+                };
+                let (unit, value) = match exceeded.limit {
+                    LimitKind::UsdPerDay | LimitKind::UsdPerMonth => ("USD", format!("${}", exceeded.value)),
+                    LimitKind::TokensPerDay | LimitKind::TokensPerMonth => ("token", format!("{} tokens", exceeded.value)),
+                };
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(exceeded.resets_ms);
+                format!(
+                    "{scope} {window} {unit} budget ({value}) is spent; it resets at {} (in {retry_after_secs} s). The model was not called",
+                    humantime::format_rfc3339_seconds(at)
+                )
+            }
+            ApiError::BudgetUnavailable => format!("the budgets' ledgers could not be reached, so the request was not sent (the operator chose to refuse rather than spend unbudgeted, `BUDGET_FAIL_OPEN`); retry in {BUDGET_RETRY_AFTER_S} s"),
             ApiError::MockNotAllowed { .. } => "`mock_response` and `mock_failures` are answered only where `ALLOW_MOCK` is \"true\" (a test deployment); this router never sends them to Groq".to_string(),
             ApiError::Chain(failed) => match &failed.reason {
                 FailureReason::Rejected(e) => redact_org_ids(e.message.as_deref().unwrap_or("Groq refused the request")),
@@ -246,8 +277,14 @@ impl ApiError {
                 reason: FailureReason::RateLimited { retry_after_secs },
                 ..
             })
-            | ApiError::ClientRateLimited { retry_after_secs } => {
+            | ApiError::ClientRateLimited { retry_after_secs }
+            | ApiError::BudgetExceeded {
+                retry_after_secs, ..
+            } => {
                 vec![("retry-after", retry_after_secs.to_string())]
+            }
+            ApiError::BudgetUnavailable => {
+                vec![("retry-after", BUDGET_RETRY_AFTER_S.to_string())]
             }
             ApiError::MethodNotAllowed { allow } => vec![("allow", (*allow).to_string())],
             ApiError::Unauthorized { .. } | ApiError::AuthNotConfigured => {

@@ -8,16 +8,19 @@ use std::cell::RefCell;
 use serde::Serialize;
 
 use crate::groq::provider::Provider;
+use crate::http::budget::{BudgetStore, Settlements};
 use crate::json::cut;
 use crate::routing::health::HealthBook;
 use crate::routing::log::{write, Level, Log};
 
 pub mod auth;
+pub mod budget;
 mod chat;
 pub mod config;
 pub mod cors;
 pub mod error;
 pub mod jwt;
+pub mod ledger;
 pub mod limit;
 pub mod mock;
 pub mod record;
@@ -131,21 +134,22 @@ pub enum Reply<B> {
     },
 }
 
-/// What the router reaches outside itself for one request: Groq, the rate limiter, and what
-/// verifying users' tokens needs.
-pub struct Io<'a, P, L, T> {
+/// What the router reaches outside itself for one request: Groq, the rate limiter, what
+/// verifying users' tokens needs, and the budgets' ledgers.
+pub struct Io<'a, P, L, T, S> {
     pub provider: &'a P,
     pub limiter: &'a L,
     pub tokens: &'a T,
+    pub budgets: &'a S,
 }
 
-// By hand: derived, they would ask `P`, `L` and `T` to be `Copy` too.
-impl<P, L, T> Clone for Io<'_, P, L, T> {
+// By hand: derived, they would ask `P`, `L`, `T` and `S` to be `Copy` too.
+impl<P, L, T, S> Clone for Io<'_, P, L, T, S> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<P, L, T> Copy for Io<'_, P, L, T> {}
+impl<P, L, T, S> Copy for Io<'_, P, L, T, S> {}
 
 /// Per-request facilities the shell provides.
 pub struct RequestEnv<'a> {
@@ -162,13 +166,18 @@ pub struct RequestEnv<'a> {
     pub jwks: &'a RefCell<KeySet>,
     /// Where each routed request's usage point goes (`USAGE`, Analytics Engine).
     pub usage: &'a dyn UsageSink,
+    /// Where a budgeted request's real cost goes when it ends (`BUDGETS`).
+    pub settlements: &'a dyn Settlements,
 }
 
 impl RequestEnv<'_> {
-    /// Accounts for a finished request: its log line, and (unless it was a mock's) its usage
-    /// point.
+    /// Accounts for a finished request: its log line, its settlement in the budgets that held
+    /// it, and (unless it was a mock's) its usage point.
     pub fn account(&self, record: &RequestRecord) {
         write(self.log, record.level(), "request", record);
+        if let Some(reservation) = &record.budget {
+            reservation.settle(record.charge(), record.unreported, self.settlements);
+        }
         if !record.mock {
             self.usage.record(record);
         }
@@ -236,10 +245,10 @@ pub fn request_id(incoming: Option<&str>, random: impl FnOnce() -> u64) -> Strin
 }
 
 /// Answers one request. `config` is the result of `Config::load` for this isolate's bindings.
-pub async fn handle<P: Provider, L: RateLimiter, T: TokenVerification>(
+pub async fn handle<P: Provider, L: RateLimiter, T: TokenVerification, S: BudgetStore>(
     req: HttpRequest<'_>,
     config: &LoadedConfig,
-    io: Io<'_, P, L, T>,
+    io: Io<'_, P, L, T, S>,
     env: &RequestEnv<'_>,
 ) -> Reply<Body<P>> {
     let route = Route::of(req.path);
@@ -270,6 +279,7 @@ pub async fn handle<P: Provider, L: RateLimiter, T: TokenVerification>(
         Route::ChatCompletions => chat::chat(req, None, config, io, env).await,
         Route::Models(one) => Reply::Full(status::models(req, one, config, io.tokens, env).await),
         Route::Routes => Reply::Full(status::routes(req, config, io.tokens, env).await),
+        Route::Usage => Reply::Full(status::usage(req, config, (io.tokens, io.budgets), env).await),
     };
     let (Reply::Full(head) | Reply::Stream { head, .. }) = &mut reply;
     head.headers
@@ -288,6 +298,8 @@ enum Route<'a> {
     Models(Option<&'a str>),
     /// Each task's effective chain and each model's health.
     Routes,
+    /// The caller's own budget: spent, remaining, when it resets.
+    Usage,
     /// OpenAI's Responses API, which the router does not speak: a 404 that says what it does.
     Responses,
     NotFound,
@@ -305,6 +317,7 @@ impl<'a> Route<'a> {
             (p, _) if p.starts_with(TASKS_PREFIX) => Route::Task(&p[TASKS_PREFIX.len()..]),
             (_, "/v1/chat/completions") => Route::ChatCompletions,
             ("/v1/routes", _) => Route::Routes,
+            ("/v1/usage", _) => Route::Usage,
             (_, "/v1/models") => Route::Models(None),
             (_, p) if p.starts_with("/v1/models/") => {
                 Route::Models(Some(&p["/v1/models/".len()..]))
@@ -317,7 +330,7 @@ impl<'a> Route<'a> {
     /// The methods the route answers; `Allow` on a 405.
     fn methods(&self) -> &'static str {
         match self {
-            Route::Healthz | Route::Models(_) | Route::Routes => "GET, HEAD",
+            Route::Healthz | Route::Models(_) | Route::Routes | Route::Usage => "GET, HEAD",
             Route::Task(_) | Route::ChatCompletions | Route::Responses => "POST",
             Route::NotFound => "",
         }

@@ -4,6 +4,8 @@
 use serde::Serialize;
 
 use crate::groq::completion::Usage;
+use crate::http::budget::Reservation;
+use crate::http::ledger::Amount;
 use crate::routing::log::Level;
 use crate::routing::registry::Price;
 
@@ -30,6 +32,17 @@ pub struct RequestRecord {
     /// Answered by the mock provider: logged with `"mock": true`, no usage point, no health.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub mock: bool,
+    /// The budget scopes charged (`user:alice`, `task:reasoning`, `global`), when `BUDGETS` set
+    /// any for this request.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    budget_scopes: Vec<String>,
+    /// What the request holds in its budgets, settled when it ends.
+    #[serde(skip)]
+    pub budget: Option<Reservation>,
+    /// Groq may have billed more than it reported (a timeout, a break, a caller who left): the
+    /// budgets charge at least the reservation.
+    #[serde(skip)]
+    pub unreported: bool,
     /// The answering model's `MODEL_PRICES` entry.
     #[serde(skip)]
     pub price: Option<Price>,
@@ -56,6 +69,9 @@ impl RequestRecord {
             duration_ms: 0,
             stream: false,
             mock: false,
+            budget_scopes: Vec::new(),
+            budget: None,
+            unreported: false,
             price: None,
             started_ms,
         }
@@ -73,6 +89,26 @@ impl RequestRecord {
         self.cached_tokens = usage.cached_tokens();
         self.cost_usd = self.price.and_then(|p| p.cost(&usage));
         self.duration_ms = now_ms.saturating_sub(self.started_ms);
+        // A model answered but Groq's usage never came (a stream that broke before its end).
+        self.unreported |= self.model.is_some() && self.total_tokens.is_none();
+    }
+
+    /// Holds this request's budgets until it ends.
+    pub fn hold(&mut self, reservation: Reservation) {
+        self.budget_scopes = reservation.scopes.clone();
+        self.budget = Some(reservation);
+    }
+
+    /// What Groq reported this request cost: its tokens, and their price (none without one).
+    pub fn charge(&self) -> Amount {
+        let tokens = self.total_tokens.or_else(|| {
+            let parts = [self.prompt_tokens, self.completion_tokens];
+            parts.iter().flatten().copied().reduce(|a, b| a + b)
+        });
+        Amount {
+            usd: self.cost_usd.unwrap_or(0.0),
+            tokens: tokens.unwrap_or(0),
+        }
     }
 
     /// The request line's level: errors for 5xx, warnings for a stream that broke after its 200.
@@ -90,14 +126,16 @@ impl RequestRecord {
         crate::json::cut(self.client(), 24)
     }
 
-    /// The usage point's blobs: task, model, outcome, client, request id.
-    pub fn usage_blobs(&self) -> [&str; 5] {
+    /// The usage point's blobs: task, model, outcome, client, request id, the budget scopes
+    /// charged (space-separated).
+    pub fn usage_blobs(&self) -> [String; 6] {
         [
-            &self.task,
-            self.model.as_deref().unwrap_or(""),
-            &self.outcome,
-            self.client(),
-            &self.request_id,
+            self.task.clone(),
+            self.model.clone().unwrap_or_default(),
+            self.outcome.clone(),
+            self.client().to_string(),
+            self.request_id.clone(),
+            self.budget_scopes.join(" "),
         ]
     }
 

@@ -5,13 +5,18 @@
 use serde::Serialize;
 
 use crate::bindings::ConfigFinding;
+use crate::http::budget::{BudgetStore, ScopeKind};
 use crate::http::config::LoadedConfig;
+use crate::http::error::ApiError;
 use crate::http::jwt::TokenVerification;
+use crate::http::ledger::LimitKind;
 use crate::http::{admit, unknown_task, HttpRequest, HttpResponse, RequestEnv};
+use crate::json::cut;
 use crate::routing::capabilities::Capabilities;
 use crate::routing::chain::{ChainSource, ModelChain};
 use crate::routing::config::provider_key_missing;
 use crate::routing::health::HealthReport;
+use crate::routing::log::{write, Level};
 
 pub fn healthz(config: &LoadedConfig) -> HttpResponse {
     #[derive(Serialize)]
@@ -29,6 +34,7 @@ pub fn healthz(config: &LoadedConfig) -> HttpResponse {
         Ok(c) => {
             let mut warnings = c.routing.unpriced();
             warnings.extend(c.routing.capability_findings());
+            warnings.extend(c.budgets.unpriced(&c.routing));
             let keyless = c.routing.groq_api_key.is_none();
             if keyless && c.allow_mock {
                 let mock_only = ConfigFinding {
@@ -176,4 +182,78 @@ pub async fn routes(
         data: data.collect(),
     };
     HttpResponse::json(200, &routes)
+}
+
+/// `GET /v1/usage`: the caller's own budget (a user's, an anonymous caller's by IP, or a client
+/// key's): each limit, what is spent and held of it, what remains and when it resets. What a
+/// frontend shows as "you have $0.38 left today".
+pub async fn usage(
+    req: HttpRequest<'_>,
+    config: &LoadedConfig,
+    (tokens, budgets): (&impl TokenVerification, &impl BudgetStore),
+    env: &RequestEnv<'_>,
+) -> HttpResponse {
+    #[derive(Serialize)]
+    struct OwnBudget {
+        object: &'static str,
+        /// `user` or `client`; `null` when no budget applies to the caller.
+        scope: Option<ScopeKind>,
+        limits: Vec<LimitLeft>,
+    }
+    #[derive(Serialize)]
+    struct LimitLeft {
+        limit: LimitKind,
+        value: f64,
+        spent: f64,
+        held: f64,
+        remaining: f64,
+        resets_ms: u64,
+        resets_at: String,
+    }
+    let (config, caller) = match admit(&req, config, tokens, env).await {
+        Ok(admitted) => admitted,
+        Err(e) => return HttpResponse::error(&e),
+    };
+    let Some(scope) = config.budgets.own_scope(&caller, req.client_ip) else {
+        let none = OwnBudget {
+            object: "budget",
+            scope: None,
+            limits: Vec::new(),
+        };
+        return HttpResponse::json(200, &none);
+    };
+    let limits = match budgets.usage(&scope).await {
+        Ok(limits) => limits,
+        Err(error) => {
+            #[derive(Serialize)]
+            struct BudgetUnavailable<'a> {
+                request_id: &'a str,
+                error: &'a str,
+            }
+            let line = BudgetUnavailable {
+                request_id: env.request_id,
+                error: cut(&error, 200),
+            };
+            write(env.log, Level::Error, "budget_unavailable", &line);
+            return HttpResponse::error(&ApiError::BudgetUnavailable);
+        }
+    };
+    let limits = limits.into_iter().map(|usage| {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(usage.resets_ms);
+        LimitLeft {
+            limit: usage.limit,
+            value: usage.value,
+            spent: usage.spent,
+            held: usage.held,
+            remaining: usage.remaining,
+            resets_ms: usage.resets_ms,
+            resets_at: humantime::format_rfc3339_seconds(at).to_string(),
+        }
+    });
+    let own = OwnBudget {
+        object: "budget",
+        scope: Some(scope.kind),
+        limits: limits.collect(),
+    };
+    HttpResponse::json(200, &own)
 }

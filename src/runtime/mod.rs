@@ -25,6 +25,7 @@ use crate::routing::health::{HealthBook, SharedSync};
 use crate::routing::log::{write, Filtered, Level, Log};
 use crate::routing::probe;
 
+mod budget;
 mod crypto;
 mod kv;
 mod limiter;
@@ -32,6 +33,7 @@ mod stream;
 mod upstream;
 mod usage;
 
+use budget::DurableBudgets;
 use crypto::WebCrypto;
 use kv::HealthKv;
 use limiter::BindingLimiter;
@@ -187,11 +189,13 @@ async fn answer_request(mut req: Request, env: Env, answer: oneshot::Sender<Resu
         health,
         jwks: JWKS.with(Rc::clone),
         usage: UsageQueue::new(&env),
+        budgets: DurableBudgets::from_env(&env),
     };
     let io = Io {
         provider: &GroqFetch { caller },
         limiter: &limiter,
         tokens: &WebCrypto,
+        budgets: &scope.budgets,
     };
     let reply = handle(http_request(&heard, &body), config, io, &scope.env()).await;
     drop(body);
@@ -207,6 +211,7 @@ async fn answer_request(mut req: Request, env: Env, answer: oneshot::Sender<Resu
             kv.sync(&c.routing, &scope.health).await;
         }
     }
+    scope.budgets.flush(log).await;
     scope.usage.flush(log);
 }
 
@@ -262,6 +267,7 @@ struct RequestScope {
     health: Rc<RefCell<HealthBook>>,
     jwks: Rc<RefCell<KeySet>>,
     usage: UsageQueue,
+    budgets: DurableBudgets,
 }
 
 impl RequestScope {
@@ -274,6 +280,7 @@ impl RequestScope {
             health: &self.health,
             jwks: &self.jwks,
             usage: &self.usage,
+            settlements: &self.budgets,
         }
     }
 }
@@ -370,7 +377,7 @@ fn background(ctx: &Context, task: impl std::future::Future<Output = ()> + 'stat
     ctx.wait_until(Box::pin(task) as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>);
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }
 

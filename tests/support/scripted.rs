@@ -15,10 +15,12 @@ use task_router::bindings::{BindingValue, ConfigFinding};
 use task_router::groq::provider::{
     Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead,
 };
+use task_router::http::budget::{BudgetStore, NoBudgets, Scope, Settlements};
 use task_router::http::config::Config;
 use task_router::http::config::LoadedConfig;
 use task_router::http::jwt::{KeySet, NoTokens, TokenVerification};
-use task_router::http::limit::RateLimiter;
+use task_router::http::ledger::{Amount, Exceeded, Ledger, LimitUsage};
+use task_router::http::limit::{RateLimiter, Unlimited};
 use task_router::http::mock::EitherBody;
 use task_router::http::record::{RequestRecord, UsageSink};
 use task_router::http::relay::{ChunkSink, PipeSink, Piped};
@@ -408,7 +410,7 @@ impl Exchange {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsagePoint {
     pub index: String,
-    pub blobs: [String; 5],
+    pub blobs: [String; 6],
     pub doubles: [f64; 7],
 }
 
@@ -420,7 +422,7 @@ impl UsageSink for RecordedUsage {
     fn record(&self, record: &RequestRecord) {
         self.0.borrow_mut().push(UsagePoint {
             index: record.usage_index().to_string(),
-            blobs: record.usage_blobs().map(str::to_string),
+            blobs: record.usage_blobs(),
             doubles: record.usage_doubles(),
         });
     }
@@ -471,6 +473,42 @@ pub fn exchange_with<L: RateLimiter, C: TokenVerification>(
     health: &RefCell<HealthBook>,
     tokens: Tokens<'_, C>,
     req: HttpRequest<'_>,
+    sink: SinkBuffer,
+) -> Exchange {
+    let budgets = (&NoBudgets, &NoBudgets as &dyn Settlements);
+    run_exchange(
+        config,
+        provider,
+        (limiter, tokens, budgets),
+        health,
+        req,
+        sink,
+    )
+}
+
+/// [`exchange_into`] with budgets kept in `ledgers` (on the provider's clock).
+pub fn exchange_budgeted(
+    config: &LoadedConfig,
+    provider: &ScriptedProvider,
+    ledgers: &MemoryLedgers,
+    req: HttpRequest<'_>,
+    sink: SinkBuffer,
+) -> Exchange {
+    let tokens = Tokens {
+        crypto: &NoTokens,
+        jwks: &RefCell::default(),
+    };
+    let budgets = (ledgers, ledgers as &dyn Settlements);
+    let io = (&Unlimited, tokens, budgets);
+    run_exchange(config, provider, io, &RefCell::default(), req, sink)
+}
+
+fn run_exchange<L: RateLimiter, C: TokenVerification, S: BudgetStore>(
+    config: &LoadedConfig,
+    provider: &ScriptedProvider,
+    (limiter, tokens, (budgets, settlements)): (&L, Tokens<'_, C>, (&S, &dyn Settlements)),
+    health: &RefCell<HealthBook>,
+    req: HttpRequest<'_>,
     mut sink: SinkBuffer,
 ) -> Exchange {
     let memory = MemoryLog::default();
@@ -490,11 +528,13 @@ pub fn exchange_with<L: RateLimiter, C: TokenVerification>(
         health,
         jwks: tokens.jwks,
         usage: &usage,
+        settlements,
     };
     let io = Io {
         provider,
         limiter,
         tokens: tokens.crypto,
+        budgets,
     };
     let reply = block_on(handle(req, config, io, &env));
     let (response, text, streamed) = match reply {
@@ -515,5 +555,73 @@ pub fn exchange_with<L: RateLimiter, C: TokenVerification>(
         stopped: sink.stopped,
         log: parsed(memory),
         usage: usage.0.into_inner(),
+    }
+}
+
+/// The budgets' ledgers in memory, on the scripted provider's clock: what the Durable Objects
+/// keep in the Worker. `down` makes every ledger unreachable; `asked` counts the operations.
+pub struct MemoryLedgers {
+    pub ledgers: RefCell<BTreeMap<String, Ledger>>,
+    pub clock: Rc<Cell<u64>>,
+    pub down: Cell<bool>,
+    pub asked: Cell<usize>,
+}
+
+impl MemoryLedgers {
+    pub fn new(clock: &Rc<Cell<u64>>) -> Self {
+        MemoryLedgers {
+            ledgers: RefCell::default(),
+            clock: clock.clone(),
+            down: Cell::new(false),
+            asked: Cell::new(0),
+        }
+    }
+
+    /// What `scope` has spent of `limits` now.
+    pub fn usage_of(
+        &self,
+        scope: &str,
+        limits: &task_router::http::ledger::Limits,
+    ) -> Vec<LimitUsage> {
+        let mut ledgers = self.ledgers.borrow_mut();
+        let ledger = ledgers.entry(scope.to_string()).or_default();
+        ledger.usage(limits, self.clock.get())
+    }
+}
+
+impl BudgetStore for MemoryLedgers {
+    async fn reserve(
+        &self,
+        scopes: &[Scope],
+        hold: &str,
+        amount: Amount,
+    ) -> Vec<Result<Result<(), Exceeded>, String>> {
+        let mut ledgers = self.ledgers.borrow_mut();
+        let each = scopes.iter().map(|scope| {
+            self.asked.set(self.asked.get() + 1);
+            if self.down.get() {
+                return Err("no answer within 1000 ms".to_string());
+            }
+            let ledger = ledgers.entry(scope.id.clone()).or_default();
+            Ok(ledger.reserve(hold, amount, &scope.limits, self.clock.get()))
+        });
+        each.collect()
+    }
+
+    async fn usage(&self, scope: &Scope) -> Result<Vec<LimitUsage>, String> {
+        self.asked.set(self.asked.get() + 1);
+        match self.down.get() {
+            true => Err("no answer within 1000 ms".to_string()),
+            false => Ok(self.usage_of(&scope.id, &scope.limits)),
+        }
+    }
+}
+
+impl Settlements for MemoryLedgers {
+    fn settle(&self, scope: &str, hold: &str, cost: Amount) {
+        self.asked.set(self.asked.get() + 1);
+        let mut ledgers = self.ledgers.borrow_mut();
+        let ledger = ledgers.entry(scope.to_string()).or_default();
+        ledger.settle(hold, cost, self.clock.get());
     }
 }

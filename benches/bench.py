@@ -147,6 +147,10 @@ WRK_SCRIPT = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = os.getenv("BENCH_AUTH")
+local cache_control = os.getenv("BENCH_CACHE_CONTROL")
+if cache_control ~= nil and cache_control ~= "" then
+  wrk.headers["Cache-Control"] = cache_control
+end
 local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 wrk.body = f:read("*a")
 f:close()
@@ -535,7 +539,15 @@ class Scenario:
     expect_model_header: bool = False
     expect_gone_skipped: bool = False
     model: str = "ok-a"  # the model that answers (checked against `x-model-used`)
+    cache_control: str = ""  # the request's `Cache-Control` (the cache scenarios)
+    expect_cache: str = ""  # the `x-cache-status` it must answer with
     runs: list = field(default_factory=list)
+
+    def headers(self) -> dict:
+        headers = {"Content-Type": "application/json", "Authorization": self.auth}
+        if self.cache_control:
+            headers["Cache-Control"] = self.cache_control
+        return headers
 
 
 def write_bodies(tmp: Path) -> dict:
@@ -604,6 +616,11 @@ def scenarios(bodies: dict, compare: bool = False) -> list:
                  "router-lean", "/v1/chat/completions", bodies["chat-small"], rt, expect_model_header=True),
         Scenario("budget-small", "router `/v1/chat/completions`, small, `BUDGETS` (client + global)",
                  "router-budget", "/v1/chat/completions", bodies["chat-small"], rt, expect_model_header=True),
+        Scenario("hit-small", "router `/v1/chat/completions`, small, `CACHE` hit", "router-cache",
+                 "/v1/chat/completions", bodies["chat-small"], rt, expect_model_header=True, expect_cache="hit"),
+        Scenario("miss-small", "router `/v1/chat/completions`, small, `CACHE` miss (`no-cache`: fetched, stored)",
+                 "router-cache", "/v1/chat/completions", bodies["chat-small"], rt, expect_model_header=True,
+                 cache_control="no-cache", expect_cache="miss"),
         Scenario("gone-small", "router `/v1/tasks/gonefirst` (first model gone, learned)", "router",
                  "/v1/tasks/gonefirst", bodies["tasks-small"], rt, expect_model_header=True,
                  expect_gone_skipped=True),
@@ -624,7 +641,8 @@ def scenarios(bodies: dict, compare: bool = False) -> list:
 # Scenarios whose unloaded Worker CPU per request is measured → their baseline (None: a baseline).
 UNLOADED_CPU = {
     "pt-small": None, "tasks-small": "pt-small", "chat-small": "pt-small", "warn-small": "pt-small",
-    "lean-small": "pt-small", "budget-small": "pt-small", "gone-small": "pt-small", "pt-stream": None, "chat-stream": "pt-stream",
+    "lean-small": "pt-small", "budget-small": "pt-small", "hit-small": "pt-small", "miss-small": "pt-small",
+    "gone-small": "pt-small", "pt-stream": None, "chat-stream": "pt-stream",
     "pt-big": None, "chat-big": "pt-big", "prev-small": "pt-small", "prev-big": "pt-big",
 }
 
@@ -637,6 +655,9 @@ COMPARISONS = [
     ("chat-small", "warn-small", "(what the request's log line costs)"),
     ("lean-small", "chat-small", "(what the rate limiter binding saves)"),
     ("budget-small", "chat-small", "(what budgets cost: two scopes, each reserved and settled)"),
+    ("hit-small", "miss-small", "a hit costs less Worker CPU than a miss"),
+    ("hit-small", "pt-small", "(a hit against the pass-through, which calls the upstream)"),
+    ("miss-small", "chat-small", "(what a miss adds: the key's digest, the lookup, the store)"),
     ("chat-stream", "pt-stream", "first byte within 1 ms (see below)"),
     ("chat-long", "pt-long", "(report: Worker CPU per relayed chunk below)"),
     ("gone-small", "tasks-small", "p50 ≤ 1.05× the healthy path"),
@@ -659,6 +680,8 @@ def check(s: Scenario, answer: Answer) -> None:
         problems.append("no `content` in the answer")
     if s.expect_model_header and answer.headers.get("x-model-used") != s.model:
         problems.append(f"x-model-used {answer.headers.get('x-model-used')!r}")
+    if s.expect_cache and answer.headers.get("x-cache-status") != s.expect_cache:
+        problems.append(f"x-cache-status {answer.headers.get('x-cache-status')!r}")
     if s.expect_gone_skipped and "gone-a=skipped" not in answer.headers.get("x-attempts", ""):
         problems.append(f"x-attempts {answer.headers.get('x-attempts')!r} (gone-a not skipped)")
     if problems:
@@ -667,7 +690,7 @@ def check(s: Scenario, answer: Answer) -> None:
 
 
 def send(port: int, s: Scenario, conn: HttpConnection = None) -> Answer:
-    headers = {"Content-Type": "application/json", "Authorization": s.auth}
+    headers = s.headers()
     body = s.body_file.read_bytes()
     if conn is not None:
         return conn.request("POST", s.path, headers, body)
@@ -799,7 +822,7 @@ def run_wrk(procs: Processes, s: Scenario, workers: dict, upstream_pid: int, ups
     script = tmp / "post.lua"
     if not script.exists():
         script.write_text(WRK_SCRIPT)
-    env = dict(os.environ, BENCH_BODY=str(s.body_file), BENCH_AUTH=s.auth)
+    env = dict(os.environ, BENCH_BODY=str(s.body_file), BENCH_AUTH=s.auth, BENCH_CACHE_CONTROL=s.cache_control)
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", "-s",
             str(script), f"http://127.0.0.1:{worker.target_port}{s.path}"]
     before = snapshot(workers, upstream_pid)
@@ -911,7 +934,7 @@ def unloaded_cpu(workers: dict, chosen: list, requests: int, blocks: int) -> dic
     for _ in range(blocks):
         for s in chosen:
             body = s.body_file.read_bytes()
-            headers = {"Content-Type": "application/json", "Authorization": s.auth}
+            headers = s.headers()
             # A connection per block: an idle keep-alive connection may be closed meanwhile.
             with HttpConnection(workers[s.worker].target_port) as conn:
                 conn.request("POST", s.path, headers, body)
@@ -1557,6 +1580,10 @@ def main() -> int:
             # its client's and the global one; limits no run reaches.
             ("router-budget", dev_config(ROOT / "wrangler.toml", tmp, "router-budget", RAISED_LIMIT),
              dict(router_vars, BUDGETS=BENCH_BUDGETS), "/healthz"),
+            # The response cache (issue 26) on the task `fast`: the same small request is a hit,
+            # or with `Cache-Control: no-cache` a miss that is fetched and stored.
+            ("router-cache", dev_config(ROOT / "wrangler.toml", tmp, "router-cache", RAISED_LIMIT),
+             dict(router_vars, CACHE='{"fast":3600}'), "/healthz"),
         ]
         if compare:
             specs.append(("router-prev", dev_config(compare / "wrangler.toml", tmp, "router-prev", RAISED_LIMIT),
@@ -1572,6 +1599,10 @@ def main() -> int:
         gone = next(s for s in all_scenarios if s.key == "gone-small")
         teach_gone(workers, gone)
         for s in all_scenarios:
+            if s.expect_cache == "hit":
+                # Its answer stored first (the store follows the answer, in `wait_until`).
+                send(workers[s.worker].target_port, s)
+                time.sleep(0.5)
             check(s, send(workers[s.worker].target_port, s))
         gone_calls = upstream_stats(upstream_port)["calls"].get("gone-a", 0)
 

@@ -71,6 +71,12 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
+impl serde::Serialize for Text<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 /// An object's members in document order, each value as the bytes it was sent as. Keys are
 /// decoded (`"max\u005ftokens"` is `max_tokens`), and a key sent twice is kept twice for the
 /// caller to refuse: serde's maps would silently keep the last.

@@ -23,6 +23,9 @@
 //! ledger's JSON both ways) and 24 KiB the Worker's side (the `BUDGETS` table, scopes, holds and
 //! settlements, the ledgers asked in parallel within a deadline, `/v1/usage`, the refusals),
 //! measured by building without each; most of both is serde's code for the ledger's types.
+//! Issue 26 (the response cache: `CACHE`, the key's digest through WebCrypto, a stream made
+//! whole and a whole answer made a stream in Groq's shapes, the Cache API, the key's values
+//! written canonically through `serde_json::Value`): 301.1 KiB.
 //! The limit below is the measured size with about 1.5% of room, a guard against growth nobody
 //! noticed, until the team moves the budget (see `docs/performance.md`).
 //!
@@ -32,7 +35,7 @@ mod e2e_support;
 
 use std::process::Command;
 
-const BUDGET_KIB: f64 = 272.0;
+const BUDGET_KIB: f64 = 306.0;
 
 #[test]
 fn the_deployable_bundle_stays_within_its_gzip_budget() {

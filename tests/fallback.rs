@@ -415,8 +415,8 @@ fn every_routed_request_records_one_usage_point() {
     );
     let want = UsagePoint {
         index: "web".into(),
-        blobs: ["fast", "m2", "ok", "web", REQUEST_ID, ""].map(String::from),
-        doubles: [55.0, 12.0, 67.0, (55.0 + 24.0) / 1e6, 10.0, 2.0, 1.0],
+        blobs: ["fast", "m2", "ok", "web", REQUEST_ID, "", ""].map(String::from),
+        doubles: [55.0, 12.0, 67.0, (55.0 + 24.0) / 1e6, 10.0, 2.0, 1.0, 0.0],
     };
     assert_eq!(ex.usage, vec![want]);
     // A refused request is accounted for too: no model, nothing spent.

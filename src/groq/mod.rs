@@ -6,6 +6,7 @@ pub mod body;
 pub mod completion;
 pub mod outcome;
 pub mod provider;
+pub mod replay;
 pub mod sse;
 
 /// A model in Groq's `GET /openai/v1/models`, with the limits Groq lists for it.

@@ -130,7 +130,21 @@ enum Kind {
     Data(Option<Usage>),
 }
 
-fn classify(event: &[u8]) -> Kind {
+/// The `data` of each event in `bytes` (whole events, as a relay saw them), `[DONE]` included.
+pub fn event_data(bytes: &[u8]) -> Vec<Cow<'_, [u8]>> {
+    let mut all = Vec::new();
+    let mut start = 0;
+    while let Some((end, next)) = event_end(&bytes[start..]) {
+        if let (_, Some(data)) = fields(&bytes[start..start + end]) {
+            all.push(data);
+        }
+        start += next;
+    }
+    all
+}
+
+/// An event's name and data.
+fn fields(event: &[u8]) -> (Option<&[u8]>, Option<Cow<'_, [u8]>>) {
     let mut name: Option<&[u8]> = None;
     // Borrowed from the event while it has one `data:` line (nearly always), joined past that.
     let mut data: Option<Cow<[u8]>> = None;
@@ -145,6 +159,11 @@ fn classify(event: &[u8]) -> Kind {
             });
         }
     }
+    (name, data)
+}
+
+fn classify(event: &[u8]) -> Kind {
+    let (name, data) = fields(event);
     if data.is_none() && name.is_none() {
         return Kind::Comment;
     }

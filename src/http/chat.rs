@@ -10,8 +10,10 @@ use serde_json::value::RawValue;
 
 use crate::groq::completion::{Completion, Usage};
 use crate::groq::provider::Provider;
+use crate::groq::replay;
 use crate::http::auth::Caller;
 use crate::http::budget::{self, maybe_billed, worst_case, BudgetStore, Refused};
+use crate::http::cache::{consult, CachePlan, CacheStatus, Consulted, Hit, ResponseCache};
 use crate::http::config::{Config, LoadedConfig};
 use crate::http::error::ApiError;
 use crate::http::jwt::TokenVerification;
@@ -40,6 +42,9 @@ struct TaskAnswer<'a> {
     task: &'a str,
     request_id: &'a str,
     attempts: &'a [Attempt],
+    /// `hit`, `miss` or `skip`, for a task that caches (`CACHE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache: Option<CacheStatus>,
 }
 
 /// Groq's `usage` as Groq sent it, with `cost_usd` added (null without a price).
@@ -61,21 +66,88 @@ impl Serialize for WithCost<'_> {
 }
 
 /// Answers a chat route: `task` is the one in the path, `None` on the SDK routes.
-pub(super) async fn chat<P: Provider, L: RateLimiter, T: TokenVerification, S: BudgetStore>(
+pub(super) async fn chat<
+    P: Provider,
+    L: RateLimiter,
+    T: TokenVerification,
+    S: BudgetStore,
+    C: ResponseCache,
+>(
     req: HttpRequest<'_>,
     task: Option<&str>,
     config: &LoadedConfig,
-    io: Io<'_, P, L, T, S>,
+    io: Io<'_, P, L, T, S, C>,
     env: &RequestEnv<'_>,
 ) -> Reply<Body<P>> {
     // On the task route the URL names the task, so even a refused request (bad key, bad body)
     // says which task it was for; on the SDK routes the task is known once the body is read.
     let task_named = cut(task.unwrap_or_default(), 64);
     let mut record = RequestRecord::start(env.request_id, task_named, (env.now_ms)());
-    match route_chat(req, task, config, io, env, &mut record).await {
-        Ok((config, routed)) => answer(routed, task, config, record, env),
+    let routed = route_chat(req, task, config, io, env, &mut record).await;
+    let cache_status = record.cache;
+    let mut reply = match routed {
+        Ok((config, Served::Routed(routed, plan))) => {
+            answer(routed, task, config, plan, record, env)
+        }
+        Ok((config, Served::Cached(hit))) => answer_cached(hit, task, config, record, env),
         Err(error) => refuse(&error, config, record, env),
+    };
+    if let Some(status) = cache_status {
+        let (Reply::Full(head) | Reply::Stream { head, .. }) = &mut reply;
+        head.headers
+            .push(("x-cache-status", status.as_str().to_string()));
     }
+    reply
+}
+
+/// What a chat request got: a chain's answer (stored under the plan, if whole), or a stored one.
+enum Served<B> {
+    Routed(Routed<B>, Option<CachePlan>),
+    Cached(Hit),
+}
+
+/// A chat request answered from the cache: the stored completion, as a whole answer or, for a
+/// streamed request, as the stream Groq would have sent.
+fn answer_cached<B>(
+    hit: Hit,
+    task: Option<&str>,
+    config: &Config,
+    mut record: RequestRecord,
+    env: &RequestEnv<'_>,
+) -> Reply<B> {
+    let Hit {
+        completion: stored,
+        model,
+        stream,
+    } = hit;
+    let completion = Completion::parse(&stored);
+    let tokens = completion.as_ref().map(|c| c.tokens).unwrap_or_default();
+    record.price = config.routing.prices.get(&model).copied();
+    record.model = Some(model.clone());
+    record.stream = stream.is_some();
+    record.finish("ok", 200, tokens, (env.now_ms)());
+    env.account(&record);
+    let (content_type, body) = match (stream, task, &completion) {
+        (Some(include_usage), _, _) => (
+            "text/event-stream",
+            replay::stream_of(&stored, include_usage).unwrap_or_default(),
+        ),
+        (None, Some(task), Some(completion)) => (
+            "application/json",
+            task_answer(completion, &model, task, &[], &record, env),
+        ),
+        (None, _, _) => ("application/json", stored),
+    };
+    let mut head = HttpResponse {
+        status: 200,
+        headers: vec![("content-type", content_type.to_string())],
+        body,
+    };
+    head.headers.extend([
+        ("x-model-used", model),
+        ("x-task-type", record.task.clone()),
+    ]);
+    Reply::Full(head)
 }
 
 /// A chat request that got no answer: the error, with the routing headers it has.
@@ -111,6 +183,7 @@ fn answer<B>(
     routed: Routed<B>,
     task: Option<&str>,
     config: &Config,
+    plan: Option<CachePlan>,
     mut record: RequestRecord,
     env: &RequestEnv<'_>,
 ) -> Reply<B> {
@@ -130,6 +203,11 @@ fn answer<B>(
     };
     let completion = match answer {
         Answer::Complete { body, completion } => {
+            if let Some(plan) = plan.filter(|_| !record.mock) {
+                let finish = completion.finish_reason.as_deref().map(RawValue::get);
+                let finish = finish.map(|f| f.trim_matches('"'));
+                plan.store(body.clone(), finish, (env.now_ms)(), env.cache_writes);
+            }
             head.body = body;
             completion
         }
@@ -146,6 +224,7 @@ fn answer<B>(
                 gone_ttl_ms: config.routing.model_gone_ttl_ms,
                 record,
                 mode: config.stream_relay,
+                store: plan,
             };
             let relay = Box::new(relay);
             return Reply::Stream { head, relay };
@@ -184,7 +263,10 @@ fn task_answer(
     record: &RequestRecord,
     env: &RequestEnv<'_>,
 ) -> Vec<u8> {
-    let cost = record.price.and_then(|p| p.cost(&completion.tokens));
+    let cost = match record.cache {
+        Some(CacheStatus::Hit) => Some(0.0),
+        _ => record.price.and_then(|p| p.cost(&completion.tokens)),
+    };
     let answer = TaskAnswer {
         content: completion.content.as_deref(),
         tool_calls: completion.tool_calls.as_deref(),
@@ -195,19 +277,27 @@ fn task_answer(
         task,
         request_id: env.request_id,
         attempts,
+        cache: record.cache,
     };
     serde_json::to_vec(&answer).expect("answers always serialize")
 }
 
 /// Admits the caller, reads the body and the task, and walks the task's chain.
-async fn route_chat<'c, P: Provider, L: RateLimiter, T: TokenVerification, S: BudgetStore>(
+async fn route_chat<'c, P, L, T, S, C>(
     req: HttpRequest<'_>,
     task: Option<&str>,
     config: &'c LoadedConfig,
-    io: Io<'_, P, L, T, S>,
+    io: Io<'_, P, L, T, S, C>,
     env: &RequestEnv<'_>,
     record: &mut RequestRecord,
-) -> Result<(&'c Config, Routed<Body<P>>), ApiError> {
+) -> Result<(&'c Config, Served<Body<P>>), ApiError>
+where
+    P: Provider,
+    L: RateLimiter,
+    T: TokenVerification,
+    S: BudgetStore,
+    C: ResponseCache,
+{
     let (config, caller) = admit(&req, config, io.tokens, env).await?;
     record.client = caller.name.clone();
     if req.overloaded {
@@ -246,6 +336,11 @@ async fn route_chat<'c, P: Provider, L: RateLimiter, T: TokenVerification, S: Bu
         Upstream::Real(_) => env.health,
     };
     record.mock = request.mock.is_some();
+    let looked_up = (task.as_str(), &caller, &chain);
+    let plan = match consult(&req, &request, looked_up, (config, io.cache), env, record).await {
+        Consulted::Hit(hit) => return Ok((config, Served::Cached(hit))),
+        Consulted::Store(plan) => plan,
+    };
     if !record.mock {
         let held = worst_case(&request.needs, &chain, &config.routing);
         hold_budgets(
@@ -274,7 +369,8 @@ async fn route_chat<'c, P: Provider, L: RateLimiter, T: TokenVerification, S: Bu
         capabilities: &config.routing.capabilities,
         needs: &request.needs,
     };
-    Ok((config, route(&ctx, &chain, &request.body, &upstream).await?))
+    let routed = route(&ctx, &chain, &request.body, &upstream).await?;
+    Ok((config, Served::Routed(routed, plan)))
 }
 
 /// Holds `amount` in every budget scope that applies to the request (none: no ledger is asked).

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use crate::bindings::{Bindings, ConfigFinding, Reader};
 use crate::http::auth::ClientAuth;
 use crate::http::budget::BudgetConfig;
+use crate::http::cache::CacheConfig;
 use crate::http::cors::AllowedOrigins;
 use crate::http::jwt::JwtKeys;
 use crate::http::relay::RelayMode;
@@ -29,6 +30,8 @@ pub struct Config {
     pub client_auth: ClientAuth,
     /// `BUDGETS` and `BUDGET_FAIL_OPEN`.
     pub budgets: BudgetConfig,
+    /// `CACHE`: the tasks whose answers are stored, and for how long.
+    pub cache: CacheConfig,
     /// `ALLOWED_ORIGINS`: browser origins that may call the router (CORS).
     pub allowed_origins: AllowedOrigins,
     /// `STREAM_RELAY`: how committed streams are relayed.
@@ -56,9 +59,11 @@ impl Config {
         let client_auth = ClientAuth::read(&mut r);
         let clients: Vec<&str> = client_auth.keys.iter().map(|(n, _)| n.as_str()).collect();
         let budgets = BudgetConfig::read(&mut r, &routing, &clients);
+        let cache = CacheConfig::read(&mut r, &routing);
         let config = Config {
             client_auth,
             budgets,
+            cache,
             allowed_origins: AllowedOrigins::read(&mut r),
             stream_relay: RelayMode::read(&mut r),
             allow_mock: r.flag("ALLOW_MOCK"),

@@ -22,7 +22,8 @@ pub const ALLOW_HEADERS: &str = "authorization, content-type, x-request-id, x-st
     x-stainless-lang, x-stainless-os, x-stainless-package-version, x-stainless-retry-count, \
     x-stainless-runtime, x-stainless-runtime-version, x-stainless-timeout";
 /// What a browser caller may read from answers.
-pub const EXPOSE_HEADERS: &str = "x-request-id, x-task-type, x-model-used, x-attempts, retry-after";
+pub const EXPOSE_HEADERS: &str =
+    "x-request-id, x-task-type, x-model-used, x-attempts, x-cache-status, retry-after";
 /// How long a browser may cache a preflight.
 const MAX_AGE_S: &str = "600";
 /// At most this many header names are echoed from a preflight's request.

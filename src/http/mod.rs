@@ -9,12 +9,14 @@ use serde::Serialize;
 
 use crate::groq::provider::Provider;
 use crate::http::budget::{BudgetStore, Settlements};
+use crate::http::cache::{CacheWrites, ResponseCache};
 use crate::json::cut;
 use crate::routing::health::HealthBook;
 use crate::routing::log::{write, Level, Log};
 
 pub mod auth;
 pub mod budget;
+pub mod cache;
 mod chat;
 pub mod config;
 pub mod cors;
@@ -60,6 +62,8 @@ pub struct HttpRequest<'a> {
     pub requested_headers: Option<&'a str>,
     /// `CF-Connecting-IP`: the rate-limit key for anonymous callers.
     pub client_ip: Option<&'a str>,
+    /// `Cache-Control`: what a caller asks of the response cache (read when `CACHE` is set).
+    pub cache_control: Option<&'a str>,
     /// The body, or as much of it as was read when it proved larger than the limit.
     pub body: &'a [u8],
     /// The shell stopped reading: `Content-Length` or the bytes read exceeded the limit.
@@ -80,6 +84,7 @@ impl<'a> HttpRequest<'a> {
             origin: None,
             requested_headers: None,
             client_ip: None,
+            cache_control: None,
             body,
             body_too_large: false,
             overloaded: false,
@@ -135,21 +140,22 @@ pub enum Reply<B> {
 }
 
 /// What the router reaches outside itself for one request: Groq, the rate limiter, what
-/// verifying users' tokens needs, and the budgets' ledgers.
-pub struct Io<'a, P, L, T, S> {
+/// verifying users' tokens needs, the budgets' ledgers and the response cache.
+pub struct Io<'a, P, L, T, S, C> {
     pub provider: &'a P,
     pub limiter: &'a L,
     pub tokens: &'a T,
     pub budgets: &'a S,
+    pub cache: &'a C,
 }
 
-// By hand: derived, they would ask `P`, `L`, `T` and `S` to be `Copy` too.
-impl<P, L, T, S> Clone for Io<'_, P, L, T, S> {
+// By hand: derived, they would ask every type parameter to be `Copy` too.
+impl<P, L, T, S, C> Clone for Io<'_, P, L, T, S, C> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<P, L, T, S> Copy for Io<'_, P, L, T, S> {}
+impl<P, L, T, S, C> Copy for Io<'_, P, L, T, S, C> {}
 
 /// Per-request facilities the shell provides.
 pub struct RequestEnv<'a> {
@@ -168,6 +174,8 @@ pub struct RequestEnv<'a> {
     pub usage: &'a dyn UsageSink,
     /// Where a budgeted request's real cost goes when it ends (`BUDGETS`).
     pub settlements: &'a dyn Settlements,
+    /// Where answers to keep go (`CACHE`).
+    pub cache_writes: &'a dyn CacheWrites,
 }
 
 impl RequestEnv<'_> {
@@ -245,12 +253,19 @@ pub fn request_id(incoming: Option<&str>, random: impl FnOnce() -> u64) -> Strin
 }
 
 /// Answers one request. `config` is the result of `Config::load` for this isolate's bindings.
-pub async fn handle<P: Provider, L: RateLimiter, T: TokenVerification, S: BudgetStore>(
+pub async fn handle<P, L, T, S, C>(
     req: HttpRequest<'_>,
     config: &LoadedConfig,
-    io: Io<'_, P, L, T, S>,
+    io: Io<'_, P, L, T, S, C>,
     env: &RequestEnv<'_>,
-) -> Reply<Body<P>> {
+) -> Reply<Body<P>>
+where
+    P: Provider,
+    L: RateLimiter,
+    T: TokenVerification,
+    S: BudgetStore,
+    C: ResponseCache,
+{
     let route = Route::of(req.path);
     let allowed = route.methods();
     let origins = config

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::groq::completion::Usage;
 use crate::http::budget::Reservation;
+use crate::http::cache::CacheStatus;
 use crate::http::ledger::Amount;
 use crate::routing::log::Level;
 use crate::routing::registry::Price;
@@ -27,6 +28,12 @@ pub struct RequestRecord {
     total_tokens: Option<u64>,
     cached_tokens: Option<u64>,
     cost_usd: Option<f64>,
+    /// What a cache hit's answer would have cost, had Groq been called (`cost_usd` is 0 then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saved_usd: Option<f64>,
+    /// What the response cache did, for a task that caches (`CACHE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStatus>,
     duration_ms: u64,
     pub stream: bool,
     /// Answered by the mock provider: logged with `"mock": true`, no usage point, no health.
@@ -66,6 +73,8 @@ impl RequestRecord {
             total_tokens: None,
             cached_tokens: None,
             cost_usd: None,
+            saved_usd: None,
+            cache: None,
             duration_ms: 0,
             stream: false,
             mock: false,
@@ -88,6 +97,10 @@ impl RequestRecord {
         self.total_tokens = usage.total_tokens;
         self.cached_tokens = usage.cached_tokens();
         self.cost_usd = self.price.and_then(|p| p.cost(&usage));
+        if self.cache == Some(CacheStatus::Hit) {
+            self.saved_usd = self.cost_usd.take();
+            self.cost_usd = Some(0.0);
+        }
         self.duration_ms = now_ms.saturating_sub(self.started_ms);
         // A model answered but Groq's usage never came (a stream that broke before its end).
         self.unreported |= self.model.is_some() && self.total_tokens.is_none();
@@ -127,8 +140,8 @@ impl RequestRecord {
     }
 
     /// The usage point's blobs: task, model, outcome, client, request id, the budget scopes
-    /// charged (space-separated).
-    pub fn usage_blobs(&self) -> [String; 6] {
+    /// charged (space-separated), what the cache did (`hit`, `miss`, `skip`, or empty).
+    pub fn usage_blobs(&self) -> [String; 7] {
         [
             self.task.clone(),
             self.model.clone().unwrap_or_default(),
@@ -136,13 +149,14 @@ impl RequestRecord {
             self.client().to_string(),
             self.request_id.clone(),
             self.budget_scopes.join(" "),
+            self.cache.map_or("", CacheStatus::as_str).to_string(),
         ]
     }
 
     /// The usage point's doubles: prompt, completion and total tokens, cost in USD, duration in
-    /// ms, attempts, fallback used (0 or 1). What Groq did not report (or no price gave) is 0;
-    /// the log line says null.
-    pub fn usage_doubles(&self) -> [f64; 7] {
+    /// ms, attempts, fallback used (0 or 1), USD a cache hit saved. What Groq did not report (or
+    /// no price gave) is 0; the log line says null.
+    pub fn usage_doubles(&self) -> [f64; 8] {
         let count = |n: Option<u64>| n.unwrap_or(0) as f64;
         [
             count(self.prompt_tokens),
@@ -152,6 +166,7 @@ impl RequestRecord {
             self.duration_ms as f64,
             self.attempts as f64,
             f64::from(u8::from(self.fallback_used)),
+            self.saved_usd.unwrap_or(0.0),
         ]
     }
 

@@ -9,7 +9,9 @@ use crate::bindings::{Bindings, Reader};
 use crate::groq::completion::Usage;
 use crate::groq::outcome::{redact_org_ids, GroqError, Outcome};
 use crate::groq::provider::{TransportError, UpstreamBody};
+use crate::groq::replay;
 use crate::groq::sse::{Scanned, SseScanner};
+use crate::http::cache::CachePlan;
 use crate::http::error::ErrorBody;
 use crate::http::record::RequestRecord;
 use crate::http::RequestEnv;
@@ -87,6 +89,8 @@ pub struct StreamRelay<B> {
     pub record: RequestRecord,
     /// `STREAM_RELAY`.
     pub mode: RelayMode,
+    /// Where the answer is stored, should the stream end whole (`CACHE`).
+    pub store: Option<CachePlan>,
 }
 
 /// How a committed stream went, as far as the relay has seen.
@@ -97,6 +101,8 @@ struct Progress {
     done: bool,
     broken: Option<StreamBreak>,
     client_gone: bool,
+    /// The stream's bytes so far, kept when it is to be stored whole (`CACHE`).
+    kept: Option<Vec<u8>>,
 }
 
 impl Progress {
@@ -131,12 +137,18 @@ impl Progress {
             return Vec::new();
         }
         let scanned = self.scanner.push(bytes);
+        if let Some(kept) = &mut self.kept {
+            kept.extend_from_slice(&scanned.forward);
+        }
         self.learn(scanned)
     }
 
     /// Reads the next bytes of a stream the runtime relays itself (`STREAM_RELAY=pipe`).
     fn observe(&mut self, bytes: &[u8]) {
         if !self.done {
+            if let Some(kept) = &mut self.kept {
+                kept.extend_from_slice(bytes);
+            }
             let scanned = self.scanner.observe(bytes);
             self.learn(scanned);
         }
@@ -161,6 +173,7 @@ impl<B: UpstreamBody> StreamRelay<B> {
             gone_ttl_ms,
             mut record,
             mode,
+            store,
         } = self;
         let StreamStart {
             first,
@@ -175,6 +188,7 @@ impl<B: UpstreamBody> StreamRelay<B> {
             done,
             broken: None,
             client_gone: false,
+            kept: store.as_ref().map(|_| first.clone()),
         };
 
         // A stream already at `[DONE]` has nothing left to pipe.
@@ -187,6 +201,9 @@ impl<B: UpstreamBody> StreamRelay<B> {
                 // The pipe goes on from where the first reads stopped, maybe mid-event.
                 let mut head = first;
                 head.extend_from_slice(progress.scanner.partial());
+                if let Some(kept) = &mut progress.kept {
+                    kept.extend_from_slice(progress.scanner.partial());
+                }
                 progress.client_gone = sink.write(head).await.is_err();
                 if !progress.client_gone {
                     watch(sink, &mut progress, idle_timeout_ms, env.now_ms).await;
@@ -211,6 +228,12 @@ impl<B: UpstreamBody> StreamRelay<B> {
                 .record(model, outcome, None, now, gone_ttl_ms);
         }
         sink.close().await;
+        if let (Some(plan), Some(kept), "ok", false) = (&store, progress.kept, outcome, record.mock)
+        {
+            if let Some((whole, finish)) = replay::assemble(&kept) {
+                plan.store(whole, Some(&finish), (env.now_ms)(), env.cache_writes);
+            }
+        }
         let usage = progress.usage.unwrap_or_default();
         record.finish(outcome, 200, usage, (env.now_ms)());
         env.account(&record);

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::bindings::ConfigFinding;
 use crate::http::budget::{BudgetStore, ScopeKind};
+use crate::http::cache::CachePolicy;
 use crate::http::config::LoadedConfig;
 use crate::http::error::ApiError;
 use crate::http::jwt::TokenVerification;
@@ -138,6 +139,9 @@ pub async fn routes(
     struct TaskRoute<'a> {
         task: &'a str,
         chain: Vec<RouteEntry<'a>>,
+        /// `CACHE`: how long its answers are kept and whether callers share them; `null`: not
+        /// cached.
+        cache: Option<CachePolicy>,
     }
     #[derive(Serialize)]
     struct RouteEntry<'a> {
@@ -148,8 +152,8 @@ pub async fn routes(
         /// `null`: unknown, so assumed able.
         capabilities: Option<Capabilities>,
     }
-    let config = match admit(&req, config, tokens, env).await {
-        Ok((config, _)) => &config.routing,
+    let (config, cache) = match admit(&req, config, tokens, env).await {
+        Ok((config, _)) => (&config.routing, &config.cache),
         Err(e) => return HttpResponse::error(&e),
     };
     let now = (env.now_ms)();
@@ -161,6 +165,7 @@ pub async fn routes(
         .collect();
     let data = chains.iter().map(|(task, chain)| TaskRoute {
         task,
+        cache: cache.policy(task),
         chain: (chain.entries.iter())
             .map(|e| {
                 let learned = health.learned(&e.model, now);
@@ -226,11 +231,11 @@ pub async fn usage(
         Ok(limits) => limits,
         Err(error) => {
             #[derive(Serialize)]
-            struct BudgetUnavailable<'a> {
+            struct UsageUnavailable<'a> {
                 request_id: &'a str,
                 error: &'a str,
             }
-            let line = BudgetUnavailable {
+            let line = UsageUnavailable {
                 request_id: env.request_id,
                 error: cut(&error, 200),
             };

@@ -34,6 +34,12 @@ extern "C" {
         usages: &Array,
     ) -> Result<js_sys::Promise, JsValue>;
     #[wasm_bindgen(method, catch)]
+    fn digest(
+        this: &SubtleCrypto,
+        algorithm: &str,
+        data: &Uint8Array,
+    ) -> Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(method, catch)]
     fn verify(
         this: &SubtleCrypto,
         algorithm: &JsValue,
@@ -142,4 +148,14 @@ impl TokenVerification for WebCrypto {
             .await
             .is_ok_and(|valid| valid.as_bool() == Some(true)))
     }
+}
+
+/// SHA-256 of `data`, in hex (the response cache's keys).
+pub async fn sha256_hex(data: &[u8]) -> Result<String, String> {
+    let promise = SUBTLE
+        .with(|subtle| subtle.digest("SHA-256", &Uint8Array::from(data)))
+        .map_err(js_error)?;
+    let digest = JsFuture::from(promise).await.map_err(js_error)?;
+    let bytes = Uint8Array::new(&digest).to_vec();
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

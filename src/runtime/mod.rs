@@ -26,6 +26,7 @@ use crate::routing::log::{write, Filtered, Level, Log};
 use crate::routing::probe;
 
 mod budget;
+mod cache;
 mod crypto;
 mod kv;
 mod limiter;
@@ -34,6 +35,7 @@ mod upstream;
 mod usage;
 
 use budget::DurableBudgets;
+use cache::WorkersCache;
 use crypto::WebCrypto;
 use kv::HealthKv;
 use limiter::BindingLimiter;
@@ -78,17 +80,24 @@ struct Heard {
     origin: Option<String>,
     requested_headers: Option<String>,
     client_ip: Option<String>,
+    cache_control: Option<String>,
 }
 
 impl Heard {
     /// Reads only what is used: the origin and a preflight's headers for CORS, Cloudflare
-    /// Access's assertion for JWTs, the IP as an anonymous caller's rate-limit key.
+    /// Access's assertion for JWTs, the IP as an anonymous caller's key (rate limit, budget,
+    /// cache entries), `Cache-Control` where a task caches.
     fn of(req: &Request, config: &LoadedConfig, limiter: &BindingLimiter) -> Heard {
         let header = |name: &str| req.headers().get(name).ok().flatten();
         let cors = config
             .as_ref()
             .is_ok_and(|c| c.allowed_origins.is_configured());
         let jwt = config.as_ref().is_ok_and(|c| c.client_auth.jwt.is_some());
+        let caching = config.as_ref().is_ok_and(|c| !c.cache.tasks.is_empty());
+        // Anonymous callers are told apart by IP: for rate limits, budgets, private cache entries.
+        let anonymous = config
+            .as_ref()
+            .is_ok_and(|c| c.client_auth.allow_unauthenticated);
         // The raw method: `worker::Method` reads every method it does not know as GET.
         let method = req.inner().method();
         let preflight = cors && method == "OPTIONS";
@@ -105,10 +114,10 @@ impl Heard {
             requested_headers: preflight
                 .then(|| header("access-control-request-headers"))
                 .flatten(),
-            client_ip: limiter
-                .is_bound()
+            client_ip: (limiter.is_bound() || anonymous)
                 .then(|| header("cf-connecting-ip"))
                 .flatten(),
+            cache_control: caching.then(|| header("cache-control")).flatten(),
             method,
         }
     }
@@ -190,12 +199,14 @@ async fn answer_request(mut req: Request, env: Env, answer: oneshot::Sender<Resu
         jwks: JWKS.with(Rc::clone),
         usage: UsageQueue::new(&env),
         budgets: DurableBudgets::from_env(&env),
+        cache: WorkersCache::default(),
     };
     let io = Io {
         provider: &GroqFetch { caller },
         limiter: &limiter,
         tokens: &WebCrypto,
         budgets: &scope.budgets,
+        cache: &scope.cache,
     };
     let reply = handle(http_request(&heard, &body), config, io, &scope.env()).await;
     drop(body);
@@ -212,6 +223,7 @@ async fn answer_request(mut req: Request, env: Env, answer: oneshot::Sender<Resu
         }
     }
     scope.budgets.flush(log).await;
+    scope.cache.flush(log).await;
     scope.usage.flush(log);
 }
 
@@ -225,6 +237,7 @@ fn http_request<'r>(heard: &'r Heard, body: &'r ReadBody<'_>) -> HttpRequest<'r>
         origin: heard.origin.as_deref(),
         requested_headers: heard.requested_headers.as_deref(),
         client_ip: heard.client_ip.as_deref(),
+        cache_control: heard.cache_control.as_deref(),
         body: &body.bytes,
         body_too_large: body.too_large,
         overloaded: body.overloaded,
@@ -268,6 +281,7 @@ struct RequestScope {
     jwks: Rc<RefCell<KeySet>>,
     usage: UsageQueue,
     budgets: DurableBudgets,
+    cache: WorkersCache,
 }
 
 impl RequestScope {
@@ -281,6 +295,7 @@ impl RequestScope {
             jwks: &self.jwks,
             usage: &self.usage,
             settlements: &self.budgets,
+            cache_writes: &self.cache,
         }
     }
 }

@@ -16,6 +16,7 @@ use task_router::groq::provider::{
     Provider, TransportError, UpstreamBody, UpstreamCall, UpstreamHead,
 };
 use task_router::http::budget::{BudgetStore, NoBudgets, Scope, Settlements};
+use task_router::http::cache::{CacheWrites, CachedAnswer, NoCache, ResponseCache};
 use task_router::http::config::Config;
 use task_router::http::config::LoadedConfig;
 use task_router::http::jwt::{KeySet, NoTokens, TokenVerification};
@@ -410,8 +411,8 @@ impl Exchange {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsagePoint {
     pub index: String,
-    pub blobs: [String; 6],
-    pub doubles: [f64; 7],
+    pub blobs: [String; 7],
+    pub doubles: [f64; 8],
 }
 
 /// Keeps the usage points a request records.
@@ -476,21 +477,23 @@ pub fn exchange_with<L: RateLimiter, C: TokenVerification>(
     sink: SinkBuffer,
 ) -> Exchange {
     let budgets = (&NoBudgets, &NoBudgets as &dyn Settlements);
+    let cache = (&NoCache, &NoCache as &dyn CacheWrites);
     run_exchange(
         config,
         provider,
-        (limiter, tokens, budgets),
+        (limiter, tokens, budgets, cache),
         health,
         req,
         sink,
     )
 }
 
-/// [`exchange_into`] with budgets kept in `ledgers` (on the provider's clock).
-pub fn exchange_budgeted(
+/// [`exchange_into`] with budgets kept in `ledgers` and the response cache in `cache` (both on
+/// the provider's clock).
+pub fn exchange_stored(
     config: &LoadedConfig,
     provider: &ScriptedProvider,
-    ledgers: &MemoryLedgers,
+    (ledgers, cache): (&MemoryLedgers, &MemoryCache),
     req: HttpRequest<'_>,
     sink: SinkBuffer,
 ) -> Exchange {
@@ -499,14 +502,35 @@ pub fn exchange_budgeted(
         jwks: &RefCell::default(),
     };
     let budgets = (ledgers, ledgers as &dyn Settlements);
-    let io = (&Unlimited, tokens, budgets);
+    let cache = (cache, cache as &dyn CacheWrites);
+    let io = (&Unlimited, tokens, budgets, cache);
     run_exchange(config, provider, io, &RefCell::default(), req, sink)
 }
 
-fn run_exchange<L: RateLimiter, C: TokenVerification, S: BudgetStore>(
+/// [`exchange_stored`] with no cache.
+pub fn exchange_budgeted(
     config: &LoadedConfig,
     provider: &ScriptedProvider,
-    (limiter, tokens, (budgets, settlements)): (&L, Tokens<'_, C>, (&S, &dyn Settlements)),
+    ledgers: &MemoryLedgers,
+    req: HttpRequest<'_>,
+    sink: SinkBuffer,
+) -> Exchange {
+    let cache = MemoryCache::new(&provider.clock);
+    exchange_stored(config, provider, (ledgers, &cache), req, sink)
+}
+
+/// What `run_exchange` reaches outside the router: the limiter, token checks, budgets, cache.
+type Reached<'a, L, C, S, R> = (
+    &'a L,
+    Tokens<'a, C>,
+    (&'a S, &'a dyn Settlements),
+    (&'a R, &'a dyn CacheWrites),
+);
+
+fn run_exchange<L: RateLimiter, C: TokenVerification, S: BudgetStore, R: ResponseCache>(
+    config: &LoadedConfig,
+    provider: &ScriptedProvider,
+    (limiter, tokens, (budgets, settlements), (cache, cache_writes)): Reached<'_, L, C, S, R>,
     health: &RefCell<HealthBook>,
     req: HttpRequest<'_>,
     mut sink: SinkBuffer,
@@ -529,12 +553,14 @@ fn run_exchange<L: RateLimiter, C: TokenVerification, S: BudgetStore>(
         jwks: tokens.jwks,
         usage: &usage,
         settlements,
+        cache_writes,
     };
     let io = Io {
         provider,
         limiter,
         tokens: tokens.crypto,
         budgets,
+        cache,
     };
     let reply = block_on(handle(req, config, io, &env));
     let (response, text, streamed) = match reply {
@@ -623,5 +649,46 @@ impl Settlements for MemoryLedgers {
         let mut ledgers = self.ledgers.borrow_mut();
         let ledger = ledgers.entry(scope.to_string()).or_default();
         ledger.settle(hold, cost, self.clock.get());
+    }
+}
+
+/// The response cache in memory, on the scripted provider's clock: entries expire at their TTL
+/// as the Cache API's do. The "digest" is the key's text itself, so tests can read it.
+pub struct MemoryCache {
+    pub entries: RefCell<BTreeMap<String, (CachedAnswer, u64)>>,
+    pub clock: Rc<Cell<u64>>,
+    /// Every key asked for, in order.
+    pub asked: RefCell<Vec<String>>,
+}
+
+impl MemoryCache {
+    pub fn new(clock: &Rc<Cell<u64>>) -> Self {
+        MemoryCache {
+            entries: RefCell::default(),
+            clock: clock.clone(),
+            asked: RefCell::default(),
+        }
+    }
+}
+
+impl ResponseCache for MemoryCache {
+    async fn digest(&self, text: &[u8]) -> Result<String, String> {
+        String::from_utf8(text.to_vec()).map_err(|e| e.to_string())
+    }
+
+    async fn get(&self, key: &str) -> Option<CachedAnswer> {
+        self.asked.borrow_mut().push(key.to_string());
+        let entries = self.entries.borrow();
+        let (answer, expires_ms) = entries.get(key)?;
+        (*expires_ms > self.clock.get()).then(|| answer.clone())
+    }
+}
+
+impl CacheWrites for MemoryCache {
+    fn put(&self, key: &str, answer: CachedAnswer, ttl_s: u64) {
+        let expires_ms = answer.stored_ms + ttl_s * 1000;
+        self.entries
+            .borrow_mut()
+            .insert(key.to_string(), (answer, expires_ms));
     }
 }
